@@ -1,0 +1,215 @@
+"""Backbone registry: every pre-trained network a study may start from, behind one call.
+
+``create_backbone(name, pretrained=None, in_chans=3, **kw)`` returns a module whose
+``forward(x)`` gives pooled features ``(B, num_features)`` and which declares its stages through
+``feature_info`` and ``forward_intermediates(x, indices)`` (timm's interface), so CKA, weight
+drift and stage-wise freezing never need module-name hooks.
+
+Registered architectures (names read ``arch.source`` when a weight source is chosen, e.g.
+``bit-r50x1.bit-m``):
+
+* ``bit-r50x1`` ... ``bit-r152x4``: BiT ResNet-v2 with GroupNorm and weight standardisation
+  (Kolesnikov et al., ECCV 2020), sources ``bit-s`` (ImageNet-1k) and ``bit-m`` (ImageNet-21k);
+* ``resnet50v2-bn``: the BatchNorm ResNet50-v2 baseline of Mustafa et al., "Supervised Transfer
+  Learning at Scale for Medical Imaging" (2021);
+* ``resnet50``: the torchvision-layout ResNet-50 of the published self-supervised checkpoints
+  (benchmarked by Ericsson et al., "How Well Do Self-Supervised Models Transfer?", CVPR 2021);
+* ``timm/<any timm model name>``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import timm
+from torch import nn
+
+from medxfer.registry import Registry
+
+from .weights import LoadReport, WeightSource, load_backbone_weights, read_weight_file, weights_dir
+
+__all__ = [
+    "BACKBONES",
+    "LoadReport",
+    "WeightSource",
+    "create_backbone",
+    "list_backbones",
+    "load_backbone_weights",
+    "read_weight_file",
+    "register_backbone",
+    "resolve_weights",
+    "weights_dir",
+]
+
+log = logging.getLogger(__name__)
+
+BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone", group="medxfer.backbones")
+
+
+def register_backbone(
+    name: str, *, sources: dict[str, WeightSource] | None = None, description: str | None = None
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a factory ``f(in_chans=..., num_classes=..., **kw) -> nn.Module``.
+
+    Args:
+        name: the architecture's name (no dots; the source follows a dot at look-up).
+        sources: named weight files this architecture can start from.
+        description: one line for ``medxfer list backbones`` (default: the docstring's first line).
+    """
+    if "." in name:
+        raise ValueError(f"backbone name {name!r} must not contain '.', which separates the source")
+    return BACKBONES.register(name, description=description, sources=dict(sources or {}))
+
+
+def list_backbones(pattern: str = "*") -> list[str]:
+    """Registered architecture names matching ``pattern``; ``timm/<name>`` works besides these."""
+    return BACKBONES.names(pattern)
+
+
+def _timm_factory(model_name: str) -> Callable[..., nn.Module]:
+    return functools.partial(timm.create_model, model_name, pretrained=False)
+
+
+def resolve_weights(arch: str, pretrained: str | os.PathLike[str]) -> Path:
+    """Turn ``pretrained`` (a named source of ``arch`` or a local path) into an existing file.
+
+    Raises:
+        FileNotFoundError: the named file is not in the weights directory (the message says
+            which file to put where) or the path does not exist.
+        KeyError: the name is neither a source of ``arch`` nor a path.
+    """
+    text = str(pretrained)
+    sources: dict[str, WeightSource] = {} if arch.startswith("timm/") else BACKBONES.entry(arch).metadata["sources"]
+    if text in sources:
+        src = sources[text]
+        if not src.path().is_file():
+            raise FileNotFoundError(
+                f"weights {arch}.{text} not found: put {src.filename} at {src.path()} "
+                f"(download: {src.url}), or set MEDXFER_WEIGHTS_DIR to the folder holding it, "
+                f"or pass pretrained=<path to the file>"
+            )
+        return src.path()
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    if arch.startswith("timm/") and text == "timm":
+        for suffix in (".safetensors", ".pth", ".bin"):
+            candidate = weights_dir() / "timm" / f"{arch[5:]}{suffix}"
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(
+            f"weights for {arch} not found: put the model's file at "
+            f"{weights_dir() / 'timm' / (arch[5:] + '.safetensors')} (from the Hugging Face hub "
+            f"page timm/{arch[5:]}), or pass pretrained=<path>"
+        )
+    if sources and os.sep not in text and not path.suffix:
+        raise KeyError(f"{arch} has no weight source {text!r}; known: {', '.join(sources)}")
+    raise FileNotFoundError(f"weight file {path} does not exist")
+
+
+def create_backbone(
+    name: str, pretrained: str | os.PathLike[str] | None = None, in_chans: int = 3, **kw: Any
+) -> nn.Module:
+    """Build a registered backbone, optionally loading pre-trained weights strictly.
+
+    Args:
+        name: ``arch``, ``arch.source`` or ``timm/<timm name>``.
+        pretrained: None (random init), a source name of ``arch``, or a local weight file.
+        in_chans: input channels; pre-trained RGB kernels are summed for 1-channel input.
+        **kw: passed to the factory (timm arguments: ``drop_path_rate``, ``global_pool``...).
+            ``num_classes`` defaults to 0, so the module returns pooled features.
+
+    Returns:
+        The module, with ``load_report`` (a :class:`LoadReport` or None) and ``medxfer_name``.
+
+    Example:
+        >>> m = create_backbone("timm/resnet18", in_chans=1)
+        >>> m(torch.zeros(2, 1, 32, 32)).shape
+        torch.Size([2, 512])
+    """
+    if name.startswith("timm/"):
+        arch, factory = name, _timm_factory(name[5:])
+    else:
+        arch, _, source = name.partition(".")
+        if source:
+            if pretrained is not None and str(pretrained) != source:
+                raise ValueError(f"{name!r} names source {source!r} but pretrained={pretrained!r}")
+            pretrained = source
+        factory = BACKBONES.get(arch)
+    kw.setdefault("num_classes", 0)
+    model = factory(in_chans=in_chans, **kw)
+    model.load_report = None
+    if pretrained is not None:
+        model.load_report = load_backbone_weights(model, resolve_weights(arch, pretrained))
+    model.medxfer_name = arch
+    return model
+
+
+# ------------------------------------------------------------------------------ built-in entries
+_BIT_URL = "https://storage.googleapis.com/bit_models/{}"
+_BIT_LICENCE = "Apache-2.0"
+_BIT_NORM = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+_BIT_VARIANTS = {"r50x1": "50x1", "r50x3": "50x3", "r101x1": "101x1", "r101x3": "101x3", "r152x2": "152x2", "r152x4": "152x4"}
+
+for _arch, _size in _BIT_VARIANTS.items():
+    _tag = _arch.upper()
+    register_backbone(
+        f"bit-{_arch}",
+        description=f"BiT ResNet-v2 {_tag} (GroupNorm + weight standardisation), timm resnetv2_{_size}_bit",
+        sources={
+            "bit-s": WeightSource(f"BiT-S-{_tag}.npz", _BIT_URL.format(f"BiT-S-{_tag}.npz"),
+                                  "BiT-S: supervised on ImageNet-1k", _BIT_LICENCE, **_BIT_NORM),
+            "bit-m": WeightSource(f"BiT-M-{_tag}.npz", _BIT_URL.format(f"BiT-M-{_tag}.npz"),
+                                  "BiT-M: supervised on ImageNet-21k", _BIT_LICENCE, **_BIT_NORM),
+        },
+    )(_timm_factory(f"resnetv2_{_size}_bit"))
+
+register_backbone(
+    "resnet50v2-bn",
+    description="ResNet50-v2 with BatchNorm: the paper's non-BiT baseline, timm resnetv2_50",
+    sources={
+        "in1k": WeightSource(
+            "resnetv2_50.a1h_in1k.safetensors",
+            "https://huggingface.co/timm/resnetv2_50.a1h_in1k (model.safetensors, renamed)",
+            "supervised on ImageNet-1k (timm a1h recipe)", "Apache-2.0",
+        ),
+    },
+)(_timm_factory("resnetv2_50"))
+
+_FB = "https://dl.fbaipublicfiles.com"
+_SSL = "CC-BY-NC-4.0"
+register_backbone(
+    "resnet50",
+    description="ResNet-50, torchvision layout: supervised and self-supervised (SwAV, MoCo, DINO...) checkpoints",
+    sources={
+        "supervised": WeightSource("resnet50-0676ba61.pth", "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+                                   "supervised on ImageNet-1k (torchvision V1)", "BSD-3-Clause"),
+        "swav": WeightSource("swav_800ep_pretrain.pth.tar", f"{_FB}/deepcluster/swav_800ep_pretrain.pth.tar",
+                             "SwAV, 800 epochs, ImageNet-1k", _SSL),
+        "deepcluster-v2": WeightSource("deepclusterv2_800ep_pretrain.pth.tar",
+                                       f"{_FB}/deepcluster/deepclusterv2_800ep_pretrain.pth.tar",
+                                       "DeepCluster-v2, 800 epochs, ImageNet-1k", _SSL),
+        "sela-v2": WeightSource("selav2_400ep_pretrain.pth.tar", f"{_FB}/deepcluster/selav2_400ep_pretrain.pth.tar",
+                                "SeLa-v2, 400 epochs, ImageNet-1k", _SSL),
+        "moco-v1": WeightSource("moco_v1_200ep_pretrain.pth.tar",
+                                f"{_FB}/moco/moco_checkpoints/moco_v1_200ep/moco_v1_200ep_pretrain.pth.tar",
+                                "MoCo v1, 200 epochs, ImageNet-1k", _SSL),
+        "moco-v2": WeightSource("moco_v2_800ep_pretrain.pth.tar",
+                                f"{_FB}/moco/moco_checkpoints/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar",
+                                "MoCo v2, 800 epochs, ImageNet-1k", _SSL),
+        "barlow-twins": WeightSource("barlowtwins-resnet50.pth",
+                                     f"{_FB}/barlowtwins/ep1000_bs2048_lrw0.2_lrb0.0048_lambd0.0051/resnet50.pth (rename)",
+                                     "Barlow Twins, 1000 epochs, ImageNet-1k", "MIT"),
+        "dino": WeightSource("dino_resnet50_pretrain.pth", f"{_FB}/dino/dino_resnet50_pretrain/dino_resnet50_pretrain.pth",
+                             "DINO, ImageNet-1k", "Apache-2.0"),
+        "simclr-v1": WeightSource("simclr-v1.pth", "converted from the TF release (e.g. the ssl-transfer benchmark)",
+                                  "SimCLR v1, ImageNet-1k, converted to torchvision layout", "Apache-2.0"),
+        "byol": WeightSource("byol.pth", "converted from the JAX release (e.g. the ssl-transfer benchmark)",
+                             "BYOL, ImageNet-1k, converted to torchvision layout", "Apache-2.0"),
+    },
+)(_timm_factory("resnet50"))

@@ -1,0 +1,292 @@
+"""Weight files for backbones: where named weights live, how each file format is read, and a
+strict, reported load.
+
+Silently training from random initialisation because a checkpoint's keys did not match is the
+worst failure a transfer-learning study can have, so every load here reports matched, missing
+and unexpected keys and raises when any of the backbone's own tensors is left unmatched.
+
+Formats read (never with unrestricted pickle):
+
+* the official BiT ``.npz`` checkpoints (Kolesnikov et al., "Big Transfer (BiT): General Visual
+  Representation Learning", ECCV 2020), whose TensorFlow names such as
+  ``resnet/block1/unit01/a/standardized_conv2d/kernel`` are mapped onto timm's ResNetV2;
+* torch files (``.pth``, ``.pt``, ``.bin``, ``.tar``, ``.ckpt``) through
+  ``torch.load(weights_only=True)``;
+* ``.safetensors``.
+
+Self-supervised checkpoints (SwAV, MoCo, Barlow Twins, DINO, ...) come wrapped in
+``state_dict`` / ``model`` keys and prefixed (``module.``, ``module.encoder_q.``, ...); the
+wrapper and prefix that match the model best are found and projection heads, prototypes,
+momentum encoders and queues are left out and reported as unexpected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "LoadReport",
+    "WeightSource",
+    "bit_npz_to_state_dict",
+    "load_backbone_weights",
+    "read_weight_file",
+    "weights_dir",
+]
+
+log = logging.getLogger(__name__)
+
+#: Prefixes under which self-supervised and distributed checkpoints store the encoder.
+SSL_PREFIXES: tuple[str, ...] = (
+    "",
+    "module.",
+    "module.encoder_q.",
+    "module.encoder.",
+    "module.backbone.",
+    "module.online_network.encoder.",
+    "backbone.",
+    "encoder.",
+    "encoder_q.",
+    "model.",
+    "model.backbone.",
+)
+#: Keys of a wrapping dict that hold the weights, tried in this order.
+WRAPPER_KEYS: tuple[str, ...] = ("state_dict", "model", "teacher", "network", "params")
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".tar", ".ckpt")
+
+
+def weights_dir() -> Path:
+    """The local folder named weights are read from: ``$MEDXFER_WEIGHTS_DIR`` or
+    ``~/.cache/medxfer/weights``."""
+    env = os.environ.get("MEDXFER_WEIGHTS_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "medxfer" / "weights"
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Metadata of one published weight file, in the manner of timm's ``PretrainedCfg``.
+
+    Attributes:
+        filename: the exact file name expected in :func:`weights_dir`.
+        url: where a user downloads it (medxfer itself never downloads).
+        description: pre-training data and method, one line.
+        licence: the licence the authors published the weights under.
+        mean, std: input normalisation the weights were trained with (per RGB channel).
+        input_size: (C, H, W) of pre-training.
+    """
+
+    filename: str
+    url: str
+    description: str
+    licence: str = "see url"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    input_size: tuple[int, int, int] = (3, 224, 224)
+
+    def path(self) -> Path:
+        """Where this file is expected locally."""
+        return weights_dir() / self.filename
+
+
+@dataclass
+class LoadReport:
+    """What a weight load matched, and what it left out.
+
+    Attributes:
+        path: the file read.
+        prefix: the key prefix stripped from the checkpoint ('' for none).
+        matched: model keys filled from the file.
+        missing: model keys the file did not provide (allowed only for heads and counters).
+        unexpected: file keys the model has no place for (heads, projectors, queues...).
+        adapted_input: whether the first conv was adapted to another number of input channels.
+    """
+
+    path: str
+    prefix: str = ""
+    matched: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    adapted_input: bool = False
+
+    def summary(self) -> str:
+        """One line: counts and the first few names of each list."""
+
+        def few(keys: list[str]) -> str:
+            return ", ".join(keys[:5]) + (f", ... (+{len(keys) - 5})" if len(keys) > 5 else "")
+
+        return (
+            f"{self.path}: {len(self.matched)} matched, {len(self.missing)} missing"
+            f"{' [' + few(self.missing) + ']' if self.missing else ''}, "
+            f"{len(self.unexpected)} unexpected{' [' + few(self.unexpected) + ']' if self.unexpected else ''}"
+            f"{', prefix ' + repr(self.prefix) if self.prefix else ''}"
+            f"{', first conv adapted to the input channels' if self.adapted_input else ''}"
+        )
+
+
+# --------------------------------------------------------------------------------------- BiT npz
+_BIT_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(p), r)
+    for p, r in (
+        (r"^resnet/root_block/standardized_conv2d/kernel$", "stem.conv.weight"),
+        (r"^resnet/group_norm/gamma$", "norm.weight"),
+        (r"^resnet/group_norm/beta$", "norm.bias"),
+        (r"^resnet/head/conv2d/kernel$", "head.fc.weight"),
+        (r"^resnet/head/conv2d/bias$", "head.fc.bias"),
+        (r"^resnet/block(\d+)/unit(\d+)/a/proj/standardized_conv2d/kernel$", "{s}.downsample.conv.weight"),
+        (r"^resnet/block(\d+)/unit(\d+)/([abc])/standardized_conv2d/kernel$", "{s}.conv{n}.weight"),
+        (r"^resnet/block(\d+)/unit(\d+)/([abc])/group_norm/gamma$", "{s}.norm{n}.weight"),
+        (r"^resnet/block(\d+)/unit(\d+)/([abc])/group_norm/beta$", "{s}.norm{n}.bias"),
+    )
+)
+
+
+def _bit_key(key: str) -> str | None:
+    for pattern, repl in _BIT_RULES:
+        m = pattern.match(key)
+        if m is None:
+            continue
+        if not m.groups():
+            return repl
+        stage, unit = int(m.group(1)) - 1, int(m.group(2)) - 1
+        n = "abc".index(m.group(3)) + 1 if len(m.groups()) > 2 else 0
+        return repl.format(s=f"stages.{stage}.blocks.{unit}", n=n)
+    return None
+
+
+def bit_npz_to_state_dict(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Map an official BiT checkpoint onto timm ``ResNetV2`` keys.
+
+    TensorFlow kernels are HWIO and become OIHW; keys outside the known layout are kept under
+    their own name so that the load reports them as unexpected rather than losing them.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in arrays.items():
+        tensor = torch.from_numpy(np.ascontiguousarray(value.transpose(3, 2, 0, 1) if value.ndim == 4 else value))
+        out[_bit_key(key) or key] = tensor
+    return out
+
+
+# --------------------------------------------------------------------------------- file reading
+def read_weight_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a weight file into a flat ``{key: tensor}`` dict, unwrapping container dicts.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the format is unknown, the file is a pickle that is not weights-only, or it
+            holds no tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weight file {path} does not exist")
+    name = path.name.lower()
+    if name.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        return bit_npz_to_state_dict(arrays) if any(k.startswith("resnet/") for k in arrays) else {
+            k: torch.from_numpy(v) for k, v in arrays.items()
+        }
+    if name.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    if not name.endswith(TORCH_SUFFIXES):
+        raise ValueError(
+            f"{path}: unknown weight format; expected .npz (BiT), .safetensors or a torch file "
+            f"({', '.join(TORCH_SUFFIXES)})"
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path}: refused to load, the file is a pickle that is not weights-only (it may run "
+            f"arbitrary code). Re-save its tensors with torch.save(state_dict) or as .safetensors. "
+            f"Detail: {str(err).splitlines()[0]}"
+        ) from None
+    return _unwrap(obj, path)
+
+
+def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    """Descend through wrapper keys until a dict of tensors is found."""
+    while isinstance(obj, dict):
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors and len(tensors) >= len(obj) / 2:
+            return tensors
+        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
+        if inner is None:
+            break
+        obj = inner
+    raise ValueError(f"{path}: no tensors found (looked inside keys {', '.join(WRAPPER_KEYS)})")
+
+
+# ------------------------------------------------------------------------------------ loading
+def _best_prefix(keys: list[str], model_keys: set[str]) -> str:
+    def score(prefix: str) -> int:
+        return sum(1 for k in keys if k.startswith(prefix) and k[len(prefix) :] in model_keys)
+
+    return max(SSL_PREFIXES, key=lambda p: (score(p), len(p)))
+
+
+def _allowed_missing(key: str, classifier: str | None) -> bool:
+    return key.endswith("num_batches_tracked") or bool(classifier and key.startswith(classifier + "."))
+
+
+def load_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> LoadReport:
+    """Load ``path`` into ``model`` strictly and return what matched.
+
+    The first convolution is adapted when the file was trained on another number of input
+    channels (e.g. RGB weights for 1-channel X-rays: the kernel is summed over RGB, timm's
+    ``adapt_input_conv``).
+
+    Raises:
+        ValueError: a backbone tensor is missing from the file or has another shape; the message
+            lists them.
+    """
+    from timm.models import adapt_input_conv
+
+    state = read_weight_file(path)
+    model_state = model.state_dict()
+    prefix = _best_prefix(list(state), set(model_state))
+    report = LoadReport(path=str(path), prefix=prefix)
+    chosen: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        local = key[len(prefix) :] if key.startswith(prefix) else None
+        if local is None or local not in model_state:
+            report.unexpected.append(key)
+        else:
+            chosen[local] = value
+
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    first_conv = cfg.get("first_conv")
+    first_key = f"{first_conv}.weight" if first_conv else None
+    if first_key in chosen and chosen[first_key].ndim == 4:
+        want = model_state[first_key].shape[1]
+        if chosen[first_key].shape[1] != want:
+            chosen[first_key] = adapt_input_conv(want, chosen[first_key].float()).to(chosen[first_key].dtype)
+            report.adapted_input = True
+
+    mismatched = [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(model_state[k].shape)}"
+        for k, v in chosen.items()
+        if v.shape != model_state[k].shape
+    ]
+    report.missing = [k for k in model_state if k not in chosen]
+    report.matched = [k for k in model_state if k in chosen]
+    fatal = [k for k in report.missing if not _allowed_missing(k, cfg.get("classifier"))]
+    if mismatched or fatal:
+        lines = [f"{path}: weights do not fit the backbone ({report.summary()})."]
+        if fatal:
+            lines.append(f"Backbone tensors missing from the file ({len(fatal)}): " + ", ".join(fatal))
+        if mismatched:
+            lines.append(f"Shape mismatches ({len(mismatched)}): " + "; ".join(mismatched))
+        raise ValueError("\n".join(lines))
+    model.load_state_dict(chosen, strict=False)
+    log.info("loaded weights %s", report.summary())
+    return report

@@ -1,0 +1,5 @@
+"""``python -m medxfer`` runs the ``medxfer`` command."""
+
+from medxfer.cli import main
+
+raise SystemExit(main())

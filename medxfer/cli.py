@@ -1,0 +1,141 @@
+"""The ``medxfer`` command: LightningCLI for ``fit | validate | test | predict -c cfg.yaml``,
+plus ``medxfer list`` and ``medxfer synthesize``.
+
+Models and datamodules are chosen in subclass mode (``class_path: MultiLabelClassifier`` --
+short names resolve because medxfer's tasks and datamodules are imported here). The
+datamodule's number of outputs, label names and channels are linked into the task, so sizes
+are written once. After ``fit`` the best checkpoint is tested on every test set (the
+in-distribution split and each shifted set) and the table is written to the run folder as
+``results.json`` and ``results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+import medxfer.datamodules as datamodules
+import medxfer.tasks as tasks
+from medxfer.backbones import BACKBONES
+from medxfer.datamodules import MedxferDataModule
+from medxfer.tasks import TransferTask
+
+__all__ = ["MedxferCLI", "format_results", "main"]
+
+
+class MedxferCLI(LightningCLI):
+    """LightningCLI with medxfer's links and a test of the best checkpoint after ``fit``."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.label_names", "model.init_args.label_names", apply_on="instantiate")
+        parser.link_arguments("data.channels", "model.init_args.in_chans", apply_on="instantiate")
+        parser.add_argument("--test_after_fit", type=bool, default=True,
+                            help="after fit, test the best checkpoint on every test set (fit only)")
+
+    def after_fit(self) -> None:
+        if not self.config[self.subcommand].get("test_after_fit", True):
+            return
+        trainer = self.trainer
+        if trainer.interrupted or not getattr(self.datamodule, "eval_names", None):
+            return
+        ckpt = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
+        results = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
+        self.write_results(results)
+
+    def after_test(self) -> None:
+        self.write_results(self.trainer.logged_metrics)
+
+    def write_results(self, results: Sequence[dict[str, Any]] | dict[str, Any]) -> None:
+        """Write test metrics to ``results.json`` / ``results.md`` in the run folder and print them."""
+        if not self.trainer.is_global_zero:
+            return
+        flat: dict[str, float] = {}
+        for part in [results] if isinstance(results, dict) else results:
+            flat.update({k: float(v) for k, v in part.items() if str(k).startswith("test/")})
+        if not flat:
+            return
+        out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(flat, indent=2, sort_keys=True))
+        table = format_results(flat)
+        (out / "results.md").write_text(table + "\n")
+        print(f"\n{table}\n\nwritten to {out / 'results.md'}")
+
+
+def format_results(flat: dict[str, float]) -> str:
+    """A Markdown table: one row per test set, one column per metric (``test/<set>/<metric>``)."""
+    rows: dict[str, dict[str, float]] = {}
+    for key, value in flat.items():
+        _, name, metric = key.split("/", 2)
+        rows.setdefault(name, {})[metric] = value
+    cols = sorted({m for r in rows.values() for m in r}, key=lambda m: (m != "auroc_mean", m.startswith("loss"), m))
+    lines = ["| set | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, r in rows.items():
+        cells = ["n/a" if math.isnan(r.get(c, math.nan)) else f"{r[c]:.4f}" for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _list(argv: Sequence[str]) -> int:
+    registries = {"backbones": BACKBONES, "tasks": tasks.TASKS, "datamodules": datamodules.DATAMODULES}
+    parser = argparse.ArgumentParser(prog="medxfer list", description="List registered components.")
+    parser.add_argument("what", choices=sorted(registries))
+    parser.add_argument("pattern", nargs="?", default="*", help="shell-style name filter")
+    args = parser.parse_args(argv)
+    reg = registries[args.what]
+    names = reg.names(args.pattern)
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        entry = reg.entry(name)
+        print(f"{name:<{width}}  {entry.description}")
+        for source, ws in entry.metadata.get("sources", {}).items():
+            print(f"{'':<{width}}    .{source:<15} {ws.filename}  ({ws.description})")
+    if args.what == "backbones":
+        print(f"{'timm/<name>':<{width}}  any timm model, e.g. timm/resnet18, timm/convnext_tiny")
+    return 0
+
+
+def _synthesize(argv: Sequence[str]) -> int:
+    from medxfer.datamodules import write_synthetic_chexpert, write_synthetic_nih
+
+    parser = argparse.ArgumentParser(
+        prog="medxfer synthesize",
+        description="Write synthetic chest X-ray data in the CheXpert and NIH ChestX-ray14 formats.",
+    )
+    parser.add_argument("kind", choices=["cxr"])
+    parser.add_argument("out", type=Path, help="folder to write chexpert/ and nih/ into")
+    parser.add_argument("--patients", type=int, default=400, help="CheXpert-layout patients")
+    parser.add_argument("--shift-patients", type=int, default=150, help="NIH-layout patients")
+    parser.add_argument("--size", type=int, default=80, help="image side in pixels")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    train = write_synthetic_chexpert(args.out / "chexpert", args.patients, size=args.size, seed=args.seed)
+    nih = write_synthetic_nih(args.out / "nih", args.shift_patients, size=args.size, seed=args.seed + 1)
+    print(f"wrote {train} and {nih}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int | None:
+    """Entry point of the ``medxfer`` console script and ``python -m medxfer``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "list":
+        return _list(argv[1:])
+    if argv and argv[0] == "synthesize":
+        return _synthesize(argv[1:])
+    MedxferCLI(
+        TransferTask,
+        MedxferDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=argv,
+        save_config_kwargs={"overwrite": True},
+    )
+    return 0

@@ -1,0 +1,17 @@
+"""Dataset machinery shared by every modality: validated tables, image decoding, patient-level
+splits and the collate function of the batch contract (see DESIGN.md)."""
+
+from __future__ import annotations
+
+from .images import ImageDecodeError, read_grey_image
+from .splits import patient_split
+from .tables import TableError, check_columns, csv_line
+
+__all__ = [
+    "ImageDecodeError",
+    "TableError",
+    "check_columns",
+    "csv_line",
+    "patient_split",
+    "read_grey_image",
+]

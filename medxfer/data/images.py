@@ -1,0 +1,63 @@
+"""Decoding radiographs to one grey float plane, whatever container they arrive in.
+
+Published chest X-ray sets store grey images as 8-bit L, RGB or RGBA with equal channels (NIH
+ChestX-ray14 has both), or 16-bit PNG. All become a float32 ``(H, W)`` array in [0, 1] here, so
+the rest of the pipeline never sees the container.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+__all__ = ["ImageDecodeError", "read_grey_image"]
+
+
+class ImageDecodeError(OSError):
+    """An image file is missing or could not be decoded; the message names it (and its row)."""
+
+
+def read_grey_image(path: str | os.PathLike[str], context: str = "") -> np.ndarray:
+    """Read an image file as a grey float32 ``(H, W)`` array scaled to [0, 1].
+
+    Colour containers with equal channels are read from the first channel; true colour images
+    are converted to luminance (ITU-R 601); alpha is dropped. 16-bit images keep their range
+    (divided by 65535), 8-bit are divided by 255.
+
+    Args:
+        path: the file.
+        context: appended to error messages (e.g. ``"row 12 of train.csv"``).
+
+    Raises:
+        ImageDecodeError: missing file or a decoder failure, naming ``path`` and ``context``.
+    """
+    where = f"{path}{' (' + context + ')' if context else ''}"
+    if not Path(path).is_file():
+        raise ImageDecodeError(f"image not found: {where}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return _to_grey(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageDecodeError(f"could not decode image {where}: {err}") from None
+
+
+def _to_grey(img: Image.Image) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float32)
+        top = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        return np.clip(arr / top, 0.0, 1.0)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
+        return (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    if mode in ("L", "P", "1", "LA"):
+        return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return rgb[..., 0] / 255.0
+    return (rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)) / 255.0

@@ -1,0 +1,91 @@
+"""Image transforms of the studies, seedable and independent per DataLoader worker.
+
+The chest X-ray recipe follows Mustafa et al., "Supervised Transfer Learning at Scale for
+Medical Imaging" (2021): rotation by up to ±20°, random crop, horizontal flip, pixel values
+scaled to [-1, 1], additive brightness (±0.2), multiplicative contrast, and a final clip to
+[-1, 1]. Geometry runs through albumentations; the value steps are done here so that their
+amounts are exactly those of the paper on the [-1, 1] scale.
+
+Every random transform owns its generators. They are re-seeded from ``(seed, torch's initial
+seed)`` whenever the latter changes, which happens in each DataLoader worker (and each epoch
+when workers are not persistent), so workers draw different streams and a run seeded with
+``seed_everything`` is reproducible.
+"""
+
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+
+__all__ = ["GreyImageTransform"]
+
+
+class GreyImageTransform:
+    """Grey ``(H, W)`` float image in [0, 1] -> tensor ``(channels, S, S)`` in [-1, 1].
+
+    Args:
+        image_size: the output side ``S``.
+        resize: side the image is resized to before cropping (default ``S * 8 / 7``, i.e.
+            256 for 224).
+        train: apply the random augmentation; otherwise resize and centre-crop only.
+        rotate: maximum rotation in degrees.
+        brightness: maximum additive brightness change on the [-1, 1] scale.
+        contrast: range of the multiplicative contrast factor.
+        hflip: flip horizontally with probability 0.5.
+        channels: number of output channels (the grey plane is repeated; 3 for RGB backbones).
+        seed: base seed of the transform's generators.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        resize: int | None = None,
+        train: bool = False,
+        rotate: float = 20.0,
+        brightness: float = 0.2,
+        contrast: tuple[float, float] = (0.8, 1.2),
+        hflip: bool = True,
+        channels: int = 3,
+        seed: int = 0,
+    ) -> None:
+        self.image_size = image_size
+        self.resize = resize or int(round(image_size * 8 / 7))
+        self.train = train
+        self.brightness = brightness
+        self.contrast = contrast
+        self.channels = channels
+        self.seed = seed
+        steps: list[A.BasicTransform] = [A.Resize(self.resize, self.resize, interpolation=cv2.INTER_AREA)]
+        if train:
+            steps += [A.Rotate(limit=rotate, border_mode=cv2.BORDER_CONSTANT, p=1.0)]
+            steps += [A.RandomCrop(image_size, image_size)]
+            steps += [A.HorizontalFlip(p=0.5)] if hflip else []
+        else:
+            steps += [A.CenterCrop(image_size, image_size)]
+        self.geometry = A.Compose(steps, seed=seed)
+        self.rng = np.random.default_rng(seed)
+        self._seeded_for: int | None = None
+
+    def _reseed(self) -> None:
+        key = torch.initial_seed()
+        if key != self._seeded_for:
+            self._seeded_for = key
+            seq = np.random.SeedSequence([self.seed, key % (2**63)])
+            self.rng = np.random.default_rng(seq)
+            self.geometry.set_random_seed(int(seq.generate_state(1)[0]))
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        """Transform one grey image; see the class docstring."""
+        if image.ndim != 2:
+            raise ValueError(f"expected a grey (H, W) image, got shape {image.shape}")
+        if self.train:
+            self._reseed()
+        x = self.geometry(image=image.astype(np.float32))["image"] * 2.0 - 1.0
+        if self.train:
+            x = x + self.rng.uniform(-self.brightness, self.brightness)
+            x = x * self.rng.uniform(*self.contrast)
+            x = np.clip(x, -1.0, 1.0)
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
+        return t.expand(self.channels, -1, -1).contiguous()

@@ -1,0 +1,262 @@
+"""The base transfer-learning task: a pre-trained backbone, a head, a loss and metrics.
+
+:class:`TransferTask` owns the fine-tuning recipe of Mustafa et al., "Supervised Transfer
+Learning at Scale for Medical Imaging" (2021) and of BiT (Kolesnikov et al., 2020): SGD with
+momentum or Adam, linear warm-up then step decay by a factor every N steps (or cosine), optional
+weight decay towards the initial weights (L2-SP, Li et al., ICML 2018; the paper's "weight decay
+to init"), and optional freezing of the first stages.
+
+A new modality is a small subclass overriding some of:
+
+* :meth:`encode` -- images ``(B, C, H, W)`` or ``(B, V, C, H, W)`` -> features;
+* :meth:`aggregate` -- per-image features -> one vector per case (identity here);
+* :meth:`build_head` -- the head module;
+* :meth:`loss`, :meth:`probabilities`, :meth:`make_metrics`.
+
+Validation and test steps return ``{"probs", "target", "groups", "id"}`` (DESIGN.md), so the
+analysis callbacks never need to know which task produced them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import Metric
+
+from medxfer.backbones import create_backbone
+
+__all__ = ["TransferTask"]
+
+
+class TransferTask(L.LightningModule):
+    """Fine-tune a registered backbone on a medical task.
+
+    Args:
+        backbone: a name from ``medxfer list backbones`` or ``timm/<name>``.
+        pretrained: None (random init), a weight source of the backbone, or a local file.
+        num_classes: K, the number of outputs (linked from the datamodule by the CLI).
+        label_names: names of the K outputs (linked from the datamodule).
+        in_chans: image channels (linked from the datamodule).
+        drop_rate: dropout before the linear head.
+        backbone_kwargs: extra arguments of the backbone factory (``drop_path_rate``...).
+        optimizer: ``sgd`` (momentum) or ``adam``.
+        lr: peak learning rate.
+        momentum: SGD momentum.
+        weight_decay: ordinary L2 weight decay of the optimizer.
+        wd_to_init: coefficient of ``sum ||w - w0||^2 / 2`` over the backbone (L2-SP).
+        schedule: ``step`` (decay by ``decay_factor`` every ``decay_every`` steps), ``cosine``
+            (to 0 at the end of training) or ``constant``; all after ``warmup_steps`` of linear
+            warm-up.
+        warmup_steps: optimizer steps of linear warm-up.
+        decay_every: steps between decays of the ``step`` schedule (None: never).
+        decay_factor: multiplier at each decay.
+        freeze_stages: freeze the first N entries of the backbone's ``feature_info`` (1: the
+            stem, 2: stem and first stage, ...); their norm layers stay in eval mode.
+        channels_last: run the backbone in channels-last memory format (faster on GPUs).
+        initialised_from: records where the initial weights came from; never loaded (set by
+            checkpoints, which hold the weights themselves).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "timm/resnet18",
+        pretrained: str | None = None,
+        num_classes: int = 1,
+        label_names: Sequence[str] | None = None,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        backbone_kwargs: dict[str, Any] | None = None,
+        optimizer: Literal["sgd", "adam"] = "sgd",
+        lr: float = 0.003,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        wd_to_init: float = 0.0,
+        schedule: Literal["step", "cosine", "constant"] = "step",
+        warmup_steps: int = 0,
+        decay_every: int | None = None,
+        decay_factor: float = 0.1,
+        freeze_stages: int = 0,
+        channels_last: bool = False,
+        initialised_from: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.label_names = list(label_names) if label_names is not None else [f"class{k}" for k in range(num_classes)]
+        if len(self.label_names) != num_classes:
+            raise ValueError(f"num_classes={num_classes} but {len(self.label_names)} label_names")
+        self.backbone = create_backbone(backbone, pretrained=pretrained, in_chans=in_chans, **(backbone_kwargs or {}))
+        self.head = self.build_head(self.backbone.num_features, num_classes)
+        self.l2sp_anchor = nn.Module()
+        if wd_to_init > 0:
+            for name, p in self.backbone.named_parameters():
+                self.l2sp_anchor.register_buffer(name.replace(".", "__"), p.detach().clone())
+        self._frozen: list[nn.Module] = []
+        if freeze_stages:
+            self._freeze(freeze_stages)
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        self.eval_metrics = nn.ModuleDict()
+
+    # ------------------------------------------------------------------------ model pieces
+    def build_head(self, num_features: int, num_classes: int) -> nn.Module:
+        """Dropout then one linear layer (override for a deeper head)."""
+        return nn.Sequential(nn.Dropout(self.hparams.drop_rate), nn.Linear(num_features, num_classes))
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """Backbone features of every image: ``(B, C, H, W)`` -> ``(B, F)``, or
+        ``(B, V, C, H, W)`` -> ``(B, V, F)`` (the B*V images in one pass)."""
+        lead = image.shape[:-3]
+        x = image.reshape(-1, *image.shape[-3:])
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone(x).reshape(*lead, -1)
+
+    def aggregate(self, features: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """Per-image features -> one vector per case. Identity for one image per case."""
+        return features
+
+    def forward(self, batch: dict[str, Any] | torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, K)`` of a batch dict (or of an image tensor)."""
+        if isinstance(batch, torch.Tensor):
+            batch = {"image": batch}
+        return self.head(self.aggregate(self.encode(batch["image"]), batch))
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The training loss; subclasses define it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement loss()")
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits -> probabilities ``(B, K)``; subclasses define it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement probabilities()")
+
+    def make_metrics(self) -> Metric:
+        """A fresh Metric for one evaluation set; ``update(probs, target)``, ``compute() -> dict``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement make_metrics()")
+
+    # ---------------------------------------------------------------------- regularisation
+    def l2sp_penalty(self) -> torch.Tensor:
+        """``wd_to_init / 2 * sum ||w - w0||^2`` over the backbone's parameters."""
+        anchors = dict(self.l2sp_anchor.named_buffers())
+        total = sum(
+            ((p - anchors[n.replace(".", "__")]) ** 2).sum() for n, p in self.backbone.named_parameters() if p.requires_grad
+        )
+        return 0.5 * self.hparams.wd_to_init * total
+
+    def _freeze(self, n_stages: int) -> None:
+        info = self.backbone.feature_info
+        info = info.get_dicts() if hasattr(info, "get_dicts") else info
+        if not 0 < n_stages <= len(info):
+            raise ValueError(f"freeze_stages={n_stages}: the backbone declares {len(info)} stages")
+        last = info[n_stages - 1]["module"]
+        modules = list(self.backbone.named_modules())
+        end = max(i for i, (n, _) in enumerate(modules) if n == last or n.startswith(last + "."))
+        for _name, module in modules[: end + 1]:
+            for p in module.parameters(recurse=False):
+                p.requires_grad_(False)
+        frozen_params = {id(p) for p in self.backbone.parameters() if not p.requires_grad}
+        self._frozen = [
+            m for m in self.backbone.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and all(id(p) in frozen_params for p in m.parameters())
+        ]
+
+    def train(self, mode: bool = True) -> TransferTask:
+        """Like ``nn.Module.train``, but frozen BatchNorm layers keep their running statistics."""
+        super().train(mode)
+        for m in self._frozen:
+            m.eval()
+        return self
+
+    # ------------------------------------------------------------------------------- steps
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        logits = self(batch)
+        loss = self.loss(logits.float(), batch["target"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["target"]))
+        if self.hparams.wd_to_init > 0:
+            penalty = self.l2sp_penalty()
+            self.log("train/l2sp", penalty, batch_size=len(batch["target"]))
+            loss = loss + penalty
+        return loss
+
+    def _eval_set_name(self, stage: str, dataloader_idx: int) -> str:
+        if stage == "val":
+            return "val" if dataloader_idx == 0 else f"val{dataloader_idx}"
+        names = list(getattr(self.trainer.datamodule, "eval_names", []) or []) if self._trainer else []
+        return names[dataloader_idx] if dataloader_idx < len(names) else f"set{dataloader_idx}"
+
+    def _eval_step(self, batch: dict[str, Any], stage: str, dataloader_idx: int) -> dict[str, Any]:
+        logits = self(batch).float()
+        probs = self.probabilities(logits)
+        name = self._eval_set_name(stage, dataloader_idx)
+        key = f"{stage}/{name}" if stage == "test" else name
+        if key not in self.eval_metrics:
+            self.eval_metrics[key] = self.make_metrics().to(self.device)
+        self.eval_metrics[key].update(probs, batch["target"])
+        prefix = f"{stage}/{name}" if stage == "test" else "val"
+        self.log(f"{prefix}/loss", self.loss(logits, batch["target"]), batch_size=len(probs),
+                 add_dataloader_idx=False, sync_dist=True)
+        return {"probs": probs, "target": batch["target"], "groups": batch.get("groups", {}),
+                "id": batch.get("id", []), "set": name}
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        return self._eval_step(batch, "val", dataloader_idx)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        return self._eval_step(batch, "test", dataloader_idx)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        return {"probs": self.probabilities(self(batch).float()), "id": batch.get("id", []),
+                "groups": batch.get("groups", {})}
+
+    def _log_eval_metrics(self, stage: str) -> None:
+        for key in [k for k in self.eval_metrics if (k.startswith("test/") if stage == "test" else not k.startswith("test/"))]:
+            metric = self.eval_metrics[key]
+            values = metric.compute()
+            prefix = key if stage == "test" else "val"
+            self.log_dict({f"{prefix}/{k}": v for k, v in values.items()}, add_dataloader_idx=False)
+            metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval_metrics("test")
+
+    # --------------------------------------------------------------------------- optimiser
+    def lr_factor(self, step: int, total_steps: int) -> float:
+        """Multiplier of ``lr`` at optimizer step ``step`` (warm-up, then the schedule)."""
+        hp = self.hparams
+        if step < hp.warmup_steps:
+            return (step + 1) / hp.warmup_steps
+        if hp.schedule == "step":
+            return hp.decay_factor ** (step // hp.decay_every) if hp.decay_every else 1.0
+        if hp.schedule == "cosine":
+            span = max(1, total_steps - hp.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - hp.warmup_steps) / span)))
+        return 1.0
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {hp.optimizer!r}")
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer else 1
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self.lr_factor(s, total))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints hold the weights, so restoring one must not need the original weight
+        file: ``pretrained`` is moved to ``initialised_from``."""
+        hp = checkpoint.get("hyper_parameters")
+        if hp is not None and hp.get("pretrained") is not None:
+            hp["initialised_from"] = str(hp["pretrained"])
+            hp["pretrained"] = None
