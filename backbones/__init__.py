@@ -157,7 +157,7 @@ _BIT_NORM = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
 _BIT_VARIANTS = {"r50x1": "50x1", "r50x3": "50x3", "r101x1": "101x1", "r101x3": "101x3", "r152x2": "152x2", "r152x4": "152x4"}
 
 for _arch, _size in _BIT_VARIANTS.items():
-    _tag = _arch.upper()
+    _tag = "R" + _size
     register_backbone(
         f"bit-{_arch}",
         description=f"BiT ResNet-v2 {_tag} (GroupNorm + weight standardisation), timm resnetv2_{_size}_bit",

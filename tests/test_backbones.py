@@ -1,0 +1,202 @@
+"""Backbone registry and weight loading: every entry builds; BiT .npz, SSL-wrapped and plain
+state dicts load with every backbone tensor matched; bad files fail loudly."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+from timm.models.resnetv2 import _load_weights as timm_load_bit_npz
+
+from medxfer.backbones import create_backbone, list_backbones, load_backbone_weights
+
+LARGE = {"bit-r50x3", "bit-r101x3", "bit-r152x2", "bit-r152x4"}
+
+
+def _perturbed(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Make every tensor distinctive so that a wrong mapping changes the outputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.state_dict().values():
+            if p.is_floating_point():
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, id=n, marks=[pytest.mark.slow] if n in LARGE else []) for n in list_backbones()]
+    + [pytest.param("timm/resnet18", id="timm-resnet18"), pytest.param("timm/efficientnet_b0", id="timm-effnet")],
+)
+def test_every_backbone_builds_and_runs(name: str) -> None:
+    model = create_backbone(name).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        feats = model(x)
+        inter = model.forward_intermediates(x, indices=[0, 1], intermediates_only=True)
+    assert feats.shape == (2, model.num_features)
+    info = model.feature_info
+    info = info.get_dicts() if hasattr(info, "get_dicts") else info
+    assert [t.shape[1] for t in inter] == [info[0]["num_chs"], info[1]["num_chs"]]
+
+
+def _write_bit_npz(model: torch.nn.Module, path: Path, head_classes: int = 7) -> None:
+    """Write ``model`` (timm ResNetV2) in the official BiT checkpoint layout (HWIO kernels)."""
+
+    def tf(t: torch.Tensor) -> np.ndarray:
+        return t.permute(2, 3, 1, 0).numpy() if t.ndim == 4 else t.numpy()
+
+    sd = model.state_dict()
+    out = {
+        "resnet/root_block/standardized_conv2d/kernel": tf(sd["stem.conv.weight"]),
+        "resnet/group_norm/gamma": tf(sd["norm.weight"]),
+        "resnet/group_norm/beta": tf(sd["norm.bias"]),
+        "resnet/head/conv2d/kernel": np.random.randn(1, 1, model.num_features, head_classes).astype(np.float32),
+        "resnet/head/conv2d/bias": np.zeros(head_classes, np.float32),
+    }
+    names = {"weight": "gamma", "bias": "beta"}
+    for key, value in sd.items():
+        m = re.fullmatch(r"stages\.(\d+)\.blocks\.(\d+)\.(.+)", key)
+        if not m:
+            continue
+        unit = f"resnet/block{int(m[1]) + 1}/unit{int(m[2]) + 1:02d}/"
+        rest = m[3]
+        if rest == "downsample.conv.weight":
+            out[unit + "a/proj/standardized_conv2d/kernel"] = tf(value)
+        elif c := re.fullmatch(r"conv(\d)\.weight", rest):
+            out[unit + "abc"[int(c[1]) - 1] + "/standardized_conv2d/kernel"] = tf(value)
+        elif n := re.fullmatch(r"norm(\d)\.(weight|bias)", rest):
+            out[unit + "abc"[int(n[1]) - 1] + f"/group_norm/{names[n[2]]}"] = tf(value)
+    np.savez(path, **out)
+
+
+def test_bit_npz_loads_every_parameter_and_matches_timm_reference(tmp_path: Path) -> None:
+    source = _perturbed(create_backbone("bit-r50x1"))
+    path = tmp_path / "BiT-M-R50x1.npz"
+    _write_bit_npz(source, path)
+
+    loaded = create_backbone("bit-r50x1", pretrained=path).eval()
+    report = loaded.load_report
+    assert report.missing == []
+    assert len(report.matched) == len(loaded.state_dict())
+    assert sorted(report.unexpected) == ["head.fc.bias", "head.fc.weight"]  # the 21k/1k classifier
+
+    reference = timm.create_model("resnetv2_50x1_bit", num_classes=0).eval()  # timm's own npz loader
+    timm_load_bit_npz(reference, str(path))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), source(x))
+        torch.testing.assert_close(loaded(x), reference(x))
+
+
+def test_named_source_resolves_from_weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDXFER_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError) as err:
+        create_backbone("bit-r50x1.bit-m")
+    assert "BiT-M-R50x1.npz" in str(err.value) and str(tmp_path) in str(err.value)
+    _write_bit_npz(_perturbed(create_backbone("bit-r50x1")), tmp_path / "BiT-M-R50x1.npz")
+    model = create_backbone("bit-r50x1", pretrained="bit-m")
+    assert model.load_report.path == str(tmp_path / "BiT-M-R50x1.npz")
+    with pytest.raises(KeyError, match="bit-s, bit-m"):
+        create_backbone("bit-r50x1", pretrained="bit-xl")
+
+
+def _moco(sd: dict) -> dict:
+    wrapped = {f"module.encoder_q.{k}": v for k, v in sd.items()}
+    wrapped |= {f"module.encoder_k.{k}": v.clone() for k, v in sd.items()}
+    wrapped |= {"module.encoder_q.fc.0.weight": torch.randn(16, 2048), "module.queue": torch.randn(128, 64)}
+    return {"epoch": 200, "arch": "resnet50", "state_dict": wrapped}
+
+
+def _swav(sd: dict) -> dict:
+    wrapped = {f"module.{k}": v for k, v in sd.items()}
+    return wrapped | {"module.projection_head.0.weight": torch.randn(8, 2048), "module.prototypes.weight": torch.randn(3, 8)}
+
+
+def _plain(sd: dict) -> dict:
+    return dict(sd)
+
+
+@pytest.mark.parametrize(
+    ("wrap", "suffix", "n_unexpected"),
+    [
+        pytest.param(_moco, ".pth.tar", -2, id="moco-encoder_q"),  # momentum encoder + fc + queue
+        pytest.param(_swav, ".pth.tar", 2, id="swav-module"),
+        pytest.param(_plain, ".pth", 0, id="plain-state-dict"),
+        pytest.param(_plain, ".safetensors", 0, id="safetensors"),
+    ],
+)
+def test_ssl_checkpoints_load_with_all_backbone_keys(tmp_path: Path, wrap, suffix: str, n_unexpected: int) -> None:
+    source = _perturbed(create_backbone("resnet50"))
+    sd = {k: v.clone() for k, v in source.state_dict().items()}
+    path = tmp_path / f"ckpt{suffix}"
+    if suffix == ".safetensors":
+        save_file(wrap(sd), str(path))
+    else:
+        torch.save(wrap(sd), path)
+    model = create_backbone("resnet50", pretrained=path).eval()
+    assert model.load_report.missing == []
+    # negative: a whole second copy of the backbone (MoCo's momentum encoder) plus |n| heads
+    expected = len(sd) - n_unexpected if n_unexpected < 0 else n_unexpected
+    assert len(model.load_report.unexpected) == expected
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x))
+
+
+def test_missing_backbone_keys_fail_with_their_names(tmp_path: Path) -> None:
+    sd = create_backbone("resnet50").state_dict()
+    del sd["layer4.2.conv3.weight"], sd["bn1.running_var"]
+    path = tmp_path / "partial.pth"
+    torch.save(sd, path)
+    with pytest.raises(ValueError, match="missing") as err:
+        create_backbone("resnet50", pretrained=path)
+    assert "layer4.2.conv3.weight" in str(err.value) and "bn1.running_var" in str(err.value)
+
+
+def test_shape_mismatch_fails(tmp_path: Path) -> None:
+    path = tmp_path / "r18.pth"
+    torch.save(create_backbone("timm/resnet18").state_dict(), path)
+    with pytest.raises(ValueError, match="Shape mismatches"):
+        create_backbone("resnet50", pretrained=path)
+
+
+def test_pickle_that_is_not_weights_only_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "unsafe.pth.tar"
+    torch.save({"state_dict": create_backbone("timm/resnet18").state_dict(), "args": argparse.Namespace(lr=0.1)}, path)
+    with pytest.raises(ValueError, match="not weights-only"):
+        create_backbone("timm/resnet18", pretrained=path)
+
+
+def test_one_channel_input_sums_rgb_kernels(tmp_path: Path) -> None:
+    sd = _perturbed(create_backbone("timm/resnet18")).state_dict()
+    path = tmp_path / "r18.pth"
+    torch.save(sd, path)
+    model = create_backbone("timm/resnet18", pretrained=path, in_chans=1)
+    assert model.load_report.adapted_input
+    torch.testing.assert_close(model.conv1.weight, sd["conv1.weight"].sum(dim=1, keepdim=True))
+    # a grey image repeated over RGB gives the same features through the RGB model
+    rgb = create_backbone("timm/resnet18", pretrained=path).eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), rgb(x.expand(-1, 3, -1, -1)), rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
+    model = create_backbone("timm/resnet18")
+    (tmp_path / "w.onnx").write_bytes(b"x")
+    with pytest.raises(ValueError, match="unknown weight format"):
+        load_backbone_weights(model, tmp_path / "w.onnx")
+    with pytest.raises(FileNotFoundError, match="nothere.pth"):
+        create_backbone("timm/resnet18", pretrained=tmp_path / "nothere.pth")
+
+
+def test_unknown_backbone_names_the_list_command() -> None:
+    with pytest.raises(KeyError, match="medxfer list backbones"):
+        create_backbone("bit-r999x9")
