@@ -108,7 +108,10 @@ def read_chexpert_csv(
     labels = _check_labels(labels, CHEXPERT_LABELS, "CheXpert")
     if uncertainty not in ("ones", "zeros", "ignore"):
         raise ValueError(f"uncertainty must be 'ones', 'zeros' or 'ignore', got {uncertainty!r}")
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise TableError(f"{path}: not a readable CheXpert CSV: {err}") from None
     check_columns(raw, [*_CHEXPERT_META, *labels], str(path))
     root = Path(root) if root is not None else path.resolve().parent.parent
     out = pd.DataFrame(index=raw.index)
@@ -181,7 +184,7 @@ def _read_nih_frame(path: Path) -> pd.DataFrame:
     bad = next((i for i, r in enumerate(rows) if len(r) != width), None)
     if bad is not None:
         raise TableError(f"{path}: line {csv_line(bad)} has {len(rows[bad])} fields, the header {width}: {names}")
-    return pd.DataFrame(rows, columns=names, dtype=str)
+    return pd.DataFrame(rows, columns=names, dtype=str).apply(lambda c: c.str.strip())
 
 
 def read_split_list(path: str | os.PathLike[str]) -> set[str]:

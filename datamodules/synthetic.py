@@ -61,28 +61,28 @@ def render_cxr(findings: set[str], rng: np.random.Generator, size: int = 80, shi
         lung = ((x - cx) / 0.16) ** 2 + ((y - 0.5) / 0.3) ** 2 < 1
         lungs.append((cx, lung))
         img[lung] = 0.22
-    heart_r = 0.2 if "Cardiomegaly" in findings else 0.12
+    heart_r = rng.normal(0.165, 0.015) if "Cardiomegaly" in findings else rng.normal(0.125, 0.015)
     heart = ((x - 0.47) / (heart_r * 1.2)) ** 2 + ((y - 0.68) / heart_r) ** 2 < 1
     img[heart] = 0.7
     if "Pleural Effusion" in findings:
         for _cx, lung in lungs[: rng.integers(1, 3)] if rng.random() < 0.5 else lungs:
-            img[lung & (y > 0.62 + rng.normal(0, 0.03))] = 0.68
+            img[lung & (y > 0.7 + rng.normal(0, 0.04))] = 0.5
     if "Atelectasis" in findings:
         for _ in range(2):
             cx, _lung = lungs[rng.integers(0, 2)]
             yy = 0.45 + rng.uniform(-0.08, 0.08)
             streak = (np.abs(y - yy - 0.15 * (x - cx)) < 0.018) & (np.abs(x - cx) < 0.12)
-            img[streak] = 0.85
+            img[streak] = 0.45
     if "Edema" in findings:
         for cx, lung in lungs:
             haze = np.exp(-(((x - (cx + 0.5) / 2) / 0.12) ** 2 + ((y - 0.48) / 0.14) ** 2))
-            img[lung] += (0.35 * haze + 0.08 * rng.random((size, size)))[lung]
+            img[lung] += (0.18 * haze + 0.06 * rng.random((size, size)))[lung]
     if "Consolidation" in findings:
         cx, lung = lungs[rng.integers(0, 2)]
-        px, py, r = cx + rng.uniform(-0.06, 0.06), rng.uniform(0.32, 0.55), rng.uniform(0.05, 0.08)
+        px, py, r = cx + rng.uniform(-0.06, 0.06), rng.uniform(0.32, 0.55), rng.uniform(0.035, 0.06)
         blob = ((x - px) ** 2 + (y - py) ** 2 < r**2) & lung
-        img[blob] = 0.8
-    img = np.clip(img + rng.normal(0, 0.02, img.shape), 0, 1) ** shift.gamma
+        img[blob] = 0.45
+    img = np.clip(img + rng.normal(0, 0.04, img.shape), 0, 1) ** shift.gamma
     pil = Image.fromarray((img * 255).astype(np.uint8))
     if shift.blur > 0:
         pil = pil.filter(ImageFilter.GaussianBlur(shift.blur))
@@ -162,7 +162,7 @@ def write_synthetic_nih(
     images_per_patient: tuple[int, int] = (1, 6),
     size: int = 80,
     seed: int = 1,
-    shift: Shift = Shift(gamma=1.4, noise=0.06, blur=0.8),
+    shift: Shift = Shift(gamma=1.6, noise=0.09, blur=1.0, prevalence={"Edema": 0.4, "Consolidation": 0.15}),
 ) -> Path:
     """Write an NIH ChestX-ray14-layout dataset: ``out_dir/images/NNNNNNNN_NNN.png`` and
     ``out_dir/Data_Entry_2017_v2020.csv`` with the official header (commas inside

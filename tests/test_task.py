@@ -1,0 +1,105 @@
+"""TransferTask / MultiLabelClassifier: schedules, losses, L2-SP, freezing, AUROC, a short fit."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from medxfer.datamodules import ChestXrayDataModule, CXRTable
+from medxfer.metrics import MultilabelAUROC, masked_multilabel_auroc
+from medxfer.tasks import MultiLabelClassifier, masked_bce_with_logits
+
+
+def _task(**kw) -> MultiLabelClassifier:
+    kw.setdefault("backbone", "timm/resnet18")
+    kw.setdefault("num_classes", 3)
+    return MultiLabelClassifier(**kw)
+
+
+@pytest.mark.parametrize(
+    ("step", "factor"),
+    [pytest.param(0, 0.1, id="warmup-first"), pytest.param(9, 1.0, id="warmup-last"),
+     pytest.param(99, 1.0, id="before-decay"), pytest.param(100, 0.1, id="first-decay"),
+     pytest.param(250, 0.01, id="second-decay")],
+)
+def test_step_schedule(step: int, factor: float) -> None:
+    task = _task(warmup_steps=10, decay_every=100, decay_factor=0.1)
+    assert task.lr_factor(step, total_steps=1000) == pytest.approx(factor)
+
+
+def test_cosine_schedule() -> None:
+    task = _task(schedule="cosine", warmup_steps=0)
+    assert task.lr_factor(50, total_steps=100) == pytest.approx(0.5)
+    assert task.lr_factor(100, total_steps=100) == pytest.approx(0.0)
+
+
+def test_masked_bce_equals_hand_computation() -> None:
+    logits = torch.tensor([[0.0, 2.0], [-1.0, 3.0]])
+    target = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
+
+    def bce(z: float, y: float) -> float:
+        p = 1 / (1 + math.exp(-z))
+        return -(y * math.log(p) + (1 - y) * math.log(1 - p))
+
+    expected = (bce(0.0, 1) + bce(-1.0, 0) + bce(3.0, 1)) / 3
+    assert masked_bce_with_logits(logits, target).item() == pytest.approx(expected, rel=1e-6)
+    assert masked_bce_with_logits(logits, torch.full_like(target, float("nan"))).item() == 0.0
+
+
+def test_l2sp_penalty_is_zero_at_init_and_exact_after_a_perturbation() -> None:
+    task = _task(wd_to_init=0.5)
+    assert task.l2sp_penalty().item() == 0.0
+    with torch.no_grad():
+        task.backbone.conv1.weight[0, 0, 0, 0] += 0.3
+        task.backbone.layer1[0].bn1.bias[2] -= 0.2
+    assert task.l2sp_penalty().item() == pytest.approx(0.5 / 2 * (0.3**2 + 0.2**2), rel=1e-5)
+
+
+def test_freeze_stages_freezes_stem_and_keeps_frozen_batchnorm_in_eval() -> None:
+    task = _task(freeze_stages=2)  # timm resnet18: stem (conv1, bn1) and layer1
+    frozen = {n for n, p in task.backbone.named_parameters() if not p.requires_grad}
+    assert {"conv1.weight", "bn1.weight", "layer1.1.conv2.weight"} <= frozen
+    assert not any(n.startswith("layer2") for n in frozen)
+    task.train()
+    assert not task.backbone.bn1.training and task.backbone.layer2[0].bn1.training
+    with pytest.raises(ValueError, match="declares 5 stages"):
+        _task(freeze_stages=9)
+
+
+def test_auroc_metric_matches_sklearn_per_label_with_unknowns() -> None:
+    rng = np.random.default_rng(0)
+    probs = rng.random((200, 3)).astype(np.float32)
+    target = (rng.random((200, 3)) < 0.3).astype(np.float32)
+    target[rng.random((200, 3)) < 0.2] = np.nan
+    target[:, 2] = np.where(np.isnan(target[:, 2]), np.nan, 0.0)  # label 2: one class only
+    metric = MultilabelAUROC(["a", "b c", "d"])
+    for chunk in np.array_split(np.arange(200), 7):
+        metric.update(torch.from_numpy(probs[chunk]), torch.from_numpy(target[chunk]))
+    out = metric.compute()
+    expected = [roc_auc_score(target[~np.isnan(target[:, k]), k], probs[~np.isnan(target[:, k]), k]) for k in range(2)]
+    assert out["auroc/a"].item() == pytest.approx(expected[0], abs=1e-6)
+    assert out["auroc/b_c"].item() == pytest.approx(expected[1], abs=1e-6)
+    assert math.isnan(out["auroc/d"].item())
+    assert out["auroc_mean"].item() == pytest.approx(np.mean(expected), abs=1e-6)
+    assert torch.isnan(masked_multilabel_auroc(torch.rand(4, 1), torch.full((4, 1), float("nan"))))[0]
+
+
+def test_short_fit_logs_each_test_set_under_its_name(synthetic_cxr: dict[str, Path], tiny_trainer) -> None:
+    dm = ChestXrayDataModule(
+        CXRTable(str(synthetic_cxr["chexpert"])),
+        shifted={"nih": CXRTable(str(synthetic_cxr["nih"]), format="nih")},
+        image_size=32, batch_size=8, num_workers=0,
+    )
+    task = MultiLabelClassifier(backbone="timm/resnet18", num_classes=dm.num_classes, label_names=dm.label_names,
+                                lr=0.01, wd_to_init=0.01, warmup_steps=1)
+    trainer = tiny_trainer(limit_test_batches=None, val_check_interval=3)
+    trainer.fit(task, datamodule=dm)
+    assert "val/auroc_mean" in trainer.callback_metrics and "val/loss" in trainer.callback_metrics
+    results = trainer.test(task, datamodule=dm, verbose=False)
+    assert "test/chexpert/auroc_mean" in results[0] and "test/nih/auroc_mean" in results[1]
+    assert "test/chexpert/auroc/Pleural_Effusion" in results[0]
