@@ -4,15 +4,15 @@ state dicts load with every backbone tensor matched; bad files fail loudly."""
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import timm
 import torch
 from safetensors.torch import save_file
 from timm.models.resnetv2 import _load_weights as timm_load_bit_npz
+
+from bit_format import write_bit_npz
 
 from medxfer.backbones import create_backbone, list_backbones, load_backbone_weights
 
@@ -46,40 +46,10 @@ def test_every_backbone_builds_and_runs(name: str) -> None:
     assert [t.shape[1] for t in inter] == [info[0]["num_chs"], info[1]["num_chs"]]
 
 
-def _write_bit_npz(model: torch.nn.Module, path: Path, head_classes: int = 7) -> None:
-    """Write ``model`` (timm ResNetV2) in the official BiT checkpoint layout (HWIO kernels)."""
-
-    def tf(t: torch.Tensor) -> np.ndarray:
-        return t.permute(2, 3, 1, 0).numpy() if t.ndim == 4 else t.numpy()
-
-    sd = model.state_dict()
-    out = {
-        "resnet/root_block/standardized_conv2d/kernel": tf(sd["stem.conv.weight"]),
-        "resnet/group_norm/gamma": tf(sd["norm.weight"]),
-        "resnet/group_norm/beta": tf(sd["norm.bias"]),
-        "resnet/head/conv2d/kernel": np.random.randn(1, 1, model.num_features, head_classes).astype(np.float32),
-        "resnet/head/conv2d/bias": np.zeros(head_classes, np.float32),
-    }
-    names = {"weight": "gamma", "bias": "beta"}
-    for key, value in sd.items():
-        m = re.fullmatch(r"stages\.(\d+)\.blocks\.(\d+)\.(.+)", key)
-        if not m:
-            continue
-        unit = f"resnet/block{int(m[1]) + 1}/unit{int(m[2]) + 1:02d}/"
-        rest = m[3]
-        if rest == "downsample.conv.weight":
-            out[unit + "a/proj/standardized_conv2d/kernel"] = tf(value)
-        elif c := re.fullmatch(r"conv(\d)\.weight", rest):
-            out[unit + "abc"[int(c[1]) - 1] + "/standardized_conv2d/kernel"] = tf(value)
-        elif n := re.fullmatch(r"norm(\d)\.(weight|bias)", rest):
-            out[unit + "abc"[int(n[1]) - 1] + f"/group_norm/{names[n[2]]}"] = tf(value)
-    np.savez(path, **out)
-
-
 def test_bit_npz_loads_every_parameter_and_matches_timm_reference(tmp_path: Path) -> None:
     source = _perturbed(create_backbone("bit-r50x1"))
     path = tmp_path / "BiT-M-R50x1.npz"
-    _write_bit_npz(source, path)
+    write_bit_npz(source, path)
 
     loaded = create_backbone("bit-r50x1", pretrained=path).eval()
     report = loaded.load_report
@@ -100,7 +70,7 @@ def test_named_source_resolves_from_weights_dir(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(FileNotFoundError) as err:
         create_backbone("bit-r50x1.bit-m")
     assert "BiT-M-R50x1.npz" in str(err.value) and str(tmp_path) in str(err.value)
-    _write_bit_npz(_perturbed(create_backbone("bit-r50x1")), tmp_path / "BiT-M-R50x1.npz")
+    write_bit_npz(_perturbed(create_backbone("bit-r50x1")), tmp_path / "BiT-M-R50x1.npz")
     model = create_backbone("bit-r50x1", pretrained="bit-m")
     assert model.load_report.path == str(tmp_path / "BiT-M-R50x1.npz")
     with pytest.raises(KeyError, match="bit-s, bit-m"):

@@ -1,0 +1,117 @@
+"""Entry points: every shipped config through `medxfer fit -c` in a subprocess (tiny settings),
+checkpoint restore, `medxfer list`, `python -m medxfer`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from bit_format import write_bit_npz
+
+from medxfer.backbones import create_backbone
+from medxfer.datamodules import ChestXrayDataModule, CXRTable, write_synthetic_chexpert, write_synthetic_nih
+from medxfer.tasks import MultiLabelClassifier
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
+TINY = ["--trainer.max_steps=2", "--trainer.max_epochs=1", "--trainer.limit_val_batches=1",
+        "--trainer.limit_test_batches=1", "--data.init_args.image_size=32", "--data.init_args.num_workers=0",
+        "--data.init_args.batch_size=4", "--trainer.accelerator=cpu"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A working folder laid out like the repository: data/synthetic, and ../shared beside it."""
+    base = tmp_path_factory.mktemp("cli")
+    work = base / "work"
+    write_synthetic_chexpert(work / "data/synthetic/chexpert", n_patients=40, size=40, seed=0)
+    write_synthetic_nih(work / "data/synthetic/nih", n_patients=10, size=40, seed=1)
+    shared = REPO.parent / "shared"
+    if shared.is_dir():
+        (base / "shared").symlink_to(shared)
+    weights = base / "weights"
+    weights.mkdir()
+    write_bit_npz(create_backbone("bit-r50x1"), weights / "BiT-M-R50x1.npz")
+    return work
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, MEDXFER_WEIGHTS_DIR=str(cwd.parent / "weights"), PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "medxfer", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _extra(config: str, workdir: Path) -> list[str]:
+    if config == "chexpert_bit_r50x1.yaml":  # real-data paths: point them at the synthetic copies
+        nih = {"nih": {"csv": "data/synthetic/nih/Data_Entry_2017_v2020.csv", "format": "nih",
+                       "split_list": "data/synthetic/nih/test_list.txt"}}
+        return ["--data.init_args.train.csv=data/synthetic/chexpert/CheXpert-v1.0-synthetic/train.csv",
+                f"--data.init_args.shifted={json.dumps(nih)}", "--model.init_args.channels_last=false"]
+    if config == "nih_subset.yaml" and not (workdir.parent / "shared/data/nih-chestxray14-subset").is_dir():
+        pytest.skip("real NIH subset absent (../shared/data)")
+    return []
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_every_shipped_config_fits_and_tests(config: str, workdir: Path) -> None:
+    out = _run(["fit", "-c", str(REPO / "configs" / config), *TINY, *_extra(config, workdir)], workdir)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    results = sorted(workdir.glob("runs/**/results.json"), key=os.path.getmtime)[-1]
+    values = json.loads(results.read_text())
+    assert any(k.endswith("/auroc_mean") for k in values)
+    assert (results.parent / "config.yaml").is_file()
+
+
+def test_checkpoint_restores_to_identical_predictions(workdir: Path) -> None:
+    run = workdir / "runs/restore"
+    out = _run(["fit", "-c", str(REPO / "configs/tiny.yaml"), f"--trainer.default_root_dir={run}",
+                f"--trainer.logger.init_args.save_dir={run}", "--trainer.limit_test_batches=null"], workdir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ckpt = next(run.glob("**/checkpoints/*.ckpt"))
+    written = json.loads(next(run.glob("**/results.json")).read_text())
+    model = MultiLabelClassifier.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    assert model.hparams.pretrained is None
+    # the restored weights equal the saved ones
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, state[key], rtol=0, atol=0)
+    # and give the subprocess's test metrics again
+    import lightning as L
+
+    root = workdir / "data/synthetic"
+    dm = ChestXrayDataModule(CXRTable(str(root / "chexpert/CheXpert-v1.0-synthetic/train.csv")),
+                             shifted={"nih": CXRTable(str(root / "nih/Data_Entry_2017_v2020.csv"), format="nih")},
+                             image_size=32, batch_size=8, num_workers=0)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    results = trainer.test(model, datamodule=dm, verbose=False)
+    for key in ("test/chexpert/auroc_mean", "test/nih/auroc_mean", "test/nih/loss"):
+        got = next(r[key] for r in results if key in r)
+        assert got == pytest.approx(written[key], abs=1e-6)
+
+
+def test_pretrained_weights_named_in_a_config_are_required(workdir: Path) -> None:
+    env_missing = ["fit", "-c", str(REPO / "configs/tiny.yaml"), "--model.init_args.backbone=bit-r50x1",
+                   "--model.init_args.pretrained=bit-s"]
+    out = _run(env_missing, workdir)
+    assert out.returncode != 0 and "BiT-S-R50x1.npz" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("what", "expected"),
+    [pytest.param("backbones", ["bit-r50x1", ".bit-m", "BiT-M-R50x1.npz", "resnet50", ".swav", "timm/<name>"], id="backbones"),
+     pytest.param("tasks", ["MultiLabelClassifier", "TransferTask"], id="tasks"),
+     pytest.param("datamodules", ["ChestXrayDataModule"], id="datamodules")],
+)
+def test_list(what: str, expected: list[str], tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "medxfer"  # the console script the install created
+    assert script.is_file()
+    out = subprocess.run([str(script), "list", what], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    for word in expected:
+        assert word in out.stdout
+
