@@ -84,7 +84,9 @@ def resolve_weights(arch: str, pretrained: str | os.PathLike[str]) -> Path:
         KeyError: the name is neither a source of ``arch`` nor a path.
     """
     text = str(pretrained)
-    sources: dict[str, WeightSource] = {} if arch.startswith("timm/") else BACKBONES.entry(arch).metadata["sources"]
+    sources: dict[str, WeightSource] = (
+        {} if arch.startswith("timm/") else BACKBONES.entry(arch).metadata["sources"]
+    )
     if text in sources:
         src = sources[text]
         if not src.path().is_file():
@@ -154,7 +156,14 @@ def create_backbone(
 _BIT_URL = "https://storage.googleapis.com/bit_models/{}"
 _BIT_LICENCE = "Apache-2.0"
 _BIT_NORM = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
-_BIT_VARIANTS = {"r50x1": "50x1", "r50x3": "50x3", "r101x1": "101x1", "r101x3": "101x3", "r152x2": "152x2", "r152x4": "152x4"}
+_BIT_VARIANTS = {
+    "r50x1": "50x1",
+    "r50x3": "50x3",
+    "r101x1": "101x1",
+    "r101x3": "101x3",
+    "r152x2": "152x2",
+    "r152x4": "152x4",
+}
 
 for _arch, _size in _BIT_VARIANTS.items():
     _tag = "R" + _size
@@ -162,10 +171,20 @@ for _arch, _size in _BIT_VARIANTS.items():
         f"bit-{_arch}",
         description=f"BiT ResNet-v2 {_tag} (GroupNorm + weight standardisation), timm resnetv2_{_size}_bit",
         sources={
-            "bit-s": WeightSource(f"BiT-S-{_tag}.npz", _BIT_URL.format(f"BiT-S-{_tag}.npz"),
-                                  "BiT-S: supervised on ImageNet-1k", _BIT_LICENCE, **_BIT_NORM),
-            "bit-m": WeightSource(f"BiT-M-{_tag}.npz", _BIT_URL.format(f"BiT-M-{_tag}.npz"),
-                                  "BiT-M: supervised on ImageNet-21k", _BIT_LICENCE, **_BIT_NORM),
+            "bit-s": WeightSource(
+                f"BiT-S-{_tag}.npz",
+                _BIT_URL.format(f"BiT-S-{_tag}.npz"),
+                "BiT-S: supervised on ImageNet-1k",
+                _BIT_LICENCE,
+                **_BIT_NORM,
+            ),
+            "bit-m": WeightSource(
+                f"BiT-M-{_tag}.npz",
+                _BIT_URL.format(f"BiT-M-{_tag}.npz"),
+                "BiT-M: supervised on ImageNet-21k",
+                _BIT_LICENCE,
+                **_BIT_NORM,
+            ),
         },
     )(_timm_factory(f"resnetv2_{_size}_bit"))
 
@@ -176,7 +195,8 @@ register_backbone(
         "in1k": WeightSource(
             "resnetv2_50.a1h_in1k.safetensors",
             "https://huggingface.co/timm/resnetv2_50.a1h_in1k (model.safetensors, renamed)",
-            "supervised on ImageNet-1k (timm a1h recipe)", "Apache-2.0",
+            "supervised on ImageNet-1k (timm a1h recipe)",
+            "Apache-2.0",
         ),
     },
 )(_timm_factory("resnetv2_50"))
@@ -187,29 +207,65 @@ register_backbone(
     "resnet50",
     description="ResNet-50, torchvision layout: supervised and self-supervised (SwAV, MoCo, DINO...) checkpoints",
     sources={
-        "supervised": WeightSource("resnet50-0676ba61.pth", "https://download.pytorch.org/models/resnet50-0676ba61.pth",
-                                   "supervised on ImageNet-1k (torchvision V1)", "BSD-3-Clause"),
-        "swav": WeightSource("swav_800ep_pretrain.pth.tar", f"{_FB}/deepcluster/swav_800ep_pretrain.pth.tar",
-                             "SwAV, 800 epochs, ImageNet-1k", _SSL),
-        "deepcluster-v2": WeightSource("deepclusterv2_800ep_pretrain.pth.tar",
-                                       f"{_FB}/deepcluster/deepclusterv2_800ep_pretrain.pth.tar",
-                                       "DeepCluster-v2, 800 epochs, ImageNet-1k", _SSL),
-        "sela-v2": WeightSource("selav2_400ep_pretrain.pth.tar", f"{_FB}/deepcluster/selav2_400ep_pretrain.pth.tar",
-                                "SeLa-v2, 400 epochs, ImageNet-1k", _SSL),
-        "moco-v1": WeightSource("moco_v1_200ep_pretrain.pth.tar",
-                                f"{_FB}/moco/moco_checkpoints/moco_v1_200ep/moco_v1_200ep_pretrain.pth.tar",
-                                "MoCo v1, 200 epochs, ImageNet-1k", _SSL),
-        "moco-v2": WeightSource("moco_v2_800ep_pretrain.pth.tar",
-                                f"{_FB}/moco/moco_checkpoints/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar",
-                                "MoCo v2, 800 epochs, ImageNet-1k", _SSL),
-        "barlow-twins": WeightSource("barlowtwins-resnet50.pth",
-                                     f"{_FB}/barlowtwins/ep1000_bs2048_lrw0.2_lrb0.0048_lambd0.0051/resnet50.pth (rename)",
-                                     "Barlow Twins, 1000 epochs, ImageNet-1k", "MIT"),
-        "dino": WeightSource("dino_resnet50_pretrain.pth", f"{_FB}/dino/dino_resnet50_pretrain/dino_resnet50_pretrain.pth",
-                             "DINO, ImageNet-1k", "Apache-2.0"),
-        "simclr-v1": WeightSource("simclr-v1.pth", "converted from the TF release (e.g. the ssl-transfer benchmark)",
-                                  "SimCLR v1, ImageNet-1k, converted to torchvision layout", "Apache-2.0"),
-        "byol": WeightSource("byol.pth", "converted from the JAX release (e.g. the ssl-transfer benchmark)",
-                             "BYOL, ImageNet-1k, converted to torchvision layout", "Apache-2.0"),
+        "supervised": WeightSource(
+            "resnet50-0676ba61.pth",
+            "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+            "supervised on ImageNet-1k (torchvision V1)",
+            "BSD-3-Clause",
+        ),
+        "swav": WeightSource(
+            "swav_800ep_pretrain.pth.tar",
+            f"{_FB}/deepcluster/swav_800ep_pretrain.pth.tar",
+            "SwAV, 800 epochs, ImageNet-1k",
+            _SSL,
+        ),
+        "deepcluster-v2": WeightSource(
+            "deepclusterv2_800ep_pretrain.pth.tar",
+            f"{_FB}/deepcluster/deepclusterv2_800ep_pretrain.pth.tar",
+            "DeepCluster-v2, 800 epochs, ImageNet-1k",
+            _SSL,
+        ),
+        "sela-v2": WeightSource(
+            "selav2_400ep_pretrain.pth.tar",
+            f"{_FB}/deepcluster/selav2_400ep_pretrain.pth.tar",
+            "SeLa-v2, 400 epochs, ImageNet-1k",
+            _SSL,
+        ),
+        "moco-v1": WeightSource(
+            "moco_v1_200ep_pretrain.pth.tar",
+            f"{_FB}/moco/moco_checkpoints/moco_v1_200ep/moco_v1_200ep_pretrain.pth.tar",
+            "MoCo v1, 200 epochs, ImageNet-1k",
+            _SSL,
+        ),
+        "moco-v2": WeightSource(
+            "moco_v2_800ep_pretrain.pth.tar",
+            f"{_FB}/moco/moco_checkpoints/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar",
+            "MoCo v2, 800 epochs, ImageNet-1k",
+            _SSL,
+        ),
+        "barlow-twins": WeightSource(
+            "barlowtwins-resnet50.pth",
+            f"{_FB}/barlowtwins/ep1000_bs2048_lrw0.2_lrb0.0048_lambd0.0051/resnet50.pth (rename)",
+            "Barlow Twins, 1000 epochs, ImageNet-1k",
+            "MIT",
+        ),
+        "dino": WeightSource(
+            "dino_resnet50_pretrain.pth",
+            f"{_FB}/dino/dino_resnet50_pretrain/dino_resnet50_pretrain.pth",
+            "DINO, ImageNet-1k",
+            "Apache-2.0",
+        ),
+        "simclr-v1": WeightSource(
+            "simclr-v1.pth",
+            "converted from the TF release (e.g. the ssl-transfer benchmark)",
+            "SimCLR v1, ImageNet-1k, converted to torchvision layout",
+            "Apache-2.0",
+        ),
+        "byol": WeightSource(
+            "byol.pth",
+            "converted from the JAX release (e.g. the ssl-transfer benchmark)",
+            "BYOL, ImageNet-1k, converted to torchvision layout",
+            "Apache-2.0",
+        ),
     },
 )(_timm_factory("resnet50"))

@@ -140,7 +140,10 @@ _BIT_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"^resnet/group_norm/beta$", "norm.bias"),
         (r"^resnet/head/conv2d/kernel$", "head.fc.weight"),
         (r"^resnet/head/conv2d/bias$", "head.fc.bias"),
-        (r"^resnet/block(\d+)/unit(\d+)/a/proj/standardized_conv2d/kernel$", "{s}.downsample.conv.weight"),
+        (
+            r"^resnet/block(\d+)/unit(\d+)/a/proj/standardized_conv2d/kernel$",
+            "{s}.downsample.conv.weight",
+        ),
         (r"^resnet/block(\d+)/unit(\d+)/([abc])/standardized_conv2d/kernel$", "{s}.conv{n}.weight"),
         (r"^resnet/block(\d+)/unit(\d+)/([abc])/group_norm/gamma$", "{s}.norm{n}.weight"),
         (r"^resnet/block(\d+)/unit(\d+)/([abc])/group_norm/beta$", "{s}.norm{n}.bias"),
@@ -169,7 +172,9 @@ def bit_npz_to_state_dict(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tens
     """
     out: dict[str, torch.Tensor] = {}
     for key, value in arrays.items():
-        tensor = torch.from_numpy(np.ascontiguousarray(value.transpose(3, 2, 0, 1) if value.ndim == 4 else value))
+        tensor = torch.from_numpy(
+            np.ascontiguousarray(value.transpose(3, 2, 0, 1) if value.ndim == 4 else value)
+        )
         out[_bit_key(key) or key] = tensor
     return out
 
@@ -190,9 +195,11 @@ def read_weight_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if name.endswith(".npz"):
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-        return bit_npz_to_state_dict(arrays) if any(k.startswith("resnet/") for k in arrays) else {
-            k: torch.from_numpy(v) for k, v in arrays.items()
-        }
+        return (
+            bit_npz_to_state_dict(arrays)
+            if any(k.startswith("resnet/") for k in arrays)
+            else {k: torch.from_numpy(v) for k, v in arrays.items()}
+        )
     if name.endswith(".safetensors"):
         from safetensors.torch import load_file
 
@@ -235,7 +242,9 @@ def _best_prefix(keys: list[str], model_keys: set[str]) -> str:
 
 
 def _allowed_missing(key: str, classifier: str | None) -> bool:
-    return key.endswith("num_batches_tracked") or bool(classifier and key.startswith(classifier + "."))
+    return key.endswith("num_batches_tracked") or bool(
+        classifier and key.startswith(classifier + ".")
+    )
 
 
 def load_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> LoadReport:
@@ -269,7 +278,9 @@ def load_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> Loa
     if first_key in chosen and chosen[first_key].ndim == 4:
         want = model_state[first_key].shape[1]
         if chosen[first_key].shape[1] != want:
-            chosen[first_key] = adapt_input_conv(want, chosen[first_key].float()).to(chosen[first_key].dtype)
+            chosen[first_key] = adapt_input_conv(want, chosen[first_key].float()).to(
+                chosen[first_key].dtype
+            )
             report.adapted_input = True
 
     mismatched = [
@@ -283,7 +294,9 @@ def load_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> Loa
     if mismatched or fatal:
         lines = [f"{path}: weights do not fit the backbone ({report.summary()})."]
         if fatal:
-            lines.append(f"Backbone tensors missing from the file ({len(fatal)}): " + ", ".join(fatal))
+            lines.append(
+                f"Backbone tensors missing from the file ({len(fatal)}): " + ", ".join(fatal)
+            )
         if mismatched:
             lines.append(f"Shape mismatches ({len(mismatched)}): " + "; ".join(mismatched))
         raise ValueError("\n".join(lines))

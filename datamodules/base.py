@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -33,7 +34,7 @@ def age_group(age: float, edges: Sequence[float]) -> str:
     edges = sorted(edges)
     if not edges or age < edges[0]:
         return f"<{edges[0]:g}" if edges else "all"
-    for lo, hi in zip(edges, edges[1:], strict=False):
+    for lo, hi in itertools.pairwise(edges):
         if lo <= age < hi:
             return f"{lo:g}-{hi - 1:g}"
     return f"{edges[-1]:g}+"
@@ -57,7 +58,10 @@ class ImageTableDataset(Dataset):
         group_columns: dict[str, str],
     ) -> None:
         self.paths = table["path"].tolist()
-        self.where = [f"line {line} of {src}" for line, src in zip(table["line"], table["source"], strict=True)]
+        self.where = [
+            f"line {line} of {src}"
+            for line, src in zip(table["line"], table["source"], strict=True)
+        ]
         self.ids = table["id"].astype(str).tolist()
         self.targets = torch.tensor(table[list(labels)].to_numpy(dtype=np.float32))
         self.groups = {g: table[c].astype(str).tolist() for g, c in group_columns.items()}
@@ -84,7 +88,9 @@ def check_images(table: pd.DataFrame, skip_bad: bool, decode: bool, what: str) -
     """
     bad: list[str] = []
     keep = np.ones(len(table), dtype=bool)
-    for k, (path, line, src) in enumerate(zip(table["path"], table["line"], table["source"], strict=True)):
+    for k, (path, line, src) in enumerate(
+        zip(table["path"], table["line"], table["source"], strict=True)
+    ):
         try:
             if decode or skip_bad:
                 read_grey_image(path, context=f"line {line} of {src}")
@@ -102,10 +108,14 @@ def check_images(table: pd.DataFrame, skip_bad: bool, decode: bool, what: str) -
             + ". Fix the files or set skip_bad_images=true to skip (and count) them."
         )
     if bad:
-        log.warning("%s: skipped %d bad image(s) of %d; first: %s", what, len(bad), len(table), bad[0])
+        log.warning(
+            "%s: skipped %d bad image(s) of %d; first: %s", what, len(bad), len(table), bad[0]
+        )
     out = table[keep]
     if out.empty:
-        raise ValueError(f"{what}: no images left after skip_bad_images dropped {len(bad)} bad file(s)")
+        raise ValueError(
+            f"{what}: no images left after skip_bad_images dropped {len(bad)} bad file(s)"
+        )
     return out
 
 
@@ -129,7 +139,9 @@ class MedxferDataModule(L.LightningDataModule):
         super().__init__()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers if num_workers is not None else min(8, max(0, (os.cpu_count() or 1) - 1))
+        self.num_workers = (
+            num_workers if num_workers is not None else min(8, max(0, (os.cpu_count() or 1) - 1))
+        )
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None

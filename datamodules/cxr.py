@@ -98,7 +98,7 @@ class ChestXrayDataModule(MedxferDataModule):
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, pin_memory)
         self.save_hyperparameters()
-        if val is not None and split[1] != 0 or test is not None and split[2] != 0:
+        if (val is not None and split[1] != 0) or (test is not None and split[2] != 0):
             raise ValueError(
                 f"split={tuple(split)} re-splits val/test from train, but explicit val/test tables were "
                 "given: set their fractions to 0"
@@ -131,17 +131,25 @@ class ChestXrayDataModule(MedxferDataModule):
         elif table.format == "nih":
             df = read_nih_csv(table.csv, self.labels, table.root, table.split_list)
         else:
-            raise ValueError(f"{table.csv}: unknown format {table.format!r}; use 'chexpert' or 'nih'")
+            raise ValueError(
+                f"{table.csv}: unknown format {table.format!r}; use 'chexpert' or 'nih'"
+            )
         df["age_group"] = [age_group(a, hp.age_bins) for a in df["age"]]
         return df
 
     def _dataset(self, df: pd.DataFrame, train: bool, what: str) -> ImageTableDataset:
         hp = self.hparams
         if df.empty:
-            raise ValueError(f"{what}: the split is empty (after reading, filtering and the patient split)")
+            raise ValueError(
+                f"{what}: the split is empty (after reading, filtering and the patient split)"
+            )
         df = check_images(df, hp.skip_bad_images, hp.verify_images, what)
         transform = GreyImageTransform(
-            hp.image_size, hp.resize, train=train and hp.augment, channels=self._channels, seed=hp.seed
+            hp.image_size,
+            hp.resize,
+            train=train and hp.augment,
+            channels=self._channels,
+            seed=hp.seed,
         )
         groups = {"sex": "sex", "age": "age_group", "view": "view"}
         return ImageTableDataset(df, self.labels, transform, groups)
@@ -152,21 +160,40 @@ class ChestXrayDataModule(MedxferDataModule):
             return
         hp = self.hparams
         train_df = self.read_table(self.tables["train"], hp.uncertainty)
-        parts = dict(zip(("train", "val", "test"), patient_split(train_df, hp.split, hp.split_seed), strict=True))
+        parts = dict(
+            zip(
+                ("train", "val", "test"),
+                patient_split(train_df, hp.split, hp.split_seed),
+                strict=True,
+            )
+        )
         for part in ("val", "test"):
             if self.tables[part] is not None:
                 parts[part] = self.read_table(self.tables[part], hp.eval_uncertainty)  # type: ignore[arg-type]
-            elif hp.eval_uncertainty != hp.uncertainty and hp.split[("val", "test").index(part) + 1] > 0:
+            elif (
+                hp.eval_uncertainty != hp.uncertainty
+                and hp.split[("val", "test").index(part) + 1] > 0
+            ):
                 ids = set(parts[part].index)
                 again = self.read_table(self.tables["train"], hp.eval_uncertainty)
                 parts[part] = again[again.index.isin(ids)]
         for part, df in parts.items():
-            log.info("%s %s: %d images, %d patients", self.name, part, len(df), df["patient_id"].nunique())
+            log.info(
+                "%s %s: %d images, %d patients",
+                self.name,
+                part,
+                len(df),
+                df["patient_id"].nunique(),
+            )
         src = self.tables["train"].csv
         self.train_set = self._dataset(parts["train"], True, f"{self.name} train split of {src}")
         self.val_set = self._dataset(parts["val"], False, f"{self.name} val split of {src}")
-        self.test_sets = {self.name: self._dataset(parts["test"], False, f"{self.name} test split of {src}")}
+        self.test_sets = {
+            self.name: self._dataset(parts["test"], False, f"{self.name} test split of {src}")
+        }
         for name, table in self.shifted.items():
             self.test_sets[name] = self._dataset(
-                self.read_table(table, hp.eval_uncertainty), False, f"shifted set {name!r} ({table.csv})"
+                self.read_table(table, hp.eval_uncertainty),
+                False,
+                f"shifted set {name!r} ({table.csv})",
             )

@@ -69,14 +69,23 @@ NIH_TO_CHEXPERT: dict[str, str] = {
 
 Uncertainty = Literal["ones", "zeros", "ignore"]
 _CHEXPERT_META = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
-_NIH_META = ("Image Index", "Finding Labels", "Patient ID", "Patient Age", "Patient Gender", "View Position")
+_NIH_META = (
+    "Image Index",
+    "Finding Labels",
+    "Patient ID",
+    "Patient Age",
+    "Patient Gender",
+    "View Position",
+)
 
 
 def _check_labels(labels: Sequence[str], known: Sequence[str], what: str) -> list[str]:
     labels = list(labels)
     unknown = [lab for lab in labels if lab not in known]
     if unknown or not labels:
-        raise ValueError(f"unknown {what} label(s) {unknown or '(none given)'}; choose from {list(known)}")
+        raise ValueError(
+            f"unknown {what} label(s) {unknown or '(none given)'}; choose from {list(known)}"
+        )
     return labels
 
 
@@ -127,7 +136,9 @@ def read_chexpert_csv(
     out["patient_id"] = parts[0]
     out["sex"] = raw["Sex"].replace("", "Unknown")
     out["age"] = _numeric(raw["Age"], path, "Age")
-    out["view"] = np.where(raw["Frontal/Lateral"] == "Lateral", "Lateral", raw["AP/PA"].replace("", "Unknown"))
+    out["view"] = np.where(
+        raw["Frontal/Lateral"] == "Lateral", "Lateral", raw["AP/PA"].replace("", "Unknown")
+    )
     uncertain_value = {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}[uncertainty]
     for lab in labels:
         col = raw[lab].str.strip()
@@ -144,7 +155,9 @@ def read_chexpert_csv(
     if frontal_only:
         out = out[raw["Frontal/Lateral"] != "Lateral"]
         if out.empty:
-            raise TableError(f"{path}: no rows left after frontal_only=True (every image is lateral)")
+            raise TableError(
+                f"{path}: no rows left after frontal_only=True (every image is lateral)"
+            )
     out.attrs.update(labels=labels, source=str(path))
     return out
 
@@ -156,7 +169,9 @@ def _numeric(col: pd.Series, path: Path, name: str) -> pd.Series:
     bad = values.isna() & (text != "") & text.notna()
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise TableError(f"{path}: line {csv_line(i)}, column {name!r}: {col.iloc[i]!r} is not a number")
+        raise TableError(
+            f"{path}: line {csv_line(i)}, column {name!r}: {col.iloc[i]!r} is not a number"
+        )
     return values.astype(float)
 
 
@@ -172,7 +187,11 @@ def _read_nih_frame(path: Path) -> pd.DataFrame:
     names: list[str] = []
     for name in re.split(r",(?![^\[]*\])", header_line.strip()):
         m = re.fullmatch(r"(.*)\[(.*)\]", name)
-        names += [f"{m.group(1)}[{p.strip()}]" for p in m.group(2).split(",")] if m and "," in m.group(2) else [name]
+        names += (
+            [f"{m.group(1)}[{p.strip()}]" for p in m.group(2).split(",")]
+            if m and "," in m.group(2)
+            else [name]
+        )
     while names and names[-1] == "":
         names.pop()
     rows = list(csv.reader(io.StringIO(body)))
@@ -183,7 +202,9 @@ def _read_nih_frame(path: Path) -> pd.DataFrame:
     rows = [r for r in rows if r]
     bad = next((i for i, r in enumerate(rows) if len(r) != width), None)
     if bad is not None:
-        raise TableError(f"{path}: line {csv_line(bad)} has {len(rows[bad])} fields, the header {width}: {names}")
+        raise TableError(
+            f"{path}: line {csv_line(bad)} has {len(rows[bad])} fields, the header {width}: {names}"
+        )
     return pd.DataFrame(rows, columns=names, dtype=str).apply(lambda c: c.str.strip())
 
 
@@ -215,7 +236,9 @@ def read_nih_csv(
     """
     del frontal_only  # every ChestX-ray14 image is frontal (PA or AP)
     path = Path(path)
-    labels = _check_labels(labels, list(dict.fromkeys([*NIH_FINDINGS, *CHEXPERT_LABELS])), "NIH/CheXpert")
+    labels = _check_labels(
+        labels, list(dict.fromkeys([*NIH_FINDINGS, *CHEXPERT_LABELS])), "NIH/CheXpert"
+    )
     raw = _read_nih_frame(path)
     check_columns(raw, _NIH_META, str(path))
     image_dir = Path(image_dir) if image_dir is not None else path.parent / "images"
@@ -241,7 +264,9 @@ def read_nih_csv(
             out[lab] = sets.map(lambda s, lab=lab: float(lab in s))
         else:
             sources = [f for f, c in NIH_TO_CHEXPERT.items() if c == lab]
-            out[lab] = sets.map(lambda s, src=sources: float(bool(s & set(src)))) if sources else np.nan
+            out[lab] = (
+                sets.map(lambda s, src=sources: float(bool(s & set(src)))) if sources else np.nan
+            )
     out["source"], out["line"] = str(path), [csv_line(i) for i in range(len(raw))]
     if split_list is not None:
         keep = read_split_list(split_list)

@@ -50,7 +50,9 @@ class Shift:
     prevalence: dict[str, float] = field(default_factory=dict)
 
 
-def render_cxr(findings: set[str], rng: np.random.Generator, size: int = 80, shift: Shift = Shift()) -> np.ndarray:
+def render_cxr(
+    findings: set[str], rng: np.random.Generator, size: int = 80, shift: Shift = Shift()
+) -> np.ndarray:
     """Draw one frontal radiograph-like grey image (uint8 ``(size, size)``) with ``findings``."""
     y, x = np.mgrid[0:size, 0:size] / size
     img = np.full((size, size), 0.08)
@@ -139,7 +141,11 @@ def write_synthetic_chexpert(
             Image.fromarray(pixels).save(root.parent / rel, quality=95)
             values = []
             for lab in CHEXPERT_LABELS:
-                positive = lab in findings if lab in COMPETITION_LABELS else (lab == "No Finding" and not findings)
+                positive = (
+                    lab in findings
+                    if lab in COMPETITION_LABELS
+                    else (lab == "No Finding" and not findings)
+                )
                 if positive and split == "train" and rng.random() < uncertain_rate:
                     values.append("-1.0")
                 elif positive:
@@ -147,7 +153,9 @@ def write_synthetic_chexpert(
                 else:
                     values.append("" if rng.random() < 0.6 else "0.0")
             ap = "" if lateral else ("AP" if rng.random() < 0.4 else "PA")
-            rows[split].append([rel, sex, str(age), "Lateral" if lateral else "Frontal", ap, *values])
+            rows[split].append(
+                [rel, sex, str(age), "Lateral" if lateral else "Frontal", ap, *values]
+            )
     for split, split_rows in rows.items():
         with open(root / f"{split}.csv", "w", newline="") as f:
             w = csv.writer(f)
@@ -162,7 +170,9 @@ def write_synthetic_nih(
     images_per_patient: tuple[int, int] = (1, 6),
     size: int = 80,
     seed: int = 1,
-    shift: Shift = Shift(gamma=1.6, noise=0.09, blur=1.0, prevalence={"Edema": 0.4, "Consolidation": 0.15}),
+    shift: Shift = Shift(
+        gamma=1.6, noise=0.09, blur=1.0, prevalence={"Edema": 0.4, "Consolidation": 0.15}
+    ),
 ) -> Path:
     """Write an NIH ChestX-ray14-layout dataset: ``out_dir/images/NNNNNNNN_NNN.png`` and
     ``out_dir/Data_Entry_2017_v2020.csv`` with the official header (commas inside

@@ -34,11 +34,19 @@ class MedxferCLI(LightningCLI):
     """LightningCLI with medxfer's links and a test of the best checkpoint after ``fit``."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.label_names", "model.init_args.label_names", apply_on="instantiate")
+        parser.link_arguments(
+            "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
+        )
+        parser.link_arguments(
+            "data.label_names", "model.init_args.label_names", apply_on="instantiate"
+        )
         parser.link_arguments("data.channels", "model.init_args.in_chans", apply_on="instantiate")
-        parser.add_argument("--test_after_fit", type=bool, default=True,
-                            help="after fit, test the best checkpoint on every test set (fit only)")
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="after fit, test the best checkpoint on every test set (fit only)",
+        )
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):
@@ -46,8 +54,14 @@ class MedxferCLI(LightningCLI):
         trainer = self.trainer
         if trainer.interrupted or not getattr(self.datamodule, "eval_names", None):
             return
-        ckpt = "best" if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path else None
-        results = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
+        ckpt = (
+            "best"
+            if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
+            else None
+        )
+        results = trainer.test(
+            self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False
+        )
         self.write_results(results)
 
     def after_test(self) -> None:
@@ -76,7 +90,10 @@ def format_results(flat: dict[str, float]) -> str:
     for key, value in flat.items():
         _, name, metric = key.split("/", 2)
         rows.setdefault(name, {})[metric] = value
-    cols = sorted({m for r in rows.values() for m in r}, key=lambda m: (m != "auroc_mean", m.startswith("loss"), m))
+    cols = sorted(
+        {m for r in rows.values() for m in r},
+        key=lambda m: (m != "auroc_mean", m.startswith("loss"), m),
+    )
     lines = ["| set | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, r in rows.items():
         cells = ["n/a" if math.isnan(r.get(c, math.nan)) else f"{r[c]:.4f}" for c in cols]
@@ -85,7 +102,11 @@ def format_results(flat: dict[str, float]) -> str:
 
 
 def _list(argv: Sequence[str]) -> int:
-    registries = {"backbones": BACKBONES, "tasks": tasks.TASKS, "datamodules": datamodules.DATAMODULES}
+    registries = {
+        "backbones": BACKBONES,
+        "tasks": tasks.TASKS,
+        "datamodules": datamodules.DATAMODULES,
+    }
     parser = argparse.ArgumentParser(prog="medxfer list", description="List registered components.")
     parser.add_argument("what", choices=sorted(registries))
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style name filter")
@@ -117,8 +138,12 @@ def _synthesize(argv: Sequence[str]) -> int:
     parser.add_argument("--size", type=int, default=80, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    train = write_synthetic_chexpert(args.out / "chexpert", args.patients, size=args.size, seed=args.seed)
-    nih = write_synthetic_nih(args.out / "nih", args.shift_patients, size=args.size, seed=args.seed + 1)
+    train = write_synthetic_chexpert(
+        args.out / "chexpert", args.patients, size=args.size, seed=args.seed
+    )
+    nih = write_synthetic_nih(
+        args.out / "nih", args.shift_patients, size=args.size, seed=args.seed + 1
+    )
     print(f"wrote {train} and {nih}")
     return 0
 

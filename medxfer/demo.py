@@ -19,9 +19,10 @@ DATA = Path("data/synthetic")
 def main(argv: list[str] | None = None) -> int:
     """Run the demo from the current folder; extra arguments go to ``medxfer fit``."""
     start = time.perf_counter()
-    if not (DATA / "chexpert" / "CheXpert-v1.0-synthetic" / "train.csv").is_file() or not (
-        DATA / "nih" / "Data_Entry_2017_v2020.csv"
-    ).is_file():
+    if (
+        not (DATA / "chexpert" / "CheXpert-v1.0-synthetic" / "train.csv").is_file()
+        or not (DATA / "nih" / "Data_Entry_2017_v2020.csv").is_file()
+    ):
         cli_main(["synthesize", "cxr", str(DATA)])
     config = CONFIG if CONFIG.is_file() else Path("configs/chexpert_demo.yaml")
     cli_main(["fit", "-c", str(config), *(argv if argv is not None else sys.argv[1:])])

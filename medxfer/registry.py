@@ -78,8 +78,12 @@ class Registry(Generic[T]):
     def add(self, name: str, obj: T, *, description: str | None = None, **metadata: Any) -> None:
         """Register ``obj`` under ``name``; the non-decorator form of :meth:`register`."""
         if name in self._entries:
-            warnings.warn(f"{self.kind} {name!r} is registered twice; the later one wins", stacklevel=3)
-        desc = description if description is not None else _first_line(getattr(obj, "__doc__", None))
+            warnings.warn(
+                f"{self.kind} {name!r} is registered twice; the later one wins", stacklevel=3
+            )
+        desc = (
+            description if description is not None else _first_line(getattr(obj, "__doc__", None))
+        )
         self._entries[name] = RegistryEntry(name, obj, desc, dict(metadata))
 
     def _load_plugins(self) -> None:
@@ -90,7 +94,10 @@ class Registry(Generic[T]):
             try:
                 ep.load()
             except Exception as err:  # a broken plug-in must not break medxfer itself
-                warnings.warn(f"could not load {self.kind} plug-in {ep.name!r} ({ep.value}): {err}", stacklevel=2)
+                warnings.warn(
+                    f"could not load {self.kind} plug-in {ep.name!r} ({ep.value}): {err}",
+                    stacklevel=2,
+                )
 
     def entry(self, name: str) -> RegistryEntry[T]:
         """The entry registered as ``name``; ``KeyError`` lists close names when absent."""
@@ -98,7 +105,9 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            close = [n for n in self._entries if name.lower() in n.lower() or n.lower() in name.lower()]
+            close = [
+                n for n in self._entries if name.lower() in n.lower() or n.lower() in name.lower()
+            ]
             hint = f" Close names: {', '.join(close)}." if close else ""
             raise KeyError(
                 f"unknown {self.kind} {name!r}.{hint} `medxfer list {self.kind}s` prints all of them."

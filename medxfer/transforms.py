@@ -51,13 +51,15 @@ class GreyImageTransform:
         seed: int = 0,
     ) -> None:
         self.image_size = image_size
-        self.resize = resize or int(round(image_size * 8 / 7))
+        self.resize = resize or round(image_size * 8 / 7)
         self.train = train
         self.brightness = brightness
         self.contrast = contrast
         self.channels = channels
         self.seed = seed
-        steps: list[A.BasicTransform] = [A.Resize(self.resize, self.resize, interpolation=cv2.INTER_AREA)]
+        steps: list[A.BasicTransform] = [
+            A.Resize(self.resize, self.resize, interpolation=cv2.INTER_AREA)
+        ]
         if train:
             steps += [A.Rotate(limit=rotate, border_mode=cv2.BORDER_CONSTANT, p=1.0)]
             steps += [A.RandomCrop(image_size, image_size)]

@@ -25,10 +25,9 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from medxfer.backbones import create_backbone
 from torch import nn
 from torchmetrics import Metric
-
-from medxfer.backbones import create_backbone
 
 __all__ = ["TransferTask"]
 
@@ -86,10 +85,16 @@ class TransferTask(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.label_names = list(label_names) if label_names is not None else [f"class{k}" for k in range(num_classes)]
+        self.label_names = (
+            list(label_names)
+            if label_names is not None
+            else [f"class{k}" for k in range(num_classes)]
+        )
         if len(self.label_names) != num_classes:
             raise ValueError(f"num_classes={num_classes} but {len(self.label_names)} label_names")
-        self.backbone = create_backbone(backbone, pretrained=pretrained, in_chans=in_chans, **(backbone_kwargs or {}))
+        self.backbone = create_backbone(
+            backbone, pretrained=pretrained, in_chans=in_chans, **(backbone_kwargs or {})
+        )
         self.head = self.build_head(self.backbone.num_features, num_classes)
         self.l2sp_anchor = nn.Module()
         if wd_to_init > 0:
@@ -105,7 +110,9 @@ class TransferTask(L.LightningModule):
     # ------------------------------------------------------------------------ model pieces
     def build_head(self, num_features: int, num_classes: int) -> nn.Module:
         """Dropout then one linear layer (override for a deeper head)."""
-        return nn.Sequential(nn.Dropout(self.hparams.drop_rate), nn.Linear(num_features, num_classes))
+        return nn.Sequential(
+            nn.Dropout(self.hparams.drop_rate), nn.Linear(num_features, num_classes)
+        )
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """Backbone features of every image: ``(B, C, H, W)`` -> ``(B, F)``, or
@@ -143,7 +150,9 @@ class TransferTask(L.LightningModule):
         """``wd_to_init / 2 * sum ||w - w0||^2`` over the backbone's parameters."""
         anchors = dict(self.l2sp_anchor.named_buffers())
         total = sum(
-            ((p - anchors[n.replace(".", "__")]) ** 2).sum() for n, p in self.backbone.named_parameters() if p.requires_grad
+            ((p - anchors[n.replace(".", "__")]) ** 2).sum()
+            for n, p in self.backbone.named_parameters()
+            if p.requires_grad
         )
         return 0.5 * self.hparams.wd_to_init * total
 
@@ -160,8 +169,10 @@ class TransferTask(L.LightningModule):
                 p.requires_grad_(False)
         frozen_params = {id(p) for p in self.backbone.parameters() if not p.requires_grad}
         self._frozen = [
-            m for m in self.backbone.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and all(id(p) in frozen_params for p in m.parameters())
+            m
+            for m in self.backbone.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and all(id(p) in frozen_params for p in m.parameters())
         ]
 
     def train(self, mode: bool = True) -> TransferTask:
@@ -185,7 +196,9 @@ class TransferTask(L.LightningModule):
     def _eval_set_name(self, stage: str, dataloader_idx: int) -> str:
         if stage == "val":
             return "val" if dataloader_idx == 0 else f"val{dataloader_idx}"
-        names = list(getattr(self.trainer.datamodule, "eval_names", []) or []) if self._trainer else []
+        names = (
+            list(getattr(self.trainer.datamodule, "eval_names", []) or []) if self._trainer else []
+        )
         return names[dataloader_idx] if dataloader_idx < len(names) else f"set{dataloader_idx}"
 
     def _eval_step(self, batch: dict[str, Any], stage: str, dataloader_idx: int) -> dict[str, Any]:
@@ -197,23 +210,46 @@ class TransferTask(L.LightningModule):
             self.eval_metrics[key] = self.make_metrics().to(self.device)
         self.eval_metrics[key].update(probs, batch["target"])
         prefix = f"{stage}/{name}" if stage == "test" else "val"
-        self.log(f"{prefix}/loss", self.loss(logits, batch["target"]), batch_size=len(probs),
-                 add_dataloader_idx=False, sync_dist=True)
-        return {"probs": probs, "target": batch["target"], "groups": batch.get("groups", {}),
-                "id": batch.get("id", []), "set": name}
+        self.log(
+            f"{prefix}/loss",
+            self.loss(logits, batch["target"]),
+            batch_size=len(probs),
+            add_dataloader_idx=False,
+            sync_dist=True,
+        )
+        return {
+            "probs": probs,
+            "target": batch["target"],
+            "groups": batch.get("groups", {}),
+            "id": batch.get("id", []),
+            "set": name,
+        }
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+    def validation_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Any]:
         return self._eval_step(batch, "val", dataloader_idx)
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+    def test_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Any]:
         return self._eval_step(batch, "test", dataloader_idx)
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return {"probs": self.probabilities(self(batch).float()), "id": batch.get("id", []),
-                "groups": batch.get("groups", {})}
+    def predict_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Any]:
+        return {
+            "probs": self.probabilities(self(batch).float()),
+            "id": batch.get("id", []),
+            "groups": batch.get("groups", {}),
+        }
 
     def _log_eval_metrics(self, stage: str) -> None:
-        for key in [k for k in self.eval_metrics if (k.startswith("test/") if stage == "test" else not k.startswith("test/"))]:
+        for key in [
+            k
+            for k in self.eval_metrics
+            if (k.startswith("test/") if stage == "test" else not k.startswith("test/"))
+        ]:
             metric = self.eval_metrics[key]
             values = metric.compute()
             prefix = key if stage == "test" else "val"
@@ -243,7 +279,9 @@ class TransferTask(L.LightningModule):
         hp = self.hparams
         params = [p for p in self.parameters() if p.requires_grad]
         if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+            opt = torch.optim.SGD(
+                params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+            )
         elif hp.optimizer == "adam":
             opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
         else:

@@ -25,7 +25,9 @@ def write_bit_npz(model: torch.nn.Module, path: Path, head_classes: int = 7) -> 
         "resnet/root_block/standardized_conv2d/kernel": tf(sd["stem.conv.weight"]),
         "resnet/group_norm/gamma": tf(sd["norm.weight"]),
         "resnet/group_norm/beta": tf(sd["norm.bias"]),
-        "resnet/head/conv2d/kernel": np.random.randn(1, 1, model.num_features, head_classes).astype(np.float32),
+        "resnet/head/conv2d/kernel": np.random.randn(1, 1, model.num_features, head_classes).astype(
+            np.float32
+        ),
         "resnet/head/conv2d/bias": np.zeros(head_classes, np.float32),
     }
     names = {"weight": "gamma", "bias": "beta"}

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-
 from medxfer.datamodules import write_synthetic_chexpert, write_synthetic_nih
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,9 +39,16 @@ def tiny_trainer(tmp_path: Path):
 
     def make(**kw) -> L.Trainer:
         opts = dict(
-            accelerator="cpu", devices=1, max_steps=3, limit_val_batches=2, limit_test_batches=2,
-            logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, default_root_dir=tmp_path,
+            accelerator="cpu",
+            devices=1,
+            max_steps=3,
+            limit_val_batches=2,
+            limit_test_batches=2,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp_path,
         )
         opts.update(kw)
         return L.Trainer(**opts)

@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from bit_format import write_bit_npz
+from medxfer.backbones import create_backbone, list_backbones, load_backbone_weights
 from safetensors.torch import save_file
 from timm.models.resnetv2 import _load_weights as timm_load_bit_npz
-
-from bit_format import write_bit_npz
-
-from medxfer.backbones import create_backbone, list_backbones, load_backbone_weights
 
 LARGE = {"bit-r50x3", "bit-r101x3", "bit-r152x2", "bit-r152x4"}
 
@@ -31,8 +29,14 @@ def _perturbed(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(n, id=n, marks=[pytest.mark.slow] if n in LARGE else []) for n in list_backbones()]
-    + [pytest.param("timm/resnet18", id="timm-resnet18"), pytest.param("timm/efficientnet_b0", id="timm-effnet")],
+    [
+        pytest.param(n, id=n, marks=[pytest.mark.slow] if n in LARGE else [])
+        for n in list_backbones()
+    ]
+    + [
+        pytest.param("timm/resnet18", id="timm-resnet18"),
+        pytest.param("timm/efficientnet_b0", id="timm-effnet"),
+    ],
 )
 def test_every_backbone_builds_and_runs(name: str) -> None:
     model = create_backbone(name).eval()
@@ -57,7 +61,9 @@ def test_bit_npz_loads_every_parameter_and_matches_timm_reference(tmp_path: Path
     assert len(report.matched) == len(loaded.state_dict())
     assert sorted(report.unexpected) == ["head.fc.bias", "head.fc.weight"]  # the 21k/1k classifier
 
-    reference = timm.create_model("resnetv2_50x1_bit", num_classes=0).eval()  # timm's own npz loader
+    reference = timm.create_model(
+        "resnetv2_50x1_bit", num_classes=0
+    ).eval()  # timm's own npz loader
     timm_load_bit_npz(reference, str(path))
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -65,7 +71,9 @@ def test_bit_npz_loads_every_parameter_and_matches_timm_reference(tmp_path: Path
         torch.testing.assert_close(loaded(x), reference(x))
 
 
-def test_named_source_resolves_from_weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_named_source_resolves_from_weights_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MEDXFER_WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError) as err:
         create_backbone("bit-r50x1.bit-m")
@@ -80,13 +88,19 @@ def test_named_source_resolves_from_weights_dir(tmp_path: Path, monkeypatch: pyt
 def _moco(sd: dict) -> dict:
     wrapped = {f"module.encoder_q.{k}": v for k, v in sd.items()}
     wrapped |= {f"module.encoder_k.{k}": v.clone() for k, v in sd.items()}
-    wrapped |= {"module.encoder_q.fc.0.weight": torch.randn(16, 2048), "module.queue": torch.randn(128, 64)}
+    wrapped |= {
+        "module.encoder_q.fc.0.weight": torch.randn(16, 2048),
+        "module.queue": torch.randn(128, 64),
+    }
     return {"epoch": 200, "arch": "resnet50", "state_dict": wrapped}
 
 
 def _swav(sd: dict) -> dict:
     wrapped = {f"module.{k}": v for k, v in sd.items()}
-    return wrapped | {"module.projection_head.0.weight": torch.randn(8, 2048), "module.prototypes.weight": torch.randn(3, 8)}
+    return wrapped | {
+        "module.projection_head.0.weight": torch.randn(8, 2048),
+        "module.prototypes.weight": torch.randn(3, 8),
+    }
 
 
 def _plain(sd: dict) -> dict:
@@ -102,7 +116,9 @@ def _plain(sd: dict) -> dict:
         pytest.param(_plain, ".safetensors", 0, id="safetensors"),
     ],
 )
-def test_ssl_checkpoints_load_with_all_backbone_keys(tmp_path: Path, wrap, suffix: str, n_unexpected: int) -> None:
+def test_ssl_checkpoints_load_with_all_backbone_keys(
+    tmp_path: Path, wrap, suffix: str, n_unexpected: int
+) -> None:
     source = _perturbed(create_backbone("resnet50"))
     sd = {k: v.clone() for k, v in source.state_dict().items()}
     path = tmp_path / f"ckpt{suffix}"
@@ -139,7 +155,13 @@ def test_shape_mismatch_fails(tmp_path: Path) -> None:
 
 def test_pickle_that_is_not_weights_only_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "unsafe.pth.tar"
-    torch.save({"state_dict": create_backbone("timm/resnet18").state_dict(), "args": argparse.Namespace(lr=0.1)}, path)
+    torch.save(
+        {
+            "state_dict": create_backbone("timm/resnet18").state_dict(),
+            "args": argparse.Namespace(lr=0.1),
+        },
+        path,
+    )
     with pytest.raises(ValueError, match="not weights-only"):
         create_backbone("timm/resnet18", pretrained=path)
 
@@ -155,7 +177,9 @@ def test_one_channel_input_sums_rgb_kernels(tmp_path: Path) -> None:
     rgb = create_backbone("timm/resnet18", pretrained=path).eval()
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(model.eval()(x), rgb(x.expand(-1, 3, -1, -1)), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            model.eval()(x), rgb(x.expand(-1, 3, -1, -1)), rtol=1e-4, atol=1e-4
+        )
 
 
 def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
@@ -163,7 +187,7 @@ def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
     (tmp_path / "w.onnx").write_bytes(b"x")
     with pytest.raises(ValueError, match="unknown weight format"):
         load_backbone_weights(model, tmp_path / "w.onnx")
-    with pytest.raises(FileNotFoundError, match="nothere.pth"):
+    with pytest.raises(FileNotFoundError, match=r"nothere\.pth"):
         create_backbone("timm/resnet18", pretrained=tmp_path / "nothere.pth")
 
 

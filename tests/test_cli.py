@@ -12,16 +12,27 @@ from pathlib import Path
 import pytest
 import torch
 from bit_format import write_bit_npz
-
 from medxfer.backbones import create_backbone
-from medxfer.datamodules import ChestXrayDataModule, CXRTable, write_synthetic_chexpert, write_synthetic_nih
+from medxfer.datamodules import (
+    ChestXrayDataModule,
+    CXRTable,
+    write_synthetic_chexpert,
+    write_synthetic_nih,
+)
 from medxfer.tasks import MultiLabelClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
-TINY = ["--trainer.max_steps=2", "--trainer.max_epochs=1", "--trainer.limit_val_batches=1",
-        "--trainer.limit_test_batches=1", "--data.init_args.image_size=32", "--data.init_args.num_workers=0",
-        "--data.init_args.batch_size=4", "--trainer.accelerator=cpu"]
+TINY = [
+    "--trainer.max_steps=2",
+    "--trainer.max_epochs=1",
+    "--trainer.limit_val_batches=1",
+    "--trainer.limit_test_batches=1",
+    "--data.init_args.image_size=32",
+    "--data.init_args.num_workers=0",
+    "--data.init_args.batch_size=4",
+    "--trainer.accelerator=cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -42,24 +53,43 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, MEDXFER_WEIGHTS_DIR=str(cwd.parent / "weights"), PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "medxfer", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "medxfer", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _extra(config: str, workdir: Path) -> list[str]:
     if config == "chexpert_bit_r50x1.yaml":  # real-data paths: point them at the synthetic copies
-        nih = {"nih": {"csv": "data/synthetic/nih/Data_Entry_2017_v2020.csv", "format": "nih",
-                       "split_list": "data/synthetic/nih/test_list.txt"}}
-        return ["--data.init_args.train.csv=data/synthetic/chexpert/CheXpert-v1.0-synthetic/train.csv",
-                f"--data.init_args.shifted={json.dumps(nih)}", "--model.init_args.channels_last=false"]
-    if config == "nih_subset.yaml" and not (workdir.parent / "shared/data/nih-chestxray14-subset").is_dir():
+        nih = {
+            "nih": {
+                "csv": "data/synthetic/nih/Data_Entry_2017_v2020.csv",
+                "format": "nih",
+                "split_list": "data/synthetic/nih/test_list.txt",
+            }
+        }
+        return [
+            "--data.init_args.train.csv=data/synthetic/chexpert/CheXpert-v1.0-synthetic/train.csv",
+            f"--data.init_args.shifted={json.dumps(nih)}",
+            "--model.init_args.channels_last=false",
+        ]
+    if (
+        config == "nih_subset.yaml"
+        and not (workdir.parent / "shared/data/nih-chestxray14-subset").is_dir()
+    ):
         pytest.skip("real NIH subset absent (../shared/data)")
     return []
 
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_every_shipped_config_fits_and_tests(config: str, workdir: Path) -> None:
-    out = _run(["fit", "-c", str(REPO / "configs" / config), *TINY, *_extra(config, workdir)], workdir)
+    out = _run(
+        ["fit", "-c", str(REPO / "configs" / config), *TINY, *_extra(config, workdir)], workdir
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     results = sorted(workdir.glob("runs/**/results.json"), key=os.path.getmtime)[-1]
     values = json.loads(results.read_text())
@@ -69,8 +99,17 @@ def test_every_shipped_config_fits_and_tests(config: str, workdir: Path) -> None
 
 def test_checkpoint_restores_to_identical_predictions(workdir: Path) -> None:
     run = workdir / "runs/restore"
-    out = _run(["fit", "-c", str(REPO / "configs/tiny.yaml"), f"--trainer.default_root_dir={run}",
-                f"--trainer.logger.init_args.save_dir={run}", "--trainer.limit_test_batches=null"], workdir)
+    out = _run(
+        [
+            "fit",
+            "-c",
+            str(REPO / "configs/tiny.yaml"),
+            f"--trainer.default_root_dir={run}",
+            f"--trainer.logger.init_args.save_dir={run}",
+            "--trainer.limit_test_batches=null",
+        ],
+        workdir,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     ckpt = next(run.glob("**/checkpoints/*.ckpt"))
     written = json.loads(next(run.glob("**/results.json")).read_text())
@@ -84,10 +123,16 @@ def test_checkpoint_restores_to_identical_predictions(workdir: Path) -> None:
     import lightning as L
 
     root = workdir / "data/synthetic"
-    dm = ChestXrayDataModule(CXRTable(str(root / "chexpert/CheXpert-v1.0-synthetic/train.csv")),
-                             shifted={"nih": CXRTable(str(root / "nih/Data_Entry_2017_v2020.csv"), format="nih")},
-                             image_size=32, batch_size=8, num_workers=0)
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    dm = ChestXrayDataModule(
+        CXRTable(str(root / "chexpert/CheXpert-v1.0-synthetic/train.csv")),
+        shifted={"nih": CXRTable(str(root / "nih/Data_Entry_2017_v2020.csv"), format="nih")},
+        image_size=32,
+        batch_size=8,
+        num_workers=0,
+    )
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
     results = trainer.test(model, datamodule=dm, verbose=False)
     for key in ("test/chexpert/auroc_mean", "test/nih/auroc_mean", "test/nih/loss"):
         got = next(r[key] for r in results if key in r)
@@ -95,17 +140,28 @@ def test_checkpoint_restores_to_identical_predictions(workdir: Path) -> None:
 
 
 def test_pretrained_weights_named_in_a_config_are_required(workdir: Path) -> None:
-    env_missing = ["fit", "-c", str(REPO / "configs/tiny.yaml"), "--model.init_args.backbone=bit-r50x1",
-                   "--model.init_args.pretrained=bit-s"]
+    env_missing = [
+        "fit",
+        "-c",
+        str(REPO / "configs/tiny.yaml"),
+        "--model.init_args.backbone=bit-r50x1",
+        "--model.init_args.pretrained=bit-s",
+    ]
     out = _run(env_missing, workdir)
     assert out.returncode != 0 and "BiT-S-R50x1.npz" in out.stderr
 
 
 @pytest.mark.parametrize(
     ("what", "expected"),
-    [pytest.param("backbones", ["bit-r50x1", ".bit-m", "BiT-M-R50x1.npz", "resnet50", ".swav", "timm/<name>"], id="backbones"),
-     pytest.param("tasks", ["MultiLabelClassifier", "TransferTask"], id="tasks"),
-     pytest.param("datamodules", ["ChestXrayDataModule"], id="datamodules")],
+    [
+        pytest.param(
+            "backbones",
+            ["bit-r50x1", ".bit-m", "BiT-M-R50x1.npz", "resnet50", ".swav", "timm/<name>"],
+            id="backbones",
+        ),
+        pytest.param("tasks", ["MultiLabelClassifier", "TransferTask"], id="tasks"),
+        pytest.param("datamodules", ["ChestXrayDataModule"], id="datamodules"),
+    ],
 )
 def test_list(what: str, expected: list[str], tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "medxfer"  # the console script the install created
@@ -114,4 +170,3 @@ def test_list(what: str, expected: list[str], tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     for word in expected:
         assert word in out.stdout
-

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from medxfer.datamodules import ChestXrayDataModule, CXRTable, age_group
 from PIL import Image
 
 from medxfer.data import ImageDecodeError, patient_split, read_grey_image
-from medxfer.datamodules import ChestXrayDataModule, CXRTable, age_group
 
 
 def test_patient_split_has_no_leakage_and_sizes_within_one_percent() -> None:
@@ -49,10 +49,14 @@ def test_grey_containers_decode_to_the_same_plane(tmp_path: Path, mode: str, sca
         img = Image.fromarray(grey).convert(mode)
     img.save(tmp_path / "x.png")
     got = read_grey_image(tmp_path / "x.png")
-    np.testing.assert_allclose(got, grey.astype(np.float32) * (257 if mode == "I;16" else 1) / scale, atol=1e-6)
+    np.testing.assert_allclose(
+        got, grey.astype(np.float32) * (257 if mode == "I;16" else 1) / scale, atol=1e-6
+    )
 
 
-def test_missing_and_corrupt_images_name_file_and_line(synthetic_cxr: dict[str, Path], tmp_path: Path) -> None:
+def test_missing_and_corrupt_images_name_file_and_line(
+    synthetic_cxr: dict[str, Path], tmp_path: Path
+) -> None:
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(ImageDecodeError, match=r"bad.png \(line 9 of t.csv\)"):
         read_grey_image(tmp_path / "bad.png", context="line 9 of t.csv")
@@ -67,22 +71,33 @@ def test_missing_and_corrupt_images_name_file_and_line(synthetic_cxr: dict[str, 
     victim = table[table["Frontal/Lateral"] == "Frontal"]["Path"].iloc[3]
     line = int(table.index[table["Path"] == victim][0]) + 2
     (root / victim).unlink()
-    dm = ChestXrayDataModule(CXRTable(str(root / "CheXpert-v1.0-synthetic" / "train.csv")), image_size=32, num_workers=0)
+    dm = ChestXrayDataModule(
+        CXRTable(str(root / "CheXpert-v1.0-synthetic" / "train.csv")), image_size=32, num_workers=0
+    )
     with pytest.raises(ImageDecodeError, match=rf"image not found: .*{victim} \(line {line} of "):
         dm.setup("fit")
     (root / victim).write_bytes(b"garbage")
-    dm = ChestXrayDataModule(CXRTable(str(root / "CheXpert-v1.0-synthetic" / "train.csv")), image_size=32,
-                             num_workers=0, skip_bad_images=True)
+    dm = ChestXrayDataModule(
+        CXRTable(str(root / "CheXpert-v1.0-synthetic" / "train.csv")),
+        image_size=32,
+        num_workers=0,
+        skip_bad_images=True,
+    )
     dm.setup("fit")
     n = len(dm.train_set) + len(dm.val_set) + len(dm.test_sets["chexpert"])
     assert n == int((table["Frontal/Lateral"] == "Frontal").sum()) - 1
 
 
-def test_batches_follow_the_contract_and_shifted_sets_are_separate(synthetic_cxr: dict[str, Path]) -> None:
+def test_batches_follow_the_contract_and_shifted_sets_are_separate(
+    synthetic_cxr: dict[str, Path],
+) -> None:
     dm = ChestXrayDataModule(
         CXRTable(str(synthetic_cxr["chexpert"])),
         shifted={"nih": CXRTable(str(synthetic_cxr["nih"]), format="nih")},
-        image_size=32, batch_size=4, num_workers=0, age_bins=(40, 60),
+        image_size=32,
+        batch_size=4,
+        num_workers=0,
+        age_bins=(40, 60),
     )
     dm.setup("fit")
     assert dm.eval_names == ["chexpert", "nih"] and dm.num_classes == 5
@@ -95,7 +110,9 @@ def test_batches_follow_the_contract_and_shifted_sets_are_separate(synthetic_cxr
     assert all(isinstance(i, str) and "/" not in i for i in batch["id"])
     loaders = dm.test_dataloader()
     assert len(loaders) == 2
-    assert len(loaders[1].dataset) == len(pd.read_csv(synthetic_cxr["nih"], index_col=False, usecols=range(7)))
+    assert len(loaders[1].dataset) == len(
+        pd.read_csv(synthetic_cxr["nih"], index_col=False, usecols=range(7))
+    )
     train_patients = {i.split("_")[0] for i in dm.train_set.ids}
     test_patients = {i.split("_")[0] for i in dm.test_sets["chexpert"].ids}
     assert not train_patients & test_patients
@@ -108,24 +125,36 @@ def test_explicit_tables_require_zero_fractions(synthetic_cxr: dict[str, Path]) 
 
 
 def test_empty_split_says_which(synthetic_cxr: dict[str, Path]) -> None:
-    dm = ChestXrayDataModule(CXRTable(str(synthetic_cxr["chexpert"])), split=(0.9, 0.1, 0.0), num_workers=0)
-    with pytest.raises(ValueError, match="chexpert test split .* is empty"):
+    dm = ChestXrayDataModule(
+        CXRTable(str(synthetic_cxr["chexpert"])), split=(0.9, 0.1, 0.0), num_workers=0
+    )
+    with pytest.raises(ValueError, match=r"chexpert test split .* is empty"):
         dm.setup("fit")
 
 
 @pytest.mark.parametrize(
     ("age", "group"),
-    [pytest.param(39.9, "<40", id="below"), pytest.param(40, "40-59", id="edge"), pytest.param(80, "80+", id="top"),
-     pytest.param(float("nan"), "unknown", id="nan")],
+    [
+        pytest.param(39.9, "<40", id="below"),
+        pytest.param(40, "40-59", id="edge"),
+        pytest.param(80, "80+", id="top"),
+        pytest.param(float("nan"), "unknown", id="nan"),
+    ],
 )
 def test_age_groups(age: float, group: str) -> None:
     assert age_group(age, (40, 60, 80)) == group
 
 
 def test_real_nih_subset_through_the_datamodule(nih_subset: Path) -> None:
-    dm = ChestXrayDataModule(CXRTable(str(nih_subset), format="nih"), name="nih",
-                             labels=["Effusion", "Infiltration", "Atelectasis", "Cardiomegaly"],
-                             image_size=32, batch_size=8, num_workers=0, verify_images=True)
+    dm = ChestXrayDataModule(
+        CXRTable(str(nih_subset), format="nih"),
+        name="nih",
+        labels=["Effusion", "Infiltration", "Atelectasis", "Cardiomegaly"],
+        image_size=32,
+        batch_size=8,
+        num_workers=0,
+        verify_images=True,
+    )
     dm.setup("fit")
     assert len(dm.train_set) + len(dm.val_set) + len(dm.test_sets["nih"]) == 1000
     batch = next(iter(dm.val_dataloader()))

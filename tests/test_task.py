@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from medxfer.datamodules import ChestXrayDataModule, CXRTable
+from medxfer.tasks import MultiLabelClassifier, masked_bce_with_logits
 from sklearn.metrics import roc_auc_score
 
-from medxfer.datamodules import ChestXrayDataModule, CXRTable
 from medxfer.metrics import MultilabelAUROC, masked_multilabel_auroc
-from medxfer.tasks import MultiLabelClassifier, masked_bce_with_logits
 
 
 def _task(**kw) -> MultiLabelClassifier:
@@ -23,9 +23,13 @@ def _task(**kw) -> MultiLabelClassifier:
 
 @pytest.mark.parametrize(
     ("step", "factor"),
-    [pytest.param(0, 0.1, id="warmup-first"), pytest.param(9, 1.0, id="warmup-last"),
-     pytest.param(99, 1.0, id="before-decay"), pytest.param(100, 0.1, id="first-decay"),
-     pytest.param(250, 0.01, id="second-decay")],
+    [
+        pytest.param(0, 0.1, id="warmup-first"),
+        pytest.param(9, 1.0, id="warmup-last"),
+        pytest.param(99, 1.0, id="before-decay"),
+        pytest.param(100, 0.1, id="first-decay"),
+        pytest.param(250, 0.01, id="second-decay"),
+    ],
 )
 def test_step_schedule(step: int, factor: float) -> None:
     task = _task(warmup_steps=10, decay_every=100, decay_factor=0.1)
@@ -81,22 +85,37 @@ def test_auroc_metric_matches_sklearn_per_label_with_unknowns() -> None:
     for chunk in np.array_split(np.arange(200), 7):
         metric.update(torch.from_numpy(probs[chunk]), torch.from_numpy(target[chunk]))
     out = metric.compute()
-    expected = [roc_auc_score(target[~np.isnan(target[:, k]), k], probs[~np.isnan(target[:, k]), k]) for k in range(2)]
+    expected = [
+        roc_auc_score(target[~np.isnan(target[:, k]), k], probs[~np.isnan(target[:, k]), k])
+        for k in range(2)
+    ]
     assert out["auroc/a"].item() == pytest.approx(expected[0], abs=1e-6)
     assert out["auroc/b_c"].item() == pytest.approx(expected[1], abs=1e-6)
     assert math.isnan(out["auroc/d"].item())
     assert out["auroc_mean"].item() == pytest.approx(np.mean(expected), abs=1e-6)
-    assert torch.isnan(masked_multilabel_auroc(torch.rand(4, 1), torch.full((4, 1), float("nan"))))[0]
+    assert torch.isnan(masked_multilabel_auroc(torch.rand(4, 1), torch.full((4, 1), float("nan"))))[
+        0
+    ]
 
 
-def test_short_fit_logs_each_test_set_under_its_name(synthetic_cxr: dict[str, Path], tiny_trainer) -> None:
+def test_short_fit_logs_each_test_set_under_its_name(
+    synthetic_cxr: dict[str, Path], tiny_trainer
+) -> None:
     dm = ChestXrayDataModule(
         CXRTable(str(synthetic_cxr["chexpert"])),
         shifted={"nih": CXRTable(str(synthetic_cxr["nih"]), format="nih")},
-        image_size=32, batch_size=8, num_workers=0,
+        image_size=32,
+        batch_size=8,
+        num_workers=0,
     )
-    task = MultiLabelClassifier(backbone="timm/resnet18", num_classes=dm.num_classes, label_names=dm.label_names,
-                                lr=0.01, wd_to_init=0.01, warmup_steps=1)
+    task = MultiLabelClassifier(
+        backbone="timm/resnet18",
+        num_classes=dm.num_classes,
+        label_names=dm.label_names,
+        lr=0.01,
+        wd_to_init=0.01,
+        warmup_steps=1,
+    )
     trainer = tiny_trainer(limit_test_batches=None, val_check_interval=3)
     trainer.fit(task, datamodule=dm)
     assert "val/auroc_mean" in trainer.callback_metrics and "val/loss" in trainer.callback_metrics

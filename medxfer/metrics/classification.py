@@ -65,7 +65,11 @@ class MultilabelAUROC(Metric):
         self.target.append(target.detach().float())
 
     def compute(self) -> dict[str, torch.Tensor]:
-        per_label = masked_multilabel_auroc(dim_zero_cat(self.probs).cpu(), dim_zero_cat(self.target).cpu())
+        per_label = masked_multilabel_auroc(
+            dim_zero_cat(self.probs).cpu(), dim_zero_cat(self.target).cpu()
+        )
         out = {"auroc_mean": torch.nanmean(per_label)}
-        out.update({f"auroc/{metric_key(n)}": v for n, v in zip(self.label_names, per_label, strict=True)})
+        out.update(
+            {f"auroc/{metric_key(n)}": v for n, v in zip(self.label_names, per_label, strict=True)}
+        )
         return out
