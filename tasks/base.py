@@ -25,9 +25,10 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from medxfer.backbones import create_backbone
 from torch import nn
 from torchmetrics import Metric
+
+from medxfer.backbones import create_backbone
 
 __all__ = ["TransferTask"]
 

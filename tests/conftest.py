@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+
 from medxfer.datamodules import write_synthetic_chexpert, write_synthetic_nih
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,9 +10,10 @@ import pytest
 import timm
 import torch
 from bit_format import write_bit_npz
-from medxfer.backbones import create_backbone, list_backbones, load_backbone_weights
 from safetensors.torch import save_file
 from timm.models.resnetv2 import _load_weights as timm_load_bit_npz
+
+from medxfer.backbones import create_backbone, list_backbones, load_backbone_weights
 
 LARGE = {"bit-r50x3", "bit-r101x3", "bit-r152x2", "bit-r152x4"}
 

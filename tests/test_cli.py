@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from bit_format import write_bit_npz
+
 from medxfer.backbones import create_backbone
 from medxfer.datamodules import (
     ChestXrayDataModule,

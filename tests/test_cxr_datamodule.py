@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from medxfer.datamodules import ChestXrayDataModule, CXRTable, age_group
 from PIL import Image
 
 from medxfer.data import ImageDecodeError, patient_split, read_grey_image
+from medxfer.datamodules import ChestXrayDataModule, CXRTable, age_group
 
 
 def test_patient_split_has_no_leakage_and_sizes_within_one_percent() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from medxfer.datamodules import CHEXPERT_LABELS, read_chexpert_csv, read_nih_csv
 
 from medxfer.data import TableError
+from medxfer.datamodules import CHEXPERT_LABELS, read_chexpert_csv, read_nih_csv
 
 HEADER = "Path,Sex,Age,Frontal/Lateral,AP/PA," + ",".join(CHEXPERT_LABELS)
 

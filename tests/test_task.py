@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from medxfer.datamodules import ChestXrayDataModule, CXRTable
-from medxfer.tasks import MultiLabelClassifier, masked_bce_with_logits
 from sklearn.metrics import roc_auc_score
 
+from medxfer.datamodules import ChestXrayDataModule, CXRTable
 from medxfer.metrics import MultilabelAUROC, masked_multilabel_auroc
+from medxfer.tasks import MultiLabelClassifier, masked_bce_with_logits
 
 
 def _task(**kw) -> MultiLabelClassifier:
