@@ -40,9 +40,11 @@ __all__ = [
     "create_backbone",
     "list_backbones",
     "load_backbone_weights",
+    "parameter_stages",
     "read_weight_file",
     "register_backbone",
     "resolve_weights",
+    "stage_names",
     "weights_dir",
 ]
 
@@ -69,6 +71,34 @@ def register_backbone(
 def list_backbones(pattern: str = "*") -> list[str]:
     """Registered architecture names matching ``pattern``; ``timm/<name>`` works besides these."""
     return BACKBONES.names(pattern)
+
+
+def stage_names(model: nn.Module) -> list[str]:
+    """Module names of the backbone's declared stages (``feature_info``), shallow to deep."""
+    info = model.feature_info
+    info = info.get_dicts() if hasattr(info, "get_dicts") else info
+    return [d["module"] for d in info]
+
+
+def parameter_stages(model: nn.Module) -> dict[str, str]:
+    """Map each parameter name to the declared stage it belongs to.
+
+    A parameter belongs to the first stage whose module ends at or after the parameter's module
+    (in module order), so a stem declared by its activation (timm ResNet's ``act1``) still owns
+    ``conv1`` and ``bn1``. Parameters after the last stage (final norm, head) map to ``"head"``.
+    """
+    modules = list(model.named_modules())
+    position = {name: i for i, (name, _) in enumerate(modules)}
+    ends = []
+    for stage in stage_names(model):
+        inside = [i for n, i in position.items() if n == stage or n.startswith(stage + ".")]
+        ends.append((max(inside), stage))
+    out: dict[str, str] = {}
+    for mname, module in modules:
+        for pname, _ in module.named_parameters(recurse=False):
+            full = f"{mname}.{pname}" if mname else pname
+            out[full] = next((s for end, s in ends if position[mname] <= end), "head")
+    return out
 
 
 def _timm_factory(model_name: str) -> Callable[..., nn.Module]:

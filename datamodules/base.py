@@ -17,6 +17,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from medxfer.data.images import ImageDecodeError, read_grey_image
@@ -170,10 +171,20 @@ class MedxferDataModule(L.LightningDataModule):
 
     # Loaders ----------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        """A loader with this datamodule's settings. Under DDP, evaluation loaders deal each
+        case to exactly one rank (no padding with repeated cases), so metrics gathered across
+        ranks equal the single-process ones."""
+        trainer = self.trainer
+        sampler = None
+        if not train and trainer is not None and trainer.world_size > 1:
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+            )
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

@@ -85,19 +85,41 @@ class MedxferCLI(LightningCLI):
 
 
 def format_results(flat: dict[str, float]) -> str:
-    """A Markdown table: one row per test set, one column per metric (``test/<set>/<metric>``)."""
+    """Markdown tables of ``test/<set>/<metric>`` values: one row per test set with the headline
+    metrics (AUROC, ECE, loss, per-label AUROC), then one row per set and attribute with the
+    subgroup summary when subgroup metrics were logged."""
     rows: dict[str, dict[str, float]] = {}
     for key, value in flat.items():
         _, name, metric = key.split("/", 2)
         rows.setdefault(name, {})[metric] = value
-    cols = sorted(
-        {m for r in rows.values() for m in r},
-        key=lambda m: (m != "auroc_mean", m.startswith("loss"), m),
-    )
-    lines = ["| set | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, r in rows.items():
-        cells = ["n/a" if math.isnan(r.get(c, math.nan)) else f"{r[c]:.4f}" for c in cols]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    def cell(v: float | None) -> str:
+        return "n/a" if v is None or math.isnan(v) else f"{v:.4f}"
+
+    def order(m: str) -> tuple:
+        return (m.startswith("loss"), "/" in m, m)
+
+    main = sorted({m for r in rows.values() for m in r if not m.startswith("subgroup/")}, key=order)
+    lines = ["| set | " + " | ".join(main) + " |", "|---" * (len(main) + 1) + "|"]
+    lines += [
+        f"| {name} | " + " | ".join(cell(r.get(c)) for c in main) + " |" for name, r in rows.items()
+    ]
+    summary = ("mean", "gap", "worst", "ratio")
+    attrs = sorted({m.split("/")[1] for r in rows.values() for m in r if m.startswith("subgroup/")})
+    if attrs:
+        lines += [
+            "",
+            "| set | attribute | " + " | ".join(summary) + " |",
+            "|---" * (len(summary) + 2) + "|",
+        ]
+        for name, r in rows.items():
+            for a in attrs:
+                if any(k.startswith(f"subgroup/{a}/") for k in r):
+                    lines.append(
+                        f"| {name} | {a} | "
+                        + " | ".join(cell(r.get(f"subgroup/{a}/{s}")) for s in summary)
+                        + " |"
+                    )
     return "\n".join(lines)
 
 

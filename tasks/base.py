@@ -21,20 +21,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
 from torch import nn
 from torchmetrics import Metric
 
-from medxfer.backbones import create_backbone
+from medxfer.backbones import create_backbone, parameter_stages, stage_names
+from medxfer.naming import eval_prefix
 
 __all__ = ["TransferTask"]
 
 
 class TransferTask(L.LightningModule):
     """Fine-tune a registered backbone on a medical task.
+
+    ``output_type`` (``"multilabel"`` or ``"multiclass"``) tells task-agnostic callbacks how to
+    read ``probs``: independent per-label probabilities, or one distribution over classes.
 
     Args:
         backbone: a name from ``medxfer list backbones`` or ``timm/<name>``.
@@ -61,6 +65,8 @@ class TransferTask(L.LightningModule):
         initialised_from: records where the initial weights came from; never loaded (set by
             checkpoints, which hold the weights themselves).
     """
+
+    output_type: ClassVar[str] = "multilabel"
 
     def __init__(
         self,
@@ -146,6 +152,17 @@ class TransferTask(L.LightningModule):
         """A fresh Metric for one evaluation set; ``update(probs, target)``, ``compute() -> dict``."""
         raise NotImplementedError(f"{type(self).__name__} must implement make_metrics()")
 
+    def initial_backbone(self) -> nn.Module | None:
+        """A fresh copy of the backbone at its pre-trained initialisation (for CKA and weight
+        drift after a resumed run), or None when it started from random weights."""
+        hp = self.hparams
+        source = hp.pretrained or hp.initialised_from
+        if source is None:
+            return None
+        return create_backbone(
+            hp.backbone, pretrained=source, in_chans=hp.in_chans, **(hp.backbone_kwargs or {})
+        )
+
     # ---------------------------------------------------------------------- regularisation
     def l2sp_penalty(self) -> torch.Tensor:
         """``wd_to_init / 2 * sum ||w - w0||^2`` over the backbone's parameters."""
@@ -158,15 +175,15 @@ class TransferTask(L.LightningModule):
         return 0.5 * self.hparams.wd_to_init * total
 
     def _freeze(self, n_stages: int) -> None:
-        info = self.backbone.feature_info
-        info = info.get_dicts() if hasattr(info, "get_dicts") else info
-        if not 0 < n_stages <= len(info):
-            raise ValueError(f"freeze_stages={n_stages}: the backbone declares {len(info)} stages")
-        last = info[n_stages - 1]["module"]
-        modules = list(self.backbone.named_modules())
-        end = max(i for i, (n, _) in enumerate(modules) if n == last or n.startswith(last + "."))
-        for _name, module in modules[: end + 1]:
-            for p in module.parameters(recurse=False):
+        stages = stage_names(self.backbone)
+        if not 0 < n_stages <= len(stages):
+            raise ValueError(
+                f"freeze_stages={n_stages}: the backbone declares {len(stages)} stages"
+            )
+        frozen = set(stages[:n_stages])
+        owner = parameter_stages(self.backbone)
+        for name, p in self.backbone.named_parameters():
+            if owner[name] in frozen:
                 p.requires_grad_(False)
         frozen_params = {id(p) for p in self.backbone.parameters() if not p.requires_grad}
         self._frozen = [
@@ -206,11 +223,10 @@ class TransferTask(L.LightningModule):
         logits = self(batch).float()
         probs = self.probabilities(logits)
         name = self._eval_set_name(stage, dataloader_idx)
-        key = f"{stage}/{name}" if stage == "test" else name
-        if key not in self.eval_metrics:
-            self.eval_metrics[key] = self.make_metrics().to(self.device)
-        self.eval_metrics[key].update(probs, batch["target"])
-        prefix = f"{stage}/{name}" if stage == "test" else "val"
+        prefix = eval_prefix(stage, name)
+        if prefix not in self.eval_metrics:
+            self.eval_metrics[prefix] = self.make_metrics().to(self.device)
+        self.eval_metrics[prefix].update(probs, batch["target"])
         self.log(
             f"{prefix}/loss",
             self.loss(logits, batch["target"]),
@@ -246,14 +262,9 @@ class TransferTask(L.LightningModule):
         }
 
     def _log_eval_metrics(self, stage: str) -> None:
-        for key in [
-            k
-            for k in self.eval_metrics
-            if (k.startswith("test/") if stage == "test" else not k.startswith("test/"))
-        ]:
-            metric = self.eval_metrics[key]
+        for prefix in [k for k in self.eval_metrics if k.split("/")[0] == stage]:
+            metric = self.eval_metrics[prefix]
             values = metric.compute()
-            prefix = key if stage == "test" else "val"
             self.log_dict({f"{prefix}/{k}": v for k, v in values.items()}, add_dataloader_idx=False)
             metric.reset()
 

@@ -1,1 +1,32 @@
-"""placeholder"""
+"""Analysis callbacks: calibration, subgroup gaps, CKA, weight drift and convergence.
+
+Each is task-agnostic (it reads the step outputs of DESIGN.md's batch contract or the
+backbone's declared stages), computes in float32 whatever the training precision, gives the
+same numbers on one process and on N DDP ranks, and writes its results as JSON in
+``<run folder>/analysis``. Use them from a config::
+
+    trainer:
+      callbacks:
+        - class_path: medxfer.callbacks.CalibrationCallback
+        - class_path: medxfer.callbacks.SubgroupCallback
+          init_args: {attributes: [sex, age], min_size: 30}
+"""
+
+from __future__ import annotations
+
+from .base import EvalSetCallback, analysis_dir, write_json
+from .calibration import CalibrationCallback
+from .convergence import ConvergenceCallback
+from .representation import CKACallback, WeightDriftCallback
+from .subgroups import SubgroupCallback
+
+__all__ = [
+    "CKACallback",
+    "CalibrationCallback",
+    "ConvergenceCallback",
+    "EvalSetCallback",
+    "SubgroupCallback",
+    "WeightDriftCallback",
+    "analysis_dir",
+    "write_json",
+]

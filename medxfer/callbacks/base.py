@@ -1,0 +1,128 @@
+"""Shared machinery of the analysis callbacks: the run folder, JSON output, and per-evaluation-set
+metrics fed from the batch contract's step outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torchmetrics import Metric
+from typing_extensions import override
+
+from medxfer.naming import eval_prefix
+
+__all__ = ["EvalSetCallback", "analysis_dir", "write_json"]
+
+
+def analysis_dir(trainer: L.Trainer) -> Path:
+    """``<run folder>/analysis``: beside the logger's files (its version folder) when there is a
+    logger, else under ``default_root_dir``."""
+    root = trainer.log_dir if trainer.loggers else None
+    return Path(root or trainer.default_root_dir) / "analysis"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        obj = obj.tolist()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def write_json(trainer: L.Trainer, name: str, data: Any) -> Path | None:
+    """Write ``data`` to ``analysis/<name>.json`` on global rank zero; returns the path there."""
+    if not trainer.is_global_zero:
+        return None
+    path = analysis_dir(trainer) / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_jsonable(data), indent=2))
+    return path
+
+
+class EvalSetCallback(Callback):
+    """Base of callbacks that accumulate a Metric per evaluation set from step outputs
+    (``probs``, ``target``, ``groups``, ``set``) and report it at the end of the epoch.
+
+    Subclasses implement :meth:`make_metric`, :meth:`update` and :meth:`report`. States are
+    torchmetrics states, reduced across DDP ranks by ``compute``.
+
+    Args:
+        every_n_epochs: report validation every N epochs (test always).
+    """
+
+    def __init__(self, every_n_epochs: int = 1) -> None:
+        self.every_n_epochs = every_n_epochs
+        self._metrics: dict[str, Metric] = {}
+
+    @abstractmethod
+    def make_metric(self, pl_module: L.LightningModule) -> Metric:
+        """A fresh Metric for one evaluation set."""
+
+    @abstractmethod
+    def update(self, metric: Metric, outputs: dict[str, Any]) -> None:
+        """Feed one step's outputs to ``metric``."""
+
+    @abstractmethod
+    def report(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, prefix: str, metric: Metric
+    ) -> None:
+        """Compute ``metric`` (every rank) and log / write it."""
+
+    def _active(self, trainer: L.Trainer, stage: str) -> bool:
+        if trainer.sanity_checking:
+            return False
+        last = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+        return stage == "test" or last or (trainer.current_epoch + 1) % self.every_n_epochs == 0
+
+    def _on_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, stage: str, idx: int
+    ) -> None:
+        if (
+            not self._active(trainer, stage)
+            or not isinstance(outputs, dict)
+            or "probs" not in outputs
+        ):
+            return
+        prefix = eval_prefix(
+            stage, str(outputs.get("set", "val" if stage == "val" else f"set{idx}"))
+        )
+        if prefix not in self._metrics:
+            self._metrics[prefix] = self.make_metric(pl_module).to(pl_module.device)
+        with torch.no_grad():
+            self.update(self._metrics[prefix], outputs)
+
+    def _on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for prefix in [p for p in self._metrics if p.split("/")[0] == stage]:
+            metric = self._metrics.pop(prefix)
+            with torch.no_grad():
+                self.report(trainer, pl_module, prefix, metric)
+
+    @override
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        self._on_batch_end(trainer, pl_module, outputs, "val", dataloader_idx)
+
+    @override
+    def on_test_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        self._on_batch_end(trainer, pl_module, outputs, "test", dataloader_idx)
+
+    @override
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        self._on_epoch_end(trainer, pl_module, "val")
+
+    @override
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        self._on_epoch_end(trainer, pl_module, "test")

@@ -1,0 +1,69 @@
+"""Calibration callback: ECE per evaluation set, logged, written as JSON and drawn as a
+reliability diagram (Guo et al., ICML 2017; Mustafa et al., 2021)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+
+from medxfer.metrics import CalibrationError, reliability_bins
+from medxfer.plots import plot_reliability
+
+from .base import EvalSetCallback, analysis_dir, write_json
+
+__all__ = ["CalibrationCallback"]
+
+
+class CalibrationCallback(EvalSetCallback):
+    """Log ``<prefix>/ece`` (and ``<prefix>/ece/<label>`` for multi-label tasks) for every
+    evaluation set; write ``analysis/calibration_<set>.json`` and a reliability diagram PNG.
+
+    The task's ``output_type`` picks the ECE flavour: multi-label probabilities against outcomes
+    per label, or multi-class top-label confidence against correctness.
+
+    Args:
+        n_bins: equal-width bins.
+        plot: write reliability diagrams.
+        every_n_epochs: validation reporting period.
+    """
+
+    def __init__(self, n_bins: int = 15, plot: bool = True, every_n_epochs: int = 1) -> None:
+        super().__init__(every_n_epochs)
+        self.n_bins = n_bins
+        self.plot = plot
+
+    def make_metric(self, pl_module: L.LightningModule) -> CalibrationError:
+        task = getattr(pl_module, "output_type", "multilabel")
+        return CalibrationError(
+            self.n_bins,
+            task,
+            getattr(pl_module, "label_names", None) if task == "multilabel" else None,
+        )
+
+    def update(self, metric: CalibrationError, outputs: dict[str, Any]) -> None:
+        metric.update(outputs["probs"], outputs["target"])
+
+    def report(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prefix: str,
+        metric: CalibrationError,
+    ) -> None:
+        values = metric.compute()
+        pl_module.log_dict(
+            {f"{prefix}/{k}": v for k, v in values.items()}, add_dataloader_idx=False
+        )
+        name = prefix.replace("/", "_")
+        bins = reliability_bins(metric.stats)
+        write_json(
+            trainer, f"calibration_{name}", {"epoch": trainer.current_epoch, **values, "bins": bins}
+        )
+        if self.plot and trainer.is_global_zero:
+            plot_reliability(
+                bins,
+                float(values["ece"]),
+                prefix,
+                analysis_dir(trainer) / f"reliability_{name}.png",
+            )

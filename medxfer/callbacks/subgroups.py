@@ -1,0 +1,83 @@
+"""Subgroup callback: the task's metric per subgroup of each attribute (sex, age bin, view,
+density, skin type...) and the paper's gap, logged and written as JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning as L
+
+from medxfer.metrics import SubgroupMetrics
+
+from .base import EvalSetCallback, write_json
+
+__all__ = ["SubgroupCallback"]
+
+
+class SubgroupCallback(EvalSetCallback):
+    """Per evaluation set and attribute: ``<prefix>/subgroup/<attr>/gap``, ``.../worst``,
+    ``.../ratio``, ``.../mean`` and ``.../<group>`` values; ``analysis/subgroups_<set>.json``
+    with sizes and the subgroups too small to report.
+
+    Args:
+        attributes: batch ``groups`` keys to analyse (default: all the batch has).
+        metric: ``auto`` (AUROC for multi-label tasks, accuracy for multi-class), ``auroc`` or
+            ``accuracy``.
+        min_size: subgroups with fewer cases are reported as too small, not scored.
+        every_n_epochs: validation reporting period.
+    """
+
+    def __init__(
+        self,
+        attributes: Sequence[str] | None = None,
+        metric: Literal["auto", "auroc", "accuracy"] = "auto",
+        min_size: int = 30,
+        every_n_epochs: int = 1,
+    ) -> None:
+        super().__init__(every_n_epochs)
+        self.attributes = list(attributes) if attributes is not None else None
+        self.metric = metric
+        self.min_size = min_size
+        self._seen: list[str] = []
+
+    def make_metric(self, pl_module: L.LightningModule) -> SubgroupMetrics:
+        metric = self.metric
+        if metric == "auto":
+            metric = (
+                "accuracy"
+                if getattr(pl_module, "output_type", "multilabel") == "multiclass"
+                else "auroc"
+            )
+        return SubgroupMetrics(self.attributes or self._seen, metric, self.min_size)
+
+    def _on_batch_end(self, trainer, pl_module, outputs, stage, idx) -> None:
+        if self.attributes is None and isinstance(outputs, dict) and not self._seen:
+            self._seen = sorted(outputs.get("groups", {}))
+        super()._on_batch_end(trainer, pl_module, outputs, stage, idx)
+
+    def update(self, metric: SubgroupMetrics, outputs: dict[str, Any]) -> None:
+        metric.update(outputs["probs"], outputs["target"], outputs["groups"])
+
+    def report(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, prefix: str, metric: SubgroupMetrics
+    ) -> None:
+        reports = metric.compute()
+        logged = {}
+        for attr, rep in reports.items():
+            base = f"{prefix}/subgroup/{attr}"
+            logged.update(
+                {f"{base}/{k}": getattr(rep, k) for k in ("mean", "gap", "worst", "ratio")}
+            )
+            logged.update({f"{base}/{g}": v for g, v in rep.values.items()})
+        pl_module.log_dict({k: float(v) for k, v in logged.items()}, add_dataloader_idx=False)
+        write_json(
+            trainer,
+            f"subgroups_{prefix.replace('/', '_')}",
+            {
+                "epoch": trainer.current_epoch,
+                "metric": metric.metric,
+                "min_size": self.min_size,
+                "attributes": {a: r.as_dict() for a, r in reports.items()},
+            },
+        )

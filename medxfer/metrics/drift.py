@@ -1,0 +1,57 @@
+"""How far a fine-tuned backbone's weights moved from their initialisation, per stage and block.
+
+Mustafa et al. (2021) measure feature reuse by the mean absolute change of the convolution
+kernels, ``mean |w - w0|`` over every kernel element of a block (the l1 distance normalised by
+kernel size); the relative l2 change ``||w - w0|| / ||w0||`` is reported beside it (Neyshabur et
+al., "What is being transferred in transfer learning?", NeurIPS 2020). Stages come from the
+backbone's declared ``feature_info``; blocks are the children of a stage module.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from medxfer.backbones import parameter_stages
+
+__all__ = ["weight_drift"]
+
+
+@torch.no_grad()
+def weight_drift(model: nn.Module, initial: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+    """Drift of the conv kernels (4-D weights) of ``model`` from ``initial``.
+
+    Args:
+        model: a backbone declaring ``feature_info``.
+        initial: its parameters at initialisation (``name -> tensor``).
+
+    Returns:
+        ``{group: {"l1": mean |w - w0|, "rel_l2": ||w - w0|| / ||w0||, "n": elements}}`` for every
+        stage (``stage/<module>``) and block (``block/<module>.<child>``).
+    """
+    stages = parameter_stages(model)
+    sums: dict[str, list[float]] = {}
+    for name, p in model.named_parameters():
+        if p.ndim != 4 or name not in initial:
+            continue
+        delta = p.detach().float() - initial[name].to(p.device).float()
+        stage = stages.get(name, "head")
+        groups = [f"stage/{stage}"]
+        if name.startswith(stage + ".") and stage != "head":
+            child = name[len(stage) + 1 :].split(".")
+            if (
+                child[0] == "blocks" and len(child) > 2
+            ):  # timm ResNetV2 / ConvNeXt: stages.i.blocks.j
+                groups.append(f"block/{stage}.blocks.{child[1]}")
+            elif len(child) > 1:
+                groups.append(f"block/{stage}.{child[0]}")
+        for g in groups:
+            s = sums.setdefault(g, [0.0, 0.0, 0.0, 0.0])
+            s[0] += delta.abs().sum().item()
+            s[1] += delta.pow(2).sum().item()
+            s[2] += initial[name].float().pow(2).sum().item()
+            s[3] += delta.numel()
+    return {
+        g: {"l1": s[0] / s[3], "rel_l2": (s[1] ** 0.5) / max(s[2] ** 0.5, 1e-12), "n": int(s[3])}
+        for g, s in sums.items()
+    }

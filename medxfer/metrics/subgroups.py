@@ -1,0 +1,178 @@
+"""Performance per subgroup (sex, age bin, view, breast density, skin type...) and the gaps
+between subgroups, as in the fairness analyses of Mustafa et al. (2021).
+
+For each attribute the task's metric (mean AUROC over labels, or top-1 accuracy) is computed per
+subgroup. Over the subgroups large enough to be reported (``min_size`` cases) come their mean,
+the paper's gap -- the largest relative deviation of a subgroup from that mean,
+``max_g |m_g - mean| / mean`` -- the worst-group value and the max/min ratio. Smaller subgroups
+are listed as too small, never silently dropped.
+
+The Metric keeps every case (AUROC is not decomposable) with each attribute's subgroup as an
+integer code; the code -> name tables of all ranks are merged at ``compute``, so DDP gives the
+single-process result.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from .classification import masked_multilabel_auroc
+
+__all__ = ["SubgroupMetrics", "SubgroupReport", "subgroup_gaps"]
+
+MetricName = Literal["auroc", "accuracy"]
+
+
+def _mean_auroc(probs: torch.Tensor, target: torch.Tensor) -> float:
+    return float(torch.nanmean(masked_multilabel_auroc(probs, target)))
+
+
+def _accuracy(probs: torch.Tensor, target: torch.Tensor) -> float:
+    return (
+        float((probs.argmax(dim=1) == target.argmax(dim=1)).float().mean())
+        if len(probs)
+        else float("nan")
+    )
+
+
+METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor], float]] = {
+    "auroc": _mean_auroc,
+    "accuracy": _accuracy,
+}
+
+
+@dataclass
+class SubgroupReport:
+    """One attribute's subgroup results.
+
+    Attributes:
+        values: metric per reported subgroup.
+        sizes: cases per subgroup (all subgroups, reported or not).
+        too_small: subgroups under ``min_size`` (not in values, mean or gap).
+        undefined: subgroups whose metric is undefined (e.g. AUROC with one class).
+        mean: mean of ``values``.
+        gap: ``max |value - mean| / mean``.
+        worst: the lowest value.
+        ratio: max / min of ``values``.
+    """
+
+    values: dict[str, float] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    too_small: list[str] = field(default_factory=list)
+    undefined: list[str] = field(default_factory=list)
+    mean: float = float("nan")
+    gap: float = float("nan")
+    worst: float = float("nan")
+    ratio: float = float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def subgroup_gaps(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    groups: Mapping[str, Sequence[Any]],
+    metric: MetricName = "auroc",
+    min_size: int = 30,
+) -> dict[str, SubgroupReport]:
+    """Metric per subgroup and the gaps between subgroups, for each attribute in ``groups``.
+
+    Args:
+        probs: ``(N, K)`` probabilities.
+        target: ``(N, K)`` targets (NaN = unknown for ``auroc``; one-hot / soft for ``accuracy``).
+        groups: attribute -> the N cases' subgroup labels.
+        metric: ``auroc`` (mean over labels) or ``accuracy`` (top-1 against the target's argmax).
+        min_size: subgroups with fewer cases are reported as too small.
+    """
+    fn = METRICS[metric]
+    out: dict[str, SubgroupReport] = {}
+    for attribute, labels in groups.items():
+        labels = [str(v) for v in labels]
+        if len(labels) != len(probs):
+            raise ValueError(
+                f"groups[{attribute!r}] has {len(labels)} entries for {len(probs)} cases"
+            )
+        report = SubgroupReport()
+        for name in sorted(set(labels)):
+            rows = torch.tensor([lab == name for lab in labels])
+            report.sizes[name] = int(rows.sum())
+            if report.sizes[name] < min_size:
+                report.too_small.append(name)
+                continue
+            value = fn(probs[rows], target[rows])
+            if value != value:  # NaN
+                report.undefined.append(name)
+            else:
+                report.values[name] = value
+        if report.values:
+            vals = torch.tensor(list(report.values.values()), dtype=torch.float64)
+            report.mean = float(vals.mean())
+            report.gap = float((vals - vals.mean()).abs().max() / vals.mean())
+            report.worst = float(vals.min())
+            report.ratio = float(vals.max() / vals.min()) if vals.min() > 0 else float("inf")
+        out[attribute] = report
+    return out
+
+
+def _code(name: str) -> int:
+    return zlib.crc32(name.encode())
+
+
+class SubgroupMetrics(Metric):
+    """:func:`subgroup_gaps` as a Metric; ``update(probs, target, groups)`` with ``groups`` an
+    attribute -> list of B labels (the batch contract's ``groups``)."""
+
+    is_differentiable = False
+    full_state_update = False
+
+    def __init__(
+        self, attributes: Sequence[str], metric: MetricName = "auroc", min_size: int = 30, **kwargs
+    ) -> None:
+        super().__init__(**kwargs)
+        self.attributes = list(attributes)
+        self.metric: MetricName = metric
+        self.min_size = min_size
+        self.names: dict[int, str] = {}
+        self.add_state("probs", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+        for a in self.attributes:
+            self.add_state(f"codes_{a}", default=[], dist_reduce_fx="cat")
+
+    def update(
+        self, probs: torch.Tensor, target: torch.Tensor, groups: Mapping[str, Sequence[Any]]
+    ) -> None:
+        self.probs.append(probs.detach().float())
+        self.target.append(target.detach().float())
+        for a in self.attributes:
+            if a not in groups:
+                raise KeyError(f"batch groups have no attribute {a!r}; they have {sorted(groups)}")
+            labels = [str(v) for v in groups[a]]
+            self.names.update({_code(n): n for n in labels})
+            getattr(self, f"codes_{a}").append(
+                torch.tensor([_code(n) for n in labels], dtype=torch.int64, device=self.device)
+            )
+
+    def _all_names(self) -> dict[int, str]:
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            tables: list[dict[int, str]] = [{} for _ in range(dist.get_world_size())]
+            dist.all_gather_object(tables, self.names)
+            return {k: v for t in tables for k, v in t.items()}
+        return dict(self.names)
+
+    def compute(self) -> dict[str, SubgroupReport]:
+        names = self._all_names()
+        probs, target = dim_zero_cat(self.probs).cpu(), dim_zero_cat(self.target).cpu()
+        groups = {
+            a: [names[int(c)] for c in dim_zero_cat(getattr(self, f"codes_{a}")).cpu()]
+            for a in self.attributes
+        }
+        return subgroup_gaps(probs, target, groups, self.metric, self.min_size)

@@ -1,0 +1,14 @@
+"""Names of logged quantities, shared by tasks and callbacks so that every number of one
+evaluation set lands under one prefix: ``val/...`` for the validation set, ``test/<set>/...``
+for each test set (``test/chexpert/auroc_mean``, ``test/nih/ece``)."""
+
+from __future__ import annotations
+
+__all__ = ["eval_prefix"]
+
+
+def eval_prefix(stage: str, set_name: str) -> str:
+    """The key prefix of evaluation set ``set_name`` in ``stage`` (``"val"`` or ``"test"``)."""
+    if stage == "val":
+        return "val" if set_name == "val" else f"val/{set_name}"
+    return f"{stage}/{set_name}"
