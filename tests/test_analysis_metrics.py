@@ -7,7 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from torchmetrics.functional.classification import binary_calibration_error, multiclass_calibration_error
+from torchmetrics.functional.classification import (
+    binary_calibration_error,
+    multiclass_calibration_error,
+)
 
 from medxfer.backbones import create_backbone
 from medxfer.metrics import (
@@ -43,9 +46,13 @@ def scores() -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("n_bins", [pytest.param(10, id="10-bins"), pytest.param(15, id="15-bins")])
 def test_binary_ece_matches_numpy_and_torchmetrics(scores, n_bins: int) -> None:
     p, y = scores
-    got = expected_calibration_error(torch.from_numpy(p[:, 0]), torch.from_numpy(y[:, 0]), n_bins=n_bins)
+    got = expected_calibration_error(
+        torch.from_numpy(p[:, 0]), torch.from_numpy(y[:, 0]), n_bins=n_bins
+    )
     assert got.item() == pytest.approx(numpy_ece(p[:, 0], y[:, 0], n_bins), abs=1e-6)
-    ref = binary_calibration_error(torch.from_numpy(p[:, 0]), torch.from_numpy(y[:, 0]).long(), n_bins=n_bins)
+    ref = binary_calibration_error(
+        torch.from_numpy(p[:, 0]), torch.from_numpy(y[:, 0]).long(), n_bins=n_bins
+    )
     assert got.item() == pytest.approx(ref.item(), abs=1e-5)
 
 
@@ -53,7 +60,9 @@ def test_multilabel_ece_is_the_mean_over_labels_skipping_unknowns(scores) -> Non
     p, y = scores
     y = y.copy()
     y[::7, 1] = np.nan
-    per_label = expected_calibration_error(torch.from_numpy(p), torch.from_numpy(y), task="multilabel", average="none")
+    per_label = expected_calibration_error(
+        torch.from_numpy(p), torch.from_numpy(y), task="multilabel", average="none"
+    )
     expected = []
     for k in range(3):
         known = ~np.isnan(y[:, k])
@@ -74,10 +83,14 @@ def test_multiclass_ece_uses_top_label_confidence() -> None:
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     labels = rng.integers(0, 5, 400)
     onehot = np.eye(5)[labels]
-    got = expected_calibration_error(torch.tensor(probs), torch.tensor(onehot), n_bins=10, task="multiclass")
+    got = expected_calibration_error(
+        torch.tensor(probs), torch.tensor(onehot), n_bins=10, task="multiclass"
+    )
     conf, correct = probs.max(1), (probs.argmax(1) == labels).astype(float)
     assert got.item() == pytest.approx(numpy_ece(conf, correct, 10), abs=1e-6)
-    ref = multiclass_calibration_error(torch.tensor(probs).float(), torch.tensor(labels), num_classes=5, n_bins=10)
+    ref = multiclass_calibration_error(
+        torch.tensor(probs).float(), torch.tensor(labels), num_classes=5, n_bins=10
+    )
     assert got.item() == pytest.approx(ref.item(), abs=1e-5)
 
 
@@ -85,7 +98,9 @@ def test_hand_computed_ece() -> None:
     # bin [0.2, 0.3): two cases at 0.25, one positive -> |0.5 - 0.25| ; bin [0.9, 1]: 0.9 with outcome 1 -> 0.1
     p = torch.tensor([0.25, 0.25, 0.9])
     y = torch.tensor([1.0, 0.0, 1.0])
-    assert expected_calibration_error(p, y, n_bins=10).item() == pytest.approx(2 / 3 * 0.25 + 1 / 3 * 0.1)
+    assert expected_calibration_error(p, y, n_bins=10).item() == pytest.approx(
+        2 / 3 * 0.25 + 1 / 3 * 0.1
+    )
 
 
 def numpy_cka(x: np.ndarray, y: np.ndarray, debiased: bool) -> float:
@@ -107,7 +122,9 @@ def numpy_cka(x: np.ndarray, y: np.ndarray, debiased: bool) -> float:
     return float((k * l).sum() / np.sqrt((k * k).sum() * (l * l).sum()))
 
 
-@pytest.mark.parametrize("debiased", [pytest.param(False, id="biased"), pytest.param(True, id="debiased")])
+@pytest.mark.parametrize(
+    "debiased", [pytest.param(False, id="biased"), pytest.param(True, id="debiased")]
+)
 def test_linear_cka_properties_and_reference(debiased: bool) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 20))
@@ -144,20 +161,50 @@ def test_weight_drift_is_zero_at_init_and_exact_on_a_perturbation() -> None:
         w[1, 0, 0, 0] -= 0.25
         model.bn1.weight += 1.0  # not a conv kernel: ignored
     drift = weight_drift(model, initial)
-    stage_convs = [p for n, p in model.named_parameters() if n.startswith("layer2.") and p.ndim == 4]
+    stage_convs = [
+        p for n, p in model.named_parameters() if n.startswith("layer2.") and p.ndim == 4
+    ]
     numel = sum(p.numel() for p in stage_convs)
     assert drift["stage/layer2"]["l1"] == pytest.approx(0.75 / numel)
-    norm0 = math.sqrt(sum(initial[n].pow(2).sum().item() for n, p in model.named_parameters() if n.startswith("layer2.") and p.ndim == 4))
-    assert drift["stage/layer2"]["rel_l2"] == pytest.approx(math.sqrt(0.5**2 + 0.25**2) / norm0, rel=1e-5)
+    norm0 = math.sqrt(
+        sum(
+            initial[n].pow(2).sum().item()
+            for n, p in model.named_parameters()
+            if n.startswith("layer2.") and p.ndim == 4
+        )
+    )
+    assert drift["stage/layer2"]["rel_l2"] == pytest.approx(
+        math.sqrt(0.5**2 + 0.25**2) / norm0, rel=1e-5
+    )
     block = drift["block/layer2.0"]
-    assert block["l1"] == pytest.approx(0.75 / sum(p.numel() for n, p in model.named_parameters() if n.startswith("layer2.0.") and p.ndim == 4))
+    assert block["l1"] == pytest.approx(
+        0.75
+        / sum(
+            p.numel()
+            for n, p in model.named_parameters()
+            if n.startswith("layer2.0.") and p.ndim == 4
+        )
+    )
     assert drift["stage/layer1"]["l1"] == 0 and drift["stage/act1"]["l1"] == 0
 
 
 def test_subgroup_gaps_on_a_hand_built_table() -> None:
     # accuracy per subgroup: A 3/4, B 1/2, C 2/2
-    probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.9, 0.1], [0.2, 0.8], [0.5, 0.4], [0.1, 0.9]])
-    target = torch.tensor([[1, 0], [1, 0], [0, 1], [0, 1], [1, 0], [1, 0], [1, 0], [0, 1]], dtype=torch.float32)
+    probs = torch.tensor(
+        [
+            [0.9, 0.1],
+            [0.8, 0.2],
+            [0.3, 0.7],
+            [0.6, 0.4],
+            [0.9, 0.1],
+            [0.2, 0.8],
+            [0.5, 0.4],
+            [0.1, 0.9],
+        ]
+    )
+    target = torch.tensor(
+        [[1, 0], [1, 0], [0, 1], [0, 1], [1, 0], [1, 0], [1, 0], [0, 1]], dtype=torch.float32
+    )
     site = ["A", "A", "A", "A", "B", "B", "C", "C"]
     rep = subgroup_gaps(probs, target, {"site": site}, metric="accuracy", min_size=2)["site"]
     assert rep.values == {"A": 0.75, "B": 0.5, "C": 1.0}

@@ -21,11 +21,22 @@ from medxfer.tasks import MultiLabelClassifier
 
 @pytest.fixture
 def fitted(synthetic_cxr: dict[str, Path], tiny_trainer, tmp_path: Path):
-    dm = ChestXrayDataModule(CXRTable(str(synthetic_cxr["chexpert"])), image_size=32, batch_size=8, num_workers=0)
-    task = MultiLabelClassifier(backbone="timm/test_resnet", num_classes=5, label_names=dm.label_names, lr=0.05)
-    callbacks = [CalibrationCallback(), SubgroupCallback(min_size=5), CKACallback(probe_size=24, batch_size=8),
-                 WeightDriftCallback(), ConvergenceCallback()]
-    trainer = tiny_trainer(max_steps=-1, max_epochs=2, limit_train_batches=3, limit_val_batches=3, callbacks=callbacks)
+    dm = ChestXrayDataModule(
+        CXRTable(str(synthetic_cxr["chexpert"])), image_size=32, batch_size=8, num_workers=0
+    )
+    task = MultiLabelClassifier(
+        backbone="timm/test_resnet", num_classes=5, label_names=dm.label_names, lr=0.05
+    )
+    callbacks = [
+        CalibrationCallback(),
+        SubgroupCallback(min_size=5),
+        CKACallback(probe_size=24, batch_size=8),
+        WeightDriftCallback(),
+        ConvergenceCallback(),
+    ]
+    trainer = tiny_trainer(
+        max_steps=-1, max_epochs=2, limit_train_batches=3, limit_val_batches=3, callbacks=callbacks
+    )
     trainer.fit(task, datamodule=dm)
     return trainer, callbacks, tmp_path / "analysis"
 
@@ -33,14 +44,24 @@ def fitted(synthetic_cxr: dict[str, Path], tiny_trainer, tmp_path: Path):
 def test_callbacks_write_their_results(fitted) -> None:
     trainer, callbacks, out = fitted
     names = {p.name for p in out.iterdir()}
-    assert {"calibration_val.json", "reliability_val.png", "subgroups_val.json", "cka.json", "cka_vs_depth.png",
-            "weight_drift.json", "drift_per_block.png", "convergence.json"} <= names
+    assert {
+        "calibration_val.json",
+        "reliability_val.png",
+        "subgroups_val.json",
+        "cka.json",
+        "cka_vs_depth.png",
+        "weight_drift.json",
+        "drift_per_block.png",
+        "convergence.json",
+    } <= names
     metrics = trainer.callback_metrics
     assert 0 <= metrics["val/ece"] <= 1 and "val/ece/Edema" in metrics
     assert "val/subgroup/sex/gap" in metrics and "val/subgroup/age/worst" in metrics
     cka = json.loads((out / "cka.json").read_text())["history"]
     assert [h["when"] for h in cka] == ["start", "epoch", "epoch", "end"]
-    assert all(v == pytest.approx(1.0, abs=1e-5) for v in cka[0]["cka"].values())  # initial vs itself
+    assert all(
+        v == pytest.approx(1.0, abs=1e-5) for v in cka[0]["cka"].values()
+    )  # initial vs itself
     assert cka[-1]["cka"]["layer4"] < 0.999  # training moved the deepest stage
     drift = json.loads((out / "weight_drift.json").read_text())["history"]
     assert drift[-1]["drift"]["stage/layer4"]["l1"] > 0 and "drift/l1/layer4" in metrics
@@ -65,13 +86,24 @@ def test_cka_rejects_tiny_minibatches() -> None:
         CKACallback(batch_size=2)
 
 
-def test_calibration_is_computed_in_float32_under_bf16(synthetic_cxr: dict[str, Path], tiny_trainer) -> None:
-    dm = ChestXrayDataModule(CXRTable(str(synthetic_cxr["chexpert"])), image_size=32, batch_size=8, num_workers=0)
-    task = MultiLabelClassifier(backbone="timm/test_resnet", num_classes=5, label_names=dm.label_names)
+def test_calibration_is_computed_in_float32_under_bf16(
+    synthetic_cxr: dict[str, Path], tiny_trainer
+) -> None:
+    dm = ChestXrayDataModule(
+        CXRTable(str(synthetic_cxr["chexpert"])), image_size=32, batch_size=8, num_workers=0
+    )
+    task = MultiLabelClassifier(
+        backbone="timm/test_resnet", num_classes=5, label_names=dm.label_names
+    )
     cal = CalibrationCallback(plot=False)
     seen = []
     original = cal.update
-    cal.update = lambda metric, outputs: (seen.append(outputs["probs"].dtype), original(metric, outputs))[1]
-    trainer = tiny_trainer(precision="bf16-mixed", callbacks=[cal], max_steps=1, val_check_interval=1)
+    cal.update = lambda metric, outputs: (
+        seen.append(outputs["probs"].dtype),
+        original(metric, outputs),
+    )[1]
+    trainer = tiny_trainer(
+        precision="bf16-mixed", callbacks=[cal], max_steps=1, val_check_interval=1
+    )
     trainer.fit(task, datamodule=dm)
     assert seen and all(d == torch.float32 for d in seen)
