@@ -19,7 +19,17 @@ from .cxr_tables import (
     read_nih_csv,
     read_split_list,
 )
+from .derm import CaseDataset, DermatologyDataModule
+from .derm_tables import (
+    OTHER,
+    build_label_space,
+    convert_scin,
+    parse_differential,
+    read_derm_cases,
+    soft_targets,
+)
 from .synthetic import Shift, write_synthetic_chexpert, write_synthetic_nih
+from .synthetic_derm import write_synthetic_derm
 
 __all__ = [
     "CHEXPERT_LABELS",
@@ -27,18 +37,28 @@ __all__ = [
     "DATAMODULES",
     "NIH_FINDINGS",
     "NIH_TO_CHEXPERT",
+    "OTHER",
     "CXRTable",
+    "CaseDataset",
     "ChestXrayDataModule",
+    "DermatologyDataModule",
     "ImageTableDataset",
     "MedxferDataModule",
     "Shift",
     "age_group",
+    "build_label_space",
+    "convert_scin",
+    "parse_differential",
     "read_chexpert_csv",
+    "read_derm_cases",
     "read_nih_csv",
     "read_split_list",
+    "soft_targets",
     "write_synthetic_chexpert",
+    "write_synthetic_derm",
     "write_synthetic_nih",
 ]
 
 DATAMODULES: Registry[type[MedxferDataModule]] = Registry("datamodule", group="medxfer.datamodules")
 DATAMODULES.add("ChestXrayDataModule", ChestXrayDataModule)
+DATAMODULES.add("DermatologyDataModule", DermatologyDataModule)

@@ -147,19 +147,41 @@ def _list(argv: Sequence[str]) -> int:
 
 
 def _synthesize(argv: Sequence[str]) -> int:
-    from medxfer.datamodules import write_synthetic_chexpert, write_synthetic_nih
+    from medxfer.datamodules import (
+        write_synthetic_chexpert,
+        write_synthetic_derm,
+        write_synthetic_nih,
+    )
 
     parser = argparse.ArgumentParser(
         prog="medxfer synthesize",
-        description="Write synthetic chest X-ray data in the CheXpert and NIH ChestX-ray14 formats.",
+        description="Write synthetic data in real formats: chest X-rays (CheXpert and NIH "
+        "ChestX-ray14 layouts) or dermatology cases (case tables of 1-6 photos).",
     )
-    parser.add_argument("kind", choices=["cxr"])
-    parser.add_argument("out", type=Path, help="folder to write chexpert/ and nih/ into")
-    parser.add_argument("--patients", type=int, default=400, help="CheXpert-layout patients")
-    parser.add_argument("--shift-patients", type=int, default=150, help="NIH-layout patients")
+    parser.add_argument("kind", choices=["cxr", "derm"])
+    parser.add_argument(
+        "out", type=Path, help="folder to write chexpert/ and nih/ (or derm/ and derm_b/) into"
+    )
+    parser.add_argument(
+        "--patients", type=int, default=400, help="CheXpert-layout patients / derm cases"
+    )
+    parser.add_argument(
+        "--shift-patients", type=int, default=150, help="NIH-layout patients / shifted derm cases"
+    )
     parser.add_argument("--size", type=int, default=80, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.kind == "derm":
+        a = write_synthetic_derm(args.out / "derm", args.patients, size=args.size, seed=args.seed)
+        b = write_synthetic_derm(
+            args.out / "derm_b",
+            args.shift_patients,
+            size=args.size,
+            seed=args.seed + 1,
+            shifted=True,
+        )
+        print(f"wrote {a} and {b}")
+        return 0
     train = write_synthetic_chexpert(
         args.out / "chexpert", args.patients, size=args.size, seed=args.seed
     )

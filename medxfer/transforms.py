@@ -19,10 +19,30 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["GreyImageTransform"]
+__all__ = ["ColorImageTransform", "GreyImageTransform", "SeededTransform"]
 
 
-class GreyImageTransform:
+class SeededTransform:
+    """Base of medxfer's random transforms: an albumentations ``geometry`` pipeline and a NumPy
+    generator ``rng``, both re-seeded from ``(seed, torch.initial_seed())`` whenever the latter
+    changes (in every DataLoader worker), so workers draw different, reproducible streams."""
+
+    def __init__(self, geometry: A.Compose, seed: int) -> None:
+        self.geometry = geometry
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self._seeded_for: int | None = None
+
+    def _reseed(self) -> None:
+        key = torch.initial_seed()
+        if key != self._seeded_for:
+            self._seeded_for = key
+            seq = np.random.SeedSequence([self.seed, key % (2**63)])
+            self.rng = np.random.default_rng(seq)
+            self.geometry.set_random_seed(int(seq.generate_state(1)[0]))
+
+
+class GreyImageTransform(SeededTransform):
     """Grey ``(H, W)`` float image in [0, 1] -> tensor ``(channels, S, S)`` in [-1, 1].
 
     Args:
@@ -56,7 +76,6 @@ class GreyImageTransform:
         self.brightness = brightness
         self.contrast = contrast
         self.channels = channels
-        self.seed = seed
         steps: list[A.BasicTransform] = [
             A.Resize(self.resize, self.resize, interpolation=cv2.INTER_AREA)
         ]
@@ -66,17 +85,7 @@ class GreyImageTransform:
             steps += [A.HorizontalFlip(p=0.5)] if hflip else []
         else:
             steps += [A.CenterCrop(image_size, image_size)]
-        self.geometry = A.Compose(steps, seed=seed)
-        self.rng = np.random.default_rng(seed)
-        self._seeded_for: int | None = None
-
-    def _reseed(self) -> None:
-        key = torch.initial_seed()
-        if key != self._seeded_for:
-            self._seeded_for = key
-            seq = np.random.SeedSequence([self.seed, key % (2**63)])
-            self.rng = np.random.default_rng(seq)
-            self.geometry.set_random_seed(int(seq.generate_state(1)[0]))
+        super().__init__(A.Compose(steps, seed=seed), seed)
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         """Transform one grey image; see the class docstring."""
@@ -91,3 +100,60 @@ class GreyImageTransform:
             x = np.clip(x, -1.0, 1.0)
         t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
         return t.expand(self.channels, -1, -1).contiguous()
+
+
+#: Gaussian blur sigmas of the dermatology recipe (Mustafa et al. 2021), in pixels at 448 px.
+DERM_BLUR_SIGMAS: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 3.0, 5.0, 7.0)
+
+
+class ColorImageTransform(SeededTransform):
+    """RGB ``(H, W, 3)`` float image in [0, 1] -> tensor ``(3, S, S)`` in [-1, 1]: the
+    dermatology recipe of Mustafa et al. (2021).
+
+    Training: rotation ±30°, resize to ``S``, horizontal and vertical flips, brightness ±0.1,
+    contrast and saturation ±0.2, hue ±0.02, and a Gaussian blur whose sigma is drawn from
+    ``blur_sigmas`` (given at 448 px and scaled to ``S``). Evaluation: resize only.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 448,
+        train: bool = False,
+        rotate: float = 30.0,
+        brightness: float = 0.1,
+        contrast: float = 0.2,
+        saturation: float = 0.2,
+        hue: float = 0.02,
+        blur_sigmas: tuple[float, ...] = DERM_BLUR_SIGMAS,
+        seed: int = 0,
+    ) -> None:
+        self.image_size = image_size
+        self.train = train
+        steps: list[A.BasicTransform] = []
+        if train:
+            scale = image_size / 448
+            steps += [A.Rotate(limit=rotate, border_mode=cv2.BORDER_REFLECT_101, p=1.0)]
+            steps += [A.Resize(image_size, image_size, interpolation=cv2.INTER_AREA)]
+            steps += [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
+            steps += [A.ColorJitter(brightness, contrast, saturation, hue, p=1.0)]
+            steps += [
+                A.OneOf(
+                    [
+                        A.GaussianBlur(blur_limit=0, sigma_limit=(s * scale, s * scale), p=1.0)
+                        for s in blur_sigmas
+                    ],
+                    p=1.0,
+                )
+            ]
+        else:
+            steps += [A.Resize(image_size, image_size, interpolation=cv2.INTER_AREA)]
+        super().__init__(A.Compose(steps, seed=seed), seed)
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        """Transform one RGB image; see the class docstring."""
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an RGB (H, W, 3) image, got shape {image.shape}")
+        if self.train:
+            self._reseed()
+        x = np.clip(self.geometry(image=image.astype(np.float32))["image"], 0.0, 1.0) * 2.0 - 1.0
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32))

@@ -7,10 +7,20 @@ from __future__ import annotations
 from medxfer.registry import Registry
 
 from .base import TransferTask
+from .case import CaseClassifier, CaseMetrics, masked_mean
 from .multilabel import MultiLabelClassifier, masked_bce_with_logits
 
-__all__ = ["TASKS", "MultiLabelClassifier", "TransferTask", "masked_bce_with_logits"]
+__all__ = [
+    "TASKS",
+    "CaseClassifier",
+    "CaseMetrics",
+    "MultiLabelClassifier",
+    "TransferTask",
+    "masked_bce_with_logits",
+    "masked_mean",
+]
 
 TASKS: Registry[type[TransferTask]] = Registry("task", group="medxfer.tasks")
 TASKS.add("TransferTask", TransferTask)
 TASKS.add("MultiLabelClassifier", MultiLabelClassifier)
+TASKS.add("CaseClassifier", CaseClassifier)

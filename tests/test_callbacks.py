@@ -42,7 +42,7 @@ def fitted(synthetic_cxr: dict[str, Path], tiny_trainer, tmp_path: Path):
 
 
 def test_callbacks_write_their_results(fitted) -> None:
-    trainer, callbacks, out = fitted
+    trainer, _, out = fitted
     names = {p.name for p in out.iterdir()}
     assert {
         "calibration_val.json",

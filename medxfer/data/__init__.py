@@ -3,7 +3,7 @@ splits and the collate function of the batch contract (see DESIGN.md)."""
 
 from __future__ import annotations
 
-from .images import ImageDecodeError, read_grey_image
+from .images import ImageDecodeError, read_grey_image, read_rgb_image
 from .splits import patient_split
 from .tables import TableError, check_columns, csv_line
 
@@ -14,4 +14,5 @@ __all__ = [
     "csv_line",
     "patient_split",
     "read_grey_image",
+    "read_rgb_image",
 ]

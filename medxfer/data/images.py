@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["ImageDecodeError", "read_grey_image"]
+__all__ = ["ImageDecodeError", "read_grey_image", "read_rgb_image"]
 
 
 class ImageDecodeError(OSError):
@@ -41,6 +41,20 @@ def read_grey_image(path: str | os.PathLike[str], context: str = "") -> np.ndarr
         with Image.open(path) as img:
             img.load()
             return _to_grey(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageDecodeError(f"could not decode image {where}: {err}") from None
+
+
+def read_rgb_image(path: str | os.PathLike[str], context: str = "") -> np.ndarray:
+    """Read a colour photograph as float32 ``(H, W, 3)`` in [0, 1] (alpha dropped, grey
+    repeated), for dermatology. Errors as in :func:`read_grey_image`."""
+    where = f"{path}{' (' + context + ')' if context else ''}"
+    if not Path(path).is_file():
+        raise ImageDecodeError(f"image not found: {where}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageDecodeError(f"could not decode image {where}: {err}") from None
 

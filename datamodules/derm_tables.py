@@ -1,0 +1,274 @@
+"""Readers for dermatology case tables: cases of 1-6 photos with a weighted differential.
+
+The dermatology task of Mustafa et al. (2021) (after Liu et al., "A deep learning system for
+differential diagnosis of skin diseases", Nature Medicine 2020) predicts a distribution over
+skin conditions, aggregated from several dermatologists, from one to six consumer-grade
+photographs of a case; skin type is the fairness attribute.
+
+Two table layouts are read (plain functions, no image IO):
+
+* one row per image: ``case_id, image_path, ...`` (case columns repeated on each row);
+* one row per case with ``image_1_path ... image_N_path`` columns (as SCIN does).
+
+Case columns: ``case_id`` and ``patient_id`` (default: the case id); the label as a weighted
+``differential`` (``"Eczema:0.6|Psoriasis:0.4"`` or a dict literal such as SCIN's
+``"{'Eczema': 0.6, 'Psoriasis': 0.4}"``) or a single ``label``; ``fitzpatrick`` (I-VI, 1-6,
+FST1-FST6, or "none selected"); optional ``monk``, ``sex``, ``age_group``, ``site``.
+
+The label space is the N most common conditions of the *training* split (by summed weight)
+plus "Other"; :func:`soft_targets` maps every case onto it.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import os
+import re
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medxfer.data.tables import TableError, check_columns, csv_line
+
+__all__ = [
+    "OTHER",
+    "build_label_space",
+    "convert_scin",
+    "parse_differential",
+    "read_derm_cases",
+    "soft_targets",
+]
+
+log = logging.getLogger(__name__)
+
+OTHER = "Other"
+_FITZPATRICK = {str(i): r for i, r in enumerate(("I", "II", "III", "IV", "V", "VI"), start=1)}
+_NONE = "none selected"
+
+
+def parse_differential(text: str, where: str) -> dict[str, float]:
+    """``"A:0.6|B:0.4"``, ``"{'A': 0.6, 'B': 0.4}"`` or a single ``"A"`` -> weights summing to 1.
+
+    Raises:
+        TableError: the text does not parse, a weight is negative or not a number, or the
+            weights do not sum to 1 (± 0.01); the message names ``where``.
+    """
+    text = str(text).strip()
+    if not text:
+        raise TableError(f"{where}: empty differential")
+    try:
+        if text.startswith("{"):
+            raw = ast.literal_eval(text)
+            if not isinstance(raw, dict):
+                raise ValueError("not a dict")
+            weights = {str(k).strip(): float(v) for k, v in raw.items()}
+        elif ":" in text:
+            weights = {}
+            for part in text.split("|"):
+                name, _, w = part.rpartition(":")
+                if not name.strip():
+                    raise ValueError(f"no condition name in {part!r}")
+                weights[name.strip()] = weights.get(name.strip(), 0.0) + float(w)
+        else:
+            weights = {text: 1.0}
+    except (ValueError, SyntaxError) as err:
+        raise TableError(f"{where}: differential {text!r} does not parse ({err})") from None
+    if any(w < 0 or w != w for w in weights.values()):
+        raise TableError(f"{where}: differential {text!r} has a negative or missing weight")
+    total = sum(weights.values())
+    if abs(total - 1.0) > 0.01:
+        raise TableError(f"{where}: differential weights sum to {total:.4f}, not 1: {text!r}")
+    return {k: v / total for k, v in weights.items()}
+
+
+def _fitzpatrick(value: str, where: str) -> str:
+    v = str(value).strip()
+    key = re.sub(r"^(fst|type\s*)", "", v.lower())
+    if key in _FITZPATRICK:
+        return _FITZPATRICK[key]
+    if v.upper() in _FITZPATRICK.values():
+        return v.upper()
+    if v.lower().replace("_", " ") in (_NONE, "", "none", "unknown", "nan"):
+        return _NONE
+    raise TableError(
+        f"{where}, column 'fitzpatrick': {value!r} is not a Fitzpatrick type (I-VI, 1-6, FST1-FST6 or 'none selected')"
+    )
+
+
+def read_derm_cases(
+    path: str | os.PathLike[str],
+    image_root: str | os.PathLike[str] | None = None,
+    max_images: int = 6,
+    truncate: bool = False,
+) -> pd.DataFrame:
+    """Read a dermatology case table in either layout (see the module docstring).
+
+    Args:
+        path: the CSV.
+        image_root: folder that image paths are relative to (default: the CSV's folder).
+        max_images: most images a case may have.
+        truncate: keep the first ``max_images`` of a larger case instead of failing (counted
+            and logged).
+
+    Returns:
+        One row per case: ``id, patient_id, paths`` (list), ``differential`` (dict),
+        ``top_label``, ``fitzpatrick``, ``monk``, ``sex``, ``age_group``, ``site``, ``source``,
+        ``line`` (of the case's first row).
+
+    Raises:
+        TableError: a missing column, a case with no image or too many, a bad differential or
+            Fitzpatrick value; each message names the case and line.
+    """
+    path = Path(path)
+    root = Path(image_root) if image_root is not None else path.parent
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    image_cols = sorted(
+        (c for c in raw.columns if re.fullmatch(r"image_\d+_path", c)),
+        key=lambda c: int(c.split("_")[1]),
+    )
+    if "image_path" in raw.columns and image_cols:
+        raise TableError(f"{path}: has both 'image_path' and {image_cols}; use one layout")
+    if "image_path" not in raw.columns and not image_cols:
+        raise TableError(
+            f"{path}: no image column; expected 'image_path' (one row per image) or 'image_1_path', ... (one row per case). Found {list(raw.columns)}"
+        )
+    label_col = "differential" if "differential" in raw.columns else "label"
+    check_columns(raw, ["case_id", label_col, "fitzpatrick"], str(path))
+    raw["_line"] = [csv_line(i) for i in range(len(raw))]
+    cases = []
+    truncated = 0
+    for case_id, rows in raw.groupby("case_id", sort=False):
+        first = rows.iloc[0]
+        where = f"{path}, line {first['_line']}, case {case_id!r}"
+        if image_cols:
+            paths = [p for p in rows[image_cols].to_numpy().ravel().tolist() if str(p).strip()]
+        else:
+            paths = [p for p in rows["image_path"].tolist() if str(p).strip()]
+        if not paths:
+            raise TableError(f"{where}: the case has no image")
+        if len(paths) > max_images:
+            if not truncate:
+                raise TableError(
+                    f"{where}: the case has {len(paths)} images, more than max_images={max_images} (set truncate to keep the first {max_images})"
+                )
+            truncated += 1
+            paths = paths[:max_images]
+        diff = parse_differential(first[label_col], where)
+        cases.append(
+            {
+                "id": str(case_id),
+                "patient_id": str(first.get("patient_id", "") or case_id),
+                "paths": [str(root / p) for p in paths],
+                "differential": diff,
+                "top_label": max(diff, key=lambda k: diff[k]),
+                "fitzpatrick": _fitzpatrick(first["fitzpatrick"], where),
+                "monk": str(first.get("monk", "") or "unknown"),
+                "sex": str(first.get("sex", "") or "unknown"),
+                "age_group": str(first.get("age_group", "") or "unknown"),
+                "site": str(first.get("site", "") or "unknown"),
+                "source": str(path),
+                "line": int(first["_line"]),
+            }
+        )
+    if truncated:
+        log.warning(
+            "%s: %d case(s) had more than %d images and were truncated", path, truncated, max_images
+        )
+    out = pd.DataFrame(cases)
+    out.attrs.update(source=str(path), truncated=truncated)
+    return out
+
+
+def build_label_space(train: pd.DataFrame, n: int = 26) -> list[str]:
+    """The ``n`` most common conditions of the training cases (by summed differential weight,
+    ties by name) followed by "Other"."""
+    counts: Counter[str] = Counter()
+    for diff in train["differential"]:
+        counts.update(diff)
+    ranked = sorted(counts, key=lambda k: (-counts[k], k))
+    top = [c for c in ranked if c != OTHER][:n]
+    return [*top, OTHER]
+
+
+def soft_targets(cases: pd.DataFrame, label_space: Sequence[str], what: str = "") -> np.ndarray:
+    """``(N, K)`` soft targets on ``label_space`` (whose last entry is "Other"); conditions
+    outside it add their weight to "Other" and are counted in the log."""
+    index = {c: k for k, c in enumerate(label_space)}
+    other = index[OTHER]
+    out = np.zeros((len(cases), len(label_space)), dtype=np.float32)
+    outside: Counter[str] = Counter()
+    for i, diff in enumerate(cases["differential"]):
+        for cond, w in diff.items():
+            k = index.get(cond)
+            if k is None:
+                outside[cond] += 1
+                k = other
+            out[i, k] += w
+    if outside:
+        log.info(
+            "%s: %d condition name(s) outside the label space mapped to %r: %s",
+            what or "cases",
+            len(outside),
+            OTHER,
+            dict(outside.most_common(10)),
+        )
+    return out
+
+
+def convert_scin(
+    cases_csv: str | os.PathLike[str],
+    labels_csv: str | os.PathLike[str],
+    out_csv: str | os.PathLike[str],
+) -> Path:
+    """Convert SCIN's ``scin_cases.csv`` + ``scin_labels.csv`` into medxfer's case table.
+
+    Joins on ``case_id``; ``image_1_path``-``image_3_path`` stay as they are (relative to the
+    folder holding ``dataset/``); ``weighted_skin_condition_label`` becomes ``differential``;
+    Fitzpatrick from the first dermatologist label when present, else self-reported
+    ``fitzpatrick_skin_type``; Monk tone from ``monk_skin_tone_label_us``. Cases without a
+    weighted label (not gradable by dermatologists) are left out and counted in the log.
+    """
+    cases = pd.read_csv(cases_csv, dtype=str, keep_default_na=False)
+    labels = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
+    check_columns(cases, ["case_id", "image_1_path"], str(cases_csv))
+    check_columns(labels, ["case_id", "weighted_skin_condition_label"], str(labels_csv))
+    merged = cases.merge(labels, on="case_id", how="inner", suffixes=("", "_label"))
+    labelled = merged[~merged["weighted_skin_condition_label"].str.strip().isin(["", "{}"])]
+    dropped = len(merged) - len(labelled)
+    if dropped:
+        log.warning("SCIN: %d case(s) without a weighted dermatologist label left out", dropped)
+
+    def col(name: str) -> pd.Series:
+        return (
+            labelled[name]
+            if name in labelled.columns
+            else pd.Series([""] * len(labelled), index=labelled.index)
+        )
+
+    fitz = col("dermatologist_fitzpatrick_skin_type_label_1").where(
+        col("dermatologist_fitzpatrick_skin_type_label_1") != "", col("fitzpatrick_skin_type")
+    )
+    out = pd.DataFrame(
+        {
+            "case_id": labelled["case_id"],
+            "patient_id": labelled["case_id"],
+            **{
+                c: labelled[c]
+                for c in sorted(labelled.columns)
+                if re.fullmatch(r"image_\d+_path", c)
+            },
+            "differential": labelled["weighted_skin_condition_label"],
+            "fitzpatrick": fitz.replace("", _NONE),
+            "monk": col("monk_skin_tone_label_us"),
+            "sex": col("sex_at_birth"),
+            "age_group": col("age_group"),
+            "site": "scin",
+        }
+    )
+    out_csv = Path(out_csv)
+    out.to_csv(out_csv, index=False)
+    return out_csv
