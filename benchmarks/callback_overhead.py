@@ -64,9 +64,9 @@ def timed(callbacks: list[L.Callback], totals: dict[str, float], trainer_ref: li
                 type(cb), name
             ) is getattr(L.Callback, name, None):
                 continue
-            hook = getattr(cb, name)
+            hook, key = getattr(cb, name), f"{type(cb).__name__}.{name}"
 
-            def wrapper(*a, _hook=hook, _key=f"{type(cb).__name__}.{name}", **k):
+            def wrapper(*a, _hook=hook, _key=key, **k):
                 t0 = time.perf_counter()
                 try:
                     return _hook(*a, **k)
