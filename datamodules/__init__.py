@@ -28,37 +28,57 @@ from .derm_tables import (
     read_derm_cases,
     soft_targets,
 )
+from .mammo import ExamDataset, MammographyDataModule, read_mammogram, swap_laterality
+from .mammo_tables import (
+    DEFAULT_HORIZONS,
+    VIEW_ORDER,
+    horizon_labels,
+    horizon_names,
+    read_exam_list,
+)
 from .synthetic import Shift, write_synthetic_chexpert, write_synthetic_nih
 from .synthetic_derm import write_synthetic_derm
+from .synthetic_mammo import write_synthetic_mammo
 
 __all__ = [
     "CHEXPERT_LABELS",
     "COMPETITION_LABELS",
     "DATAMODULES",
+    "DEFAULT_HORIZONS",
     "NIH_FINDINGS",
     "NIH_TO_CHEXPERT",
     "OTHER",
+    "VIEW_ORDER",
     "CXRTable",
     "CaseDataset",
     "ChestXrayDataModule",
     "DermatologyDataModule",
+    "ExamDataset",
     "ImageTableDataset",
+    "MammographyDataModule",
     "MedxferDataModule",
     "Shift",
     "age_group",
     "build_label_space",
     "convert_scin",
+    "horizon_labels",
+    "horizon_names",
     "parse_differential",
     "read_chexpert_csv",
     "read_derm_cases",
+    "read_exam_list",
+    "read_mammogram",
     "read_nih_csv",
     "read_split_list",
     "soft_targets",
+    "swap_laterality",
     "write_synthetic_chexpert",
     "write_synthetic_derm",
+    "write_synthetic_mammo",
     "write_synthetic_nih",
 ]
 
 DATAMODULES: Registry[type[MedxferDataModule]] = Registry("datamodule", group="medxfer.datamodules")
 DATAMODULES.add("ChestXrayDataModule", ChestXrayDataModule)
 DATAMODULES.add("DermatologyDataModule", DermatologyDataModule)
+DATAMODULES.add("MammographyDataModule", MammographyDataModule)

@@ -150,6 +150,7 @@ def _synthesize(argv: Sequence[str]) -> int:
     from medxfer.datamodules import (
         write_synthetic_chexpert,
         write_synthetic_derm,
+        write_synthetic_mammo,
         write_synthetic_nih,
     )
 
@@ -158,7 +159,7 @@ def _synthesize(argv: Sequence[str]) -> int:
         description="Write synthetic data in real formats: chest X-rays (CheXpert and NIH "
         "ChestX-ray14 layouts) or dermatology cases (case tables of 1-6 photos).",
     )
-    parser.add_argument("kind", choices=["cxr", "derm"])
+    parser.add_argument("kind", choices=["cxr", "derm", "mammo"])
     parser.add_argument(
         "out", type=Path, help="folder to write chexpert/ and nih/ (or derm/ and derm_b/) into"
     )
@@ -171,6 +172,17 @@ def _synthesize(argv: Sequence[str]) -> int:
     parser.add_argument("--size", type=int, default=80, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.kind == "mammo":
+        a = write_synthetic_mammo(args.out / "mammo", args.patients, size=args.size, seed=args.seed)
+        b = write_synthetic_mammo(
+            args.out / "mammo_b",
+            args.shift_patients,
+            size=args.size,
+            seed=args.seed + 1,
+            shifted=True,
+        )
+        print(f"wrote {a} and {b}")
+        return 0
     if args.kind == "derm":
         a = write_synthetic_derm(args.out / "derm", args.patients, size=args.size, seed=args.seed)
         b = write_synthetic_derm(

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["ColorImageTransform", "GreyImageTransform", "SeededTransform"]
+__all__ = ["ColorImageTransform", "GreyImageTransform", "MammogramTransform", "SeededTransform"]
 
 
 class SeededTransform:
@@ -157,3 +157,54 @@ class ColorImageTransform(SeededTransform):
             self._reseed()
         x = np.clip(self.geometry(image=image.astype(np.float32))["image"], 0.0, 1.0) * 2.0 - 1.0
         return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32))
+
+
+class MammogramTransform(SeededTransform):
+    """Grey ``(H, W)`` mammogram in [0, 1] -> tensor ``(channels, S, S)`` in [-1, 1]: the
+    mammography recipe of Mustafa et al. (2021).
+
+    Training: horizontal and vertical flips, independent x / y scaling in ``scale``, and a grid
+    (elastic-like) deformation. Evaluation: resize only. The laterality swap, which exchanges
+    whole views, is done by the dataset.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 2048,
+        train: bool = False,
+        scale: tuple[float, float] = (0.9, 1.1),
+        grid_distortion: float = 0.15,
+        channels: int = 3,
+        seed: int = 0,
+    ) -> None:
+        self.image_size = image_size
+        self.train = train
+        self.channels = channels
+        steps: list[A.BasicTransform] = [
+            A.Resize(image_size, image_size, interpolation=cv2.INTER_AREA)
+        ]
+        if train:
+            steps += [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
+            steps += [
+                A.Affine(
+                    scale={"x": scale, "y": scale},
+                    keep_ratio=False,
+                    border_mode=cv2.BORDER_CONSTANT,
+                    p=1.0,
+                )
+            ]
+            if grid_distortion > 0:
+                steps += [
+                    A.GridDistortion(
+                        distort_limit=grid_distortion, border_mode=cv2.BORDER_CONSTANT, p=0.5
+                    )
+                ]
+        super().__init__(A.Compose(steps, seed=seed), seed)
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        """Transform one grey mammogram; see the class docstring."""
+        if self.train:
+            self._reseed()
+        x = np.clip(self.geometry(image=image.astype(np.float32))["image"], 0.0, 1.0) * 2.0 - 1.0
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
+        return t.expand(self.channels, -1, -1).contiguous()

@@ -8,15 +8,18 @@ from medxfer.registry import Registry
 
 from .base import TransferTask
 from .case import CaseClassifier, CaseMetrics, masked_mean
+from .mammo import MammographyClassifier, masked_focal_loss
 from .multilabel import MultiLabelClassifier, masked_bce_with_logits
 
 __all__ = [
     "TASKS",
     "CaseClassifier",
     "CaseMetrics",
+    "MammographyClassifier",
     "MultiLabelClassifier",
     "TransferTask",
     "masked_bce_with_logits",
+    "masked_focal_loss",
     "masked_mean",
 ]
 
@@ -24,3 +27,4 @@ TASKS: Registry[type[TransferTask]] = Registry("task", group="medxfer.tasks")
 TASKS.add("TransferTask", TransferTask)
 TASKS.add("MultiLabelClassifier", MultiLabelClassifier)
 TASKS.add("CaseClassifier", CaseClassifier)
+TASKS.add("MammographyClassifier", MammographyClassifier)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+from typing_extensions import override
 
 from medxfer.metrics import CalibrationError, reliability_bins
 from medxfer.plots import plot_reliability
@@ -17,7 +18,8 @@ __all__ = ["CalibrationCallback"]
 
 class CalibrationCallback(EvalSetCallback):
     """Log ``<prefix>/ece`` (and ``<prefix>/ece/<label>`` for multi-label tasks) for every
-    evaluation set; write ``analysis/calibration_<set>.json`` and a reliability diagram PNG.
+    evaluation set; write ``analysis/calibration_<set>.json`` and a reliability diagram PNG
+    (for test sets when tested; for validation once, at the end of fitting).
 
     The task's ``output_type`` picks the ECE flavour: multi-label probabilities against outcomes
     per label, or multi-class top-label confidence against correctness.
@@ -32,6 +34,7 @@ class CalibrationCallback(EvalSetCallback):
         super().__init__(every_n_epochs)
         self.n_bins = n_bins
         self.plot = plot
+        self._last_val: dict[str, tuple[dict, float]] = {}
 
     def make_metric(self, pl_module: L.LightningModule) -> CalibrationError:
         task = getattr(pl_module, "output_type", "multilabel")
@@ -60,10 +63,22 @@ class CalibrationCallback(EvalSetCallback):
         write_json(
             trainer, f"calibration_{name}", {"epoch": trainer.current_epoch, **values, "bins": bins}
         )
+        if prefix.startswith("val"):  # drawn once, at the end of fitting
+            self._last_val[prefix] = (bins, float(values["ece"]))
+        else:
+            self._draw(trainer, prefix, bins, float(values["ece"]))
+
+    def _draw(self, trainer: L.Trainer, prefix: str, bins: dict, ece: float) -> None:
         if self.plot and trainer.is_global_zero:
             plot_reliability(
                 bins,
-                float(values["ece"]),
+                ece,
                 prefix,
-                analysis_dir(trainer) / f"reliability_{name}.png",
+                analysis_dir(trainer) / f"reliability_{prefix.replace('/', '_')}.png",
             )
+
+    @override
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for prefix, (bins, ece) in self._last_val.items():
+            self._draw(trainer, prefix, bins, ece)
+        self._last_val = {}

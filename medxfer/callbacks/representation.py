@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Subset
 from typing_extensions import override
 
 from medxfer.backbones import stage_names
-from medxfer.metrics import MinibatchCKA, weight_drift
+from medxfer.metrics import MinibatchCKA, gram, hsic_unbiased, weight_drift
 from medxfer.plots import plot_cka_vs_depth, plot_drift_per_block
 
 from .base import analysis_dir, write_json
@@ -67,6 +67,7 @@ class CKACallback(L.Callback):
         self.seed = seed
         self.history: list[dict[str, Any]] = []
         self._initial: nn.Module | None = None
+        self._grams: list[list[tuple[torch.Tensor, torch.Tensor]]] | None = None
         self._probe: DataLoader | None = None
 
     @property
@@ -95,35 +96,55 @@ class CKACallback(L.Callback):
             Subset(dataset, idx), batch_size=self.batch_size, shuffle=False, num_workers=0
         )
 
+    def _probe_batches(self, trainer: L.Trainer, device: torch.device):
+        """This rank's probe minibatches (dealt round robin; those under 4 images skipped)."""
+        assert self._probe is not None
+        for k, batch in enumerate(self._probe):
+            image = batch["image"]
+            if k % trainer.world_size != trainer.global_rank or len(image) < 4:
+                continue
+            x = image.to(device).float()
+            if x.ndim == 5:  # multi-image cases: every real image is a probe image
+                x = x[batch["mask"].to(device)] if "mask" in batch else x.flatten(0, 1)
+            yield x
+
+    def _features(self, model: nn.Module, x: torch.Tensor, n_stages: int) -> list[torch.Tensor]:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return model.forward_intermediates(x, indices=n_stages, intermediates_only=True)
+
     @torch.no_grad()
     def measure(
         self, trainer: L.Trainer, pl_module: L.LightningModule, when: str
     ) -> dict[str, float]:
-        """CKA per stage between the initial and current backbone on the probe set."""
-        if self._probe is None or self._initial is None:
+        """CKA per stage between the initial and current backbone on the probe set.
+
+        The initial model's side (its Gram matrices and their HSIC) is the same every time: it
+        is computed once and cached, and the initial model is then released.
+        """
+        if self._probe is None:
             return {}
         current = pl_module.backbone
         was_training = current.training
         current.eval()
         stages = stage_names(current)
+        if self._grams is None:
+            assert self._initial is not None
+            self._grams = [
+                [
+                    (g, hsic_unbiased(g, g))
+                    for g in map(gram, self._features(self._initial, x, len(stages)))
+                ]
+                for x in self._probe_batches(trainer, pl_module.device)
+            ]
+            self._initial = None
         metrics = [MinibatchCKA().to(pl_module.device) for _ in stages]
-        world, rank = trainer.world_size, trainer.global_rank
-        for k, batch in enumerate(self._probe):
-            image = batch["image"]
-            if k % world != rank or len(image) < 4:
-                continue
-            x = image.to(pl_module.device).float()
-            if x.ndim == 5:  # multi-image cases: every real image is a probe image
-                x = x[batch["mask"].to(pl_module.device)] if "mask" in batch else x.flatten(0, 1)
-            with torch.autocast(device_type=pl_module.device.type, enabled=False):
-                before = self._initial.forward_intermediates(
-                    x, indices=len(stages), intermediates_only=True
-                )
-                after = current.forward_intermediates(
-                    x, indices=len(stages), intermediates_only=True
-                )
-            for metric, a, b in zip(metrics, before, after, strict=True):
-                metric.update(a.float(), b.float())
+        for cached, x in zip(
+            self._grams, self._probe_batches(trainer, pl_module.device), strict=True
+        ):
+            for metric, (g0, h00), feat in zip(
+                metrics, cached, self._features(current, x, len(stages)), strict=True
+            ):
+                metric.update(g0, gram(feat), grams=True, hsic_xx=h00)
         current.train(was_training)
         values = {s: float(m.compute()) for s, m in zip(stages, metrics, strict=True)}
         self.history.append(
@@ -148,6 +169,7 @@ class CKACallback(L.Callback):
     @override
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._initial = initial_backbone(trainer, pl_module)
+        self._grams = None
         self._probe = self._probe_loader(trainer)
         self.measure(trainer, pl_module, "start")
 
@@ -169,7 +191,7 @@ class CKACallback(L.Callback):
                 [h for h in self.history if h["when"] in ("start", "end")],
                 analysis_dir(trainer) / "cka_vs_depth.png",
             )
-        self._initial = None
+        self._initial, self._grams = None, None
 
 
 class WeightDriftCallback(L.Callback):

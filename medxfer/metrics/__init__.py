@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from .calibration import CalibrationError, expected_calibration_error, reliability_bins
-from .cka import MinibatchCKA, hsic_unbiased, linear_cka
+from .cka import MinibatchCKA, gram, hsic_unbiased, linear_cka
 from .classification import MultilabelAUROC, masked_multilabel_auroc, metric_key
 from .drift import weight_drift
 from .subgroups import SubgroupMetrics, SubgroupReport, subgroup_gaps
@@ -21,6 +21,7 @@ __all__ = [
     "SubgroupMetrics",
     "SubgroupReport",
     "expected_calibration_error",
+    "gram",
     "hsic_unbiased",
     "linear_cka",
     "masked_multilabel_auroc",

@@ -12,11 +12,17 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-__all__ = ["MinibatchCKA", "hsic_unbiased", "linear_cka"]
+__all__ = ["MinibatchCKA", "gram", "hsic_unbiased", "linear_cka"]
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1).double()
+
+
+def gram(x: torch.Tensor) -> torch.Tensor:
+    """Linear Gram matrix ``(n, n)`` of examples ``(n, ...)`` (flattened), in float64."""
+    x = _flat(x)
+    return x @ x.T
 
 
 def hsic_unbiased(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:  # noqa: E741
@@ -68,12 +74,23 @@ class MinibatchCKA(Metric):
         self.add_state("xx", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("yy", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Add one minibatch of paired representations ``(b, ...)``."""
-        x, y = _flat(x), _flat(y)
-        k, l = x @ x.T, y @ y.T  # noqa: E741
+    def update(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        grams: bool = False,
+        hsic_xx: torch.Tensor | None = None,
+    ) -> None:
+        """Add one minibatch of paired representations ``(b, ...)``.
+
+        With ``grams=True``, ``x`` and ``y`` are already their Gram matrices ``(b, b)``, and
+        ``hsic_xx`` may pass a cached ``HSIC1(K, K)`` (the initial model's side of a
+        CKA-to-initialisation is the same every time).
+        """
+        k, l = (x.double(), y.double()) if grams else (gram(x), gram(y))  # noqa: E741
         self.xy += hsic_unbiased(k, l)
-        self.xx += hsic_unbiased(k, k)
+        self.xx += hsic_unbiased(k, k) if hsic_xx is None else hsic_xx
         self.yy += hsic_unbiased(l, l)
 
     def compute(self) -> torch.Tensor:

@@ -1,0 +1,171 @@
+"""Exam lists of 4-view screening mammography, and the outcome labels at several horizons.
+
+One row per image: ``exam_id, patient_id, laterality (L/R), view (CC/MLO), image_path`` (DICOM,
+or 8/16-bit PNG), ``cancer_months`` (months from the exam to a biopsy-confirmed cancer; blank =
+none observed), ``followup_months``, ``density`` (BI-RADS A-D) and optionally ``site``.
+Rows are grouped into exams of exactly four views in the fixed order L-CC, R-CC, L-MLO, R-MLO.
+
+Horizon labels follow Mustafa et al. (2021) (after McKinney et al., Nature 2020): for a horizon
+of h months, an exam is positive when cancer occurred within h months, negative only when
+follow-up covers h months without cancer, and otherwise unknown (masked in the loss and
+metrics).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medxfer.data.tables import TableError, check_columns, csv_line
+
+__all__ = ["DEFAULT_HORIZONS", "VIEW_ORDER", "horizon_labels", "horizon_names", "read_exam_list"]
+
+log = logging.getLogger(__name__)
+
+VIEW_ORDER: tuple[tuple[str, str], ...] = (("L", "CC"), ("R", "CC"), ("L", "MLO"), ("R", "MLO"))
+DEFAULT_HORIZONS: tuple[int, ...] = (3, 12, 15, 27, 39)
+_REQUIRED = (
+    "exam_id",
+    "patient_id",
+    "laterality",
+    "view",
+    "image_path",
+    "cancer_months",
+    "followup_months",
+    "density",
+)
+
+
+def horizon_names(horizons: Sequence[int]) -> list[str]:
+    """Label names of the horizons: ``["3m", "12m", ...]``."""
+    return [f"{h}m" for h in horizons]
+
+
+def horizon_labels(
+    cancer_months: float, followup_months: float, horizons: Sequence[int]
+) -> list[float]:
+    """1 if cancer within h months; 0 if follow-up covers h without cancer in h; else NaN."""
+    out = []
+    for h in horizons:
+        if not np.isnan(cancer_months) and cancer_months <= h:
+            out.append(1.0)
+        elif followup_months >= h or (not np.isnan(cancer_months) and cancer_months > h):
+            out.append(0.0)
+        else:
+            out.append(float("nan"))
+    return out
+
+
+def _months(raw: pd.DataFrame, col: str, path: Path, blank_ok: bool) -> np.ndarray:
+    text = raw[col].str.strip()
+    values = pd.to_numeric(text.replace("", np.nan), errors="coerce").to_numpy(dtype=float)
+    bad = (np.isnan(values) & (text != "").to_numpy()) | (values < 0)
+    if not blank_ok:
+        bad |= (text == "").to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise TableError(
+            f"{path}: line {csv_line(i)}, column {col!r}: {raw[col].iloc[i]!r} is not a non-negative number of months"
+        )
+    return values
+
+
+def read_exam_list(
+    path: str | os.PathLike[str],
+    image_root: str | os.PathLike[str] | None = None,
+    horizons: Sequence[int] = DEFAULT_HORIZONS,
+    allow_missing_views: bool = False,
+) -> pd.DataFrame:
+    """Read an exam list into one row per exam.
+
+    Args:
+        path: the CSV (one row per image).
+        image_root: folder image paths are relative to (default: the CSV's folder).
+        horizons: outcome horizons in months.
+        allow_missing_views: an exam lacking a view gets an empty path and a False mask entry
+            (the view is a zero image) instead of an error.
+
+    Returns:
+        Columns ``id, patient_id, paths`` (4, in :data:`VIEW_ORDER`), ``mask`` (4 bools),
+        ``cancer_months, followup_months, density, site, source, line`` and one float column per
+        horizon (``3m`` ...: 1, 0 or NaN).
+
+    Raises:
+        TableError: missing columns, an unknown laterality / view (listing accepted values), a
+            duplicate view, a missing view (unless allowed), bad months; each names the line.
+    """
+    path = Path(path)
+    root = Path(image_root) if image_root is not None else path.parent
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    check_columns(raw, _REQUIRED, str(path))
+    raw["laterality"] = raw["laterality"].str.strip().str.upper()
+    raw["view"] = raw["view"].str.strip().str.upper()
+    for col, accepted in (("laterality", ("L", "R")), ("view", ("CC", "MLO"))):
+        bad = ~raw[col].isin(accepted)
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise TableError(
+                f"{path}: line {csv_line(i)}, column {col!r}: {raw[col].iloc[i]!r} is not one of {list(accepted)}"
+            )
+    cancer = _months(raw, "cancer_months", path, blank_ok=True)
+    follow = _months(raw, "followup_months", path, blank_ok=False)
+    density = raw["density"].str.strip().str.upper().replace("", "unknown")
+    bad = ~density.isin(["A", "B", "C", "D", "unknown"])
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise TableError(
+            f"{path}: line {csv_line(i)}, column 'density': {raw['density'].iloc[i]!r} is not one of ['A', 'B', 'C', 'D'] or blank"
+        )
+    raw["_cancer"], raw["_follow"], raw["_density"], raw["_line"] = (
+        cancer,
+        follow,
+        density,
+        [csv_line(i) for i in range(len(raw))],
+    )
+    exams = []
+    for exam_id, rows in raw.groupby("exam_id", sort=False):
+        first = rows.iloc[0]
+        where = f"{path}, line {first['_line']}, exam {exam_id!r}"
+        slots = {}
+        for _, r in rows.iterrows():
+            key = (r["laterality"], r["view"])
+            if key in slots:
+                raise TableError(
+                    f"{where}: duplicate view {key[0]}-{key[1]} (lines {slots[key][1]} and {r['_line']}); an exam has one image per view in {['-'.join(v) for v in VIEW_ORDER]}"
+                )
+            slots[key] = (r["image_path"].strip(), r["_line"])
+        missing = [f"{lat}-{view}" for lat, view in VIEW_ORDER if (lat, view) not in slots]
+        if missing and not allow_missing_views:
+            raise TableError(
+                f"{where}: missing view(s) {missing}; set allow_missing_views to use zero images for them"
+            )
+        for col in ("_cancer", "_follow", "_density", "patient_id"):
+            values = rows[col].astype(str).unique()
+            if len(values) > 1:
+                raise TableError(
+                    f"{where}: column {col.strip('_')!r} differs between the exam's rows: {list(values)}"
+                )
+        c, f = float(first["_cancer"]), float(first["_follow"])
+        exams.append(
+            {
+                "id": str(exam_id),
+                "patient_id": str(first["patient_id"]),
+                "paths": [str(root / slots[v][0]) if v in slots else "" for v in VIEW_ORDER],
+                "mask": [v in slots for v in VIEW_ORDER],
+                "cancer_months": c,
+                "followup_months": f,
+                "density": first["_density"],
+                "site": str(first.get("site", "") or "unknown"),
+                "source": str(path),
+                "line": int(first["_line"]),
+                **dict(zip(horizon_names(horizons), horizon_labels(c, f, horizons), strict=True)),
+            }
+        )
+    out = pd.DataFrame(exams)
+    out.attrs.update(source=str(path), horizons=list(horizons))
+    return out

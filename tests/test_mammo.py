@@ -1,0 +1,229 @@
+"""Mammography: DICOM decoding (MONOCHROME1, windowing), exam lists, horizon labels at the
+edges, oversampling, laterality swap, the focal loss, and every bad-input case."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torchvision.ops import sigmoid_focal_loss
+
+from medxfer.data import ImageDecodeError, TableError
+from medxfer.data.dicom import orient_left, read_dicom
+from medxfer.datamodules import (
+    MammographyDataModule,
+    horizon_labels,
+    read_exam_list,
+    swap_laterality,
+    write_synthetic_mammo,
+)
+from medxfer.datamodules.mammo import positive_weights
+from medxfer.datamodules.synthetic_mammo import write_dicom
+from medxfer.tasks import MammographyClassifier, masked_focal_loss
+
+NAN = float("nan")
+
+
+def test_monochrome1_is_inverted_on_pixel_values(tmp_path: Path) -> None:
+    ramp = np.tile(np.linspace(0, 1, 16), (8, 1))
+    write_dicom(tmp_path / "m2.dcm", ramp, "L", "CC", monochrome1=False, patient="p", exam="e")
+    write_dicom(tmp_path / "m1.dcm", ramp, "L", "CC", monochrome1=True, patient="p", exam="e")
+    m2, m1 = read_dicom(tmp_path / "m2.dcm"), read_dicom(tmp_path / "m1.dcm")
+    # stored values: round(ramp * 4095), inverted for MONOCHROME1; window 2048/4096 maps 0..4095 onto ~0..1
+    stored = np.round(ramp * 4095)
+    expected = np.clip((stored - (2048 - 0.5)) / (4096 - 1) + 0.5, 0, 1)
+    np.testing.assert_allclose(m2, expected, atol=1e-6)
+    np.testing.assert_allclose(m1, expected, atol=1e-6)  # inverted twice: displays like MONOCHROME2
+    assert m2.dtype == np.float32 and len(np.unique(m2)) == len(
+        np.unique(stored)
+    )  # 12-bit kept, not 8
+
+
+def test_window_is_applied(tmp_path: Path) -> None:
+    import pydicom
+
+    write_dicom(
+        tmp_path / "w.dcm", np.tile(np.linspace(0, 1, 32), (4, 1)), "R", "MLO", False, "p", "e"
+    )
+    ds = pydicom.dcmread(tmp_path / "w.dcm")
+    ds.WindowCenter, ds.WindowWidth = 1000, 501
+    ds.save_as(tmp_path / "w.dcm")
+    x = read_dicom(tmp_path / "w.dcm")
+    stored = ds.pixel_array.astype(float)
+    np.testing.assert_allclose(x, np.clip((stored - 999.5) / 500 + 0.5, 0, 1), atol=1e-6)
+
+
+def test_broken_dicom_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "bad.dcm").write_bytes(b"DICM" + b"\x00" * 20)
+    with pytest.raises(ImageDecodeError, match=r"could not decode DICOM .*bad\.dcm \(exam e1\)"):
+        read_dicom(tmp_path / "bad.dcm", context="exam e1")
+
+
+def test_orientation_puts_every_breast_on_the_left() -> None:
+    img = np.zeros((4, 6), np.float32)
+    img[:, 4:] = 1
+    assert orient_left(img)[:, :2].sum() == 8 and orient_left(orient_left(img)).sum() == img.sum()
+
+
+@pytest.mark.parametrize(
+    ("cancer", "follow", "expected"),
+    [
+        pytest.param(39.0, 60.0, [0, 0, 0, 0, 1], id="cancer-at-39"),
+        pytest.param(40.0, 60.0, [0, 0, 0, 0, 0], id="cancer-at-40"),
+        pytest.param(NAN, 20.0, [0, 0, 0, NAN, NAN], id="short-follow-up-masked"),
+        pytest.param(NAN, 39.0, [0, 0, 0, 0, 0], id="follow-up-exactly-39"),
+        pytest.param(2.0, 2.0, [1, 1, 1, 1, 1], id="early-cancer"),
+    ],
+)
+def test_horizon_labels_at_the_edges(cancer: float, follow: float, expected: list[float]) -> None:
+    got = horizon_labels(cancer, follow, (3, 12, 15, 27, 39))
+    assert [("nan" if math.isnan(g) else g) for g in got] == [
+        ("nan" if math.isnan(e) else e) for e in expected
+    ]
+
+
+HEADER = "exam_id,patient_id,laterality,view,image_path,cancer_months,followup_months,density"
+
+
+def _exam(tmp_path: Path, rows: list[str]) -> Path:
+    path = tmp_path / "exams.csv"
+    path.write_text(HEADER + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+FOUR = [
+    "e1,p1,L,CC,a.dcm,,40,B",
+    "e1,p1,R,CC,b.dcm,,40,B",
+    "e1,p1,L,MLO,c.dcm,,40,B",
+    "e1,p1,R,MLO,d.dcm,,40,B",
+]
+
+
+def test_views_are_put_in_fixed_order(tmp_path: Path) -> None:
+    exams = read_exam_list(_exam(tmp_path, list(reversed(FOUR))))
+    assert [Path(p).name for p in exams["paths"][0]] == ["a.dcm", "b.dcm", "c.dcm", "d.dcm"]
+    assert exams["39m"].tolist() == [0.0]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        pytest.param(
+            [*FOUR[:3], "e1,p1,R,CC,x.dcm,,40,B"], r"exam 'e1': duplicate view R-CC", id="duplicate"
+        ),
+        pytest.param(
+            [*FOUR[:3], "e1,p1,X,MLO,d.dcm,,40,B"],
+            r"line 5, column 'laterality': 'X' is not one of \['L', 'R'\]",
+            id="laterality",
+        ),
+        pytest.param(
+            [*FOUR[:3], "e1,p1,R,ML,d.dcm,,40,B"],
+            r"line 5, column 'view': 'ML' is not one of \['CC', 'MLO'\]",
+            id="view",
+        ),
+        pytest.param(FOUR[:3], r"exam 'e1': missing view\(s\) \['R-MLO'\]", id="missing-view"),
+        pytest.param(
+            [*FOUR[:3], "e1,p1,R,MLO,d.dcm,-3,40,B"],
+            r"line 5, column 'cancer_months': '-3'",
+            id="negative-months",
+        ),
+        pytest.param(
+            [*FOUR[:3], "e1,p1,R,MLO,d.dcm,,soon,B"],
+            r"line 5, column 'followup_months': 'soon'",
+            id="non-numeric",
+        ),
+        pytest.param(
+            [*FOUR[:3], "e1,p1,R,MLO,d.dcm,,40,E"], r"line 5, column 'density': 'E'", id="density"
+        ),
+    ],
+)
+def test_bad_exam_lists(tmp_path: Path, rows: list[str], message: str) -> None:
+    with pytest.raises(TableError, match=message):
+        read_exam_list(_exam(tmp_path, rows))
+
+
+def test_missing_view_allowed_gets_a_mask(tmp_path: Path) -> None:
+    exams = read_exam_list(_exam(tmp_path, FOUR[:3]), allow_missing_views=True)
+    assert exams["mask"][0] == [True, True, True, False] and exams["paths"][0][3] == ""
+
+
+def test_laterality_swap_moves_the_right_images() -> None:
+    image = torch.arange(4).float().view(4, 1, 1, 1).expand(4, 1, 2, 2)  # slot k holds value k
+    mask = torch.tensor([True, True, False, True])
+    swapped, m = swap_laterality(image, mask)
+    assert swapped[:, 0, 0, 0].tolist() == [1.0, 0.0, 3.0, 2.0]  # L-CC<->R-CC, L-MLO<->R-MLO
+    assert m.tolist() == [True, True, True, False]
+
+
+def test_oversampling_gives_positives_about_half(tmp_path: Path) -> None:
+    targets = torch.tensor([[0.0, 1.0]] * 10 + [[0.0, 0.0]] * 90 + [[NAN, NAN]] * 20)
+    w = positive_weights(targets)
+    g = torch.Generator().manual_seed(0)
+    draws = torch.multinomial(w, 20000, replacement=True, generator=g)
+    rate = (draws < 10).float().mean().item()
+    assert abs(rate - 0.5) < 0.02
+
+
+def test_masked_focal_loss_matches_torchvision_on_known_entries() -> None:
+    logits = torch.tensor([[1.0, -2.0], [0.5, 3.0]])
+    target = torch.tensor([[1.0, NAN], [0.0, 1.0]])
+    known = ~torch.isnan(target)
+    ref = sigmoid_focal_loss(logits[known], target[known], alpha=-1, gamma=1.5, reduction="mean")
+    assert masked_focal_loss(logits, target).item() == pytest.approx(ref.item())
+    # hand check of one term: -(1-p)^1.5 log p for z=1, y=1
+    p = 1 / (1 + math.exp(-1.0))
+    assert sigmoid_focal_loss(
+        torch.tensor([1.0]), torch.tensor([1.0]), alpha=-1, gamma=1.5
+    ).item() == pytest.approx(-((1 - p) ** 1.5) * math.log(p))
+
+
+@pytest.fixture(scope="module")
+def exams(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("mammo")
+    return {
+        "a": write_synthetic_mammo(root / "a", n_exams=40, size=48, seed=0),
+        "b": write_synthetic_mammo(root / "b", n_exams=12, size=48, seed=1, shifted=True),
+    }
+
+
+def test_datamodule_and_task_on_synthetic_dicom(exams: dict[str, Path], tiny_trainer) -> None:
+    dm = MammographyDataModule(
+        str(exams["a"]),
+        shifted={"site_b": str(exams["b"])},
+        image_size=32,
+        batch_size=4,
+        num_workers=0,
+    )
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (4, 4, 3, 32, 32) and batch["mask"].all()
+    assert batch["target"].shape == (4, 5) and set(batch["groups"]) == {"density", "site"}
+    task = MammographyClassifier(
+        backbone="timm/test_resnet", num_classes=5, label_names=dm.label_names, checkpointing=True
+    )
+    assert (
+        len(task.head.heads) == 5
+        and task.head.heads[0][0].in_features == 4 * task.backbone.num_features
+    )
+    trainer = tiny_trainer(max_steps=2, limit_test_batches=None)
+    trainer.fit(task, datamodule=dm)
+    results = trainer.test(task, datamodule=dm, verbose=False)
+    assert "test/mammo/auroc/39m" in results[0] and "test/site_b/auroc/39m" in results[1]
+
+
+def test_checkpointing_gives_the_same_gradients() -> None:
+    torch.manual_seed(0)
+    a = MammographyClassifier(backbone="timm/test_resnet", num_classes=2, checkpointing=False)
+    b = MammographyClassifier(backbone="timm/test_resnet", num_classes=2, checkpointing=True)
+    b.load_state_dict(a.state_dict())
+    a.eval(), b.eval()
+    b.training = True  # checkpointing is used in training; dropout off via eval on submodules
+    batch = {"image": torch.randn(2, 4, 3, 32, 32), "mask": torch.ones(2, 4, dtype=torch.bool)}
+    for m in (a, b):
+        m.loss(m(batch), torch.tensor([[1.0, 0.0], [0.0, NAN]])).backward()
+    ga, gb = next(a.backbone.parameters()).grad, next(b.backbone.parameters()).grad
+    torch.testing.assert_close(gb, ga)
+    assert ga.abs().sum().item() > 0
