@@ -23,7 +23,15 @@ import pandas as pd
 
 from medxfer.data.tables import TableError, check_columns, csv_line
 
-__all__ = ["DEFAULT_HORIZONS", "VIEW_ORDER", "horizon_labels", "horizon_names", "read_exam_list"]
+__all__ = [
+    "DEFAULT_HORIZONS",
+    "VIEW_ORDER",
+    "convert_cbis_ddsm",
+    "convert_vindr",
+    "horizon_labels",
+    "horizon_names",
+    "read_exam_list",
+]
 
 log = logging.getLogger(__name__)
 
@@ -169,3 +177,111 @@ def read_exam_list(
     out = pd.DataFrame(exams)
     out.attrs.update(source=str(path), horizons=list(horizons))
     return out
+
+
+_EXAM_COLUMNS = [
+    "exam_id",
+    "patient_id",
+    "laterality",
+    "view",
+    "image_path",
+    "cancer_months",
+    "followup_months",
+    "density",
+    "site",
+]
+
+
+def convert_vindr(
+    breast_csv: str | os.PathLike[str],
+    out_csv: str | os.PathLike[str],
+    followup_months: float = 39.0,
+) -> Path:
+    """VinDr-Mammo's ``breast-level_annotations.csv`` -> a medxfer exam list.
+
+    VinDr has no outcomes over time: BI-RADS 4-5 breasts make their exam positive at month 0,
+    and every exam gets ``followup_months`` (your assumption, stated in the call) so that
+    BI-RADS 1-3 exams count as negatives up to that horizon. Images are expected at
+    ``images/<study_id>/<image_id>.dicom`` beside the output CSV. VinDr has one study per woman,
+    so the study id is also the patient id.
+    """
+    raw = pd.read_csv(breast_csv, dtype=str, keep_default_na=False)
+    check_columns(
+        raw,
+        ["study_id", "image_id", "laterality", "view_position", "breast_birads", "breast_density"],
+        str(breast_csv),
+    )
+    birads = raw["breast_birads"].str.extract(r"(\d)")[0].astype(float)
+    positive = birads.groupby(raw["study_id"]).transform("max") >= 4
+    out = pd.DataFrame(
+        {
+            "exam_id": raw["study_id"],
+            "patient_id": raw["study_id"],
+            "laterality": raw["laterality"],
+            "view": raw["view_position"],
+            "image_path": "images/" + raw["study_id"] + "/" + raw["image_id"] + ".dicom",
+            "cancer_months": np.where(positive, "0", ""),
+            "followup_months": f"{followup_months:g}",
+            "density": raw["breast_density"].str.extract(r"([A-D])\s*$")[0].fillna(""),
+            "site": "vindr",
+        }
+    )
+    out_csv = Path(out_csv)
+    out[_EXAM_COLUMNS].to_csv(out_csv, index=False)
+    return out_csv
+
+
+def convert_cbis_ddsm(
+    case_csvs: Sequence[str | os.PathLike[str]],
+    out_csv: str | os.PathLike[str],
+    followup_months: float = 39.0,
+) -> Path:
+    """CBIS-DDSM's case description CSVs (mass / calc, train / test) -> a medxfer exam list.
+
+    One image per patient, breast and view (several abnormalities of one image are merged); an
+    exam is a patient, positive at month 0 when any abnormality is ``MALIGNANT``. CBIS-DDSM holds
+    only views with findings, so read the result with ``allow_missing_views=True``.
+    ``followup_months`` is the assumption that makes benign exams negatives.
+    """
+    frames = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in case_csvs]
+    raw = pd.concat(frames, ignore_index=True)
+    if "breast density" not in raw.columns and "breast_density" in raw.columns:
+        raw["breast density"] = raw["breast_density"]
+    raw["breast density"] = raw["breast density"].fillna("")
+    check_columns(
+        raw,
+        [
+            "patient_id",
+            "left or right breast",
+            "image view",
+            "pathology",
+            "image file path",
+            "breast density",
+        ],
+        "CBIS-DDSM case CSVs",
+    )
+    images = (
+        raw.groupby(["patient_id", "left or right breast", "image view"], sort=True)
+        .agg(path=("image file path", "first"), density=("breast density", "first"))
+        .reset_index()
+    )
+    malignant = (
+        raw.assign(m=raw["pathology"].str.upper().eq("MALIGNANT")).groupby("patient_id")["m"].any()
+    )
+    letters = {"1": "A", "2": "B", "3": "C", "4": "D"}
+    out = pd.DataFrame(
+        {
+            "exam_id": images["patient_id"],
+            "patient_id": images["patient_id"],
+            "laterality": images["left or right breast"].str[0].str.upper(),
+            "view": images["image view"].str.upper(),
+            "image_path": images["path"].str.strip(),
+            "cancer_months": np.where(images["patient_id"].map(malignant), "0", ""),
+            "followup_months": f"{followup_months:g}",
+            "density": images["density"].str.strip().map(letters).fillna(""),
+            "site": "cbis-ddsm",
+        }
+    )
+    out_csv = Path(out_csv)
+    out[_EXAM_COLUMNS].to_csv(out_csv, index=False)
+    return out_csv

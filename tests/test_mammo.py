@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torchvision.ops import sigmoid_focal_loss
@@ -227,3 +228,51 @@ def test_checkpointing_gives_the_same_gradients() -> None:
     ga, gb = next(a.backbone.parameters()).grad, next(b.backbone.parameters()).grad
     torch.testing.assert_close(gb, ga)
     assert ga.abs().sum().item() > 0
+
+
+def test_vindr_and_cbis_ddsm_converters(tmp_path: Path) -> None:
+    from medxfer.datamodules import convert_cbis_ddsm, convert_vindr
+
+    pd.DataFrame(
+        {
+            "study_id": ["s1"] * 4 + ["s2"] * 4,
+            "series_id": ["x"] * 8,
+            "image_id": [f"i{k}" for k in range(8)],
+            "laterality": ["L", "R", "L", "R"] * 2,
+            "view_position": ["CC", "CC", "MLO", "MLO"] * 2,
+            "breast_birads": [
+                "BI-RADS 1",
+                "BI-RADS 2",
+                "BI-RADS 1",
+                "BI-RADS 2",
+                "BI-RADS 5",
+                "BI-RADS 1",
+                "BI-RADS 5",
+                "BI-RADS 1",
+            ],
+            "breast_density": ["DENSITY C"] * 4 + ["DENSITY B"] * 4,
+        }
+    ).to_csv(tmp_path / "breast-level_annotations.csv", index=False)
+    exams = read_exam_list(
+        convert_vindr(tmp_path / "breast-level_annotations.csv", tmp_path / "vindr.csv")
+    )
+    assert exams["id"].tolist() == ["s1", "s2"] and exams["density"].tolist() == ["C", "B"]
+    assert exams["39m"].tolist() == [0.0, 1.0]
+    assert exams["paths"][1][0].endswith("images/s2/i4.dicom")
+
+    pd.DataFrame(
+        {
+            "patient_id": ["P_1", "P_1", "P_2"],
+            "breast_density": ["3", "3", "1"],
+            "left or right breast": ["LEFT", "LEFT", "RIGHT"],
+            "image view": ["CC", "MLO", "CC"],
+            "pathology": ["MALIGNANT", "BENIGN", "BENIGN_WITHOUT_CALLBACK"],
+            "image file path": ["a/1.dcm", "a/2.dcm", "b/1.dcm"],
+        }
+    ).to_csv(tmp_path / "mass_case_description_train_set.csv", index=False)
+    out = convert_cbis_ddsm(
+        [tmp_path / "mass_case_description_train_set.csv"], tmp_path / "cbis.csv"
+    )
+    exams = read_exam_list(out, allow_missing_views=True)
+    assert exams["mask"].tolist() == [[True, False, True, False], [False, True, False, False]]
+    assert exams["39m"].tolist() == [1.0, 0.0] and exams["density"].tolist() == ["C", "A"]
