@@ -32,6 +32,8 @@ from .mammo import ExamDataset, MammographyDataModule, read_mammogram, swap_late
 from .mammo_tables import (
     DEFAULT_HORIZONS,
     VIEW_ORDER,
+    convert_cbis_ddsm,
+    convert_vindr,
     horizon_labels,
     horizon_names,
     read_exam_list,

@@ -18,6 +18,8 @@ from medxfer.datamodules import (
     ChestXrayDataModule,
     CXRTable,
     write_synthetic_chexpert,
+    write_synthetic_derm,
+    write_synthetic_mammo,
     write_synthetic_nih,
 )
 from medxfer.tasks import MultiLabelClassifier
@@ -43,6 +45,12 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = base / "work"
     write_synthetic_chexpert(work / "data/synthetic/chexpert", n_patients=40, size=40, seed=0)
     write_synthetic_nih(work / "data/synthetic/nih", n_patients=10, size=40, seed=1)
+    write_synthetic_derm(work / "data/synthetic/derm", n_cases=40, size=40, seed=0)
+    write_synthetic_derm(work / "data/synthetic/derm_b", n_cases=12, size=40, seed=1, shifted=True)
+    write_synthetic_mammo(work / "data/synthetic/mammo", n_exams=30, size=40, seed=0)
+    write_synthetic_mammo(
+        work / "data/synthetic/mammo_b", n_exams=10, size=40, seed=1, shifted=True
+    )
     shared = REPO.parent / "shared"
     if shared.is_dir():
         (base / "shared").symlink_to(shared)
@@ -78,6 +86,13 @@ def _extra(config: str, workdir: Path) -> list[str]:
             f"--data.init_args.shifted={json.dumps(nih)}",
             "--model.init_args.channels_last=false",
         ]
+    # the paper's derm / mammo setups name large BiT models and /data paths: keep every other
+    # setting, point them at the synthetic copies and the (test-written) BiT-M R50x1 file
+    small_bit = ["--model.init_args.backbone=bit-r50x1", "--model.init_args.channels_last=false"]
+    if config == "derm_paper.yaml":
+        return ["--data.init_args.train=data/synthetic/derm/cases.csv", *small_bit]
+    if config == "mammo_paper.yaml":
+        return ["--data.init_args.train=data/synthetic/mammo/exams.csv", *small_bit]
     if (
         config == "nih_subset.yaml"
         and not (workdir.parent / "shared/data/nih-chestxray14-subset").is_dir()
