@@ -21,6 +21,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from medxfer.data.images import ImageDecodeError, read_grey_image
+from medxfer.data.subsample import subsample_mask
 
 __all__ = ["ImageTableDataset", "MedxferDataModule", "age_group"]
 
@@ -128,6 +129,10 @@ class MedxferDataModule(L.LightningDataModule):
         eval_batch_size: validation / test batch size (default: ``batch_size``).
         num_workers: DataLoader workers (default: ``min(8, cpu count - 1)``).
         pin_memory: pin host memory (default: when CUDA is available).
+        train_fraction: train on this class-balanced, nested fraction of the training split
+            (data-efficiency studies; see :mod:`medxfer.data.subsample`).
+        shots_per_class: train on k cases per class (few-shot transfer).
+        subsample_seed: seed of the subsets (one seed gives nested fractions).
     """
 
     def __init__(
@@ -136,8 +141,16 @@ class MedxferDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
+        train_fraction: float | None = None,
+        shots_per_class: int | None = None,
+        subsample_seed: int = 0,
     ) -> None:
         super().__init__()
+        if train_fraction is not None and shots_per_class is not None:
+            raise ValueError("give train_fraction or shots_per_class, not both")
+        self.train_fraction = train_fraction
+        self.shots_per_class = shots_per_class
+        self.subsample_seed = subsample_seed
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = (
@@ -147,6 +160,27 @@ class MedxferDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_sets: dict[str, Dataset] = {}
+
+    def subsample_train(
+        self, table: pd.DataFrame, strata: Sequence[object], what: str
+    ) -> pd.DataFrame:
+        """The training rows kept by ``train_fraction`` / ``shots_per_class`` (all by default),
+        subsampled within each stratum (class)."""
+        if self.train_fraction is None and self.shots_per_class is None:
+            return table
+        keep = subsample_mask(
+            strata, self.train_fraction, self.shots_per_class, self.subsample_seed
+        )
+        log.info(
+            "%s: kept %d of %d training cases (train_fraction=%s, shots_per_class=%s, seed %d)",
+            what,
+            int(keep.sum()),
+            len(keep),
+            self.train_fraction,
+            self.shots_per_class,
+            self.subsample_seed,
+        )
+        return table[keep]
 
     # What the CLI links into the task -------------------------------------------------------
     @property

@@ -17,6 +17,7 @@ from typing import Literal
 import pandas as pd
 
 from medxfer.data.splits import patient_split
+from medxfer.data.subsample import multilabel_strata
 from medxfer.transforms import GreyImageTransform
 
 from .base import ImageTableDataset, MedxferDataModule, age_group, check_images
@@ -68,6 +69,8 @@ class ChestXrayDataModule(MedxferDataModule):
         skip_bad_images: drop (count and log) missing or undecodable images instead of failing.
         verify_images: decode every image at setup (default: only check the files exist).
         seed: seed of the augmentation.
+        train_fraction, shots_per_class, subsample_seed: class-balanced, nested subsets of the
+            training split for data-efficiency and few-shot studies (:class:`MedxferDataModule`).
     """
 
     def __init__(
@@ -95,8 +98,19 @@ class ChestXrayDataModule(MedxferDataModule):
         eval_batch_size: int | None = None,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
+        train_fraction: float | None = None,
+        shots_per_class: int | None = None,
+        subsample_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, num_workers, pin_memory)
+        super().__init__(
+            batch_size,
+            eval_batch_size,
+            num_workers,
+            pin_memory,
+            train_fraction,
+            shots_per_class,
+            subsample_seed,
+        )
         self.save_hyperparameters()
         if (val is not None and split[1] != 0) or (test is not None and split[2] != 0):
             raise ValueError(
@@ -186,6 +200,8 @@ class ChestXrayDataModule(MedxferDataModule):
                 df["patient_id"].nunique(),
             )
         src = self.tables["train"].csv
+        strata = multilabel_strata(parts["train"][self.labels].to_numpy(dtype=float), self.labels)
+        parts["train"] = self.subsample_train(parts["train"], strata, f"{self.name} train")
         self.train_set = self._dataset(parts["train"], True, f"{self.name} train split of {src}")
         self.val_set = self._dataset(parts["val"], False, f"{self.name} val split of {src}")
         self.test_sets = {

@@ -104,6 +104,8 @@ class DermatologyDataModule(MedxferDataModule):
         augment: the paper's augmentation in training.
         skip_bad_images: drop cases with a missing / undecodable image (counted, logged).
         seed: seed of augmentation and image sampling.
+        train_fraction, shots_per_class, subsample_seed: class-balanced, nested subsets of the
+            training split for data-efficiency and few-shot studies (:class:`MedxferDataModule`).
     """
 
     def __init__(
@@ -127,8 +129,19 @@ class DermatologyDataModule(MedxferDataModule):
         eval_batch_size: int | None = None,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
+        train_fraction: float | None = None,
+        shots_per_class: int | None = None,
+        subsample_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, num_workers, pin_memory)
+        super().__init__(
+            batch_size,
+            eval_batch_size,
+            num_workers,
+            pin_memory,
+            train_fraction,
+            shots_per_class,
+            subsample_seed,
+        )
         self.save_hyperparameters()
         if (val is not None and split[1] != 0) or (test is not None and split[2] != 0):
             raise ValueError(
@@ -203,6 +216,10 @@ class DermatologyDataModule(MedxferDataModule):
         self.labels = build_label_space(parts["train"], hp.n_conditions)
         log.info("%s label space (%d): %s", self.name, len(self.labels), self.labels)
         src = self.tables["train"]
+        # the label space comes from the whole training split, so subsets share it
+        parts["train"] = self.subsample_train(
+            parts["train"], parts["train"]["top_label"].tolist(), f"{self.name} train"
+        )
         self.train_set = self._dataset(parts["train"], True, f"{self.name} train split of {src}")
         self.val_set = self._dataset(parts["val"], False, f"{self.name} val split of {src}")
         self.test_sets = {

@@ -131,6 +131,8 @@ class MammographyDataModule(MedxferDataModule):
         augment: flips, x / y scaling, grid deformation and laterality swap in training.
         skip_bad_images: drop exams with a missing / undecodable image (counted, logged).
         seed: seed of augmentation and sampling.
+        train_fraction, shots_per_class, subsample_seed: class-balanced, nested subsets of the
+            training split for data-efficiency and few-shot studies (:class:`MedxferDataModule`).
     """
 
     def __init__(
@@ -155,8 +157,19 @@ class MammographyDataModule(MedxferDataModule):
         eval_batch_size: int | None = None,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
+        train_fraction: float | None = None,
+        shots_per_class: int | None = None,
+        subsample_seed: int = 0,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, num_workers, pin_memory)
+        super().__init__(
+            batch_size,
+            eval_batch_size,
+            num_workers,
+            pin_memory,
+            train_fraction,
+            shots_per_class,
+            subsample_seed,
+        )
         self.save_hyperparameters()
         if (val is not None and split[1] != 0) or (test is not None and split[2] != 0):
             raise ValueError(
@@ -213,6 +226,10 @@ class MammographyDataModule(MedxferDataModule):
             if self.tables[part] is not None:
                 parts[part] = self._read(self.tables[part])  # type: ignore[arg-type]
         src = self.tables["train"]
+        positive = (parts["train"][self.label_names] == 1).any(axis=1)
+        parts["train"] = self.subsample_train(
+            parts["train"], np.where(positive, "positive", "negative"), f"{self.name} train"
+        )
         self.train_set = self._dataset(parts["train"], True, f"{self.name} train split of {src}")
         self.val_set = self._dataset(parts["val"], False, f"{self.name} val split of {src}")
         self.test_sets = {

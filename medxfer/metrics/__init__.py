@@ -3,11 +3,13 @@
 * discrimination: :func:`masked_multilabel_auroc`, :class:`MultilabelAUROC`;
 * calibration: :func:`expected_calibration_error`, :class:`CalibrationError`;
 * fairness: :func:`subgroup_gaps`, :class:`SubgroupMetrics`;
+* uncertainty: :func:`bootstrap_ci` (percentile bootstrap over cases, vectorised);
 * feature reuse: :func:`linear_cka`, :class:`MinibatchCKA`, :func:`weight_drift`.
 """
 
 from __future__ import annotations
 
+from .bootstrap import BootstrapCI, bootstrap_ci, resampled_auroc
 from .calibration import CalibrationError, expected_calibration_error, reliability_bins
 from .cka import MinibatchCKA, gram, hsic_unbiased, linear_cka
 from .classification import MultilabelAUROC, masked_multilabel_auroc, metric_key
@@ -15,11 +17,13 @@ from .drift import weight_drift
 from .subgroups import SubgroupMetrics, SubgroupReport, subgroup_gaps
 
 __all__ = [
+    "BootstrapCI",
     "CalibrationError",
     "MinibatchCKA",
     "MultilabelAUROC",
     "SubgroupMetrics",
     "SubgroupReport",
+    "bootstrap_ci",
     "expected_calibration_error",
     "gram",
     "hsic_unbiased",
@@ -27,6 +31,7 @@ __all__ = [
     "masked_multilabel_auroc",
     "metric_key",
     "reliability_bins",
+    "resampled_auroc",
     "subgroup_gaps",
     "weight_drift",
 ]

@@ -1,0 +1,107 @@
+"""Bootstrap confidence intervals over cases, vectorised across resamples.
+
+The report of a study gives each metric with a 95 % percentile bootstrap interval (Efron &
+Tibshirani, 1993), resampling cases with replacement. AUROC is computed for a block of
+resamples at once: scores are ranked into tie groups once; each resample is a row of drawn case
+indices; one ``bincount`` gives every resample's positive and negative counts per tie group,
+and the Mann-Whitney statistic follows from cumulative sums (ties count one half). No per-
+resample Python loop and no sort inside the loop.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+__all__ = ["BootstrapCI", "bootstrap_ci", "resampled_auroc"]
+
+_BLOCK = 128  # resamples per vectorised block (bounds memory at block * n indices)
+
+
+@dataclass(frozen=True)
+class BootstrapCI:
+    """A point estimate and its percentile interval."""
+
+    value: float
+    low: float
+    high: float
+    n_resamples: int
+
+    def __str__(self) -> str:
+        return f"{self.value:.4f} [{self.low:.4f}, {self.high:.4f}]"
+
+
+def resampled_auroc(scores: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """AUROC of each resample, a row of case ``indices`` ``(R, m)`` into ``scores`` / ``labels``
+    (0/1, NaN = unknown: not counted); NaN where a resample lacks a class.
+
+    ``AUROC = sum_g pos_g (neg below g + neg_g / 2) / (n_pos n_neg)`` over tie groups g.
+    """
+    _, group = np.unique(scores, return_inverse=True)
+    n_groups = int(group.max()) + 1 if len(group) else 1
+    known = ~np.isnan(labels)
+    cls = np.where(known, labels, 0).astype(np.int64) + 2 * (~known)  # 0 neg, 1 pos, 2 unknown
+    r = indices.shape[0]
+    key = (np.arange(r)[:, None] * 3 + cls[indices]) * n_groups + group[indices]
+    counts = np.bincount(key.ravel(), minlength=r * 3 * n_groups).reshape(r, 3, n_groups)
+    neg, pos = counts[:, 0].astype(np.float64), counts[:, 1].astype(np.float64)
+    below = np.cumsum(neg, axis=1) - neg
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (pos * (below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
+
+
+def bootstrap_ci(
+    probs: np.ndarray,
+    target: np.ndarray,
+    metric: Literal["auroc", "accuracy"] = "auroc",
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> BootstrapCI:
+    """Percentile bootstrap interval of a metric over cases.
+
+    Args:
+        probs: ``(n,)`` scores, or ``(n, K)`` per-label probabilities (multi-label AUROC: the
+            mean over labels, each over its known cases) / class probabilities (accuracy).
+        target: the same shape; 0/1 with NaN unknown (AUROC) or one-hot / soft (accuracy).
+        metric: ``auroc`` or ``accuracy`` (top-1 against the target's argmax).
+        n_resamples: resamples of the cases (>= 1000 for 95 % intervals).
+        confidence: interval level.
+        seed: seed of the resampling.
+    """
+    probs, target = np.asarray(probs, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    n = len(probs)
+    rng = np.random.default_rng(seed)
+    everyone = np.arange(n)[None]
+    if metric == "accuracy":
+        correct = (probs.argmax(axis=1) == target.argmax(axis=1)).astype(np.float64)
+        point = float(correct.mean())
+
+        def stat(idx: np.ndarray) -> np.ndarray:
+            return correct[idx].mean(axis=1)
+    elif metric == "auroc":
+        p2, t2 = (probs[:, None], target[:, None]) if probs.ndim == 1 else (probs, target)
+
+        def stat(idx: np.ndarray) -> np.ndarray:
+            per_label = np.stack(
+                [resampled_auroc(p2[:, k], t2[:, k], idx) for k in range(p2.shape[1])], axis=1
+            )
+            with warnings.catch_warnings():  # a resample lacking a class in every label is NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return np.nanmean(per_label, axis=1)
+
+        point = float(stat(everyone)[0])
+    else:
+        raise ValueError(f"metric must be 'auroc' or 'accuracy', got {metric!r}")
+    samples = np.concatenate(
+        [
+            stat(rng.integers(0, n, size=(min(_BLOCK, n_resamples - start), n)))
+            for start in range(0, n_resamples, _BLOCK)
+        ]
+    )
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.nanpercentile(samples, [tail, 100 - tail])
+    return BootstrapCI(point, float(low), float(high), n_resamples)
