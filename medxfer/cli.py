@@ -27,7 +27,7 @@ from medxfer.backbones import BACKBONES
 from medxfer.datamodules import MedxferDataModule
 from medxfer.tasks import TransferTask
 
-__all__ = ["MedxferCLI", "format_results", "main"]
+__all__ = ["MedxferCLI", "build_cli", "format_results", "main"]
 
 
 class MedxferCLI(LightningCLI):
@@ -204,6 +204,19 @@ def _synthesize(argv: Sequence[str]) -> int:
     return 0
 
 
+def build_cli(argv: Sequence[str], run: bool = True) -> MedxferCLI:
+    """The ``medxfer`` LightningCLI on ``argv`` (``run=False``: parse and instantiate only)."""
+    return MedxferCLI(
+        TransferTask,
+        MedxferDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=list(argv),
+        run=run,
+        save_config_kwargs={"overwrite": True},
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int | None:
     """Entry point of the ``medxfer`` console script and ``python -m medxfer``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -211,12 +224,5 @@ def main(argv: Sequence[str] | None = None) -> int | None:
         return _list(argv[1:])
     if argv and argv[0] == "synthesize":
         return _synthesize(argv[1:])
-    MedxferCLI(
-        TransferTask,
-        MedxferDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=argv,
-        save_config_kwargs={"overwrite": True},
-    )
+    build_cli(argv)
     return 0

@@ -1,0 +1,115 @@
+"""Experiment loggers that keep patient data at home.
+
+:class:`WandbLogger` is Lightning's Weights & Biases logger with medxfer's defaults: offline
+(runs are written locally and can be synced later with ``wandb sync``) when no API key is
+configured, no model checkpoints uploaded, hyper-parameters with file paths redacted, and no
+images, tables or media logged -- only scalars leave the machine. Case ids never reach a logger:
+tasks log aggregate metrics only.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import re
+from argparse import Namespace
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
+
+__all__ = ["WandbLogger", "redact_paths", "wandb_credentials_available"]
+
+log = logging.getLogger(__name__)
+
+_PATHLIKE = re.compile(
+    r"([/\\])|(\.(csv|txt|npz|pth|pt|bin|tar|ckpt|safetensors|dcm|dicom|png|jpe?g|h5|hdf5)$)", re.I
+)
+REDACTED = "<path redacted>"
+
+
+def wandb_credentials_available() -> bool:
+    """Whether a W&B API key is configured (``WANDB_API_KEY`` or a ``~/.netrc`` entry)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def redact_paths(params: Any) -> Any:
+    """``params`` with every string that looks like a file path replaced by a placeholder."""
+    if isinstance(params, Namespace):
+        params = vars(params)
+    if isinstance(params, dict):
+        return {k: redact_paths(v) for k, v in params.items()}
+    if isinstance(params, list | tuple):
+        return type(params)(redact_paths(v) for v in params)
+    if isinstance(params, Path) or (isinstance(params, str) and _PATHLIKE.search(params)):
+        return REDACTED
+    if hasattr(params, "__dataclass_fields__"):
+        return redact_paths({f: getattr(params, f) for f in params.__dataclass_fields__})
+    return params
+
+
+class WandbLogger(_LightningWandbLogger):
+    """Weights & Biases logging of scalars only (see the module docstring).
+
+    Args:
+        project: the W&B project.
+        name: the run's name.
+        save_dir: local folder of the W&B files.
+        offline: force offline (True) or online (False); default: offline when no API key.
+        **kwargs: passed to Lightning's ``WandbLogger`` (``entity``, ``group``, ``tags``...).
+    """
+
+    def __init__(
+        self,
+        project: str = "medxfer",
+        name: str | None = None,
+        save_dir: str = "runs/wandb",
+        offline: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if offline is None:
+            offline = not wandb_credentials_available()
+            if offline:
+                log.info(
+                    "no W&B API key configured: logging offline to %s (upload later with `wandb sync`)",
+                    save_dir,
+                )
+        kwargs.pop("log_model", None)
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            project=project,
+            name=name,
+            save_dir=save_dir,
+            offline=offline,
+            log_model=False,
+            **kwargs,
+        )
+
+    def log_hyperparams(self, params: Any) -> None:
+        """Log hyper-parameters with file paths redacted."""
+        super().log_hyperparams(redact_paths(params))
+
+    def _refuse(self, what: str) -> None:
+        rank_zero_warn(f"medxfer's WandbLogger does not upload {what} (patient data stays local)")
+
+    def log_image(self, *args: Any, **kwargs: Any) -> None:
+        self._refuse("images")
+
+    def log_table(self, *args: Any, **kwargs: Any) -> None:
+        self._refuse("tables")
+
+    def log_text(self, *args: Any, **kwargs: Any) -> None:
+        self._refuse("text tables")
+
+    def log_audio(self, *args: Any, **kwargs: Any) -> None:
+        self._refuse("audio")
+
+    def log_video(self, *args: Any, **kwargs: Any) -> None:
+        self._refuse("videos")
