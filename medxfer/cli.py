@@ -224,5 +224,13 @@ def main(argv: Sequence[str] | None = None) -> int | None:
         return _list(argv[1:])
     if argv and argv[0] == "synthesize":
         return _synthesize(argv[1:])
+    if argv and argv[0] == "study":
+        from medxfer.study import main as study_main
+
+        return study_main(argv[1:])
+    if argv and argv[0] == "report":
+        from medxfer.report import main as report_main
+
+        return report_main(argv[1:])
     build_cli(argv)
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 from .base import EvalSetCallback, analysis_dir, write_json
 from .calibration import CalibrationCallback
 from .convergence import ConvergenceCallback
+from .predictions import PredictionWriter
 from .representation import CKACallback, WeightDriftCallback
 from .subgroups import SubgroupCallback
 
@@ -25,6 +26,7 @@ __all__ = [
     "CalibrationCallback",
     "ConvergenceCallback",
     "EvalSetCallback",
+    "PredictionWriter",
     "SubgroupCallback",
     "WeightDriftCallback",
     "analysis_dir",

@@ -1,0 +1,443 @@
+"""``medxfer report STUDY``: the paper's tables and plots from a study folder.
+
+For every configuration (``STUDY/<name>/seed<k>/``, written by ``medxfer study``) and test set:
+the mean over replicas of AUROC with a 95 % percentile bootstrap interval (1000 resamples of the
+test cases, the same resamples for every replica, so the interval is that of the replica mean),
+ECE and top-1 where logged; data-efficiency curves (metric against ``train_fraction`` per
+backbone) and the fraction at which each backbone matches a baseline; subgroup gaps; CKA against
+depth and weight drift per stage; and Welch's two-sample t-test between two configurations
+across replicas. Written as Markdown and HTML with PNG figures in ``STUDY/report/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy import stats
+
+from medxfer.metrics.bootstrap import resampled_auroc
+from medxfer.plots import plt
+
+__all__ = ["Run", "build_report", "find_runs", "replica_auroc_ci"]
+
+
+@dataclass
+class Run:
+    """One replica of a configuration."""
+
+    name: str
+    seed: int
+    folder: Path
+    results: dict[str, float]
+    backbone: str = "?"
+    pretrained: str = "none"
+    fraction: float = 1.0
+    analysis: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.analysis = self.folder / "analysis"
+
+
+def find_runs(study: Path) -> list[Run]:
+    """Every finished replica of ``study`` (those with ``results.json``)."""
+    runs = []
+    for res in sorted(study.glob("*/seed*/results.json")):
+        folder = res.parent
+        run = Run(folder.parent.name, int(folder.name[4:]), folder, json.loads(res.read_text()))
+        cfg_path = folder / "config.yaml"
+        if cfg_path.is_file():
+            cfg = yaml.safe_load(cfg_path.read_text()) or {}
+            model = (cfg.get("model") or {}).get("init_args", {})
+            data = (cfg.get("data") or {}).get("init_args", {})
+            run.backbone = str(model.get("backbone", "?"))
+            run.pretrained = str(model.get("pretrained") or model.get("initialised_from") or "none")
+            run.fraction = float(data.get("train_fraction") or 1.0)
+        runs.append(run)
+    if not runs:
+        raise FileNotFoundError(
+            f"{study}: no finished runs (expected <name>/seed<k>/results.json, written by medxfer study)"
+        )
+    return runs
+
+
+def _onehot_if_multiclass(target: np.ndarray) -> np.ndarray:
+    known = target[~np.isnan(target)]
+    if known.size and not np.isin(known, (0.0, 1.0)).all():  # soft labels: score the top label
+        return np.eye(target.shape[1])[np.nan_to_num(target).argmax(axis=1)]
+    return target
+
+
+def replica_auroc_ci(
+    probs: Sequence[np.ndarray],
+    target: np.ndarray,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Mean AUROC over replicas (mean over labels, each over its known cases) and the percentile
+    interval of that mean under resampling of the shared test cases."""
+    target = _onehot_if_multiclass(np.asarray(target, dtype=np.float64))
+    t2 = target[:, None] if target.ndim == 1 else target
+    n = len(t2)
+    rng = np.random.default_rng(seed)
+
+    def mean_auroc(idx: np.ndarray) -> np.ndarray:
+        per_replica = []
+        for p in probs:
+            p2 = np.asarray(p, dtype=np.float64).reshape(n, -1)
+            labels = np.stack(
+                [resampled_auroc(p2[:, k], t2[:, k], idx) for k in range(t2.shape[1])], axis=1
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                per_replica.append(np.nanmean(labels, axis=1))
+        return np.mean(per_replica, axis=0)
+
+    point = float(mean_auroc(np.arange(n)[None])[0])
+    samples = np.concatenate(
+        [
+            mean_auroc(rng.integers(0, n, size=(min(128, n_resamples - s), n)))
+            for s in range(0, n_resamples, 128)
+        ]
+    )
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.nanpercentile(samples, [tail, 100 - tail])
+    return point, float(low), float(high)
+
+
+def _sets(runs: list[Run]) -> list[str]:
+    return sorted({k.split("/")[1] for r in runs for k in r.results if k.startswith("test/")})
+
+
+def _mean(values: list[float]) -> float:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def _fmt(v: float, digits: int = 3) -> str:
+    return "n/a" if v is None or math.isnan(v) else f"{v:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        + ["| " + " | ".join(r) + " |" for r in rows]
+    )
+
+
+def _matching_fraction(fractions: list[float], values: list[float], target: float) -> float | None:
+    """Smallest fraction at which the curve reaches ``target`` (linear between points)."""
+    pts = sorted(zip(fractions, values, strict=True))
+    for (f0, v0), (f1, v1) in zip([(0.0, -math.inf), *pts], pts, strict=False):
+        if v1 >= target:
+            if v0 == -math.inf or v1 == v0:
+                return f1
+            return f0 + (target - v0) / (v1 - v0) * (f1 - f0)
+    return None
+
+
+def build_report(
+    study: Path,
+    out: Path | None = None,
+    baseline: str | None = None,
+    compare: Sequence[str] | None = None,
+    n_resamples: int = 1000,
+) -> Path:
+    """Write ``report.md``, ``report.html`` and the figures; returns the Markdown path."""
+    runs = find_runs(study)
+    out = out or study / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    names = sorted({r.name for r in runs})
+    by_name = {n: [r for r in runs if r.name == n] for n in names}
+    sets = _sets(runs)
+    md: list[str] = [
+        f"# Study report: {study.name}",
+        "",
+        f"{len(runs)} runs, {len(names)} configurations, test sets: {', '.join(sets)}.",
+        "",
+    ]
+    figures: list[tuple[str, str]] = []
+
+    # Main table ------------------------------------------------------------------------
+    rows, mean_auroc = [], {}
+    for name in names:
+        reps = by_name[name]
+        for s in sets:
+            preds = [
+                np.load(r.analysis / f"predictions_{s}.npz")
+                for r in reps
+                if (r.analysis / f"predictions_{s}.npz").is_file()
+            ]
+            same_cases = preds and all(np.array_equal(p["id"], preds[0]["id"]) for p in preds)
+            if same_cases:
+                point, low, high = replica_auroc_ci(
+                    [p["probs"] for p in preds], preds[0]["target"], n_resamples
+                )
+                auroc = f"{point:.3f} [{low:.3f}, {high:.3f}]"
+            else:
+                point = _mean([r.results.get(f"test/{s}/auroc_mean", math.nan) for r in reps])
+                auroc = f"{_fmt(point)} (no per-case predictions: no interval)"
+            mean_auroc[(name, s)] = point
+            rows.append(
+                [
+                    name,
+                    reps[0].backbone,
+                    reps[0].pretrained,
+                    f"{reps[0].fraction:g}",
+                    s,
+                    str(len(reps)),
+                    auroc,
+                    _fmt(_mean([r.results.get(f"test/{s}/ece", math.nan) for r in reps])),
+                    _fmt(_mean([r.results.get(f"test/{s}/top1", math.nan) for r in reps])),
+                ]
+            )
+    md += [
+        "## Performance",
+        "",
+        "AUROC: mean over replicas with a 95 % bootstrap interval over test cases "
+        f"({n_resamples} resamples). ECE and top-1: means over replicas.",
+        "",
+        _table(
+            [
+                "configuration",
+                "backbone",
+                "pre-training",
+                "train fraction",
+                "test set",
+                "replicas",
+                "AUROC [95% CI]",
+                "ECE",
+                "top-1",
+            ],
+            rows,
+        ),
+        "",
+    ]
+
+    # Data efficiency -----------------------------------------------------------------------
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name in names:
+        groups.setdefault((by_name[name][0].backbone, by_name[name][0].pretrained), []).append(name)
+    if any(len({by_name[n][0].fraction for n in ns}) > 1 for ns in groups.values()):
+        fig, axes = plt.subplots(1, len(sets), figsize=(4.5 * len(sets), 3.5), squeeze=False)
+        for ax, s in zip(axes[0], sets, strict=True):
+            for (bb, pre), ns in groups.items():
+                pts = sorted((by_name[n][0].fraction, mean_auroc[(n, s)]) for n in ns)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{bb} ({pre})")
+            ax.set(xscale="log", xlabel="fraction of training data", ylabel="AUROC", title=s)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "data_efficiency.png", dpi=120)
+        plt.close(fig)
+        figures.append(("Data efficiency", "data_efficiency.png"))
+        md += ["## Data efficiency", "", "![data efficiency](data_efficiency.png)", ""]
+        if baseline is not None:
+            if baseline not in by_name:
+                raise ValueError(
+                    f"baseline {baseline!r} is not a configuration of the study: {names}"
+                )
+            rows = []
+            for s in sets:
+                target = mean_auroc[(baseline, s)]
+                for (bb, pre), ns in groups.items():
+                    fr = [by_name[n][0].fraction for n in ns]
+                    match = _matching_fraction(fr, [mean_auroc[(n, s)] for n in ns], target)
+                    rows.append(
+                        [
+                            s,
+                            f"{bb} ({pre})",
+                            _fmt(target),
+                            "not reached" if match is None else f"{match:.3g}",
+                        ]
+                    )
+            md += [
+                f"Fraction of training data at which each backbone matches the baseline `{baseline}`:",
+                "",
+                _table(["test set", "backbone", "baseline AUROC", "matching fraction"], rows),
+                "",
+            ]
+
+    # Subgroups ------------------------------------------------------------------------------
+    rows, gap_plot = [], {}
+    for name in names:
+        for s in sets:
+            reports = [
+                json.loads(p.read_text())
+                for r in by_name[name]
+                if (p := r.analysis / f"subgroups_test_{s}.json").is_file()
+            ]
+            for attr in sorted({a for rep in reports for a in rep["attributes"]}):
+                vals = [rep["attributes"][attr] for rep in reports if attr in rep["attributes"]]
+                gap, worst = _mean([v["gap"] for v in vals]), _mean([v["worst"] for v in vals])
+                small = sorted({g for v in vals for g in v["too_small"]})
+                rows.append([name, s, attr, _fmt(gap), _fmt(worst), ", ".join(small) or "-"])
+                gap_plot[(name, s, attr)] = gap
+    if rows:
+        md += [
+            "## Subgroups",
+            "",
+            "Gap: the largest relative deviation of a subgroup from the mean over subgroups "
+            "(mean over replicas); subgroups under the minimum size are listed, not scored.",
+            "",
+            _table(
+                ["configuration", "test set", "attribute", "gap", "worst group", "too small"], rows
+            ),
+            "",
+        ]
+        fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(gap_plot)), 3.5))
+        ax.bar(range(len(gap_plot)), [0 if math.isnan(v) else v for v in gap_plot.values()])
+        ax.set_xticks(
+            range(len(gap_plot)), ["/".join(k) for k in gap_plot], rotation=90, fontsize=6
+        )
+        ax.set(ylabel="subgroup gap", title="subgroup gaps")
+        fig.tight_layout()
+        fig.savefig(out / "subgroup_gaps.png", dpi=120)
+        plt.close(fig)
+        figures.append(("Subgroup gaps", "subgroup_gaps.png"))
+        md += ["![subgroup gaps](subgroup_gaps.png)", ""]
+
+    # Feature reuse ---------------------------------------------------------------------------
+    cka = {
+        n: json.loads(p.read_text())["history"]
+        for n in names
+        if (p := by_name[n][0].analysis / "cka.json").is_file()
+    }
+    if cka:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for n, hist in cka.items():
+            end = [h for h in hist if h["when"] == "end"] or hist[-1:]
+            stages = list(end[-1]["cka"])
+            ax.plot(range(len(stages)), [end[-1]["cka"][s] for s in stages], "o-", label=n)
+        ax.set(
+            xlabel="stage",
+            ylabel="CKA to initialisation",
+            ylim=(0, 1.05),
+            title="CKA against depth",
+        )
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "cka_vs_depth.png", dpi=120)
+        plt.close(fig)
+        figures.append(("CKA against depth", "cka_vs_depth.png"))
+        md += ["## Feature reuse", "", "![CKA against depth](cka_vs_depth.png)", ""]
+    drift = {
+        n: json.loads(p.read_text())["history"][-1]["drift"]
+        for n in names
+        if (p := by_name[n][0].analysis / "weight_drift.json").is_file()
+    }
+    if drift:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        width = 0.8 / len(drift)
+        for i, (n, d) in enumerate(drift.items()):
+            stages = [k for k in d if k.startswith("stage/")]
+            ax.bar(np.arange(len(stages)) + i * width, [d[k]["l1"] for k in stages], width, label=n)
+        ax.set_xticks(np.arange(len(stages)), [k[6:] for k in stages], rotation=30, fontsize=7)
+        ax.set(ylabel="mean |w - w0|", title="weight drift per stage")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "drift_per_block.png", dpi=120)
+        plt.close(fig)
+        figures.append(("Weight drift", "drift_per_block.png"))
+        md += ["![weight drift](drift_per_block.png)", ""]
+
+    # t-test -----------------------------------------------------------------------------------
+    if compare:
+        a, b = compare
+        rows = []
+        for s in sets:
+            va = [r.results.get(f"test/{s}/auroc_mean", math.nan) for r in by_name[a]]
+            vb = [r.results.get(f"test/{s}/auroc_mean", math.nan) for r in by_name[b]]
+            res = stats.ttest_ind(va, vb, equal_var=False) if min(len(va), len(vb)) > 1 else None
+            rows.append(
+                [
+                    s,
+                    _fmt(float(np.mean(va))),
+                    _fmt(float(np.mean(vb))),
+                    "n/a" if res is None else _fmt(float(res.statistic)),
+                    "n/a" if res is None else _fmt(float(res.pvalue), 4),
+                ]
+            )
+        md += [
+            f"## {a} vs {b}",
+            "",
+            "Welch's two-sample t-test on the replicas' AUROC.",
+            "",
+            _table(["test set", f"{a} mean", f"{b} mean", "t", "p"], rows),
+            "",
+        ]
+
+    text = "\n".join(md)
+    (out / "report.md").write_text(text)
+    (out / "report.html").write_text(_html(text))
+    return out / "report.md"
+
+
+def _cells(row: str, tag: str) -> str:
+    return "".join(f"<{tag}>{html.escape(c.strip())}</{tag}>" for c in row.strip("|").split("|"))
+
+
+def _html(markdown: str) -> str:
+    """A self-contained HTML rendering of the report's Markdown (headings, tables, images)."""
+    body, table = [], []
+
+    def flush() -> None:
+        if table:
+            head, *rest = table
+            body.append(
+                "<table><tr>"
+                + _cells(head, "th")
+                + "</tr>"
+                + "".join("<tr>" + _cells(r, "td") + "</tr>" for r in rest[1:])
+                + "</table>"
+            )
+            table.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
+        elif line.startswith("!["):
+            alt, src = line[2:].split("](")
+            body.append(f'<img src="{html.escape(src.rstrip(")"))}" alt="{html.escape(alt)}">')
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}img{max-width:100%}"
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>medxfer report</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+
+
+def main(argv: Sequence[str]) -> int:
+    """``medxfer report STUDY [--out DIR] [--baseline NAME] [--compare A B]``."""
+    p = argparse.ArgumentParser(
+        prog="medxfer report", description="Tables and plots of a study folder."
+    )
+    p.add_argument("study", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="default: STUDY/report")
+    p.add_argument(
+        "--baseline", default=None, help="configuration whose AUROC the others must match"
+    )
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        default=None,
+        help="t-test between two configurations",
+    )
+    p.add_argument("--resamples", type=int, default=1000)
+    args = p.parse_args(argv)
+    path = build_report(args.study, args.out, args.baseline, args.compare, args.resamples)
+    print(f"wrote {path} and {path.with_suffix('.html')}")
+    return 0
