@@ -18,7 +18,7 @@ import numpy as np
 
 __all__ = ["BootstrapCI", "bootstrap_ci", "resampled_auroc"]
 
-_BLOCK = 128  # resamples per vectorised block (bounds memory at block * n indices)
+_BLOCK = 64  # resamples per vectorised block (bounds memory at block * n indices)
 
 
 @dataclass(frozen=True)
@@ -34,23 +34,39 @@ class BootstrapCI:
         return f"{self.value:.4f} [{self.low:.4f}, {self.high:.4f}]"
 
 
+def _auroc_codes(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Per case ``class * G + tie_group`` (class 0 negative, 1 positive, 2 unknown), G, classes."""
+    _, group = np.unique(scores, return_inverse=True)
+    n_groups = int(group.max()) + 1 if len(group) else 1
+    known = ~np.isnan(labels)
+    cls = np.where(known, labels, 0).astype(np.int64) + 2 * (~known)
+    n_cls = 3 if (~known).any() else 2
+    return (cls * n_groups + group).astype(np.int64), n_groups, n_cls
+
+
+def _auroc_from_codes(
+    code: np.ndarray, n_groups: int, n_cls: int, indices: np.ndarray
+) -> np.ndarray:
+    r = indices.shape[0]
+    span = n_cls * n_groups
+    dtype = np.int32 if r * span < 2**31 else np.int64
+    key = code.astype(dtype)[indices]
+    key += (np.arange(r, dtype=dtype) * span)[:, None]
+    counts = np.bincount(key.ravel(), minlength=r * span).reshape(r, n_cls, n_groups)
+    neg, pos = counts[:, 0], counts[:, 1]
+    below = np.cumsum(neg, axis=1) - neg
+    num = (pos * (2 * below + neg)).sum(axis=1, dtype=np.float64) / 2  # ties count one half
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return num / (pos.sum(axis=1, dtype=np.float64) * neg.sum(axis=1, dtype=np.float64))
+
+
 def resampled_auroc(scores: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """AUROC of each resample, a row of case ``indices`` ``(R, m)`` into ``scores`` / ``labels``
     (0/1, NaN = unknown: not counted); NaN where a resample lacks a class.
 
     ``AUROC = sum_g pos_g (neg below g + neg_g / 2) / (n_pos n_neg)`` over tie groups g.
     """
-    _, group = np.unique(scores, return_inverse=True)
-    n_groups = int(group.max()) + 1 if len(group) else 1
-    known = ~np.isnan(labels)
-    cls = np.where(known, labels, 0).astype(np.int64) + 2 * (~known)  # 0 neg, 1 pos, 2 unknown
-    r = indices.shape[0]
-    key = (np.arange(r)[:, None] * 3 + cls[indices]) * n_groups + group[indices]
-    counts = np.bincount(key.ravel(), minlength=r * 3 * n_groups).reshape(r, 3, n_groups)
-    neg, pos = counts[:, 0].astype(np.float64), counts[:, 1].astype(np.float64)
-    below = np.cumsum(neg, axis=1) - neg
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (pos * (below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
+    return _auroc_from_codes(*_auroc_codes(scores, labels), indices)
 
 
 def bootstrap_ci(
@@ -85,10 +101,10 @@ def bootstrap_ci(
     elif metric == "auroc":
         p2, t2 = (probs[:, None], target[:, None]) if probs.ndim == 1 else (probs, target)
 
+        codes = [_auroc_codes(p2[:, k], t2[:, k]) for k in range(p2.shape[1])]
+
         def stat(idx: np.ndarray) -> np.ndarray:
-            per_label = np.stack(
-                [resampled_auroc(p2[:, k], t2[:, k], idx) for k in range(p2.shape[1])], axis=1
-            )
+            per_label = np.stack([_auroc_from_codes(*c, idx) for c in codes], axis=1)
             with warnings.catch_warnings():  # a resample lacking a class in every label is NaN
                 warnings.simplefilter("ignore", RuntimeWarning)
                 return np.nanmean(per_label, axis=1)
