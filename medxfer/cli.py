@@ -42,11 +42,24 @@ class MedxferCLI(LightningCLI):
         )
         parser.link_arguments("data.channels", "model.init_args.in_chans", apply_on="instantiate")
         parser.add_argument(
+            "--hyperrule",
+            type=bool,
+            default=False,
+            help="fit only: set lr, schedule, MixUp, resolution and steps by BiT-HyperRule",
+        )
+        parser.add_argument(
             "--test_after_fit",
             type=bool,
             default=True,
             help="after fit, test the best checkpoint on every test set (fit only)",
         )
+
+    def before_fit(self) -> None:
+        if self.config[self.subcommand].get("hyperrule", False):
+            from medxfer.hyperrule import apply_hyperrule
+
+            rule = apply_hyperrule(self.model, self.datamodule, self.trainer)
+            print(f"BiT-HyperRule: {rule}")
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):

@@ -71,3 +71,62 @@ def bit_hyperrule(dataset_size: int, image_size: int | Sequence[int]) -> HyperRu
     else:
         schedule = (500, 6000, 12_000, 18_000, 20_000)
     return HyperRule(resolution, schedule, 0.0 if dataset_size < 20_000 else 0.1)
+
+
+def _first_image_size(dataset: object) -> tuple[int, int] | None:
+    """(H, W) of the first image file of a medxfer dataset (``paths`` attribute)."""
+    from PIL import Image
+
+    paths = getattr(dataset, "paths", None)
+    if not paths:
+        return None
+    first = paths[0]
+    while isinstance(first, list):
+        first = next((p for p in first if p), None)
+    if not first:
+        return None
+    try:
+        with Image.open(first) as img:
+            return img.size[1], img.size[0]
+    except OSError:
+        import pydicom
+
+        ds = pydicom.dcmread(first, stop_before_pixels=True)
+        return int(ds.Rows), int(ds.Columns)
+
+
+def apply_hyperrule(model: object, datamodule: object, trainer: object) -> HyperRule:
+    """Set a run's hyper-parameters by BiT-HyperRule (``medxfer fit --hyperrule true``).
+
+    Reads the training split to count examples and the first image for its size, then sets the
+    task's optimiser (SGD, momentum 0.9, lr ``0.003 * batch / 512``), warm-up and step decay
+    (÷10 at each boundary), MixUp alpha, the datamodule's resize / crop, and the trainer's
+    ``max_steps``. Returns the rule.
+    """
+    datamodule.setup("fit")  # type: ignore[attr-defined]
+    train = datamodule.train_set  # type: ignore[attr-defined]
+    size = _first_image_size(train) or (224, 224)
+    rule = bit_hyperrule(len(train), size)
+    hp = model.hparams  # type: ignore[attr-defined]
+    batch = datamodule.batch_size  # type: ignore[attr-defined]
+    hp.update(
+        optimizer="sgd",
+        momentum=0.9,
+        lr=rule.base_lr * batch / rule.batch_size,
+        schedule="step",
+        warmup_steps=rule.schedule[0],
+        decay_every=None,
+        decay_at=list(rule.schedule[1:-1]),
+        decay_factor=0.1,
+        mixup=rule.mixup,
+    )
+    dhp = datamodule.hparams  # type: ignore[attr-defined]
+    if "image_size" in dhp:
+        dhp["resize"], dhp["image_size"] = rule.resolution
+        datamodule.train_set, datamodule.val_set, datamodule.test_sets = (
+            None,
+            None,
+            {},
+        )  # rebuilt at the new size
+    trainer.fit_loop.max_steps = rule.total_steps  # type: ignore[attr-defined]
+    return rule

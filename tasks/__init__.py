@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from medxfer.registry import Registry
 
-from .base import TransferTask
+from .base import TransferTask, mixup_batch
 from .case import CaseClassifier, CaseMetrics, masked_mean
 from .mammo import MammographyClassifier, masked_focal_loss
 from .multilabel import MultiLabelClassifier, masked_bce_with_logits
@@ -21,6 +21,7 @@ __all__ = [
     "masked_bce_with_logits",
     "masked_focal_loss",
     "masked_mean",
+    "mixup_batch",
 ]
 
 TASKS: Registry[type[TransferTask]] = Registry("task", group="medxfer.tasks")

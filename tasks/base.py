@@ -31,7 +31,22 @@ from torchmetrics import Metric
 from medxfer.backbones import create_backbone, parameter_stages, stage_names
 from medxfer.naming import eval_prefix
 
-__all__ = ["TransferTask"]
+__all__ = ["TransferTask", "mixup_batch"]
+
+
+def mixup_batch(batch: dict[str, Any], alpha: float) -> dict[str, Any]:
+    """MixUp of a batch with a shuffled copy of itself: ``lambda ~ Beta(alpha, alpha)`` from
+    torch's (seeded) generator; images and targets mixed (an unknown, NaN, target stays
+    unknown), multi-image masks joined."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    target = batch["target"]
+    perm = torch.randperm(len(target), device=target.device)
+    out = dict(batch)
+    out["image"] = lam * batch["image"] + (1 - lam) * batch["image"][perm]
+    out["target"] = lam * target + (1 - lam) * target[perm]
+    if "mask" in batch:
+        out["mask"] = batch["mask"] | batch["mask"][perm]
+    return out
 
 
 class TransferTask(L.LightningModule):
@@ -58,10 +73,15 @@ class TransferTask(L.LightningModule):
             warm-up.
         warmup_steps: optimizer steps of linear warm-up.
         decay_every: steps between decays of the ``step`` schedule (None: never).
+        decay_at: explicit decay steps of the ``step`` schedule instead (the rate is multiplied
+            by ``decay_factor`` once past each; BiT-HyperRule's boundaries).
         decay_factor: multiplier at each decay.
         freeze_stages: freeze the first N entries of the backbone's ``feature_info`` (1: the
             stem, 2: stem and first stage, ...); their norm layers stay in eval mode.
         channels_last: run the backbone in channels-last memory format (faster on GPUs).
+        mixup: MixUp alpha in training (Zhang et al., ICLR 2018; BiT-HyperRule uses 0.1 from
+            20k examples): images, masks and targets of shuffled pairs mixed with
+            ``lambda ~ Beta(alpha, alpha)``; 0 disables it.
         initialised_from: records where the initial weights came from; never loaded (set by
             checkpoints, which hold the weights themselves).
     """
@@ -85,9 +105,11 @@ class TransferTask(L.LightningModule):
         schedule: Literal["step", "cosine", "constant"] = "step",
         warmup_steps: int = 0,
         decay_every: int | None = None,
+        decay_at: list[int] | None = None,
         decay_factor: float = 0.1,
         freeze_stages: int = 0,
         channels_last: bool = False,
+        mixup: float = 0.0,
         initialised_from: str | None = None,
     ) -> None:
         super().__init__()
@@ -202,6 +224,8 @@ class TransferTask(L.LightningModule):
 
     # ------------------------------------------------------------------------------- steps
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if self.hparams.mixup > 0:
+            batch = mixup_batch(batch, self.hparams.mixup)
         logits = self(batch)
         loss = self.loss(logits.float(), batch["target"])
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["target"]))
@@ -281,6 +305,8 @@ class TransferTask(L.LightningModule):
         if step < hp.warmup_steps:
             return (step + 1) / hp.warmup_steps
         if hp.schedule == "step":
+            if hp.decay_at:
+                return hp.decay_factor ** sum(1 for m in hp.decay_at if m < step)
             return hp.decay_factor ** (step // hp.decay_every) if hp.decay_every else 1.0
         if hp.schedule == "cosine":
             span = max(1, total_steps - hp.warmup_steps)

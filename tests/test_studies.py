@@ -152,3 +152,60 @@ def test_datamodule_train_fraction(synthetic_cxr) -> None:
     assert val[None] == val[0.5] == val[0.25]  # only training is subsampled
     assert sizes[0.25] < sizes[0.5] < sizes[None]
     assert abs(len(sizes[0.5]) / len(sizes[None]) - 0.5) < 0.05
+
+
+def test_mixup_mixes_images_and_targets_with_one_lambda() -> None:
+    import torch
+
+    from medxfer.tasks import mixup_batch
+
+    torch.manual_seed(0)
+    x = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 2, 2)
+    t = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, float("nan")], [0.0, 0.0]])
+    out = mixup_batch(
+        {
+            "image": x,
+            "target": t,
+            "mask": torch.tensor([[1, 0], [1, 1], [1, 0], [1, 0]], dtype=torch.bool),
+        },
+        0.4,
+    )
+    torch.manual_seed(0)
+    lam = float(torch.distributions.Beta(0.4, 0.4).sample())
+    perm = torch.randperm(4)
+    torch.testing.assert_close(out["image"], lam * x + (1 - lam) * x[perm])
+    torch.testing.assert_close(out["target"], lam * t + (1 - lam) * t[perm], equal_nan=True)
+    assert torch.isnan(out["target"][(perm == 2).nonzero()[0, 0], 1]) and out["mask"][:, 0].all()
+
+
+def test_hyperrule_applied_to_a_run(synthetic_cxr) -> None:
+    from medxfer.datamodules import ChestXrayDataModule, CXRTable
+    from medxfer.hyperrule import apply_hyperrule
+    from medxfer.tasks import MultiLabelClassifier
+
+    dm = ChestXrayDataModule(
+        CXRTable(str(synthetic_cxr["chexpert"])), image_size=32, batch_size=16, num_workers=0
+    )
+    task = MultiLabelClassifier(
+        backbone="timm/test_resnet", num_classes=5, optimizer="adam", lr=0.1
+    )
+
+    class FakeTrainer:
+        class fit_loop:
+            max_steps = -1
+
+    trainer = FakeTrainer()
+    rule = apply_hyperrule(task, dm, trainer)
+    assert rule.schedule == (100, 200, 300, 400, 500) and rule.resolution == (
+        160,
+        128,
+    )  # 40 px images, < 20k cases
+    hp = task.hparams
+    got = (hp.optimizer, hp.momentum, hp.warmup_steps, hp.decay_at, hp.mixup)
+    assert got == ("sgd", 0.9, 100, [200, 300, 400], 0.0)
+    assert hp.lr == pytest.approx(0.003 * 16 / 512) and trainer.fit_loop.max_steps == 500
+    dm.setup("fit")
+    assert dm.train_set[0]["image"].shape[-1] == 128
+    for step in (99, 100, 150, 200, 201, 250, 301, 450):  # the task's schedule is the rule's
+        expected = rule.lr_at(step + 1 if step < 100 else step) * 16 / 512  # warm-up counts from 1
+        assert task.lr_factor(step, 500) * hp.lr == pytest.approx(expected)
