@@ -65,6 +65,15 @@ DATA = {
         "--model.init_args.backbone=bit-r50x1",
     ],
     "mammo_bit.yaml": lambda d: [f"--data.init_args.train={d}/mammo/exams.csv"],
+    "resolution_chexpert.yaml": lambda d: [
+        f"--data.init_args.train.csv={d}/chexpert/CheXpert-v1.0-synthetic/train.csv",
+        "--data.init_args.shifted={}",
+    ],
+    "resolution_derm.yaml": lambda d: [
+        f"--data.init_args.train={d}/derm/cases.csv",
+        "--model.init_args.backbone=bit-r50x1",
+    ],
+    "resolution_mammo.yaml": lambda d: [f"--data.init_args.train={d}/mammo/exams.csv"],
 }
 
 
@@ -90,11 +99,12 @@ def test_agent_command_line_reaches_the_model(
         cli = build_cli([*cmd[2:], *extra], run=False)
         for key, value in point.items():
             section, *rest = key.split(".")
-            got = (
-                getattr(cli.model.hparams, rest[-1])
-                if section == "model"
-                else getattr(cli.trainer, rest[-1])
-            )
+            if section == "model":
+                got = getattr(cli.model.hparams, rest[-1])
+            elif section == "data":
+                got = cli.datamodule.hparams[rest[-1]]
+            else:
+                got = getattr(cli.trainer, rest[-1])
             assert got == (pytest.approx(value) if isinstance(value, float) else value), key
         assert any(isinstance(lg, WandbLogger) for lg in cli.trainer.loggers)
 
