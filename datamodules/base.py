@@ -21,6 +21,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from medxfer.data.images import ImageDecodeError, read_grey_image
+from medxfer.data.splits import patient_split
 from medxfer.data.subsample import subsample_mask
 
 __all__ = ["ImageTableDataset", "MedxferDataModule", "age_group"]
@@ -182,6 +183,49 @@ class MedxferDataModule(L.LightningDataModule):
         )
         return table[keep]
 
+    # Tables and splits -----------------------------------------------------------------------
+    def set_tables(
+        self,
+        train: Any,
+        val: Any,
+        test: Any,
+        shifted: dict[str, Any] | None,
+        name: str,
+        split: Sequence[float],
+    ) -> None:
+        """Record the training table, optional explicit val / test tables (whose fractions in
+        ``split`` must then be 0) and the shifted sets."""
+        if (val is not None and split[1] != 0) or (test is not None and split[2] != 0):
+            raise ValueError(
+                f"split={tuple(split)} re-splits val/test from train, but explicit val/test tables were given: set their fractions to 0"
+            )
+        self.tables = {"train": train, "val": val, "test": test}
+        self.shifted = dict(shifted or {})
+        if name in self.shifted:
+            raise ValueError(f"shifted set name {name!r} equals the in-distribution name")
+        self.name = name
+
+    def split_tables(
+        self,
+        read: Callable[[Any], pd.DataFrame],
+        split: Sequence[float],
+        seed: int,
+        read_eval: Callable[[Any], pd.DataFrame] | None = None,
+    ) -> dict[str, pd.DataFrame]:
+        """Train / val / test tables: the training table re-split by patient, with explicit val
+        / test tables (read with ``read_eval``, default ``read``) in place of their parts."""
+        parts = dict(
+            zip(
+                ("train", "val", "test"),
+                patient_split(read(self.tables["train"]), split, seed),
+                strict=True,
+            )
+        )
+        for part in ("val", "test"):
+            if self.tables[part] is not None:
+                parts[part] = (read_eval or read)(self.tables[part])
+        return parts
+
     # What the CLI links into the task -------------------------------------------------------
     @property
     def label_names(self) -> list[str]:
@@ -201,7 +245,7 @@ class MedxferDataModule(L.LightningDataModule):
     @property
     def eval_names(self) -> list[str]:
         """Names of the test dataloaders, in order (the in-distribution set first)."""
-        return list(self.test_sets)
+        return [self.name, *self.shifted] if hasattr(self, "name") else list(self.test_sets)
 
     # Loaders ----------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:

@@ -16,7 +16,6 @@ from typing import Literal
 
 import pandas as pd
 
-from medxfer.data.splits import patient_split
 from medxfer.data.subsample import multilabel_strata
 from medxfer.transforms import GreyImageTransform
 
@@ -112,16 +111,7 @@ class ChestXrayDataModule(MedxferDataModule):
             subsample_seed,
         )
         self.save_hyperparameters()
-        if (val is not None and split[1] != 0) or (test is not None and split[2] != 0):
-            raise ValueError(
-                f"split={tuple(split)} re-splits val/test from train, but explicit val/test tables were "
-                "given: set their fractions to 0"
-            )
-        self.tables = {"train": train, "val": val, "test": test}
-        self.shifted = dict(shifted or {})
-        if name in self.shifted:
-            raise ValueError(f"shifted set name {name!r} equals the in-distribution name")
-        self.name = name
+        self.set_tables(train, val, test, shifted, name, split)
         self.labels = list(labels)
         self._channels = channels
 
@@ -132,10 +122,6 @@ class ChestXrayDataModule(MedxferDataModule):
     @property
     def channels(self) -> int:
         return self._channels
-
-    @property
-    def eval_names(self) -> list[str]:
-        return [self.name, *self.shifted]
 
     def read_table(self, table: CXRTable, uncertainty: str) -> pd.DataFrame:
         """Read one table with this datamodule's label settings and add the group columns."""
@@ -173,24 +159,17 @@ class ChestXrayDataModule(MedxferDataModule):
         if self.train_set is not None or self.test_sets:
             return
         hp = self.hparams
-        train_df = self.read_table(self.tables["train"], hp.uncertainty)
-        parts = dict(
-            zip(
-                ("train", "val", "test"),
-                patient_split(train_df, hp.split, hp.split_seed),
-                strict=True,
-            )
+        parts = self.split_tables(
+            lambda t: self.read_table(t, hp.uncertainty),
+            hp.split,
+            hp.split_seed,
+            read_eval=lambda t: self.read_table(t, hp.eval_uncertainty),
         )
-        for part in ("val", "test"):
-            if self.tables[part] is not None:
-                parts[part] = self.read_table(self.tables[part], hp.eval_uncertainty)  # type: ignore[arg-type]
-            elif (
-                hp.eval_uncertainty != hp.uncertainty
-                and hp.split[("val", "test").index(part) + 1] > 0
-            ):
-                ids = set(parts[part].index)
-                again = self.read_table(self.tables["train"], hp.eval_uncertainty)
-                parts[part] = again[again.index.isin(ids)]
+        if hp.eval_uncertainty != hp.uncertainty:  # re-split val / test get the evaluation policy
+            again = self.read_table(self.tables["train"], hp.eval_uncertainty)
+            for part in ("val", "test"):
+                if self.tables[part] is None:
+                    parts[part] = again[again.index.isin(parts[part].index)]
         for part, df in parts.items():
             log.info(
                 "%s %s: %d images, %d patients",

@@ -18,7 +18,6 @@ import torch
 from torch.utils.data import Dataset
 
 from medxfer.data.images import read_rgb_image
-from medxfer.data.splits import patient_split
 from medxfer.transforms import ColorImageTransform
 
 from .base import MedxferDataModule, check_images
@@ -143,13 +142,7 @@ class DermatologyDataModule(MedxferDataModule):
             subsample_seed,
         )
         self.save_hyperparameters()
-        if (val is not None and split[1] != 0) or (test is not None and split[2] != 0):
-            raise ValueError(
-                f"split={tuple(split)} re-splits val/test from train, but explicit val/test tables were given: set their fractions to 0"
-            )
-        self.tables = {"train": train, "val": val, "test": test}
-        self.shifted = dict(shifted or {})
-        self.name = name
+        self.set_tables(train, val, test, shifted, name, split)
         self.labels: list[str] | None = None
 
     def _read(self, csv: str) -> pd.DataFrame:
@@ -167,10 +160,6 @@ class DermatologyDataModule(MedxferDataModule):
         """The training split's ``n_conditions`` most common conditions, then "Other" (reads the
         training table on first use)."""
         return self._space()
-
-    @property
-    def eval_names(self) -> list[str]:
-        return [self.name, *self.shifted]
 
     def _dataset(self, cases: pd.DataFrame, train: bool, what: str) -> CaseDataset:
         hp = self.hparams
@@ -204,15 +193,7 @@ class DermatologyDataModule(MedxferDataModule):
         if self.train_set is not None:
             return
         hp = self.hparams
-        table = self._read(self.tables["train"])
-        parts = dict(
-            zip(
-                ("train", "val", "test"), patient_split(table, hp.split, hp.split_seed), strict=True
-            )
-        )
-        for part in ("val", "test"):
-            if self.tables[part] is not None:
-                parts[part] = self._read(self.tables[part])  # type: ignore[arg-type]
+        parts = self.split_tables(self._read, hp.split, hp.split_seed)
         self.labels = build_label_space(parts["train"], hp.n_conditions)
         log.info("%s label space (%d): %s", self.name, len(self.labels), self.labels)
         src = self.tables["train"]

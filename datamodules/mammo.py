@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from medxfer.data.dicom import orient_left, read_dicom
 from medxfer.data.images import read_grey_image
-from medxfer.data.splits import patient_split
 from medxfer.transforms import MammogramTransform
 
 from .base import MedxferDataModule, check_images
@@ -171,13 +170,7 @@ class MammographyDataModule(MedxferDataModule):
             subsample_seed,
         )
         self.save_hyperparameters()
-        if (val is not None and split[1] != 0) or (test is not None and split[2] != 0):
-            raise ValueError(
-                f"split={tuple(split)} re-splits val/test from train, but explicit val/test tables were given: set their fractions to 0"
-            )
-        self.tables = {"train": train, "val": val, "test": test}
-        self.shifted = dict(shifted or {})
-        self.name = name
+        self.set_tables(train, val, test, shifted, name, split)
         self._channels = channels
 
     @property
@@ -187,10 +180,6 @@ class MammographyDataModule(MedxferDataModule):
     @property
     def channels(self) -> int:
         return self._channels
-
-    @property
-    def eval_names(self) -> list[str]:
-        return [self.name, *self.shifted]
 
     def _read(self, csv: str) -> pd.DataFrame:
         hp = self.hparams
@@ -216,15 +205,7 @@ class MammographyDataModule(MedxferDataModule):
         if self.train_set is not None:
             return
         hp = self.hparams
-        table = self._read(self.tables["train"])
-        parts = dict(
-            zip(
-                ("train", "val", "test"), patient_split(table, hp.split, hp.split_seed), strict=True
-            )
-        )
-        for part in ("val", "test"):
-            if self.tables[part] is not None:
-                parts[part] = self._read(self.tables[part])  # type: ignore[arg-type]
+        parts = self.split_tables(self._read, hp.split, hp.split_seed)
         src = self.tables["train"]
         positive = (parts["train"][self.label_names] == 1).any(axis=1)
         parts["train"] = self.subsample_train(

@@ -16,6 +16,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -185,35 +186,21 @@ def _synthesize(argv: Sequence[str]) -> int:
     parser.add_argument("--size", type=int, default=80, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if args.kind == "mammo":
-        a = write_synthetic_mammo(args.out / "mammo", args.patients, size=args.size, seed=args.seed)
-        b = write_synthetic_mammo(
-            args.out / "mammo_b",
-            args.shift_patients,
-            size=args.size,
-            seed=args.seed + 1,
-            shifted=True,
-        )
-        print(f"wrote {a} and {b}")
-        return 0
-    if args.kind == "derm":
-        a = write_synthetic_derm(args.out / "derm", args.patients, size=args.size, seed=args.seed)
-        b = write_synthetic_derm(
-            args.out / "derm_b",
-            args.shift_patients,
-            size=args.size,
-            seed=args.seed + 1,
-            shifted=True,
-        )
-        print(f"wrote {a} and {b}")
-        return 0
-    train = write_synthetic_chexpert(
-        args.out / "chexpert", args.patients, size=args.size, seed=args.seed
-    )
-    nih = write_synthetic_nih(
-        args.out / "nih", args.shift_patients, size=args.size, seed=args.seed + 1
-    )
-    print(f"wrote {train} and {nih}")
+    writers = {  # kind -> (in-domain folder and writer, shifted folder and writer)
+        "cxr": (("chexpert", write_synthetic_chexpert), ("nih", write_synthetic_nih)),
+        "derm": (
+            ("derm", write_synthetic_derm),
+            ("derm_b", partial(write_synthetic_derm, shifted=True)),
+        ),
+        "mammo": (
+            ("mammo", write_synthetic_mammo),
+            ("mammo_b", partial(write_synthetic_mammo, shifted=True)),
+        ),
+    }
+    (a_dir, a_write), (b_dir, b_write) = writers[args.kind]
+    a = a_write(args.out / a_dir, args.patients, size=args.size, seed=args.seed)
+    b = b_write(args.out / b_dir, args.shift_patients, size=args.size, seed=args.seed + 1)
+    print(f"wrote {a} and {b}")
     return 0
 
 
