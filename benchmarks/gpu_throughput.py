@@ -32,6 +32,19 @@ class _Fixed(Dataset):
         return {"image": self.images[i], "target": self.targets[i], "id": str(i)}
 
 
+def _loader(data: Dataset, batch_size: int) -> DataLoader:
+    """The same loader for both loops: shuffled, 4 workers, pinned memory, full batches."""
+    return DataLoader(
+        data,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=4,
+        pin_memory=True,
+        persistent_workers=True,
+        drop_last=True,
+    )
+
+
 def _task(args: argparse.Namespace, channels_last: bool) -> MultiLabelClassifier:
     return MultiLabelClassifier(
         backbone=args.backbone, num_classes=5, channels_last=channels_last, lr=0.003
@@ -45,15 +58,7 @@ def lightning_rate(args: argparse.Namespace, precision: str, channels_last: bool
     for steps in (args.warmup, args.warmup + args.steps):
         torch.manual_seed(0)
         task = _task(args, channels_last)
-        loader = DataLoader(
-            data,
-            batch_size=args.batch_size,
-            shuffle=True,
-            num_workers=4,
-            pin_memory=True,
-            persistent_workers=True,
-            drop_last=True,
-        )
+        loader = _loader(data, args.batch_size)
         trainer = L.Trainer(
             accelerator="gpu",
             devices=1,
@@ -76,15 +81,7 @@ def lightning_rate(args: argparse.Namespace, precision: str, channels_last: bool
 def plain_rate(args: argparse.Namespace, channels_last: bool) -> float:
     """Images/s of a hand-written loop: same model, loss, optimiser, bf16 autocast, data."""
     data = _Fixed(args.batch_size * 8, args.image_size, 5)
-    loader = DataLoader(
-        data,
-        batch_size=args.batch_size,
-        shuffle=True,
-        num_workers=4,
-        pin_memory=True,
-        persistent_workers=True,
-        drop_last=True,
-    )
+    loader = _loader(data, args.batch_size)
     task = _task(args, channels_last).cuda().train()
     opt = torch.optim.SGD(task.parameters(), lr=0.003, momentum=0.9)
     step, t0 = 0, 0.0

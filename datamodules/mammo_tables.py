@@ -25,6 +25,7 @@ from medxfer.data.tables import TableError, check_columns, csv_line
 
 __all__ = [
     "DEFAULT_HORIZONS",
+    "EXAM_COLUMNS",
     "VIEW_ORDER",
     "convert_cbis_ddsm",
     "convert_vindr",
@@ -179,7 +180,8 @@ def read_exam_list(
     return out
 
 
-_EXAM_COLUMNS = [
+#: Columns of a medxfer exam list, in the order the converters and the synthetic writer use.
+EXAM_COLUMNS = [
     "exam_id",
     "patient_id",
     "laterality",
@@ -227,7 +229,7 @@ def convert_vindr(
         }
     )
     out_csv = Path(out_csv)
-    out[_EXAM_COLUMNS].to_csv(out_csv, index=False)
+    out[EXAM_COLUMNS].to_csv(out_csv, index=False)
     return out_csv
 
 
@@ -283,5 +285,5 @@ def convert_cbis_ddsm(
         }
     )
     out_csv = Path(out_csv)
-    out[_EXAM_COLUMNS].to_csv(out_csv, index=False)
+    out[EXAM_COLUMNS].to_csv(out_csv, index=False)
     return out_csv

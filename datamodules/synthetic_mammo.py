@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .mammo_tables import EXAM_COLUMNS
+
 __all__ = ["render_mammogram", "write_dicom", "write_synthetic_mammo"]
 
 _DENSITY_TEXTURE = {"A": 0.05, "B": 0.15, "C": 0.3, "D": 0.45}
@@ -149,18 +151,6 @@ def write_synthetic_mammo(
             )
     with open(out / "exams.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(
-            [
-                "exam_id",
-                "patient_id",
-                "laterality",
-                "view",
-                "image_path",
-                "cancer_months",
-                "followup_months",
-                "density",
-                "site",
-            ]
-        )
+        w.writerow(EXAM_COLUMNS)
         w.writerows(rows)
     return out / "exams.csv"
