@@ -18,7 +18,7 @@ import numpy as np
 
 __all__ = ["BootstrapCI", "bootstrap_ci", "resampled_auroc"]
 
-_BLOCK = 64  # resamples per vectorised block (bounds memory at block * n indices)
+_BLOCK_INDICES = 2**17  # drawn indices per vectorised block: the counts stay in the CPU cache
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,14 @@ def _auroc_from_codes(
     key += (np.arange(r, dtype=dtype) * span)[:, None]
     counts = np.bincount(key.ravel(), minlength=r * span).reshape(r, n_cls, n_groups)
     neg, pos = counts[:, 0], counts[:, 1]
-    below = np.cumsum(neg, axis=1) - neg
-    num = (pos * (2 * below + neg)).sum(axis=1, dtype=np.float64) / 2  # ties count one half
+    # 2 * (negatives below g) + negatives at g == 2 * cumsum(neg)_g - neg_g; ties count one half
+    weight = np.cumsum(neg, axis=1)
+    n_neg = weight[:, -1].astype(np.float64)
+    weight *= 2
+    weight -= neg
+    num = np.einsum("ij,ij->i", pos, weight).astype(np.float64) / 2
     with np.errstate(invalid="ignore", divide="ignore"):
-        return num / (pos.sum(axis=1, dtype=np.float64) * neg.sum(axis=1, dtype=np.float64))
+        return num / (pos.sum(axis=1, dtype=np.float64) * n_neg)
 
 
 def resampled_auroc(scores: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -112,10 +116,11 @@ def bootstrap_ci(
         point = float(stat(everyone)[0])
     else:
         raise ValueError(f"metric must be 'auroc' or 'accuracy', got {metric!r}")
+    block = int(np.clip(_BLOCK_INDICES // max(n, 1), 1, 64))
     samples = np.concatenate(
         [
-            stat(rng.integers(0, n, size=(min(_BLOCK, n_resamples - start), n)))
-            for start in range(0, n_resamples, _BLOCK)
+            stat(rng.integers(0, n, size=(min(block, n_resamples - start), n)))
+            for start in range(0, n_resamples, block)
         ]
     )
     tail = (1 - confidence) / 2 * 100
