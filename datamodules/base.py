@@ -11,7 +11,7 @@ import itertools
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import numpy as np
@@ -20,11 +20,12 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from medxfer.data.images import ImageDecodeError, read_grey_image
+from medxfer.data.cache import CacheSettings, FileImages, ImageCache, ImageSource
+from medxfer.data.images import ImageDecodeError
 from medxfer.data.splits import patient_split
 from medxfer.data.subsample import subsample_mask
 
-__all__ = ["ImageTableDataset", "MedxferDataModule", "age_group"]
+__all__ = ["ImageTableDataset", "MedxferDataModule", "age_group", "check_images", "image_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class ImageTableDataset(Dataset):
         labels: label columns, in target order.
         transform: grey ``(H, W)`` float array -> tensor ``(C, H, W)``.
         group_columns: batch group name -> table column.
+        images: where images are read from (default: decoded from their files as grey).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class ImageTableDataset(Dataset):
         labels: Sequence[str],
         transform: Callable[[np.ndarray], torch.Tensor],
         group_columns: dict[str, str],
+        images: ImageSource | None = None,
     ) -> None:
         self.paths = table["path"].tolist()
         self.where = [
@@ -69,12 +72,13 @@ class ImageTableDataset(Dataset):
         self.targets = torch.tensor(table[list(labels)].to_numpy(dtype=np.float32))
         self.groups = {g: table[c].astype(str).tolist() for g, c in group_columns.items()}
         self.transform = transform
+        self.images = images or FileImages("grey")
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        image = read_grey_image(self.paths[i], context=self.where[i])
+        image = self.images(self.paths[i], context=self.where[i])
         return {
             "image": self.transform(image),
             "target": self.targets[i],
@@ -83,24 +87,41 @@ class ImageTableDataset(Dataset):
         }
 
 
-def check_images(table: pd.DataFrame, skip_bad: bool, decode: bool, what: str) -> pd.DataFrame:
-    """Check every image of ``table`` exists (and decodes, when ``decode`` or ``skip_bad``).
+def image_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per image file of a table: ``path``, ``line``, ``source`` and ``row``, the
+    position of its row in ``table``. Single-image tables have a ``path`` column; case tables
+    (exams, derm cases) a ``paths`` list per row, where ``""`` marks a missing view."""
+    if "path" in table.columns:
+        out = table[["path", "line", "source"]].assign(row=np.arange(len(table)))
+    else:
+        out = table[["paths", "line", "source"]].assign(row=np.arange(len(table)))
+        out = out.explode("paths").rename(columns={"paths": "path"})
+        out = out[out["path"].notna() & (out["path"] != "")]
+    return out.reset_index(drop=True)
 
-    Without ``skip_bad`` the first bad files raise, naming file and CSV line; with it they are
-    dropped, counted and logged.
+
+def check_images(
+    table: pd.DataFrame,
+    skip_bad: bool,
+    decode: bool,
+    what: str,
+    images: ImageSource | None = None,
+) -> pd.DataFrame:
+    """The rows of ``table`` whose images all exist (and decode, when ``decode``).
+
+    Without ``skip_bad`` the first bad files raise, naming file and CSV line; with it the rows
+    holding them are dropped, counted and logged. ``images`` is where they are read from
+    (default: their files, as grey); with a cache, "exists" means "prepared without error".
     """
+    images = images or FileImages("grey")
+    files = image_rows(table)
     bad: list[str] = []
     keep = np.ones(len(table), dtype=bool)
-    for k, (path, line, src) in enumerate(
-        zip(table["path"], table["line"], table["source"], strict=True)
-    ):
+    for path, line, src, row in files.itertuples(index=False):
         try:
-            if decode or skip_bad:
-                read_grey_image(path, context=f"line {line} of {src}")
-            elif not os.path.isfile(path):
-                raise ImageDecodeError(f"image not found: {path} (line {line} of {src})")
+            images.check(path, context=f"line {line} of {src}", decode=decode or skip_bad)
         except ImageDecodeError as err:
-            keep[k] = False
+            keep[row] = False
             bad.append(str(err))
             if not skip_bad and len(bad) >= 5:
                 break
@@ -112,7 +133,11 @@ def check_images(table: pd.DataFrame, skip_bad: bool, decode: bool, what: str) -
         )
     if bad:
         log.warning(
-            "%s: skipped %d bad image(s) of %d; first: %s", what, len(bad), len(table), bad[0]
+            "%s: skipped %d row(s) of %d with a bad image; first: %s",
+            what,
+            len(table) - int(keep.sum()),
+            len(table),
+            bad[0],
         )
     out = table[keep]
     if out.empty:
@@ -122,19 +147,45 @@ def check_images(table: pd.DataFrame, skip_bad: bool, decode: bool, what: str) -
     return out
 
 
+def default_workers() -> int:
+    """DataLoader workers per process: the CPUs this process may use (its affinity, which
+    respects cgroup / SLURM pinning, unlike ``os.cpu_count``) shared among the processes of the
+    node (``LOCAL_WORLD_SIZE`` under torchrun, ``SLURM_NTASKS_PER_NODE`` under SLURM), minus
+    one for the training loop, at most 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    per_node = os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE")
+    try:
+        procs = max(1, int(per_node)) if per_node else 1
+    except ValueError:
+        procs = 1
+    return min(8, max(0, (cpus or 1) // procs - 1))
+
+
 class MedxferDataModule(L.LightningDataModule):
     """Base of medxfer datamodules: loader settings and what the task needs to know.
+
+    Subclasses set :attr:`reader` (how their images decode), :attr:`cache_side` (the side their
+    transform resizes to first) and :meth:`read_table`; the base then reads images from their
+    files or, with ``cache``, from an HDF5 cache written by ``medxfer prepare``.
 
     Args:
         batch_size: training batch size (per process).
         eval_batch_size: validation / test batch size (default: ``batch_size``).
-        num_workers: DataLoader workers (default: ``min(8, cpu count - 1)``).
+        num_workers: DataLoader workers per process (default: the CPUs this process may use,
+            divided among the processes on the node, minus one for the main loop, at most 8).
         pin_memory: pin host memory (default: when CUDA is available).
+        persistent_workers: keep workers between epochs (default: when there are workers).
+        prefetch_factor: batches each worker loads ahead (default: PyTorch's 2).
         train_fraction: train on this class-balanced, nested fraction of the training split
             (data-efficiency studies; see :mod:`medxfer.data.subsample`).
         shots_per_class: train on k cases per class (few-shot transfer).
         subsample_seed: seed of the subsets (one seed gives nested fractions).
+        cache: an HDF5 image cache built by ``medxfer prepare`` with this datamodule's settings;
+            images are then read from it (the source files are not needed).
     """
+
+    #: Decoder of this datamodule's images (a name in :data:`medxfer.data.cache.READERS`).
+    reader: ClassVar[str] = "grey"
 
     def __init__(
         self,
@@ -145,6 +196,9 @@ class MedxferDataModule(L.LightningDataModule):
         train_fraction: float | None = None,
         shots_per_class: int | None = None,
         subsample_seed: int = 0,
+        persistent_workers: bool | None = None,
+        prefetch_factor: int | None = None,
+        cache: str | None = None,
     ) -> None:
         super().__init__()
         if train_fraction is not None and shots_per_class is not None:
@@ -154,10 +208,14 @@ class MedxferDataModule(L.LightningDataModule):
         self.subsample_seed = subsample_seed
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = (
-            num_workers if num_workers is not None else min(8, max(0, (os.cpu_count() or 1) - 1))
-        )
+        self.num_workers = num_workers if num_workers is not None else default_workers()
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers = (
+            self.num_workers > 0 if persistent_workers is None else persistent_workers
+        )
+        self.prefetch_factor = prefetch_factor
+        self.cache = cache
+        self._images: ImageSource | None = None
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_sets: dict[str, Dataset] = {}
@@ -182,6 +240,54 @@ class MedxferDataModule(L.LightningDataModule):
             self.subsample_seed,
         )
         return table[keep]
+
+    # Images -----------------------------------------------------------------------------------
+    @property
+    def cache_side(self) -> int:
+        """The side images are resized to before anything else (what a cache stores)."""
+        raise NotImplementedError
+
+    def cache_settings(self) -> CacheSettings:
+        """The settings a cache of this datamodule's images must have been built with."""
+        return CacheSettings(self.reader, self.cache_side)
+
+    @property
+    def images(self) -> ImageSource:
+        """Where datasets read images: the cache when one is set (checked on first use), else
+        the files."""
+        if self._images is None:
+            self._images = (
+                ImageCache(self.cache, self.cache_settings())
+                if self.cache
+                else FileImages(self.reader)
+            )
+        return self._images
+
+    def reset(self) -> None:
+        """Forget the datasets and the image source, so the next ``setup`` rebuilds them (after
+        a change of settings, e.g. the resolution set by BiT-HyperRule)."""
+        self.train_set, self.val_set, self.test_sets, self._images = None, None, {}, None
+
+    def read_table(self, table: Any) -> pd.DataFrame:
+        """Read one of this datamodule's tables (as given in its arguments) into rows with
+        ``line`` and ``source``, and ``path`` (single images) or ``paths`` (cases)."""
+        raise NotImplementedError
+
+    def all_tables(self) -> pd.DataFrame:
+        """Every table this datamodule reads (train, explicit val / test, shifted), with a
+        ``table`` column naming each: what ``medxfer prepare`` caches."""
+        named = {part: t for part, t in self.tables.items() if t is not None}
+        named.update({f"shifted/{k}": t for k, t in self.shifted.items()})
+        return pd.concat(
+            [self.read_table(t).assign(table=name) for name, t in named.items()],
+            ignore_index=True,
+        )
+
+    def checked(self, table: pd.DataFrame, what: str, decode: bool = False) -> pd.DataFrame:
+        """The rows of ``table`` whose images are readable (:func:`check_images` with this
+        datamodule's ``skip_bad_images`` and image source)."""
+        skip = bool(getattr(self.hparams, "skip_bad_images", False))
+        return check_images(table, skip, decode, what, self.images)
 
     # Tables and splits -----------------------------------------------------------------------
     def set_tables(
@@ -263,11 +369,19 @@ class MedxferDataModule(L.LightningDataModule):
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,
             sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
             drop_last=False,
+            **self.loader_settings(),
         )
+
+    def loader_settings(self) -> dict[str, Any]:
+        """Worker, pinning and prefetch arguments of every DataLoader of this datamodule."""
+        workers = self.num_workers
+        return {
+            "num_workers": workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.persistent_workers and workers > 0,
+            "prefetch_factor": self.prefetch_factor if workers > 0 else None,
+        }
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup('fit') first"

@@ -17,9 +17,9 @@ from typing import Literal
 import pandas as pd
 
 from medxfer.data.subsample import multilabel_strata
-from medxfer.transforms import GreyImageTransform
+from medxfer.transforms import GreyImageTransform, resize_side
 
-from .base import ImageTableDataset, MedxferDataModule, age_group, check_images
+from .base import ImageTableDataset, MedxferDataModule, age_group
 from .cxr_tables import COMPETITION_LABELS, read_chexpert_csv, read_nih_csv
 
 __all__ = ["CXRTable", "ChestXrayDataModule"]
@@ -70,6 +70,9 @@ class ChestXrayDataModule(MedxferDataModule):
         seed: seed of the augmentation.
         train_fraction, shots_per_class, subsample_seed: class-balanced, nested subsets of the
             training split for data-efficiency and few-shot studies (:class:`MedxferDataModule`).
+        batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers,
+            prefetch_factor: loader settings (:class:`MedxferDataModule`).
+        cache: an HDF5 image cache from ``medxfer prepare`` (stores images at ``resize``).
     """
 
     def __init__(
@@ -100,15 +103,21 @@ class ChestXrayDataModule(MedxferDataModule):
         train_fraction: float | None = None,
         shots_per_class: int | None = None,
         subsample_seed: int = 0,
+        persistent_workers: bool | None = None,
+        prefetch_factor: int | None = None,
+        cache: str | None = None,
     ) -> None:
         super().__init__(
-            batch_size,
-            eval_batch_size,
-            num_workers,
-            pin_memory,
-            train_fraction,
-            shots_per_class,
-            subsample_seed,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            train_fraction=train_fraction,
+            shots_per_class=shots_per_class,
+            subsample_seed=subsample_seed,
+            persistent_workers=persistent_workers,
+            prefetch_factor=prefetch_factor,
+            cache=cache,
         )
         self.save_hyperparameters()
         self.set_tables(train, val, test, shifted, name, split)
@@ -123,9 +132,15 @@ class ChestXrayDataModule(MedxferDataModule):
     def channels(self) -> int:
         return self._channels
 
-    def read_table(self, table: CXRTable, uncertainty: str) -> pd.DataFrame:
-        """Read one table with this datamodule's label settings and add the group columns."""
+    @property
+    def cache_side(self) -> int:
+        return resize_side(self.hparams.image_size, self.hparams.resize)
+
+    def read_table(self, table: CXRTable, uncertainty: str | None = None) -> pd.DataFrame:
+        """Read one table with this datamodule's label settings (``uncertainty``: the training
+        policy by default) and add the group columns."""
         hp = self.hparams
+        uncertainty = uncertainty or hp.uncertainty
         if table.format == "chexpert":
             df = read_chexpert_csv(table.csv, self.labels, uncertainty, hp.frontal_only, table.root)  # type: ignore[arg-type]
         elif table.format == "nih":
@@ -143,7 +158,7 @@ class ChestXrayDataModule(MedxferDataModule):
             raise ValueError(
                 f"{what}: the split is empty (after reading, filtering and the patient split)"
             )
-        df = check_images(df, hp.skip_bad_images, hp.verify_images, what)
+        df = self.checked(df, what, decode=hp.verify_images)
         transform = GreyImageTransform(
             hp.image_size,
             hp.resize,
@@ -152,7 +167,7 @@ class ChestXrayDataModule(MedxferDataModule):
             seed=hp.seed,
         )
         groups = {"sex": "sex", "age": "age_group", "view": "view"}
-        return ImageTableDataset(df, self.labels, transform, groups)
+        return ImageTableDataset(df, self.labels, transform, groups, self.images)
 
     def setup(self, stage: str | None = None) -> None:
         """Read the tables, re-split by patient, and build the datasets."""

@@ -17,10 +17,10 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from medxfer.data.images import read_rgb_image
+from medxfer.data.cache import FileImages, ImageSource
 from medxfer.transforms import ColorImageTransform
 
-from .base import MedxferDataModule, check_images
+from .base import MedxferDataModule
 from .derm_tables import build_label_space, read_derm_cases, soft_targets
 
 __all__ = ["CaseDataset", "DermatologyDataModule"]
@@ -44,6 +44,7 @@ class CaseDataset(Dataset):
         sample: bool,
         group_columns: dict[str, str],
         seed: int = 0,
+        images: ImageSource | None = None,
     ) -> None:
         self.paths: list[list[str]] = cases["paths"].tolist()
         self.where = [
@@ -57,6 +58,7 @@ class CaseDataset(Dataset):
         self.max_images = max_images
         self.sample = sample
         self.seed = seed
+        self.images = images or FileImages("rgb")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -72,7 +74,7 @@ class CaseDataset(Dataset):
         mask = torch.zeros(self.max_images, dtype=torch.bool)
         for k, p in enumerate(paths):
             image[k] = self.transform(
-                read_rgb_image(p, context=f"case {self.ids[i]}, {self.where[i]}")
+                self.images(p, context=f"case {self.ids[i]}, {self.where[i]}")
             )
             mask[k] = True
         return {
@@ -105,7 +107,12 @@ class DermatologyDataModule(MedxferDataModule):
         seed: seed of augmentation and image sampling.
         train_fraction, shots_per_class, subsample_seed: class-balanced, nested subsets of the
             training split for data-efficiency and few-shot studies (:class:`MedxferDataModule`).
+        batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers,
+            prefetch_factor: loader settings (:class:`MedxferDataModule`).
+        cache: an HDF5 image cache from ``medxfer prepare`` (stores photos at ``image_size``).
     """
+
+    reader = "rgb"
 
     def __init__(
         self,
@@ -131,21 +138,32 @@ class DermatologyDataModule(MedxferDataModule):
         train_fraction: float | None = None,
         shots_per_class: int | None = None,
         subsample_seed: int = 0,
+        persistent_workers: bool | None = None,
+        prefetch_factor: int | None = None,
+        cache: str | None = None,
     ) -> None:
         super().__init__(
-            batch_size,
-            eval_batch_size,
-            num_workers,
-            pin_memory,
-            train_fraction,
-            shots_per_class,
-            subsample_seed,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            train_fraction=train_fraction,
+            shots_per_class=shots_per_class,
+            subsample_seed=subsample_seed,
+            persistent_workers=persistent_workers,
+            prefetch_factor=prefetch_factor,
+            cache=cache,
         )
         self.save_hyperparameters()
         self.set_tables(train, val, test, shifted, name, split)
         self.labels: list[str] | None = None
 
-    def _read(self, csv: str) -> pd.DataFrame:
+    @property
+    def cache_side(self) -> int:
+        return self.hparams.image_size
+
+    def read_table(self, csv: str) -> pd.DataFrame:
+        """Read one case table (either layout) with this datamodule's image settings."""
         hp = self.hparams
         return read_derm_cases(csv, hp.image_root, hp.max_images, hp.truncate_images)
 
@@ -165,7 +183,7 @@ class DermatologyDataModule(MedxferDataModule):
         hp = self.hparams
         if cases.empty:
             raise ValueError(f"{what}: the split is empty (after reading and the patient split)")
-        cases = self._check(cases, what)
+        cases = self.checked(cases, what)
         transform = ColorImageTransform(hp.image_size, train=train and hp.augment, seed=hp.seed)
         groups = {"skin_type": "fitzpatrick", "sex": "sex", "age": "age_group"}
         return CaseDataset(
@@ -176,24 +194,15 @@ class DermatologyDataModule(MedxferDataModule):
             train,
             groups,
             hp.seed,
+            self.images,
         )
-
-    def _check(self, cases: pd.DataFrame, what: str) -> pd.DataFrame:
-        """Every image of every case must exist; with ``skip_bad_images`` a case with a bad
-        image is dropped (counted and logged by :func:`check_images`)."""
-        images = (
-            cases.explode("paths").rename(columns={"paths": "path"}).reset_index(names="case_row")
-        )
-        good = check_images(images, self.hparams.skip_bad_images, False, what)
-        bad_cases = set(images.loc[~images.index.isin(good.index), "case_row"])
-        return cases.drop(index=list(bad_cases))
 
     def setup(self, stage: str | None = None) -> None:
         """Read the tables, re-split by patient, build the label space from train, and the datasets."""
         if self.train_set is not None:
             return
         hp = self.hparams
-        parts = self.split_tables(self._read, hp.split, hp.split_seed)
+        parts = self.split_tables(self.read_table, hp.split, hp.split_seed)
         self.labels = build_label_space(parts["train"], hp.n_conditions)
         log.info("%s label space (%d): %s", self.name, len(self.labels), self.labels)
         src = self.tables["train"]
@@ -208,5 +217,5 @@ class DermatologyDataModule(MedxferDataModule):
         }
         for name, csv in self.shifted.items():
             self.test_sets[name] = self._dataset(
-                self._read(csv), False, f"shifted set {name!r} ({csv})"
+                self.read_table(csv), False, f"shifted set {name!r} ({csv})"
             )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,11 +18,11 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from medxfer.data.dicom import orient_left, read_dicom
-from medxfer.data.images import read_grey_image
+from medxfer.data.cache import FileImages, ImageSource
+from medxfer.data.dicom import read_mammogram
 from medxfer.transforms import MammogramTransform
 
-from .base import MedxferDataModule, check_images
+from .base import MedxferDataModule
 from .mammo_tables import DEFAULT_HORIZONS, horizon_names, read_exam_list
 
 __all__ = ["ExamDataset", "MammographyDataModule", "read_mammogram", "swap_laterality"]
@@ -32,17 +31,6 @@ log = logging.getLogger(__name__)
 
 #: Slot permutation exchanging left and right: (L-CC, R-CC, L-MLO, R-MLO) -> (R-CC, L-CC, R-MLO, L-MLO).
 SWAP = (1, 0, 3, 2)
-
-
-def read_mammogram(path: str, context: str = "") -> np.ndarray:
-    """A DICOM (``.dcm`` or no suffix) or PNG mammogram as float ``(H, W)`` in [0, 1], facing left."""
-    suffix = Path(path).suffix.lower()
-    image = (
-        read_grey_image(path, context)
-        if suffix in (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-        else read_dicom(path, context)
-    )
-    return orient_left(image)
 
 
 def swap_laterality(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,6 +50,7 @@ class ExamDataset(Dataset):
         transform: MammogramTransform,
         train: bool,
         swap_p: float = 0.5,
+        images: ImageSource | None = None,
     ) -> None:
         self.paths: list[list[str]] = exams["paths"].tolist()
         self.masks = torch.tensor(np.array(exams["mask"].tolist(), dtype=bool))
@@ -78,6 +67,7 @@ class ExamDataset(Dataset):
         self.transform = transform
         self.train = train
         self.swap_p = swap_p
+        self.images = images or FileImages("mammogram")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -88,7 +78,7 @@ class ExamDataset(Dataset):
         for k, p in enumerate(self.paths[i]):
             if self.masks[i, k]:
                 image[k] = self.transform(
-                    read_mammogram(p, context=f"exam {self.ids[i]}, {self.where[i]}")
+                    self.images(p, context=f"exam {self.ids[i]}, {self.where[i]}")
                 )
         mask = self.masks[i].clone()
         if self.train and self.swap_p > 0 and self.transform.rng.random() < self.swap_p:
@@ -132,7 +122,13 @@ class MammographyDataModule(MedxferDataModule):
         seed: seed of augmentation and sampling.
         train_fraction, shots_per_class, subsample_seed: class-balanced, nested subsets of the
             training split for data-efficiency and few-shot studies (:class:`MedxferDataModule`).
+        batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers,
+            prefetch_factor: loader settings (:class:`MedxferDataModule`).
+        cache: an HDF5 image cache from ``medxfer prepare`` (stores the oriented views at
+            ``image_size``, 16-bit for DICOM).
     """
+
+    reader = "mammogram"
 
     def __init__(
         self,
@@ -159,15 +155,21 @@ class MammographyDataModule(MedxferDataModule):
         train_fraction: float | None = None,
         shots_per_class: int | None = None,
         subsample_seed: int = 0,
+        persistent_workers: bool | None = None,
+        prefetch_factor: int | None = None,
+        cache: str | None = None,
     ) -> None:
         super().__init__(
-            batch_size,
-            eval_batch_size,
-            num_workers,
-            pin_memory,
-            train_fraction,
-            shots_per_class,
-            subsample_seed,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            train_fraction=train_fraction,
+            shots_per_class=shots_per_class,
+            subsample_seed=subsample_seed,
+            persistent_workers=persistent_workers,
+            prefetch_factor=prefetch_factor,
+            cache=cache,
         )
         self.save_hyperparameters()
         self.set_tables(train, val, test, shifted, name, split)
@@ -181,7 +183,12 @@ class MammographyDataModule(MedxferDataModule):
     def channels(self) -> int:
         return self._channels
 
-    def _read(self, csv: str) -> pd.DataFrame:
+    @property
+    def cache_side(self) -> int:
+        return self.hparams.image_size
+
+    def read_table(self, csv: str) -> pd.DataFrame:
+        """Read one exam list with this datamodule's horizons and view settings."""
         hp = self.hparams
         return read_exam_list(csv, hp.image_root, hp.horizons, hp.allow_missing_views)
 
@@ -189,23 +196,20 @@ class MammographyDataModule(MedxferDataModule):
         hp = self.hparams
         if exams.empty:
             raise ValueError(f"{what}: the split is empty (after reading and the patient split)")
-        images = (
-            exams.explode("paths").rename(columns={"paths": "path"}).reset_index(names="exam_row")
-        )
-        images = images[images["path"] != ""]
-        good = check_images(images, hp.skip_bad_images, False, what)
-        exams = exams.drop(index=list(set(images.loc[~images.index.isin(good.index), "exam_row"])))
+        exams = self.checked(exams, what)
         transform = MammogramTransform(
             hp.image_size, train=train and hp.augment, channels=self._channels, seed=hp.seed
         )
-        return ExamDataset(exams, self.label_names, transform, train and hp.augment)
+        return ExamDataset(
+            exams, self.label_names, transform, train and hp.augment, images=self.images
+        )
 
     def setup(self, stage: str | None = None) -> None:
         """Read the exam lists, re-split by patient, and build the datasets."""
         if self.train_set is not None:
             return
         hp = self.hparams
-        parts = self.split_tables(self._read, hp.split, hp.split_seed)
+        parts = self.split_tables(self.read_table, hp.split, hp.split_seed)
         src = self.tables["train"]
         positive = (parts["train"][self.label_names] == 1).any(axis=1)
         parts["train"] = self.subsample_train(
@@ -218,7 +222,7 @@ class MammographyDataModule(MedxferDataModule):
         }
         for name, csv in self.shifted.items():
             self.test_sets[name] = self._dataset(
-                self._read(csv), False, f"shifted site {name!r} ({csv})"
+                self.read_table(csv), False, f"shifted site {name!r} ({csv})"
             )
 
     def train_dataloader(self) -> DataLoader:
@@ -234,7 +238,5 @@ class MammographyDataModule(MedxferDataModule):
             self.train_set,
             batch_size=self.batch_size,
             sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            **self.loader_settings(),
         )

@@ -1,5 +1,5 @@
 """The ``medxfer`` command: LightningCLI for ``fit | validate | test | predict -c cfg.yaml``,
-plus ``medxfer list`` and ``medxfer synthesize``.
+plus ``medxfer list``, ``synthesize``, ``prepare`` (image cache), ``study`` and ``report``.
 
 Models and datamodules are chosen in subclass mode (``class_path: MultiLabelClassifier`` --
 short names resolve because medxfer's tasks and datamodules are imported here). The
@@ -228,6 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int | None:
         from medxfer.study import main as study_main
 
         return study_main(argv[1:])
+    if argv and argv[0] == "prepare":
+        from medxfer.prepare import main as prepare_main
+
+        return prepare_main(argv[1:])
     if argv and argv[0] == "report":
         from medxfer.report import main as report_main
 

@@ -123,10 +123,6 @@ def apply_hyperrule(model: object, datamodule: object, trainer: object) -> Hyper
     dhp = datamodule.hparams  # type: ignore[attr-defined]
     if "image_size" in dhp:
         dhp["resize"], dhp["image_size"] = rule.resolution
-        datamodule.train_set, datamodule.val_set, datamodule.test_sets = (
-            None,
-            None,
-            {},
-        )  # rebuilt at the new size
+        datamodule.reset()  # type: ignore[attr-defined]  # rebuilt at the new size
     trainer.fit_loop.max_steps = rule.total_steps  # type: ignore[attr-defined]
     return rule

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import ImageDecodeError
+from .images import ImageDecodeError, read_grey_image
 
-__all__ = ["orient_left", "read_dicom"]
+__all__ = ["orient_left", "read_dicom", "read_mammogram"]
 
 
 def _window(x: np.ndarray, center: float, width: float) -> np.ndarray:
@@ -83,3 +83,15 @@ def orient_left(image: np.ndarray) -> np.ndarray:
     half, so every breast faces the same way whatever its laterality or acquisition."""
     half = image.shape[1] // 2
     return image[:, ::-1].copy() if image[:, half:].sum() > image[:, :half].sum() else image
+
+
+def read_mammogram(path: str | os.PathLike[str], context: str = "") -> np.ndarray:
+    """A DICOM (``.dcm`` or no suffix) or PNG / JPEG / TIFF mammogram as float ``(H, W)`` in
+    [0, 1], facing left (:func:`orient_left`)."""
+    suffix = Path(path).suffix.lower()
+    image = (
+        read_grey_image(path, context)
+        if suffix in (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+        else read_dicom(path, context)
+    )
+    return orient_left(image)

@@ -1,0 +1,527 @@
+"""A pre-resized image cache in one HDF5 file, and the image sources datasets read through.
+
+Medical images are large (mammograms 2048² and bigger, CheXpert 224k JPEGs); decoding and
+resizing them every epoch starves an accelerator. ``medxfer prepare`` decodes every image of a
+datamodule once, resizes it to the side its transform starts with (``INTER_AREA``, exactly the
+transform's first step), quantises it to uint8 (uint16 for sources with more than 8 bits) and
+writes it to an HDF5 file. Datasets then read through an :class:`ImageCache` instead of
+:class:`FileImages`; the transform's resize becomes a no-op, so the cached path gives the
+direct path's pixels up to the quantisation step (half a grey level).
+
+Layout of the file (``FORMAT_VERSION`` 1)::
+
+    pixels    (N, S, S) or (N, S, S, 3) uint8/uint16, one chunk per image, allocated at creation
+    status    (N,) uint8: 0 to do, 1 written, 2 bad (its message in ``errors``)
+    checksum  (N,) uint32: CRC-32 of each image's bytes, verified on every read
+    shape     (N, 2) int32: the source image's (H, W) before resizing
+    keys      (N,) str: the absolute, normalised source path of each image
+    errors    (N,) str: the decoder's message for bad images
+    table     str: the datamodule's tables as CSV (metadata beside the pixels)
+    attrs     format_version, reader, reader_version, side, bits, interpolation, tables
+
+Every chunk is allocated when the file is created, so writing an image never changes the
+file's metadata: a run killed at any moment leaves a valid file whose ``status`` says what is
+done, and the next ``prepare`` continues from there. Settings that change pixels (reader and
+its version, side, bit depth) are stored and compared on open; a cache built with others is
+refused with the command that rebuilds it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from .dicom import read_mammogram
+from .images import ImageDecodeError, read_grey_image, read_rgb_image
+
+__all__ = [
+    "FORMAT_VERSION",
+    "READERS",
+    "READER_VERSIONS",
+    "CacheError",
+    "CacheSettings",
+    "FileImages",
+    "ImageCache",
+    "ImageSource",
+    "image_key",
+    "prepare_cache",
+    "resize_square",
+    "source_bits",
+]
+
+log = logging.getLogger(__name__)
+
+#: Version of the file layout above.
+FORMAT_VERSION = 1
+
+#: Decoders by name: path, context -> float32 image in [0, 1], ``(H, W)`` or ``(H, W, 3)``.
+READERS: dict[str, Callable[..., np.ndarray]] = {
+    "grey": read_grey_image,
+    "rgb": read_rgb_image,
+    "mammogram": read_mammogram,
+}
+
+#: Version of each decoder's output. Bump when a decoder's pixels change, so caches built by
+#: the old one are refused instead of silently differing from the direct path.
+READER_VERSIONS: dict[str, int] = {"grey": 1, "rgb": 1, "mammogram": 1}
+
+_REBUILD = "rebuild it with `medxfer prepare -c <your config> {path}` (after deleting it)"
+
+
+class CacheError(RuntimeError):
+    """A cache file is missing, incomplete, corrupt, or was built with other settings."""
+
+
+def image_key(path: str | os.PathLike[str]) -> str:
+    """The key of an image in a cache: its absolute, normalised path."""
+    return os.path.normpath(os.path.abspath(path))
+
+
+def resize_square(image: np.ndarray, side: int) -> np.ndarray:
+    """Resize to ``side`` x ``side`` with ``INTER_AREA``: the first step of every medxfer
+    transform (``albumentations.Resize(side, side, cv2.INTER_AREA)`` on float32)."""
+    if image.shape[:2] == (side, side):
+        return image
+    return cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+
+
+def source_bits(path: str | os.PathLike[str]) -> int:
+    """Bits per sample of an image file's stored pixels (8 or 16), from its header only."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return 16 if img.mode in ("I;16", "I;16B", "I;16L", "I") else 8
+    except (UnidentifiedImageError, OSError):
+        pass
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception as err:  # pydicom raises many types for non-DICOM files
+        raise ImageDecodeError(f"could not read the header of {path}: {err}") from None
+    return 16 if int(getattr(ds, "BitsStored", 8)) > 8 else 8
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """What decides a cache's pixels: the decoder and the side images are resized to.
+
+    Attributes:
+        reader: a name in :data:`READERS` (``grey``, ``rgb``, ``mammogram``).
+        side: the square side images are stored at.
+    """
+
+    reader: str
+    side: int
+
+    def __post_init__(self) -> None:
+        if self.reader not in READERS:
+            raise ValueError(f"unknown reader {self.reader!r}; known: {sorted(READERS)}")
+        if self.side < 1:
+            raise ValueError(f"cache side must be positive, got {self.side}")
+
+    @property
+    def reader_version(self) -> int:
+        return READER_VERSIONS[self.reader]
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.reader == "rgb" else 1
+
+    def attrs(self) -> dict[str, Any]:
+        """The settings as stored in (and compared with) the file's attributes."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "reader": self.reader,
+            "reader_version": self.reader_version,
+            "side": self.side,
+            "interpolation": "INTER_AREA",
+        }
+
+
+class ImageSource(Protocol):
+    """Where a dataset gets its images: ``source(path, context)`` -> float32 in [0, 1]."""
+
+    def __call__(self, path: str, context: str = "") -> np.ndarray: ...
+
+    def check(self, path: str, context: str = "", decode: bool = False) -> None:
+        """Raise :class:`ImageDecodeError` naming the file when it cannot be read."""
+        ...
+
+
+@dataclass
+class FileImages:
+    """Images decoded from their files on every read (no cache)."""
+
+    reader: str
+
+    def __call__(self, path: str, context: str = "") -> np.ndarray:
+        return READERS[self.reader](path, context)
+
+    def check(self, path: str, context: str = "", decode: bool = False) -> None:
+        if decode:
+            self(path, context)
+        elif not os.path.isfile(path):
+            raise ImageDecodeError(
+                f"image not found: {path}{' (' + context + ')' if context else ''}"
+            )
+
+
+def _open(path: str | os.PathLike[str], mode: str = "r") -> Any:
+    import h5py
+
+    try:
+        return h5py.File(path, mode)
+    except FileNotFoundError:
+        raise CacheError(
+            f"image cache {path} does not exist; build it with `medxfer prepare -c <your config> {path}`"
+        ) from None
+    except OSError as err:
+        raise CacheError(
+            f"image cache {path} is truncated or corrupt ({err}); " + _REBUILD.format(path=path)
+        ) from None
+
+
+def _check_settings(f: Any, path: str, settings: CacheSettings) -> None:
+    stored = {k: f.attrs.get(k) for k in settings.attrs()}
+    expected = settings.attrs()
+    diff = [
+        f"{k}: cache {_plain(stored[k])!r}, config {v!r}"
+        for k, v in expected.items()
+        if _plain(stored[k]) != v
+    ]
+    if diff:
+        raise CacheError(
+            f"image cache {path} was built with other settings ({'; '.join(diff)}); "
+            + _REBUILD.format(path=path)
+        )
+    for name in ("pixels", "status", "checksum", "keys"):
+        if name not in f:
+            raise CacheError(
+                f"image cache {path} lacks its {name!r} dataset (not a medxfer cache, or "
+                "corrupt); " + _REBUILD.format(path=path)
+            )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class ImageCache:
+    """Read pre-resized images from a cache written by :func:`prepare_cache`.
+
+    Opening checks the settings and that the cache is complete; the HDF5 file itself is opened
+    lazily in each process that reads (every DataLoader worker gets its own handle), and every
+    read verifies the image's checksum.
+
+    Args:
+        path: the ``.h5`` file.
+        settings: the settings the datamodule would build the cache with.
+
+    Raises:
+        CacheError: missing, truncated, corrupt, incomplete, or other settings.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], settings: CacheSettings) -> None:
+        self.path = str(path)
+        self.settings = settings
+        with _open(self.path) as f:
+            _check_settings(f, self.path, settings)
+            status = f["status"][:]
+            todo = int((status == 0).sum())
+            if todo:
+                raise CacheError(
+                    f"image cache {self.path} is incomplete: {len(status) - todo} of "
+                    f"{len(status)} images prepared; finish it with `medxfer prepare -c <your "
+                    f"config> {self.path}` (it resumes where it stopped)"
+                )
+            keys = f["keys"].asstr()[:]
+            self.bits = int(f.attrs["bits"])
+            self.errors = {
+                keys[i]: str(f["errors"].asstr()[i]) for i in np.flatnonzero(status == 2)
+            }
+        self.index = {k: i for i, k in enumerate(keys)}
+        self._file: Any = None
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_file"], state["_pid"] = None, None  # each process opens its own handle
+        return state
+
+    def _handle(self) -> Any:
+        if self._file is None or self._pid != os.getpid():
+            self._file = _open(self.path)
+            self._pid = os.getpid()
+        return self._file
+
+    def _row(self, path: str, context: str) -> int:
+        key = image_key(path)
+        where = f"{path}{' (' + context + ')' if context else ''}"
+        row = self.index.get(key)
+        if row is None:
+            raise CacheError(
+                f"image {where} is not in the image cache {self.path}, which was prepared for "
+                "other tables; " + _REBUILD.format(path=self.path)
+            )
+        if key in self.errors:
+            raise ImageDecodeError(
+                f"image {where} could not be decoded when the cache was prepared: {self.errors[key]}"
+            )
+        return row
+
+    def check(self, path: str, context: str = "", decode: bool = False) -> None:
+        """Raise :class:`CacheError` for an image outside the cache and
+        :class:`ImageDecodeError` for one that failed to decode when it was prepared."""
+        self._row(path, context)
+
+    def __call__(self, path: str, context: str = "") -> np.ndarray:
+        """The image as float32 in [0, 1], ``(S, S)`` or ``(S, S, 3)``."""
+        row = self._row(path, context)
+        f = self._handle()
+        try:
+            pixels = f["pixels"][row]
+            expected = int(f["checksum"][row])
+        except (OSError, KeyError, ValueError) as err:
+            raise CacheError(
+                f"image cache {self.path}: reading {path} (row {row}) failed ({err}); the file "
+                "is corrupt; " + _REBUILD.format(path=self.path)
+            ) from None
+        if zlib.crc32(pixels.tobytes()) != expected:
+            raise CacheError(
+                f"image cache {self.path}: checksum mismatch for {path} (row {row}); the file "
+                "is corrupt; " + _REBUILD.format(path=self.path)
+            )
+        return pixels.astype(np.float32) / np.float32(2**self.bits - 1)
+
+
+@dataclass
+class PrepareReport:
+    """What one ``prepare_cache`` call did."""
+
+    path: str
+    total: int
+    written: int
+    already_done: int
+    bad: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.path}: {self.total} images, {self.written} written now, "
+            f"{self.already_done} already done, {len(self.bad)} bad"
+        )
+
+
+def _decode(reader: str, side: int, top: int, jobs: Sequence[tuple[int, str, str]]) -> list:
+    """Decode, resize and quantise a batch (runs in a worker process)."""
+    out = []
+    dtype = np.uint8 if top == 255 else np.uint16
+    for i, path, context in jobs:
+        try:
+            image = READERS[reader](path, context)
+        except ImageDecodeError as err:
+            out.append((i, None, None, str(err)))
+            continue
+        if top == 255 and reader != "rgb" and source_bits(path) > 8:
+            raise CacheError(
+                f"{path} ({context}) stores more than 8 bits per pixel but the cache stores 8; "
+                "delete the cache and prepare it with --bits 16"
+            )
+        small = np.clip(resize_square(image.astype(np.float32), side), 0.0, 1.0)
+        out.append((i, np.rint(small * top).astype(dtype), image.shape[:2], None))
+    return out
+
+
+def _create(
+    path: Path,
+    keys: list[str],
+    settings: CacheSettings,
+    bits: int,
+    table: pd.DataFrame | None,
+    tables: Sequence[str],
+) -> None:
+    import h5py
+
+    n, s = len(keys), settings.side
+    shape = (n, s, s) if settings.channels == 1 else (n, s, s, 3)
+    tmp = path.with_name(path.name + ".creating")
+    with h5py.File(tmp, "w") as f:
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_chunk((1, *shape[1:]))
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # writes never touch metadata
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+        dtype = h5py.h5t.NATIVE_UINT8 if bits == 8 else h5py.h5t.NATIVE_UINT16
+        h5py.h5d.create(f.id, b"pixels", dtype, h5py.h5s.create_simple(shape), dcpl=dcpl)
+        for name, dshape, dt in (
+            ("status", (n,), np.uint8),
+            ("checksum", (n,), np.uint32),
+            ("shape", (n, 2), np.int32),
+        ):
+            f.create_dataset(name, shape=dshape, dtype=dt, fillvalue=0)
+            f[name][...] = 0  # allocate now, so later writes are raw data only
+        f.create_dataset("keys", data=np.array(keys, dtype=object), dtype=h5py.string_dtype())
+        f.create_dataset("errors", shape=(n,), dtype=h5py.string_dtype())
+        if table is not None:
+            buf = io.StringIO()
+            table.to_csv(buf, index=False)
+            f.create_dataset("table", data=buf.getvalue(), dtype=h5py.string_dtype())
+        f.attrs.update(settings.attrs())
+        f.attrs["bits"] = bits
+        f.attrs["tables"] = list(tables)
+    os.replace(tmp, path)  # the cache appears only once fully created
+
+
+def _in_order(
+    decode: Callable[[list[tuple[int, str, str]]], list], batches: list, workers: int
+) -> Iterator[list]:
+    """``decode`` of each batch, in order; with ``workers`` processes, at most two batches per
+    worker in flight (decoded pixels never pile up ahead of the writer)."""
+    if workers <= 0:
+        yield from map(decode, batches)
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        try:
+            for batch in batches:
+                pending.append(pool.submit(decode, batch))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _batches(jobs: list[tuple[int, str, str]], size: int) -> Iterator[list[tuple[int, str, str]]]:
+    for start in range(0, len(jobs), size):
+        yield jobs[start : start + size]
+
+
+def prepare_cache(
+    path: str | os.PathLike[str],
+    images: pd.DataFrame,
+    settings: CacheSettings,
+    bits: int | None = None,
+    table: pd.DataFrame | None = None,
+    tables: Sequence[str] = (),
+    skip_bad: bool = False,
+    workers: int = 0,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> PrepareReport:
+    """Decode, resize and store every image of ``images`` in the cache ``path``, resuming an
+    interrupted run of the same settings.
+
+    Args:
+        path: the ``.h5`` file (created, or continued when it exists with the same settings
+            and images).
+        images: one row per image: ``path``, and ``line`` / ``source`` naming its table row.
+        settings: reader and side.
+        bits: 8 or 16 bits per stored sample (default: 16 when the first image's file stores
+            more than 8 bits, else 8; colour is always 8).
+        table: metadata stored beside the pixels (the datamodule's tables).
+        tables: the table files the images came from (stored, shown in messages).
+        skip_bad: record undecodable images as bad (the datamodule's ``skip_bad_images`` then
+            drops them, counted) instead of failing.
+        workers: decoding processes (0: in this process).
+        batch_size: images decoded and written between two flushes of the file.
+        progress: show a progress bar.
+
+    Raises:
+        CacheError: the file exists with other settings or other images.
+        ImageDecodeError: a bad image without ``skip_bad`` (what was written is kept: fix the
+            file and run again to continue).
+    """
+    from tqdm.auto import tqdm
+
+    path = Path(path)
+    rows = images.drop_duplicates("path")
+    keys = [image_key(p) for p in rows["path"]]
+    if len(set(keys)) != len(keys):
+        rows = rows.assign(_key=keys).drop_duplicates("_key")
+        keys = list(rows["_key"])
+    if not keys:
+        raise ValueError("no images to prepare")
+    contexts = [f"line {ln} of {src}" for ln, src in zip(rows["line"], rows["source"], strict=True)]
+    if not path.exists():
+        if bits is None:
+            bits = 8 if settings.channels == 3 else source_bits(rows["path"].iloc[0])
+        if bits not in (8, 16):
+            raise ValueError(f"bits must be 8 or 16, got {bits}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _create(path, keys, settings, bits, table, tables)
+    with _open(path, "r+") as f:
+        _check_settings(f, str(path), settings)
+        stored = f["keys"].asstr()[:]
+        if list(stored) != keys:
+            raise CacheError(
+                f"image cache {path} exists for other images ({len(stored)} stored, "
+                f"{len(keys)} asked, {len(set(keys) - set(stored))} of them not in it); delete "
+                "it or choose another file"
+            )
+        if bits is not None and int(f.attrs["bits"]) != bits:
+            raise CacheError(
+                f"image cache {path} stores {int(f.attrs['bits'])}-bit pixels, {bits} asked; "
+                "delete it or choose another file"
+            )
+        bits = int(f.attrs["bits"])
+        status = f["status"][:]
+        todo = [(i, str(p), contexts[i]) for i, p in enumerate(rows["path"]) if status[i] == 0]
+        report = PrepareReport(str(path), len(keys), 0, int((status != 0).sum()))
+        report.bad = [str(e) for e in f["errors"].asstr()[status == 2]]
+        top = 2**bits - 1
+        decode = partial(_decode, settings.reader, settings.side, top)
+        bar = tqdm(
+            total=len(keys),
+            initial=report.already_done,
+            desc=f"prepare {path.name}",
+            unit="img",
+            disable=not progress,
+        )
+        try:
+            for batch in _in_order(decode, list(_batches(todo, batch_size)), workers):
+                done, bad = [], []
+                for i, pixels, shape, error in batch:
+                    if error is not None:
+                        if not skip_bad:
+                            raise ImageDecodeError(
+                                f"{error}. Fix the file and run `medxfer prepare` again (it "
+                                "continues), or set skip_bad_images=true to record and skip it."
+                            )
+                        f["errors"][i] = error
+                        report.bad.append(error)
+                        bad.append(i)
+                        continue
+                    f["pixels"][i] = pixels
+                    f["checksum"][i] = zlib.crc32(pixels.tobytes())
+                    f["shape"][i] = shape
+                    done.append(i)
+                f.flush()  # pixels first, then the status that says they are there
+                for i in done:
+                    f["status"][i] = 1
+                for i in bad:
+                    f["status"][i] = 2
+                f.flush()
+                report.written += len(done)
+                bar.update(len(batch))
+        finally:
+            bar.close()
+    return report

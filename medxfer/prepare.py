@@ -1,0 +1,102 @@
+"""``medxfer prepare``: build the HDF5 image cache of a run's datamodule, once.
+
+The same config that trains reads the cache, so their settings agree by construction::
+
+    medxfer prepare -c configs/chexpert_demo.yaml cache/chexpert_256.h5
+    medxfer fit -c configs/chexpert_demo.yaml --data.init_args.cache=cache/chexpert_256.h5
+
+Only the config's ``data`` section is used (no model is built, no weights are needed).
+Every image of every table the datamodule reads (train, explicit val / test, shifted sets) is
+decoded, resized to the side its transform starts with and stored; the tables are stored beside
+the pixels. A killed run continues where it stopped when started again. See
+:mod:`medxfer.data.cache` for the file layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medxfer.data.cache import prepare_cache
+
+__all__ = ["datamodule_from_configs", "main"]
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def datamodule_from_configs(configs: Sequence[str | Path], overrides: Sequence[str] = ()) -> Any:
+    """Instantiate the datamodule of ``medxfer fit`` configs (later files override earlier
+    ones, as with repeated ``-c``), with ``--data.init_args.<name>=<value>`` overrides, parsed
+    and type-checked the way LightningCLI parses them."""
+    from jsonargparse import ArgumentParser
+
+    import medxfer.datamodules  # noqa: F401  (short class names resolve)
+    from medxfer.datamodules import MedxferDataModule
+
+    section: dict[str, Any] = {}
+    for path in configs:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        section = _merge(section, loaded.get("data") or {})
+    if not section:
+        raise ValueError(f"no 'data' section in {', '.join(map(str, configs))}")
+    parser = ArgumentParser(prog="medxfer prepare", exit_on_error=False)
+    parser.add_subclass_arguments(MedxferDataModule, "data", required=True)
+    cfg = parser.parse_args(["--data", json.dumps(section), *overrides])
+    return parser.instantiate_classes(cfg).data
+
+
+def main(argv: Sequence[str]) -> int:
+    """Entry point of ``medxfer prepare``."""
+    parser = argparse.ArgumentParser(
+        prog="medxfer prepare",
+        description="Pre-resize a datamodule's images into an HDF5 cache (resumable).",
+    )
+    parser.add_argument(
+        "-c", "--config", action="append", required=True, help="a fit config (repeatable)"
+    )
+    parser.add_argument("out", type=Path, help="the .h5 cache file to create or continue")
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes")
+    parser.add_argument(
+        "--bits", type=int, choices=(8, 16), default=None, help="default: from the first image"
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="images between flushes")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args, overrides = parser.parse_known_args(argv)
+    bad = [o for o in overrides if not o.startswith("--data.")]
+    if bad:
+        parser.error(f"unrecognised arguments: {' '.join(bad)} (only --data.* overrides)")
+    from medxfer.datamodules.base import image_rows
+
+    dm = datamodule_from_configs(args.config, overrides)
+    tables = dm.all_tables()
+    report = prepare_cache(
+        args.out,
+        image_rows(tables),
+        dm.cache_settings(),
+        bits=args.bits,
+        table=tables.assign(paths=tables["paths"].map("|".join)) if "paths" in tables else tables,
+        tables=sorted({str(s) for s in tables["source"]}),
+        skip_bad=bool(getattr(dm.hparams, "skip_bad_images", False)),
+        workers=dm.num_workers if args.workers is None else args.workers,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    settings = dm.cache_settings()
+    print(report)
+    print(
+        f"reader {settings.reader}, side {settings.side} px; train with "
+        f"--data.init_args.cache={args.out} (or `cache: {args.out}` under data.init_args)"
+    )
+    for err in report.bad[:5]:
+        print(f"  bad: {err}")
+    return 0
