@@ -18,7 +18,6 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from medxfer.data.cache import (
     READER_VERSIONS,
