@@ -195,7 +195,7 @@ def main() -> None:
         root = Path(tmp)
         csv = write_synthetic_chexpert(root / "data", args.patients, size=256, seed=0)
         cache = root / "cache.h5"
-        dm = datamodule(args, csv, root / "none.h5")
+        dm = datamodule(args, csv, cache)
         prepare_cache(cache, image_rows(dm.all_tables()), dm.cache_settings(), progress=False)
         dm.setup("fit")
         n_train = len(dm.train_set)

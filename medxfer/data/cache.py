@@ -250,12 +250,14 @@ class ImageCache:
                     f"config> {self.path}` (it resumes where it stopped)"
                 )
             keys = f["keys"].asstr()[:]
+            self.checksums = f["checksum"][:]
             self.bits = int(f.attrs["bits"])
             self.errors = {
                 keys[i]: str(f["errors"].asstr()[i]) for i in np.flatnonzero(status == 2)
             }
         self.index = {k: i for i, k in enumerate(keys)}
         self._file: Any = None
+        self._pixels: Any = None
         self._pid: int | None = None
 
     def __len__(self) -> int:
@@ -263,14 +265,16 @@ class ImageCache:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_file"], state["_pid"] = None, None  # each process opens its own handle
+        state["_file"], state["_pixels"], state["_pid"] = None, None, None  # one per process
         return state
 
     def _handle(self) -> Any:
+        """This process's ``pixels`` dataset (opened on first use in each process)."""
         if self._file is None or self._pid != os.getpid():
             self._file = _open(self.path)
             self._pid = os.getpid()
-        return self._file
+            self._pixels = self._file["pixels"]
+        return self._pixels
 
     def _row(self, path: str, context: str) -> int:
         key = image_key(path)
@@ -295,16 +299,14 @@ class ImageCache:
     def __call__(self, path: str, context: str = "") -> np.ndarray:
         """The image as float32 in [0, 1], ``(S, S)`` or ``(S, S, 3)``."""
         row = self._row(path, context)
-        f = self._handle()
         try:
-            pixels = f["pixels"][row]
-            expected = int(f["checksum"][row])
+            pixels = self._handle()[row]
         except (OSError, KeyError, ValueError) as err:
             raise CacheError(
                 f"image cache {self.path}: reading {path} (row {row}) failed ({err}); the file "
                 "is corrupt; " + _REBUILD.format(path=self.path)
             ) from None
-        if zlib.crc32(pixels.tobytes()) != expected:
+        if zlib.crc32(pixels.tobytes()) != int(self.checksums[row]):
             raise CacheError(
                 f"image cache {self.path}: checksum mismatch for {path} (row {row}); the file "
                 "is corrupt; " + _REBUILD.format(path=self.path)
