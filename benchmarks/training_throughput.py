@@ -188,7 +188,10 @@ def main() -> None:
     p.add_argument("--precision", default="32-true")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--precisions", action="store_true", help="GPU: fp32 / bf16 / bf16+NHWC")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads of the loop")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
     with tempfile.TemporaryDirectory() as tmp:

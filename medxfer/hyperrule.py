@@ -74,7 +74,8 @@ def bit_hyperrule(dataset_size: int, image_size: int | Sequence[int]) -> HyperRu
 
 
 def _first_image_size(dataset: object) -> tuple[int, int] | None:
-    """(H, W) of the first image file of a medxfer dataset (``paths`` attribute)."""
+    """(H, W) of the first image file of a medxfer dataset (``paths`` attribute), from the
+    image cache when the dataset reads one."""
     from PIL import Image
 
     paths = getattr(dataset, "paths", None)
@@ -85,6 +86,9 @@ def _first_image_size(dataset: object) -> tuple[int, int] | None:
         first = next((p for p in first if p), None)
     if not first:
         return None
+    cached = getattr(getattr(dataset, "images", None), "source_shape", None)
+    if cached is not None:  # reading from a cache: the source files may not be here
+        return cached(first)
     try:
         with Image.open(first) as img:
             return img.size[1], img.size[0]

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from medxfer.data.cache import prepare_cache
+from medxfer.data.cache import CacheError, prepare_cache
+from medxfer.data.images import ImageDecodeError
 
 __all__ = ["datamodule_from_configs", "main"]
 
@@ -79,18 +81,24 @@ def main(argv: Sequence[str]) -> int:
 
     dm = datamodule_from_configs(args.config, overrides)
     tables = dm.all_tables()
-    report = prepare_cache(
-        args.out,
-        image_rows(tables),
-        dm.cache_settings(),
-        bits=args.bits,
-        table=tables.assign(paths=tables["paths"].map("|".join)) if "paths" in tables else tables,
-        tables=sorted({str(s) for s in tables["source"]}),
-        skip_bad=bool(getattr(dm.hparams, "skip_bad_images", False)),
-        workers=dm.num_workers if args.workers is None else args.workers,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-    )
+    try:
+        report = prepare_cache(
+            args.out,
+            image_rows(tables),
+            dm.cache_settings(),
+            bits=args.bits,
+            table=tables.assign(paths=tables["paths"].map("|".join))
+            if "paths" in tables
+            else tables,
+            tables=sorted({str(s) for s in tables["source"]}),
+            skip_bad=bool(getattr(dm.hparams, "skip_bad_images", False)),
+            workers=dm.num_workers if args.workers is None else args.workers,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+        )
+    except (CacheError, ImageDecodeError) as err:
+        print(f"medxfer prepare: error: {err}", file=sys.stderr)
+        return 2
     settings = dm.cache_settings()
     print(report)
     print(

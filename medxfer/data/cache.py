@@ -251,6 +251,7 @@ class ImageCache:
                 )
             keys = f["keys"].asstr()[:]
             self.checksums = f["checksum"][:]
+            self.shapes = f["shape"][:]
             self.bits = int(f.attrs["bits"])
             self.errors = {
                 keys[i]: str(f["errors"].asstr()[i]) for i in np.flatnonzero(status == 2)
@@ -290,6 +291,11 @@ class ImageCache:
                 f"image {where} could not be decoded when the cache was prepared: {self.errors[key]}"
             )
         return row
+
+    def source_shape(self, path: str) -> tuple[int, int]:
+        """``(H, W)`` of the image's file before it was resized into the cache."""
+        h, w = self.shapes[self._row(path, "")]
+        return int(h), int(w)
 
     def check(self, path: str, context: str = "", decode: bool = False) -> None:
         """Raise :class:`CacheError` for an image outside the cache and
