@@ -430,3 +430,50 @@ def test_medxfer_prepare_command(
     )
     assert main(["prepare", "-c", str(config), str(out), "--no-progress"]) == 2
     assert "side: cache 32, config 37" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("cpus", "env", "expected"),
+    [
+        pytest.param(16, {}, 8, id="capped-at-8"),
+        pytest.param(16, {"LOCAL_WORLD_SIZE": "4"}, 3, id="torchrun-4-per-node"),
+        pytest.param(16, {"SLURM_NTASKS_PER_NODE": "8"}, 1, id="slurm-8-per-node"),
+        pytest.param(2, {}, 1, id="two-cpus"),
+        pytest.param(1, {}, 0, id="one-cpu"),
+    ],
+)
+def test_default_workers_share_the_cpus_of_the_node(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, env: dict[str, str], expected: int
+) -> None:
+    from medxfer.datamodules.base import default_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    for name in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert default_workers() == expected
+
+
+def test_loader_settings_reach_the_dataloaders(synthetic_cxr: dict[str, Path]) -> None:
+    dm = ChestXrayDataModule(
+        CXRTable(csv=str(synthetic_cxr["chexpert"])),
+        image_size=32,
+        num_workers=1,
+        persistent_workers=False,
+        prefetch_factor=3,
+        pin_memory=False,
+    )
+    dm.setup("fit")
+    for loader in (dm.train_dataloader(), dm.val_dataloader()):
+        assert (loader.num_workers, loader.persistent_workers, loader.prefetch_factor) == (
+            1,
+            False,
+            3,
+        )
+    dm = ChestXrayDataModule(
+        CXRTable(csv=str(synthetic_cxr["chexpert"])), image_size=32, num_workers=0
+    )
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert (loader.persistent_workers, loader.prefetch_factor) == (False, None)
