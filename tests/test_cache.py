@@ -181,6 +181,29 @@ def test_missing_truncated_and_corrupt_files(grey16: list[Path], tmp_path: Path)
         cache(str(grey16[2]))
 
 
+def test_a_cache_being_written_elsewhere_is_reported_as_locked(
+    grey16: list[Path], tmp_path: Path
+) -> None:
+    prepare_cache(tmp_path / "c.h5", _table(grey16), CacheSettings("grey", 32), progress=False)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import h5py, time; f = h5py.File({str(tmp_path / 'c.h5')!r}, 'r+'); "
+            "print('open', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        with pytest.raises(CacheError, match=r"locked by another process.*medxfer prepare"):
+            ImageCache(tmp_path / "c.h5", CacheSettings("grey", 32))
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 KILLER = textwrap.dedent(
     """
     import os, signal, sys

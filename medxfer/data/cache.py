@@ -190,6 +190,11 @@ def _open(path: str | os.PathLike[str], mode: str = "r") -> Any:
         raise CacheError(
             f"image cache {path} does not exist; build it with `medxfer prepare -c <your config> {path}`"
         ) from None
+    except BlockingIOError:
+        raise CacheError(
+            f"image cache {path} is locked by another process (a `medxfer prepare` still "
+            "writing it?); wait for it to finish, or stop it and run prepare again to continue"
+        ) from None
     except OSError as err:
         raise CacheError(
             f"image cache {path} is truncated or corrupt ({err}); " + _REBUILD.format(path=path)
