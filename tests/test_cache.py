@@ -356,6 +356,15 @@ def test_cxr_datamodule_reads_the_cache_with_workers(
             torch.testing.assert_close(a["target"], b["target"], equal_nan=True)
             # [0, 1] -> [-1, 1] doubles the half-level quantisation step
             assert (a["image"] - b["image"]).abs().max() <= 2 * 0.5 / 255 + 1e-6
+    # a handle opened in the main process is closed before workers fork, each opens its own
+    in_main = ChestXrayDataModule(**{**kw, "num_workers": 2}, cache=str(tmp_path / "c.h5"))
+    in_main.setup("fit")
+    in_main.val_set[0]
+    assert in_main.images._file is not None
+    batches = [b for b, _ in zip(in_main.val_dataloader(), range(2), strict=False)]
+    assert in_main.images._file is None  # closed at the fork
+    for a, b in zip(batches, direct, strict=True):
+        assert (a["image"] - b["image"]).abs().max() <= 2 * 0.5 / 255 + 1e-6
     nih = ChestXrayDataModule(**kw, cache=str(tmp_path / "c.h5"))
     nih.setup("test")
     # BiT-HyperRule's resolution needs the source size: from the cache, without the files

@@ -31,6 +31,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import weakref
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -77,6 +78,9 @@ READERS: dict[str, Callable[..., np.ndarray]] = {
 #: Version of each decoder's output. Bump when a decoder's pixels change, so caches built by
 #: the old one are refused instead of silently differing from the direct path.
 READER_VERSIONS: dict[str, int] = {"grey": 1, "rgb": 1, "mammogram": 1}
+
+#: Caches with an HDF5 handle open in this process, closed before any fork (see below).
+_OPEN: weakref.WeakSet[ImageCache] = weakref.WeakSet()
 
 _REBUILD = "rebuild it with `medxfer prepare -c <your config> {path}` (after deleting it)"
 
@@ -280,7 +284,14 @@ class ImageCache:
             self._file = _open(self.path)
             self._pid = os.getpid()
             self._pixels = self._file["pixels"]
+            _OPEN.add(self)
         return self._pixels
+
+    def close(self) -> None:
+        """Close this process's handle (the next read reopens it)."""
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file, self._pixels, self._pid = None, None, None
 
     def _row(self, path: str, context: str) -> int:
         key = image_key(path)
@@ -323,6 +334,18 @@ class ImageCache:
                 "is corrupt; " + _REBUILD.format(path=self.path)
             )
         return pixels.astype(np.float32) / np.float32(2**self.bits - 1)
+
+
+def _close_before_fork() -> None:
+    """HDF5 handles must not cross a fork: a DataLoader forking workers after the main process
+    has read from a cache (e.g. a probe set read in-process) would hand them the parent's
+    handle. Closing them first makes every worker open its own."""
+    for cache in list(_OPEN):
+        cache.close()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_close_before_fork)
 
 
 @dataclass
