@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -68,11 +68,12 @@ class ChestXrayDataModule(MedxferDataModule):
         skip_bad_images: drop (count and log) missing or undecodable images instead of failing.
         verify_images: decode every image at setup (default: only check the files exist).
         seed: seed of the augmentation.
-        train_fraction, shots_per_class, subsample_seed: class-balanced, nested subsets of the
-            training split for data-efficiency and few-shot studies (:class:`MedxferDataModule`).
-        batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers,
-            prefetch_factor: loader settings (:class:`MedxferDataModule`).
-        cache: an HDF5 image cache from ``medxfer prepare`` (stores images at ``resize``).
+        batch_size: training batch size (per process).
+        **kwargs: the settings every datamodule shares (:class:`MedxferDataModule`): loader
+            (``eval_batch_size``, ``num_workers``, ``pin_memory``, ``persistent_workers``,
+            ``prefetch_factor``), subsets (``train_fraction``, ``shots_per_class``,
+            ``subsample_seed``) and ``cache``, an HDF5 image cache from ``medxfer prepare``
+            (stores images at ``resize``).
     """
 
     def __init__(
@@ -97,28 +98,9 @@ class ChestXrayDataModule(MedxferDataModule):
         verify_images: bool = False,
         seed: int = 0,
         batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = None,
-        pin_memory: bool | None = None,
-        train_fraction: float | None = None,
-        shots_per_class: int | None = None,
-        subsample_seed: int = 0,
-        persistent_workers: bool | None = None,
-        prefetch_factor: int | None = None,
-        cache: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            train_fraction=train_fraction,
-            shots_per_class=shots_per_class,
-            subsample_seed=subsample_seed,
-            persistent_workers=persistent_workers,
-            prefetch_factor=prefetch_factor,
-            cache=cache,
-        )
+        super().__init__(batch_size=batch_size, **kwargs)
         self.save_hyperparameters()
         self.set_tables(train, val, test, shifted, name, split)
         self.labels = list(labels)

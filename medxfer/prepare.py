@@ -54,7 +54,7 @@ def datamodule_from_configs(configs: Sequence[str | Path], overrides: Sequence[s
     parser = ArgumentParser(prog="medxfer prepare", exit_on_error=False)
     parser.add_subclass_arguments(MedxferDataModule, "data", required=True)
     cfg = parser.parse_args(["--data", json.dumps(section), *overrides])
-    return parser.instantiate_classes(cfg).data
+    return parser.instantiate(cfg).data
 
 
 def main(argv: Sequence[str]) -> int:
