@@ -33,43 +33,20 @@ from pathlib import Path
 
 import lightning as L
 import torch
+
+# the same epoch timer and callback set as the callback-overhead benchmark beside this file
+from callback_overhead import EpochTimer, analysis_callbacks
 from lightning.pytorch.loggers import CSVLogger
 
-from medxfer.callbacks import (
-    CalibrationCallback,
-    CKACallback,
-    ConvergenceCallback,
-    SubgroupCallback,
-    WeightDriftCallback,
-)
 from medxfer.data.cache import prepare_cache
 from medxfer.datamodules import ChestXrayDataModule, CXRTable, write_synthetic_chexpert
 from medxfer.datamodules.base import image_rows
 from medxfer.tasks import MultiLabelClassifier
 
 
-class EpochClock(L.Callback):
-    """Start time of every training epoch, and the end of fitting."""
-
-    def __init__(self) -> None:
-        self.marks: list[float] = []
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _sync()
-        self.marks.append(time.perf_counter())
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _sync()
-        self.marks.append(time.perf_counter())
-
-
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-
-
-def _median_epoch(marks: list[float]) -> float:
-    return statistics.median(b - a for a, b in itertools.pairwise(marks[1:]))  # not epoch 0
 
 
 def datamodule(args: argparse.Namespace, csv: Path, cache: Path) -> ChestXrayDataModule:
@@ -107,21 +84,21 @@ def medxfer_epoch(
     """Median seconds per epoch of ``Trainer.fit``."""
     L.seed_everything(0, verbose=False)
     dm = datamodule(args, csv, cache)
-    clock = EpochClock()
+    timer = EpochTimer()
     trainer = L.Trainer(
         accelerator="auto",
         devices=1,
         precision=precision,
         max_epochs=args.epochs,
         logger=CSVLogger(root),
-        callbacks=[clock, *callbacks],
+        callbacks=[timer, *callbacks],
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         default_root_dir=root,
     )
     trainer.fit(task(args, dm, channels_last), datamodule=dm)
-    return _median_epoch(clock.marks)
+    return statistics.median(timer.epochs()[1:])  # not epoch 0 (start-up)
 
 
 def plain_epoch(args: argparse.Namespace, csv: Path, cache: Path, root: Path) -> float:
@@ -163,17 +140,7 @@ def plain_epoch(args: argparse.Namespace, csv: Path, cache: Path, root: Path) ->
         torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, root / "plain.pt")
     _sync()
     marks.append(time.perf_counter())
-    return _median_epoch(marks)
-
-
-def analysis_callbacks() -> list[L.Callback]:
-    return [
-        CalibrationCallback(),
-        SubgroupCallback(),
-        CKACallback(),
-        WeightDriftCallback(),
-        ConvergenceCallback(),
-    ]
+    return statistics.median(b - a for a, b in itertools.pairwise(marks[1:]))  # not epoch 0
 
 
 def main() -> None:
