@@ -5,7 +5,7 @@ benchmark, not a test; ratios are measured in one run)::
 
 Synthetic chest X-rays are written at ``--source-size`` in both real layouts (CheXpert: JPEG,
 NIH ChestX-ray14: PNG, whose real images are 1024²), a cache is prepared for each resolution
-with ``medxfer.data.cache.prepare_cache`` (its one-off time is printed), and the training loader
+with the datamodule's ``build_cache`` (what ``medxfer prepare`` runs) (its one-off time is printed), and the training loader
 of the same :class:`ChestXrayDataModule` -- augmentation on, the datamodule's default workers
 unless ``--workers`` -- is iterated over the whole training split with and without ``cache``.
 The first batch (worker start-up) is not counted. Target: cache >= 5x the files at 224 px.
@@ -18,14 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from medxfer.data.cache import prepare_cache
 from medxfer.datamodules import (
     ChestXrayDataModule,
     CXRTable,
     write_synthetic_chexpert,
     write_synthetic_nih,
 )
-from medxfer.datamodules.base import image_rows
 
 
 def images_per_second(dm: ChestXrayDataModule, epochs: int) -> float:
@@ -40,6 +38,8 @@ def images_per_second(dm: ChestXrayDataModule, epochs: int) -> float:
         for batch in it:
             count += len(batch["id"])
         elapsed += time.perf_counter() - t0
+    if not count:
+        raise SystemExit("too few images for more than one batch per pass: raise --images")
     return count / elapsed
 
 
@@ -89,13 +89,7 @@ def main() -> None:
                 dm = datamodule(None)
                 cache = root / f"{label.split()[0]}_{size}.h5"
                 t0 = time.perf_counter()
-                report = prepare_cache(
-                    cache,
-                    image_rows(dm.all_tables()),
-                    dm.cache_settings(),
-                    workers=dm.num_workers,
-                    progress=False,
-                )
+                report = dm.build_cache(cache, progress=False)
                 prepare_s = time.perf_counter() - t0
                 files = images_per_second(dm, args.epochs)
                 cached = images_per_second(datamodule(str(cache)), args.epochs)

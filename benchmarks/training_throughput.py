@@ -5,7 +5,7 @@ data and precision, and with all analysis callbacks on (a benchmark, not a test)
     python benchmarks/training_throughput.py --backbone bit-r50x1 --image-size 224 \\
         --batch-size 64 --precision bf16-mixed --channels-last --precisions   # one GPU
 
-Synthetic CheXpert-format images are cached once (``prepare_cache``), and three runs train the
+Synthetic CheXpert-format images are cached once (``build_cache``, as ``medxfer prepare``), and three runs train the
 same seeded :class:`MultiLabelClassifier` from the same :class:`ChestXrayDataModule` loaders:
 
 * plain: a hand-written loop -- forward, the task's loss, backward, the task's optimiser and
@@ -38,9 +38,7 @@ import torch
 from callback_overhead import EpochTimer, analysis_callbacks
 from lightning.pytorch.loggers import CSVLogger
 
-from medxfer.data.cache import prepare_cache
 from medxfer.datamodules import ChestXrayDataModule, CXRTable, write_synthetic_chexpert
-from medxfer.datamodules.base import image_rows
 from medxfer.tasks import MultiLabelClassifier
 
 
@@ -166,7 +164,7 @@ def main() -> None:
         csv = write_synthetic_chexpert(root / "data", args.patients, size=256, seed=0)
         cache = root / "cache.h5"
         dm = datamodule(args, csv, cache)
-        prepare_cache(cache, image_rows(dm.all_tables()), dm.cache_settings(), progress=False)
+        dm.build_cache(cache, progress=False)
         dm.setup("fit")
         n_train = len(dm.train_set)
         best: dict[str, float] = {}

@@ -20,7 +20,14 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from medxfer.data.cache import CacheSettings, FileImages, ImageCache, ImageSource
+from medxfer.data.cache import (
+    CacheSettings,
+    FileImages,
+    ImageCache,
+    ImageSource,
+    PrepareReport,
+    prepare_cache,
+)
 from medxfer.data.images import ImageDecodeError
 from medxfer.data.splits import patient_split
 from medxfer.data.subsample import subsample_mask
@@ -281,6 +288,34 @@ class MedxferDataModule(L.LightningDataModule):
         return pd.concat(
             [self.read_table(t).assign(table=name) for name, t in named.items()],
             ignore_index=True,
+        )
+
+    def build_cache(
+        self,
+        path: str | os.PathLike[str],
+        bits: int | None = None,
+        workers: int | None = None,
+        batch_size: int = 64,
+        progress: bool = True,
+    ) -> PrepareReport:
+        """Build, or continue, the image cache of every table this datamodule reads (what
+        ``medxfer prepare`` runs): its images at :meth:`cache_settings`, the tables beside them,
+        bad images recorded when ``skip_bad_images`` is set. ``workers`` defaults to
+        ``num_workers``; see :func:`medxfer.data.cache.prepare_cache` for the rest."""
+        tables = self.all_tables()
+        return prepare_cache(
+            path,
+            image_rows(tables),
+            self.cache_settings(),
+            bits=bits,
+            table=tables.assign(paths=tables["paths"].map("|".join))
+            if "paths" in tables
+            else tables,
+            tables=sorted({str(s) for s in tables["source"]}),
+            skip_bad=bool(getattr(self.hparams, "skip_bad_images", False)),
+            workers=self.num_workers if workers is None else workers,
+            batch_size=batch_size,
+            progress=progress,
         )
 
     def checked(self, table: pd.DataFrame, what: str, decode: bool = False) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from medxfer.data.cache import CacheError, prepare_cache
+from medxfer.data.cache import CacheError
 from medxfer.data.images import ImageDecodeError
 
 __all__ = ["datamodule_from_configs", "main"]
@@ -77,22 +77,12 @@ def main(argv: Sequence[str]) -> int:
     bad = [o for o in overrides if not o.startswith("--data.")]
     if bad:
         parser.error(f"unrecognised arguments: {' '.join(bad)} (only --data.* overrides)")
-    from medxfer.datamodules.base import image_rows
-
     dm = datamodule_from_configs(args.config, overrides)
-    tables = dm.all_tables()
     try:
-        report = prepare_cache(
+        report = dm.build_cache(
             args.out,
-            image_rows(tables),
-            dm.cache_settings(),
             bits=args.bits,
-            table=tables.assign(paths=tables["paths"].map("|".join))
-            if "paths" in tables
-            else tables,
-            tables=sorted({str(s) for s in tables["source"]}),
-            skip_bad=bool(getattr(dm.hparams, "skip_bad_images", False)),
-            workers=dm.num_workers if args.workers is None else args.workers,
+            workers=args.workers,
             batch_size=args.batch_size,
             progress=not args.no_progress,
         )

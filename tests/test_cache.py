@@ -4,6 +4,7 @@ from several DataLoader workers."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -37,7 +38,6 @@ from medxfer.datamodules import (
     write_synthetic_derm,
     write_synthetic_mammo,
 )
-from medxfer.datamodules.base import image_rows
 from medxfer.datamodules.synthetic_mammo import write_dicom
 
 
@@ -305,19 +305,8 @@ def test_skip_bad_records_and_the_datamodule_counts(
         )
 
     with pytest.raises(ImageDecodeError, match=rf"{bad_rel}"):
-        prepare_cache(
-            tmp_path / "c.h5",
-            image_rows(dm(False).all_tables()),
-            dm(False).cache_settings(),
-            progress=False,
-        )
-    report = prepare_cache(
-        tmp_path / "c.h5",
-        image_rows(dm(True).all_tables()),
-        dm(True).cache_settings(),
-        skip_bad=True,
-        progress=False,
-    )
+        dm(False).build_cache(tmp_path / "c.h5", progress=False)
+    report = dm(True).build_cache(tmp_path / "c.h5", progress=False)  # skip_bad_images: recorded
     assert len(report.bad) == 1 and bad_rel in report.bad[0]
     with pytest.raises(ImageDecodeError, match=rf"{bad_rel}.*when the cache was prepared"):
         dm(False).setup("fit")
@@ -343,9 +332,7 @@ def test_cxr_datamodule_reads_the_cache_with_workers(
     dm = ChestXrayDataModule(**kw)
     tables = dm.all_tables()
     assert set(tables["table"]) == {"train", "shifted/nih"}
-    prepare_cache(
-        tmp_path / "c.h5", image_rows(tables), dm.cache_settings(), workers=2, progress=False
-    )
+    dm.build_cache(tmp_path / "c.h5", workers=2, progress=False)
     direct = _first_batches(ChestXrayDataModule(**kw))
     for workers in (0, 2):
         cached = _first_batches(
@@ -383,10 +370,7 @@ def test_cxr_datamodule_reads_the_cache_with_workers(
 def test_mammo_and_derm_datamodules_read_the_cache(tmp_path: Path) -> None:
     exams = write_synthetic_mammo(tmp_path / "mammo", n_exams=20, size=48, seed=0)
     mkw = dict(train=str(exams), image_size=32, batch_size=4, num_workers=0)
-    dm = MammographyDataModule(**mkw)
-    prepare_cache(
-        tmp_path / "m.h5", image_rows(dm.all_tables()), dm.cache_settings(), progress=False
-    )
+    MammographyDataModule(**mkw).build_cache(tmp_path / "m.h5", progress=False)
     for a, b in zip(
         _first_batches(MammographyDataModule(**mkw, cache=str(tmp_path / "m.h5"))),
         _first_batches(MammographyDataModule(**mkw)),
@@ -396,10 +380,7 @@ def test_mammo_and_derm_datamodules_read_the_cache(tmp_path: Path) -> None:
         assert (a["image"] - b["image"]).abs().max() <= 2 * 0.5 / 65535 + 1e-6
     cases = write_synthetic_derm(tmp_path / "derm", n_cases=30, size=48, seed=0)
     dkw = dict(train=str(cases), image_size=24, batch_size=4, num_workers=0, n_conditions=4)
-    dm = DermatologyDataModule(**dkw)
-    prepare_cache(
-        tmp_path / "d.h5", image_rows(dm.all_tables()), dm.cache_settings(), progress=False
-    )
+    DermatologyDataModule(**dkw).build_cache(tmp_path / "d.h5", progress=False)
     for a, b in zip(
         _first_batches(DermatologyDataModule(**dkw, cache=str(tmp_path / "d.h5"))),
         _first_batches(DermatologyDataModule(**dkw)),
@@ -430,37 +411,14 @@ def test_medxfer_prepare_command(
         )
     )
     out = tmp_path / "cache" / "c.h5"
-    assert (
-        main(
-            [
-                "prepare",
-                "-c",
-                str(config),
-                str(out),
-                "--no-progress",
-                "--data.init_args.image_size=28",
-            ]
-        )
-        == 0
-    )
+    command = ["prepare", "-c", str(config), str(out), "--no-progress"]
+    assert main([*command, "--data.init_args.image_size=28"]) == 0
     with h5py.File(out) as f:
         assert int(f.attrs["side"]) == 32  # 28 * 8 / 7
-        stored = pd.read_csv(__import__("io").StringIO(f["table"].asstr()[()]))
+        stored = pd.read_csv(io.StringIO(f["table"].asstr()[()]))
         assert {"patient_id", "sex", "path"} <= set(stored.columns)
-    assert (
-        main(
-            [
-                "prepare",
-                "-c",
-                str(config),
-                str(out),
-                "--no-progress",
-                "--data.init_args.image_size=28",
-            ]
-        )
-        == 0
-    )
-    assert main(["prepare", "-c", str(config), str(out), "--no-progress"]) == 2
+    assert main([*command, "--data.init_args.image_size=28"]) == 0  # done: nothing to do
+    assert main(command) == 2
     assert "side: cache 32, config 37" in capsys.readouterr().err
 
 
