@@ -489,11 +489,8 @@ def prepare_cache(
     from tqdm.auto import tqdm
 
     path = Path(path)
-    rows = images.drop_duplicates("path")
-    keys = [image_key(p) for p in rows["path"]]
-    if len(set(keys)) != len(keys):
-        rows = rows.assign(_key=keys).drop_duplicates("_key")
-        keys = list(rows["_key"])
+    rows = images.assign(_key=[image_key(p) for p in images["path"]]).drop_duplicates("_key")
+    keys = list(rows["_key"])
     if not keys:
         raise ValueError("no images to prepare")
     contexts = [f"line {ln} of {src}" for ln, src in zip(rows["line"], rows["source"], strict=True)]
@@ -525,6 +522,8 @@ def prepare_cache(
         report.bad = [str(e) for e in f["errors"].asstr()[status == 2]]
         top = 2**bits - 1
         decode = partial(_decode, settings.reader, settings.side, top)
+        pixels_ds, checksum_ds, shape_ds = f["pixels"], f["checksum"], f["shape"]
+        status_ds, errors_ds = f["status"], f["errors"]
         bar = tqdm(
             total=len(keys),
             initial=report.already_done,
@@ -542,19 +541,18 @@ def prepare_cache(
                                 f"{error}. Fix the file and run `medxfer prepare` again (it "
                                 "continues), or set skip_bad_images=true to record and skip it."
                             )
-                        f["errors"][i] = error
+                        errors_ds[i] = error
                         report.bad.append(error)
                         bad.append(i)
                         continue
-                    f["pixels"][i] = pixels
-                    f["checksum"][i] = zlib.crc32(pixels.tobytes())
-                    f["shape"][i] = shape
+                    pixels_ds[i] = pixels
+                    checksum_ds[i] = zlib.crc32(pixels.tobytes())
+                    shape_ds[i] = shape
                     done.append(i)
                 f.flush()  # pixels first, then the status that says they are there
-                for i in done:
-                    f["status"][i] = 1
-                for i in bad:
-                    f["status"][i] = 2
+                for value, rows_done in ((1, done), (2, bad)):
+                    if rows_done:
+                        status_ds[sorted(rows_done)] = value
                 f.flush()
                 report.written += len(done)
                 bar.update(len(batch))
