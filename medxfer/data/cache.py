@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from .dicom import read_mammogram
-from .images import ImageDecodeError, read_grey_image, read_rgb_image
+from .images import ImageDecodeError, read_grey_image, read_rgb_image, where
 
 __all__ = [
     "FORMAT_VERSION",
@@ -180,9 +180,7 @@ class FileImages:
         if decode:
             self(path, context)
         elif not os.path.isfile(path):
-            raise ImageDecodeError(
-                f"image not found: {path}{' (' + context + ')' if context else ''}"
-            )
+            raise ImageDecodeError(f"image not found: {where(path, context)}")
 
 
 def _open(path: str | os.PathLike[str], mode: str = "r") -> Any:
@@ -295,16 +293,16 @@ class ImageCache:
 
     def _row(self, path: str, context: str) -> int:
         key = image_key(path)
-        where = f"{path}{' (' + context + ')' if context else ''}"
+        what = where(path, context)
         row = self.index.get(key)
         if row is None:
             raise CacheError(
-                f"image {where} is not in the image cache {self.path}, which was prepared for "
+                f"image {what} is not in the image cache {self.path}, which was prepared for "
                 "other tables; " + _REBUILD.format(path=self.path)
             )
         if key in self.errors:
             raise ImageDecodeError(
-                f"image {where} could not be decoded when the cache was prepared: {self.errors[key]}"
+                f"image {what} could not be decoded when the cache was prepared: {self.errors[key]}"
             )
         return row
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import ImageDecodeError, read_grey_image
+from .images import ImageDecodeError, read_grey_image, where
 
 __all__ = ["orient_left", "read_dicom", "read_mammogram"]
 
@@ -49,17 +49,17 @@ def read_dicom(
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    where = f"{path}{' (' + context + ')' if context else ''}"
+    what = where(path, context)
     if not Path(path).is_file():
-        raise ImageDecodeError(f"image not found: {where}")
+        raise ImageDecodeError(f"image not found: {what}")
     try:
         ds = pydicom.dcmread(path)
         stored = ds.pixel_array
     except Exception as err:  # pydicom raises many types for broken files
-        raise ImageDecodeError(f"could not decode DICOM {where}: {err}") from None
+        raise ImageDecodeError(f"could not decode DICOM {what}: {err}") from None
     if stored.ndim != 2:
         raise ImageDecodeError(
-            f"DICOM {where}: expected one grey frame, got pixel array of shape {stored.shape}"
+            f"DICOM {what}: expected one grey frame, got pixel array of shape {stored.shape}"
         )
     x = apply_modality_lut(stored, ds).astype(np.float64)
     if apply_window and "VOILUTSequence" in ds:

@@ -8,12 +8,13 @@ the rest of the pipeline never sees the container.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["ImageDecodeError", "read_grey_image", "read_rgb_image"]
+__all__ = ["ImageDecodeError", "read_grey_image", "read_rgb_image", "where"]
 
 
 class ImageDecodeError(OSError):
@@ -34,29 +35,34 @@ def read_grey_image(path: str | os.PathLike[str], context: str = "") -> np.ndarr
     Raises:
         ImageDecodeError: missing file or a decoder failure, naming ``path`` and ``context``.
     """
-    where = f"{path}{' (' + context + ')' if context else ''}"
-    if not Path(path).is_file():
-        raise ImageDecodeError(f"image not found: {where}")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return _to_grey(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ImageDecodeError(f"could not decode image {where}: {err}") from None
+    return _decode(path, context, _to_grey)
 
 
 def read_rgb_image(path: str | os.PathLike[str], context: str = "") -> np.ndarray:
     """Read a colour photograph as float32 ``(H, W, 3)`` in [0, 1] (alpha dropped, grey
     repeated), for dermatology. Errors as in :func:`read_grey_image`."""
-    where = f"{path}{' (' + context + ')' if context else ''}"
+    return _decode(path, context, lambda img: np.asarray(img.convert("RGB"), np.float32) / 255.0)
+
+
+def where(path: str | os.PathLike[str], context: str = "") -> str:
+    """``path``, with ``context`` (e.g. a CSV line) in brackets: how every image error names
+    what failed."""
+    return f"{path} ({context})" if context else str(path)
+
+
+def _decode(
+    path: str | os.PathLike[str], context: str, convert: Callable[[Image.Image], np.ndarray]
+) -> np.ndarray:
+    """Open an image file with PIL and ``convert`` it, every failure an
+    :class:`ImageDecodeError` naming the file and ``context``."""
     if not Path(path).is_file():
-        raise ImageDecodeError(f"image not found: {where}")
+        raise ImageDecodeError(f"image not found: {where(path, context)}")
     try:
         with Image.open(path) as img:
             img.load()
-            return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+            return convert(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ImageDecodeError(f"could not decode image {where}: {err}") from None
+        raise ImageDecodeError(f"could not decode image {where(path, context)}: {err}") from None
 
 
 def _to_grey(img: Image.Image) -> np.ndarray:
