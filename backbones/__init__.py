@@ -15,6 +15,9 @@ Registered architectures (names read ``arch.source`` when a weight source is cho
 * ``resnet50``: the torchvision-layout ResNet-50 of the published self-supervised checkpoints
   (benchmarked by Ericsson et al., "How Well Do Self-Supervised Models Transfer?", CVPR 2021);
 * ``timm/<any timm model name>``.
+
+``input_config(name, pretrained)`` says how the chosen weights expect their inputs (mean, std,
+pre-training size), so that transforms normalise the way the weights were trained.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +35,24 @@ from torch import nn
 
 from medxfer.registry import Registry
 
-from .weights import LoadReport, WeightSource, load_backbone_weights, read_weight_file, weights_dir
+from .weights import (
+    InputConfig,
+    LoadReport,
+    WeightSource,
+    load_backbone_weights,
+    read_checkpoint_hparams,
+    read_weight_file,
+    weights_dir,
+)
 
 __all__ = [
     "BACKBONES",
+    "INPUT_NORM_KEY",
+    "InputConfig",
     "LoadReport",
     "WeightSource",
     "create_backbone",
+    "input_config",
     "list_backbones",
     "load_backbone_weights",
     "parameter_stages",
@@ -105,6 +120,21 @@ def _timm_factory(model_name: str) -> Callable[..., nn.Module]:
     return functools.partial(timm.create_model, model_name, pretrained=False)
 
 
+def _split_name(
+    name: str, pretrained: str | os.PathLike[str] | None
+) -> tuple[str, str | os.PathLike[str] | None]:
+    """``arch.source`` -> ``(arch, source)``; ``timm/<name>`` is kept whole (its dot is timm's
+    pretrained tag)."""
+    if name.startswith("timm/"):
+        return name, pretrained
+    arch, _, source = name.partition(".")
+    if not source:
+        return arch, pretrained
+    if pretrained is not None and str(pretrained) != source:
+        raise ValueError(f"{name!r} names source {source!r} but pretrained={pretrained!r}")
+    return arch, source
+
+
 def resolve_weights(arch: str, pretrained: str | os.PathLike[str]) -> Path:
     """Turn ``pretrained`` (a named source of ``arch`` or a local path) into an existing file.
 
@@ -164,15 +194,8 @@ def create_backbone(
         >>> m(torch.zeros(2, 1, 32, 32)).shape
         torch.Size([2, 512])
     """
-    if name.startswith("timm/"):
-        arch, factory = name, _timm_factory(name[5:])
-    else:
-        arch, _, source = name.partition(".")
-        if source:
-            if pretrained is not None and str(pretrained) != source:
-                raise ValueError(f"{name!r} names source {source!r} but pretrained={pretrained!r}")
-            pretrained = source
-        factory = BACKBONES.get(arch)
+    arch, pretrained = _split_name(name, pretrained)
+    factory = _timm_factory(arch[5:]) if arch.startswith("timm/") else BACKBONES.get(arch)
     kw.setdefault("num_classes", 0)
     model = factory(in_chans=in_chans, **kw)
     model.load_report = None
@@ -180,6 +203,145 @@ def create_backbone(
         model.load_report = load_backbone_weights(model, resolve_weights(arch, pretrained))
     model.medxfer_name = arch
     return model
+
+
+# --------------------------------------------------------------------------- input normalisation
+#: Random initialisation: inputs scaled to [-1, 1], as BiT and Mustafa et al. (2021) do.
+_RANDOM_INIT_NORM = (0.5, 0.5, 0.5)
+#: Key of a task's ``hyper_parameters`` holding the normalisation it was trained with.
+INPUT_NORM_KEY = "input_norm"
+
+
+def input_config(name: str, pretrained: str | os.PathLike[str] | None = None) -> InputConfig:
+    """How the weights chosen by ``(name, pretrained)`` expect their inputs.
+
+    Reads metadata only: a named weight file need not be present yet. The arguments are those of
+    :func:`create_backbone`, and the rules follow what it would load:
+
+    1. No weights (``pretrained`` None and no ``.source`` in ``name``; ``timm/<model>`` without
+       ``pretrained`` too): random init, mean = std = 0.5 (the [-1, 1] scaling of BiT and
+       Mustafa et al. 2021, medxfer's historic default), ``input_size`` None.
+    2. A named source (``bit-r50x1.bit-m``, or ``resnet50`` with ``pretrained="moco-v2"``): that
+       :class:`WeightSource`'s mean, std and input size.
+    3. ``timm/<model>`` with ``pretrained="timm"``: timm's pretrained cfg of ``<model>`` (its
+       default tag unless the name gives one), read offline.
+    4. A local file for a registered architecture: a Lightning checkpoint (``.ckpt``) whose
+       ``hyper_parameters`` hold ``input_norm`` (``{"mean": [...], "std": [...]}``, optionally
+       ``"input_size"``) gives that; otherwise the normalisation all the architecture's sources
+       share; if they disagree, the first source's, and the origin says so.
+    5. A local file for ``timm/<model>``: the checkpoint's ``input_norm`` first, else rule 3.
+
+    Args:
+        name: ``arch``, ``arch.source`` or ``timm/<timm name>``.
+        pretrained: None, a source name of ``arch``, ``"timm"`` (timm models), or a local file.
+
+    Raises:
+        KeyError: unknown architecture or source (as :func:`create_backbone`).
+        ValueError: ``name`` and ``pretrained`` name different sources; an unknown timm model; a
+            checkpoint's ``input_norm`` is malformed (the message names the file).
+        FileNotFoundError: a local file that does not exist.
+
+    Example:
+        >>> input_config("bit-r50x1.bit-m").mean
+        (0.5, 0.5, 0.5)
+        >>> input_config("resnet50", "moco-v2").origin
+        'weight source resnet50.moco-v2'
+    """
+    arch, pretrained = _split_name(name, pretrained)
+    # both look-ups validate the name, as create_backbone would, without building anything
+    timm_cfg = _timm_input_config(arch[5:]) if arch.startswith("timm/") else None
+    sources: dict[str, WeightSource] = (
+        {} if timm_cfg is not None else BACKBONES.entry(arch).metadata["sources"]
+    )
+    if pretrained is None:
+        return InputConfig(
+            _RANDOM_INIT_NORM,
+            _RANDOM_INIT_NORM,
+            None,
+            f"no pre-trained weights ({arch}, random init): BiT's [-1, 1]",
+        )
+    text = str(pretrained)
+    if timm_cfg is not None and text == "timm":
+        return timm_cfg
+    if text in sources:
+        return _source_input_config(sources[text], f"weight source {arch}.{text}")
+    path = resolve_weights(arch, pretrained)
+    found = _checkpoint_input_config(path)
+    if found is not None:
+        return found
+    if timm_cfg is not None:
+        return replace(timm_cfg, origin=f"{timm_cfg.origin} (local file {path})")
+    if not sources:
+        log.warning("%s declares no weight sources; assuming [-1, 1] inputs for %s", arch, path)
+        return InputConfig(
+            _RANDOM_INIT_NORM,
+            _RANDOM_INIT_NORM,
+            None,
+            f"{arch} declares no normalisation (local file {path}): BiT's [-1, 1]",
+        )
+    first_key, first = next(iter(sources.items()))
+    if all((s.mean, s.std) == (first.mean, first.std) for s in sources.values()):
+        sizes = {s.input_size for s in sources.values()}
+        return InputConfig(
+            first.mean,
+            first.std,
+            first.input_size if len(sizes) == 1 else None,
+            f"the {arch} sources' normalisation (local file {path})",
+        )
+    return _source_input_config(
+        first,
+        f"the first {arch} source ({first_key}), as its sources disagree (local file {path})",
+    )
+
+
+def _source_input_config(source: WeightSource, origin: str) -> InputConfig:
+    return InputConfig(source.mean, source.std, source.input_size, origin)
+
+
+def _timm_input_config(model: str) -> InputConfig:
+    from timm.models import get_pretrained_cfg
+
+    try:
+        cfg = get_pretrained_cfg(model)
+    except RuntimeError as err:  # a known architecture with an unknown pretrained tag
+        raise ValueError(f"timm model {model!r}: {err}") from None
+    if cfg is None:
+        raise ValueError(f"timm has no model {model!r} (see timm.list_models())")
+    return InputConfig(
+        tuple(cfg.mean),
+        tuple(cfg.std),
+        tuple(cfg.input_size) if cfg.input_size else None,
+        f"timm pretrained_cfg of {cfg.architecture}.{cfg.tag}",
+    )
+
+
+def _checkpoint_input_config(path: Path) -> InputConfig | None:
+    """The ``input_norm`` a medxfer task saved in a Lightning checkpoint, or None."""
+    norm = (read_checkpoint_hparams(path) or {}).get(INPUT_NORM_KEY)
+    if norm is None:
+        return None
+
+    def triple(key: str, kind: type) -> tuple[Any, ...] | None:
+        value = norm.get(key) if isinstance(norm, Mapping) else None
+        if value is None and key == "input_size":
+            return None
+        try:
+            out = tuple(kind(v) for v in value)
+        except (TypeError, ValueError):
+            out = ()
+        if len(out) != 3:
+            raise ValueError(
+                f"{path}: hyper_parameters[{INPUT_NORM_KEY!r}][{key!r}] must hold 3 numbers, "
+                f"got {value!r}"
+            )
+        return out
+
+    return InputConfig(
+        triple("mean", float),
+        triple("std", float),
+        triple("input_size", int),
+        f"checkpoint {path} (trained with it)",
+    )
 
 
 # ------------------------------------------------------------------------------ built-in entries
@@ -227,6 +389,9 @@ register_backbone(
             "https://huggingface.co/timm/resnetv2_50.a1h_in1k (model.safetensors, renamed)",
             "supervised on ImageNet-1k (timm a1h recipe)",
             "Apache-2.0",
+            # timm's pretrained_cfg of resnetv2_50.a1h_in1k: inputs in [-1, 1], not ImageNet's
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
         ),
     },
 )(_timm_factory("resnetv2_50"))

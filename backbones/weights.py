@@ -34,10 +34,12 @@ import torch
 from torch import nn
 
 __all__ = [
+    "InputConfig",
     "LoadReport",
     "WeightSource",
     "bit_npz_to_state_dict",
     "load_backbone_weights",
+    "read_checkpoint_hparams",
     "read_weight_file",
     "weights_dir",
 ]
@@ -79,7 +81,8 @@ class WeightSource:
         url: where a user downloads it (medxfer itself never downloads).
         description: pre-training data and method, one line.
         licence: the licence the authors published the weights under.
-        mean, std: input normalisation the weights were trained with (per RGB channel).
+        mean, std: input normalisation the weights were trained with (per RGB channel); read
+            by :func:`medxfer.backbones.input_config`.
         input_size: (C, H, W) of pre-training.
     """
 
@@ -94,6 +97,22 @@ class WeightSource:
     def path(self) -> Path:
         """Where this file is expected locally."""
         return weights_dir() / self.filename
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """How a backbone's weights expect their inputs (timm's ``pretrained_cfg`` subset).
+
+    Attributes:
+        mean, std: per-RGB-channel normalisation, ``x = (pixel / 255 - mean) / std``.
+        input_size: (C, H, W) of pre-training, None if unknown.
+        origin: one line saying where the values came from.
+    """
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    input_size: tuple[int, int, int] | None
+    origin: str
 
 
 @dataclass
@@ -209,15 +228,46 @@ def read_weight_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             f"{path}: unknown weight format; expected .npz (BiT), .safetensors or a torch file "
             f"({', '.join(TORCH_SUFFIXES)})"
         )
+    return _unwrap(_torch_load(path), path)
+
+
+def _torch_load(path: Path) -> object:
+    """``torch.load`` restricted to tensors and plain containers (no code runs).
+
+    Raises:
+        ValueError: the file is a pickle that is not weights-only.
+    """
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise ValueError(
             f"{path}: refused to load, the file is a pickle that is not weights-only (it may run "
             f"arbitrary code). Re-save its tensors with torch.save(state_dict) or as .safetensors. "
             f"Detail: {str(err).splitlines()[0]}"
         ) from None
-    return _unwrap(obj, path)
+
+
+def read_checkpoint_hparams(path: str | os.PathLike[str]) -> dict[str, object] | None:
+    """The ``hyper_parameters`` of a Lightning checkpoint (``.ckpt``), read weights-only.
+
+    Returns None when the file is not a ``.ckpt``, holds no ``hyper_parameters`` dict, or holds
+    objects that a weights-only load refuses (such a file is never unpickled here).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if not path.name.lower().endswith(".ckpt"):
+        return None
+    try:
+        obj = _torch_load(path)
+    except ValueError as err:
+        log.info("%s: hyper_parameters not read (%s)", path, str(err).splitlines()[0])
+        return None
+    hparams = obj.get("hyper_parameters") if isinstance(obj, dict) else None
+    return hparams if isinstance(hparams, dict) else None
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:

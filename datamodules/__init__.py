@@ -1,46 +1,54 @@
-"""LightningDataModules of medxfer, registered by name for ``medxfer list datamodules``.
+"""LightningDataModules of medxfer, registered by name for ``medxfer list datamodules`` and for
+short class names in configs.
 
-Every datamodule derives from :class:`MedxferDataModule` and yields batches of the contract in
-DESIGN.md (``image``, ``target``, ``groups``, ``id``; ``mask`` for multi-image cases).
+Every datamodule follows the template of :class:`MedxferDataModule` and yields batches of the
+contract in DESIGN.md (``image``, ``target``, ``groups``, ``id``; ``mask`` for multi-image
+cases). :class:`ImageTable` takes any dataset a user brings as a table (or an image folder) by
+YAML alone; one sub-package per modality holds its readers, transforms, image reader, synthetic
+data and datamodule.
 """
 
 from __future__ import annotations
 
-from medxfer.registry import Registry
-
-from .base import ImageTableDataset, MedxferDataModule, age_group
-from .cxr import ChestXrayDataModule, CXRTable
-from .cxr_tables import (
+from .base import DATAMODULES, ImageTableDataset, MedxferDataModule, age_group
+from .chest_xray import (
     CHEXPERT_LABELS,
     COMPETITION_LABELS,
     NIH_FINDINGS,
     NIH_TO_CHEXPERT,
+    ChestXrayDataModule,
+    CXRTable,
+    Shift,
     read_chexpert_csv,
     read_nih_csv,
     read_split_list,
+    write_synthetic_chexpert,
+    write_synthetic_nih,
 )
-from .derm import CaseDataset, DermatologyDataModule
-from .derm_tables import (
+from .dermatology import (
     OTHER,
+    DermatologyDataModule,
     build_label_space,
     convert_scin,
     parse_differential,
     read_derm_cases,
     soft_targets,
+    write_synthetic_derm,
 )
-from .mammo import ExamDataset, MammographyDataModule, read_mammogram, swap_laterality
-from .mammo_tables import (
+from .image_table import ImageTable, read_image_folder, read_image_table
+from .mammography import (
     DEFAULT_HORIZONS,
     VIEW_ORDER,
+    MammographyDataModule,
     convert_cbis_ddsm,
     convert_vindr,
     horizon_labels,
     horizon_names,
     read_exam_list,
+    read_mammogram,
+    swap_laterality,
+    write_synthetic_mammo,
 )
-from .synthetic import Shift, write_synthetic_chexpert, write_synthetic_nih
-from .synthetic_derm import write_synthetic_derm
-from .synthetic_mammo import write_synthetic_mammo
 
 __all__ = [
     "CHEXPERT_LABELS",
@@ -52,10 +60,9 @@ __all__ = [
     "OTHER",
     "VIEW_ORDER",
     "CXRTable",
-    "CaseDataset",
     "ChestXrayDataModule",
     "DermatologyDataModule",
-    "ExamDataset",
+    "ImageTable",
     "ImageTableDataset",
     "MammographyDataModule",
     "MedxferDataModule",
@@ -71,6 +78,8 @@ __all__ = [
     "read_chexpert_csv",
     "read_derm_cases",
     "read_exam_list",
+    "read_image_folder",
+    "read_image_table",
     "read_mammogram",
     "read_nih_csv",
     "read_split_list",
@@ -81,8 +90,3 @@ __all__ = [
     "write_synthetic_mammo",
     "write_synthetic_nih",
 ]
-
-DATAMODULES: Registry[type[MedxferDataModule]] = Registry("datamodule", group="medxfer.datamodules")
-DATAMODULES.add("ChestXrayDataModule", ChestXrayDataModule)
-DATAMODULES.add("DermatologyDataModule", DermatologyDataModule)
-DATAMODULES.add("MammographyDataModule", MammographyDataModule)

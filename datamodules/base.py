@@ -1,8 +1,11 @@
-"""The base datamodule every medxfer datamodule derives from, and the image-table dataset.
+"""The data template every medxfer datamodule follows, and the one dataset behind it.
 
-:class:`MedxferDataModule` declares what the CLI links into the task (``num_classes``,
-``label_names``, ``channels``) and the names of the evaluation sets, so a task logs
-``test/<name>/<metric>`` for each test dataloader without knowing the datamodule.
+:class:`MedxferDataModule` owns ``setup()`` (tables -> patient split -> label space ->
+subsampling -> image checks -> datasets -> loaders); a modality supplies a table reader, a
+transform and a few hooks (see docs/adding-a-dataset.md). It declares what the CLI links into
+the task (``num_classes``, ``label_names``, ``channels``) and the names of the evaluation sets,
+so a task logs ``test/<name>/<metric>`` for each test dataloader without knowing the datamodule.
+:class:`ImageTableDataset` serves single images, fixed-view exams and variable-size cases.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -18,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medxfer.data.cache import (
     CacheSettings,
@@ -30,11 +34,24 @@ from medxfer.data.cache import (
 )
 from medxfer.data.images import ImageDecodeError
 from medxfer.data.splits import patient_split
-from medxfer.data.subsample import subsample_mask
+from medxfer.data.subsample import multilabel_strata, subsample_mask
+from medxfer.registry import Registry
+from medxfer.transforms import SIGNED
 
-__all__ = ["ImageTableDataset", "MedxferDataModule", "age_group", "check_images", "image_rows"]
+__all__ = [
+    "DATAMODULES",
+    "ImageTableDataset",
+    "MedxferDataModule",
+    "age_group",
+    "check_images",
+    "image_rows",
+]
 
 log = logging.getLogger(__name__)
+
+#: Datamodules by name. Modality packages register theirs here; third-party packages through
+#: the ``medxfer.datamodules`` entry-point group.
+DATAMODULES: Registry[type[MedxferDataModule]] = Registry("datamodule", group="medxfer.datamodules")
 
 
 def age_group(age: float, edges: Sequence[float]) -> str:
@@ -52,46 +69,119 @@ def age_group(age: float, edges: Sequence[float]) -> str:
 
 
 class ImageTableDataset(Dataset):
-    """One sample per table row: ``{"image", "target", "groups", "id"}`` (DESIGN.md).
+    """The one dataset of medxfer: one sample per table row, holding one image or a case of
+    several (DESIGN.md's batch contract).
+
+    Single images (``views=None``; rows with ``path``): ``{"image" (C, S, S), "target",
+    "groups", "id"}``. Multi-image rows (``views=V``; rows with a ``paths`` list and optionally a
+    ``mask`` list, ``""`` where an image is absent): ``image`` ``(V, C, S, S)`` with zeros in
+    empty slots and ``mask`` ``(V,)``. Two layouts of the slots:
+
+    * fixed positions (``pack=False``; 4-view exams): slot ``k`` is always the same view, and in
+      training ``swap`` (a slot permutation, e.g. left <-> right) is applied with ``swap_p``;
+    * packed (``pack=True``; 1-6-photo cases): the real images fill the first slots, in training
+      shuffled and then the first ``V`` kept (table order in evaluation).
+
+    Random view choices draw from the transform's seeded generator, so they are reproducible and
+    differ between DataLoader workers.
 
     Args:
-        table: rows with ``path``, ``id``, ``source``, ``line`` and the label columns.
-        labels: label columns, in target order.
-        transform: grey ``(H, W)`` float array -> tensor ``(C, H, W)``.
-        group_columns: batch group name -> table column.
+        table: rows with ``id``, ``line``, ``source`` and ``path`` or ``paths`` (and ``mask``).
+        targets: ``(N, K)`` float targets, one row per table row.
+        transform: one decoded image -> tensor ``(C, S, S)`` (a
+            :class:`~medxfer.transforms.SeededTransform` with ``image_size`` and ``channels``).
+        groups: batch group name -> one value per row.
         images: where images are read from (default: decoded from their files as grey).
+        views: slots per sample (None: a single image per row).
+        pack, shuffle, swap, swap_p: the multi-image layout and its training randomness, above.
     """
 
     def __init__(
         self,
         table: pd.DataFrame,
-        labels: Sequence[str],
+        targets: np.ndarray | torch.Tensor,
         transform: Callable[[np.ndarray], torch.Tensor],
-        group_columns: dict[str, str],
+        groups: dict[str, Sequence[str]],
         images: ImageSource | None = None,
+        views: int | None = None,
+        pack: bool = False,
+        shuffle: bool = False,
+        swap: Sequence[int] | None = None,
+        swap_p: float = 0.0,
     ) -> None:
-        self.paths = table["path"].tolist()
+        #: One path per row (single images) or one list of paths per row (cases).
+        self.paths: list[Any] = (
+            table["path"].tolist() if views is None else [list(p) for p in table["paths"]]
+        )
+        if views is not None and not pack:
+            masks = (
+                table["mask"].tolist()
+                if "mask" in table
+                else [[p != "" for p in r] for r in self.paths]
+            )
+            self.masks: torch.Tensor | None = torch.tensor(np.array(masks, dtype=bool))
+        else:
+            self.masks = None
         self.where = [
             f"line {line} of {src}"
             for line, src in zip(table["line"], table["source"], strict=True)
         ]
         self.ids = table["id"].astype(str).tolist()
-        self.targets = torch.tensor(table[list(labels)].to_numpy(dtype=np.float32))
-        self.groups = {g: table[c].astype(str).tolist() for g, c in group_columns.items()}
+        self.targets = torch.tensor(np.asarray(targets, dtype=np.float32))
+        if len(self.targets) != len(self.ids):
+            raise ValueError(f"{len(self.targets)} targets for {len(self.ids)} rows")
+        self.groups = {g: [str(v) for v in values] for g, values in groups.items()}
         self.transform = transform
         self.images = images or FileImages("grey")
+        self.views, self.pack, self.shuffle = views, pack, shuffle
+        self.swap = torch.tensor(list(swap)) if swap is not None else None
+        self.swap_p = swap_p
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _read(self, i: int, path: str) -> torch.Tensor:
+        context = self.where[i] if self.views is None else f"case {self.ids[i]}, {self.where[i]}"
+        return self.transform(self.images(path, context=context))
+
     def __getitem__(self, i: int) -> dict[str, Any]:
-        image = self.images(self.paths[i], context=self.where[i])
-        return {
-            "image": self.transform(image),
-            "target": self.targets[i],
-            "groups": {g: v[i] for g, v in self.groups.items()},
-            "id": self.ids[i],
-        }
+        sample: dict[str, Any] = {}
+        if self.views is None:
+            sample["image"] = self._read(i, self.paths[i])
+        elif self.pack:
+            paths = self.paths[i]
+            if self.shuffle:
+                self.transform._reseed()  # type: ignore[attr-defined]
+                paths = [paths[k] for k in self.transform.rng.permutation(len(paths))]  # type: ignore[attr-defined]
+            paths = paths[: self.views]
+            image = self._empty()
+            mask = torch.zeros(self.views, dtype=torch.bool)
+            for k, p in enumerate(paths):
+                image[k], mask[k] = self._read(i, p), True
+            sample["image"], sample["mask"] = image, mask
+        else:
+            assert self.masks is not None
+            image = self._empty()
+            for k, p in enumerate(self.paths[i]):
+                if self.masks[i, k]:
+                    image[k] = self._read(i, p)
+            mask = self.masks[i].clone()
+            if (
+                self.swap is not None
+                and self.swap_p > 0
+                and self.transform.rng.random() < self.swap_p  # type: ignore[attr-defined]
+            ):
+                image, mask = image[self.swap], mask[self.swap]
+            sample["image"], sample["mask"] = image, mask
+        sample["target"] = self.targets[i]
+        sample["groups"] = {g: v[i] for g, v in self.groups.items()}
+        sample["id"] = self.ids[i]
+        return sample
+
+    def _empty(self) -> torch.Tensor:
+        s = self.transform.image_size  # type: ignore[attr-defined]
+        c = getattr(self.transform, "channels", 3)
+        return torch.zeros(self.views, c, s, s)  # type: ignore[arg-type]
 
 
 def image_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -168,14 +258,45 @@ def default_workers() -> int:
     return min(8, max(0, (cpus or 1) // procs - 1))
 
 
-class MedxferDataModule(L.LightningDataModule):
-    """Base of medxfer datamodules: loader settings and what the task needs to know.
+class MedxferDataModule(L.LightningDataModule, ABC):
+    """The data template every medxfer datamodule follows.
 
-    Subclasses set :attr:`reader` (how their images decode), :attr:`cache_side` (the side their
-    transform resizes to first) and :meth:`read_table`; the base then reads images from their
-    files or, with ``cache``, from an HDF5 cache written by ``medxfer prepare``.
+    The template owns :meth:`setup`: read the training table -> patient-level re-split (explicit
+    val / test tables replace their parts) -> the label space from the training split ->
+    subsample the training split (``train_fraction`` / ``shots_per_class``) -> image checks ->
+    one :class:`ImageTableDataset` per split and per shifted set -> loaders. A datamodule
+    supplies only what differs, through these hooks:
+
+    * :meth:`read_table` (abstract): one table as given in the arguments -> validated rows with
+      ``id``, ``patient_id``, ``line``, ``source``, ``path`` (one image) or ``paths`` (a case,
+      with ``mask`` for fixed view slots), the label / target columns and the group columns;
+    * :meth:`transform` (abstract): the training or evaluation transform, built with
+      :attr:`input_norm`;
+    * :attr:`cache_side` (abstract): the side the transform first resizes to (what a cache
+      stores);
+    * :meth:`fit_labels`: the label names, from the training split (default: fixed ``labels``);
+    * :meth:`strata`: the subsampling stratum of each training row (default: rarest positive
+      label);
+    * :meth:`targets`: the ``(N, K)`` targets of a table (default: its label columns);
+    * :meth:`dataset_options`: the multi-image layout (:class:`ImageTableDataset` arguments);
+    * :meth:`train_sampler`: a training sampler (default: shuffling).
+
+    Attributes set by the template (read them, don't set them): ``tables`` (``train`` / ``val``
+    / ``test`` as given), ``shifted`` (name -> table), ``name``, ``train_set``, ``val_set``,
+    ``test_sets`` (name -> dataset, the in-distribution set first).
 
     Args:
+        train: the training table; re-split by patient into train / val / test by ``split``.
+        val: an explicit validation table (then ``split[1]`` must be 0).
+        test: an explicit in-distribution test table (then ``split[2]`` must be 0).
+        shifted: name -> table of each shifted test set, logged as ``test/<name>/...``.
+        name: the in-distribution set's name in logged keys.
+        split: (train, val, test) fractions of the patient-level re-split.
+        split_seed: seed of the re-split.
+        seed: seed of augmentation and sampling.
+        skip_bad_images: drop (count and log) rows with a missing or undecodable image instead
+            of failing.
+        verify_images: decode every image at setup (default: only check the files exist).
         batch_size: training batch size (per process).
         eval_batch_size: validation / test batch size (default: ``batch_size``).
         num_workers: DataLoader workers per process (default: the CPUs this process may use,
@@ -191,11 +312,21 @@ class MedxferDataModule(L.LightningDataModule):
             images are then read from it (the source files are not needed).
     """
 
-    #: Decoder of this datamodule's images (a name in :data:`medxfer.data.cache.READERS`).
+    #: Decoder of this datamodule's images (a name in :data:`medxfer.data.images.READERS`).
     reader: ClassVar[str] = "grey"
 
     def __init__(
         self,
+        train: Any,
+        val: Any = None,
+        test: Any = None,
+        shifted: dict[str, Any] | None = None,
+        name: str = "data",
+        split: Sequence[float] = (0.7, 0.1, 0.2),
+        split_seed: int = 0,
+        seed: int = 0,
+        skip_bad_images: bool = False,
+        verify_images: bool = False,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int | None = None,
@@ -210,6 +341,21 @@ class MedxferDataModule(L.LightningDataModule):
         super().__init__()
         if train_fraction is not None and shots_per_class is not None:
             raise ValueError("give train_fraction or shots_per_class, not both")
+        split = tuple(float(f) for f in split)
+        if (val is not None and split[1] != 0) or (test is not None and split[2] != 0):
+            raise ValueError(
+                f"split={split} re-splits val/test from train, but explicit val/test tables were given: set their fractions to 0"
+            )
+        self.tables: dict[str, Any] = {"train": train, "val": val, "test": test}
+        self.shifted: dict[str, Any] = dict(shifted or {})
+        if name in self.shifted:
+            raise ValueError(f"shifted set name {name!r} equals the in-distribution name")
+        self.name = name
+        self.split = split
+        self.split_seed = split_seed
+        self.seed = seed
+        self.skip_bad_images = skip_bad_images
+        self.verify_images = verify_images
         self.train_fraction = train_fraction
         self.shots_per_class = shots_per_class
         self.subsample_seed = subsample_seed
@@ -223,9 +369,174 @@ class MedxferDataModule(L.LightningDataModule):
         self.prefetch_factor = prefetch_factor
         self.cache = cache
         self._images: ImageSource | None = None
+        self._parts: dict[str, pd.DataFrame] | None = None
+        self._labels: list[str] | None = None
+        self._built_for: dict[str, tuple[float, ...]] | None = None
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_sets: dict[str, Dataset] = {}
+
+    # Hooks -----------------------------------------------------------------------------------
+    @abstractmethod
+    def read_table(self, table: Any, evaluation: bool = False) -> pd.DataFrame:
+        """Read one of this datamodule's tables (as given in its arguments) into validated rows
+        (see the class docstring); ``evaluation``: read it with the evaluation label policy."""
+
+    @abstractmethod
+    def transform(self, train: bool) -> Callable[[np.ndarray], torch.Tensor]:
+        """The image transform of training (``train``) or evaluation, ending with the
+        backbone's input normalisation :attr:`input_norm`."""
+
+    @property
+    @abstractmethod
+    def cache_side(self) -> int:
+        """The side images are resized to before anything else (what a cache stores)."""
+
+    def fit_labels(self, train: pd.DataFrame) -> list[str]:
+        """The names of the K outputs, from the training split (before subsampling, so nested
+        subsets share one label space). Default: the datamodule's fixed ``labels``."""
+        return list(self.labels)  # type: ignore[attr-defined]
+
+    def strata(self, train: pd.DataFrame) -> Sequence[object]:
+        """The stratum of each training row for ``train_fraction`` / ``shots_per_class``
+        (default: its rarest positive label, :func:`~medxfer.data.subsample.multilabel_strata`)."""
+        return multilabel_strata(self.targets(train, "train"), self.label_names)
+
+    def targets(self, table: pd.DataFrame, what: str) -> np.ndarray:
+        """The ``(N, K)`` float targets of a table (default: its label columns; NaN unknown)."""
+        return table[self.label_names].to_numpy(dtype=np.float32)
+
+    def dataset_options(self, train: bool) -> dict[str, Any]:
+        """Extra :class:`ImageTableDataset` arguments: ``views``, ``pack``, ``shuffle``,
+        ``swap``, ``swap_p`` (default: single images)."""
+        return {}
+
+    def group_columns(self) -> dict[str, str]:
+        """Batch group name -> table column of the subgroup attributes (default: none)."""
+        return {}
+
+    def train_sampler(self, dataset: ImageTableDataset) -> Sampler | None:
+        """The training sampler (default: None, i.e. shuffling)."""
+        return None
+
+    def split_table(self, table: pd.DataFrame) -> list[pd.DataFrame]:
+        """The training table's train / val / test parts (default: the patient-level re-split
+        by ``split`` and ``split_seed``, :func:`~medxfer.data.splits.patient_split`)."""
+        return patient_split(table, self.split, self.split_seed)
+
+    def split_description(self) -> str:
+        """How the parts were made, for the message of an empty split."""
+        return "reading and the patient split"
+
+    def table_name(self, table: Any) -> str:
+        """How messages name one of this datamodule's tables (default: ``str(table)``)."""
+        return str(table)
+
+    def evaluation_differs(self) -> bool:
+        """Whether evaluation reads label values differently from training (then the re-split
+        val / test parts are read again with ``evaluation=True``)."""
+        return False
+
+    # Input normalisation ---------------------------------------------------------------------
+    @property
+    def input_norm(self) -> dict[str, tuple[float, ...]]:
+        """The ``mean`` / ``std`` the backbone's weights expect: the attached task's
+        ``input_norm`` (resolved from its weight source, see
+        :func:`medxfer.backbones.input_config`), else BiT's [-1, 1]."""
+        trainer = self.trainer
+        model = trainer.lightning_module if trainer is not None else None
+        norm = getattr(model, "input_norm", None)
+        if norm is None:
+            return dict(SIGNED)
+        return {"mean": tuple(norm["mean"]), "std": tuple(norm["std"])}
+
+    # Template --------------------------------------------------------------------------------
+    def prepare_tables(self) -> dict[str, pd.DataFrame]:
+        """Read and split the tables and fix the label space (once; no image is touched): the
+        train / val / test parts before subsampling."""
+        if self._parts is not None:
+            return self._parts
+        train = self.read_table(self.tables["train"])
+        self._check_not_empty(
+            train, f"{self.name} training table {self.table_name(self.tables['train'])}", "reading"
+        )
+        parts = dict(zip(("train", "val", "test"), self.split_table(train), strict=True))
+        if self.evaluation_differs():
+            again = self.read_table(self.tables["train"], evaluation=True)
+            for part in ("val", "test"):
+                parts[part] = again[again.index.isin(parts[part].index)]
+        for part in ("val", "test"):
+            if self.tables[part] is not None:
+                parts[part] = self.read_table(self.tables[part], evaluation=True)
+        self._check_patients(parts)
+        for part, df in parts.items():
+            log.info(
+                "%s %s: %d rows, %d patients", self.name, part, len(df), df["patient_id"].nunique()
+            )
+        self._labels = list(self.fit_labels(parts["train"]))
+        log.info("%s label space (%d): %s", self.name, len(self._labels), self._labels)
+        self._parts = parts
+        return parts
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets from :meth:`prepare_tables` (again only when the backbone's input
+        normalisation changed since they were built)."""
+        norm = self.input_norm
+        if self.train_set is not None and self._built_for == norm:
+            return
+        parts = dict(self.prepare_tables())
+        src = self.table_name(self.tables["train"])
+        if self.train_fraction is not None or self.shots_per_class is not None:
+            parts["train"] = self.subsample_train(
+                parts["train"], self.strata(parts["train"]), f"{self.name} train"
+            )
+        self.train_set = self.build_dataset(
+            parts["train"], True, f"{self.name} train split of {src}"
+        )
+        self.val_set = self.build_dataset(parts["val"], False, f"{self.name} val split of {src}")
+        self.test_sets = {
+            self.name: self.build_dataset(parts["test"], False, f"{self.name} test split of {src}")
+        }
+        for name, table in self.shifted.items():
+            self.test_sets[name] = self.build_dataset(
+                self.read_table(table, evaluation=True),
+                False,
+                f"shifted set {name!r} ({self.table_name(table)})",
+            )
+        self._built_for = norm
+
+    def build_dataset(self, table: pd.DataFrame, train: bool, what: str) -> ImageTableDataset:
+        """The dataset of one split: image checks, targets, groups, transform."""
+        self._check_not_empty(table, what, self.split_description())
+        table = self.checked(table, what, decode=self.verify_images)
+        groups = {g: table[c].astype(str).tolist() for g, c in self.group_columns().items()}
+        return ImageTableDataset(
+            table,
+            self.targets(table, what),
+            self.transform(train),
+            groups,
+            self.images,
+            **self.dataset_options(train),
+        )
+
+    @staticmethod
+    def _check_not_empty(table: pd.DataFrame, what: str, after: str) -> None:
+        if table.empty:
+            raise ValueError(f"{what}: the split is empty (after {after})")
+
+    def _check_patients(self, parts: dict[str, pd.DataFrame]) -> None:
+        """Explicit tables must not share a patient with another split (a leak)."""
+        seen: dict[str, str] = {}
+        for part in ("train", "val", "test"):
+            for pid in parts[part]["patient_id"].astype(str).unique():
+                if pid in seen and seen[pid] != part:
+                    rows = parts[part][parts[part]["patient_id"].astype(str) == pid]
+                    first = rows.iloc[0]
+                    raise ValueError(
+                        f"patient {pid!r} is in both the {seen[pid]} and the {part} split "
+                        f"(line {first['line']} of {first['source']}): explicit splits must not share patients"
+                    )
+                seen[pid] = part
 
     def subsample_train(
         self, table: pd.DataFrame, strata: Sequence[object], what: str
@@ -246,14 +557,15 @@ class MedxferDataModule(L.LightningDataModule):
             self.shots_per_class,
             self.subsample_seed,
         )
-        return table[keep]
+        out = table[keep]
+        self._check_not_empty(
+            out,
+            what,
+            f"subsampling (train_fraction={self.train_fraction}, shots_per_class={self.shots_per_class})",
+        )
+        return out
 
     # Images -----------------------------------------------------------------------------------
-    @property
-    def cache_side(self) -> int:
-        """The side images are resized to before anything else (what a cache stores)."""
-        raise NotImplementedError
-
     def cache_settings(self) -> CacheSettings:
         """The settings a cache of this datamodule's images must have been built with."""
         return CacheSettings(self.reader, self.cache_side)
@@ -274,11 +586,6 @@ class MedxferDataModule(L.LightningDataModule):
         """Forget the datasets and the image source, so the next ``setup`` rebuilds them (after
         a change of settings, e.g. the resolution set by BiT-HyperRule)."""
         self.train_set, self.val_set, self.test_sets, self._images = None, None, {}, None
-
-    def read_table(self, table: Any) -> pd.DataFrame:
-        """Read one of this datamodule's tables (as given in its arguments) into rows with
-        ``line`` and ``source``, and ``path`` (single images) or ``paths`` (cases)."""
-        raise NotImplementedError
 
     def all_tables(self) -> pd.DataFrame:
         """Every table this datamodule reads (train, explicit val / test, shifted), with a
@@ -312,7 +619,7 @@ class MedxferDataModule(L.LightningDataModule):
             if "paths" in tables
             else tables,
             tables=sorted({str(s) for s in tables["source"]}),
-            skip_bad=bool(getattr(self.hparams, "skip_bad_images", False)),
+            skip_bad=self.skip_bad_images,
             workers=self.num_workers if workers is None else workers,
             batch_size=batch_size,
             progress=progress,
@@ -321,57 +628,17 @@ class MedxferDataModule(L.LightningDataModule):
     def checked(self, table: pd.DataFrame, what: str, decode: bool = False) -> pd.DataFrame:
         """The rows of ``table`` whose images are readable (:func:`check_images` with this
         datamodule's ``skip_bad_images`` and image source)."""
-        skip = bool(getattr(self.hparams, "skip_bad_images", False))
-        return check_images(table, skip, decode, what, self.images)
-
-    # Tables and splits -----------------------------------------------------------------------
-    def set_tables(
-        self,
-        train: Any,
-        val: Any,
-        test: Any,
-        shifted: dict[str, Any] | None,
-        name: str,
-        split: Sequence[float],
-    ) -> None:
-        """Record the training table, optional explicit val / test tables (whose fractions in
-        ``split`` must then be 0) and the shifted sets."""
-        if (val is not None and split[1] != 0) or (test is not None and split[2] != 0):
-            raise ValueError(
-                f"split={tuple(split)} re-splits val/test from train, but explicit val/test tables were given: set their fractions to 0"
-            )
-        self.tables = {"train": train, "val": val, "test": test}
-        self.shifted = dict(shifted or {})
-        if name in self.shifted:
-            raise ValueError(f"shifted set name {name!r} equals the in-distribution name")
-        self.name = name
-
-    def split_tables(
-        self,
-        read: Callable[[Any], pd.DataFrame],
-        split: Sequence[float],
-        seed: int,
-        read_eval: Callable[[Any], pd.DataFrame] | None = None,
-    ) -> dict[str, pd.DataFrame]:
-        """Train / val / test tables: the training table re-split by patient, with explicit val
-        / test tables (read with ``read_eval``, default ``read``) in place of their parts."""
-        parts = dict(
-            zip(
-                ("train", "val", "test"),
-                patient_split(read(self.tables["train"]), split, seed),
-                strict=True,
-            )
-        )
-        for part in ("val", "test"):
-            if self.tables[part] is not None:
-                parts[part] = (read_eval or read)(self.tables[part])
-        return parts
+        return check_images(table, self.skip_bad_images, decode, what, self.images)
 
     # What the CLI links into the task -------------------------------------------------------
     @property
     def label_names(self) -> list[str]:
-        """Names of the K outputs, in target order."""
-        raise NotImplementedError
+        """Names of the K outputs, in target order (reads and splits the tables on first use
+        when they come from the data)."""
+        if self._labels is None:
+            self.prepare_tables()
+        assert self._labels is not None
+        return self._labels
 
     @property
     def num_classes(self) -> int:
@@ -386,7 +653,7 @@ class MedxferDataModule(L.LightningDataModule):
     @property
     def eval_names(self) -> list[str]:
         """Names of the test dataloaders, in order (the in-distribution set first)."""
-        return [self.name, *self.shifted] if hasattr(self, "name") else list(self.test_sets)
+        return [self.name, *self.shifted]
 
     # Loaders ----------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
@@ -394,15 +661,17 @@ class MedxferDataModule(L.LightningDataModule):
         case to exactly one rank (no padding with repeated cases), so metrics gathered across
         ranks equal the single-process ones."""
         trainer = self.trainer
-        sampler = None
-        if not train and trainer is not None and trainer.world_size > 1:
+        sampler: Sampler | None = None
+        if train:
+            sampler = self.train_sampler(dataset)  # type: ignore[arg-type]
+        elif trainer is not None and trainer.world_size > 1:
             sampler = UnrepeatedDistributedSampler(
                 dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
             )
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            shuffle=train and sampler is None,
             sampler=sampler,
             drop_last=False,
             **self.loader_settings(),

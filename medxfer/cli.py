@@ -55,6 +55,27 @@ class MedxferCLI(LightningCLI):
             help="after fit, test the best checkpoint on every test set (fit only)",
         )
 
+    def after_instantiate(self) -> None:
+        """Refuse a task whose output type contradicts the datamodule's (multi-class data in a
+        multi-label task trains, but scores the wrong thing), and write the resolved input
+        normalisation into the run's saved config."""
+        data_type = getattr(self.datamodule, "output_type", None)
+        model_type = getattr(self.model, "output_type", None)
+        if data_type and model_type and data_type != model_type:
+            hint = "CaseClassifier" if data_type == "multiclass" else "MultiLabelClassifier"
+            raise ValueError(
+                f"the data are {data_type} but {type(self.model).__name__} is {model_type}: "
+                f"use a {data_type} task (e.g. class_path: {hint})"
+            )
+        norm = getattr(self.model, "input_norm", None)
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        if norm is not None and config is not None and "model" in config:
+            config["model"]["init_args"]["input_norm"] = norm
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        self.after_instantiate()
+
     def before_fit(self) -> None:
         if self.config[self.subcommand].get("hyperrule", False):
             from medxfer.hyperrule import apply_hyperrule
@@ -205,7 +226,25 @@ def _synthesize(argv: Sequence[str]) -> int:
 
 
 def build_cli(argv: Sequence[str], run: bool = True) -> MedxferCLI:
-    """The ``medxfer`` LightningCLI on ``argv`` (``run=False``: parse and instantiate only)."""
+    """The ``medxfer`` LightningCLI on ``argv`` (``run=False``: parse and instantiate only).
+
+    Task and datamodule plug-ins (entry points) are imported first, so a config names their
+    classes by short name (``class_path: PluginTask``) as it does medxfer's own. The short name
+    is the class name; an entry registered under another name warns, as configs cannot use it.
+    """
+    import warnings
+
+    for registry in (tasks.TASKS, datamodules.DATAMODULES):
+        registry.load_plugins()
+        for entry in registry:
+            class_name = getattr(entry.obj, "__name__", entry.name)
+            if entry.name != class_name:
+                warnings.warn(
+                    f"{registry.kind} {entry.name!r} is registered under another name than its "
+                    f"class; a config names it `class_path: {class_name}` "
+                    f"(or {entry.obj.__module__}.{class_name})",
+                    stacklevel=2,
+                )
     return MedxferCLI(
         TransferTask,
         MedxferDataModule,

@@ -3,8 +3,14 @@
 A :class:`Registry` is a dict of named entries behind a decorator, in the manner of timm's model
 registry. Third-party packages add entries without touching medxfer by exposing a Python
 entry point in the registry's group (``medxfer.backbones``, ``medxfer.tasks`` or
-``medxfer.datamodules``); the entry point is imported the first time the registry is read, and
-importing it runs that package's ``register`` calls.
+``medxfer.datamodules``); the entry point is imported the first time the registry is read (or
+by :meth:`Registry.load_plugins`), and importing it runs that package's ``register`` calls.
+
+The ``medxfer`` LightningCLI loads the task and datamodule plug-ins before parsing, so a config
+names a plug-in's class as it names medxfer's own: by its class name (``class_path: PluginTask``,
+which jsonargparse resolves among the imported subclasses) or by its full import path. A task or
+datamodule registered under another name than its class's is listed under that name but cannot
+be written in a config; the CLI warns about it.
 """
 
 from __future__ import annotations
@@ -86,7 +92,9 @@ class Registry(Generic[T]):
         )
         self._entries[name] = RegistryEntry(name, obj, desc, dict(metadata))
 
-    def _load_plugins(self) -> None:
+    def load_plugins(self) -> None:
+        """Import the entry points of the registry's group once; a plug-in that fails to import
+        warns instead of raising."""
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
@@ -99,9 +107,11 @@ class Registry(Generic[T]):
                     stacklevel=2,
                 )
 
+    _load_plugins = load_plugins  # the former private name
+
     def entry(self, name: str) -> RegistryEntry[T]:
         """The entry registered as ``name``; ``KeyError`` lists close names when absent."""
-        self._load_plugins()
+        self.load_plugins()
         try:
             return self._entries[name]
         except KeyError:
@@ -119,16 +129,16 @@ class Registry(Generic[T]):
 
     def names(self, pattern: str = "*") -> list[str]:
         """Registered names matching a shell-style ``pattern``, sorted."""
-        self._load_plugins()
+        self.load_plugins()
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
     def __contains__(self, name: object) -> bool:
-        self._load_plugins()
+        self.load_plugins()
         return name in self._entries
 
     def __iter__(self) -> Iterator[RegistryEntry[T]]:
         return iter(self.entry(n) for n in self.names())
 
     def __len__(self) -> int:
-        self._load_plugins()
+        self.load_plugins()
         return len(self._entries)

@@ -1,10 +1,11 @@
-"""Image transforms of the studies, seedable and independent per DataLoader worker.
+"""What every image transform shares: seeded random streams, the backbone's input normalisation,
+and the generic recipe of the table datamodule.
 
-The chest X-ray recipe follows Mustafa et al., "Supervised Transfer Learning at Scale for
-Medical Imaging" (2021): rotation by up to ±20°, random crop, horizontal flip, pixel values
-scaled to [-1, 1], additive brightness (±0.2), multiplicative contrast, and a final clip to
-[-1, 1]. Geometry runs through albumentations; the value steps are done here so that their
-amounts are exactly those of the paper on the [-1, 1] scale.
+The modality recipes (chest X-ray, mammography, dermatology after Mustafa et al., "Supervised
+Transfer Learning at Scale for Medical Imaging", 2021) live in their modality packages. Each
+works on the [-1, 1] scale of the paper and ends with :class:`Normalize`, which maps that scale
+to the normalisation the chosen weights were trained with (BiT: [-1, 1] itself; torchvision and
+the self-supervised ResNet-50s: ImageNet mean / std), so one recipe serves every weight source.
 
 Every random transform owns its generators. They are re-seeded from ``(seed, torch's initial
 seed)`` whenever the latter changes, which happens in each DataLoader worker (and each epoch
@@ -19,13 +20,10 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = [
-    "ColorImageTransform",
-    "GreyImageTransform",
-    "MammogramTransform",
-    "SeededTransform",
-    "resize_side",
-]
+__all__ = ["SIGNED", "ImageTransform", "Normalize", "SeededTransform", "resize_side"]
+
+#: The [-1, 1] scaling of BiT and Mustafa et al. (2021) as a mean / std pair.
+SIGNED: dict[str, tuple[float, float, float]] = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
 
 
 def resize_side(image_size: int, resize: int | None = None) -> int:
@@ -54,19 +52,58 @@ class SeededTransform:
             self.geometry.set_random_seed(int(seq.generate_state(1)[0]))
 
 
-class GreyImageTransform(SeededTransform):
-    """Grey ``(H, W)`` float image in [0, 1] -> tensor ``(channels, S, S)`` in [-1, 1].
+class Normalize:
+    """A ``(C, H, W)`` tensor on the [-1, 1] scale -> ``(x01 - mean) / std`` per channel, where
+    ``x01 = (x + 1) / 2``: the normalisation the backbone's weights were trained with.
+
+    Computed as ``x * scale + shift``, so BiT's ``mean = std = 0.5`` is exactly the identity.
+    A 1-channel image (a first conv whose RGB kernels were summed) uses the channel averages.
+
+    Example:
+        >>> Normalize((0.5,) * 3, (0.5,) * 3)(torch.tensor([[[-1.0, 1.0]]])).tolist()
+        [[[-1.0, 1.0]]]
+    """
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        if len(mean) != len(std) or any(s <= 0 for s in std):
+            raise ValueError(f"normalisation needs one positive std per mean, got {mean}, {std}")
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        std_t = torch.tensor(self.std)
+        self.scale = 0.5 / std_t
+        self.shift = (0.5 - torch.tensor(self.mean)) / std_t
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise one image ``(C, H, W)``; see the class docstring."""
+        c = x.shape[0]
+        scale, shift = self.scale, self.shift
+        if c != len(scale):
+            if c != 1:
+                raise ValueError(f"{c}-channel image but a {len(scale)}-channel normalisation")
+            scale, shift = scale.mean(0, keepdim=True), shift.mean(0, keepdim=True)
+        if torch.all(scale == 1) and torch.all(shift == 0):
+            return x
+        return x * scale[:, None, None] + shift[:, None, None]
+
+    def __repr__(self) -> str:
+        return f"Normalize(mean={self.mean}, std={self.std})"
+
+
+class ImageTransform(SeededTransform):
+    """Grey ``(H, W)`` or colour ``(H, W, 3)`` image in [0, 1] -> tensor ``(channels, S, S)``,
+    normalised for the backbone: the generic recipe of :class:`~medxfer.datamodules.ImageTable`.
+
+    Training: resize to ``resize``, rotation by up to ``rotate`` degrees, random crop of ``S``,
+    horizontal (and optionally vertical) flip. Evaluation: resize and centre crop. This is the
+    usual fine-tuning recipe of BiT / ImageNet transfer; modality packages bring their own.
 
     Args:
         image_size: the output side ``S``.
-        resize: side the image is resized to before cropping (default ``S * 8 / 7``, i.e.
-            256 for 224).
-        train: apply the random augmentation; otherwise resize and centre-crop only.
-        rotate: maximum rotation in degrees.
-        brightness: maximum additive brightness change on the [-1, 1] scale.
-        contrast: range of the multiplicative contrast factor.
-        hflip: flip horizontally with probability 0.5.
-        channels: number of output channels (the grey plane is repeated; 3 for RGB backbones).
+        resize: side before cropping (default ``S * 8 / 7``; equal to ``S`` for no crop).
+        train: apply the random augmentation.
+        rotate: maximum rotation in degrees (0: none).
+        hflip, vflip: flip with probability 0.5.
+        channels: output channels (grey is repeated; colour needs 3).
+        mean, std: the backbone's input normalisation (default: [-1, 1]).
         seed: base seed of the transform's generators.
     """
 
@@ -75,150 +112,44 @@ class GreyImageTransform(SeededTransform):
         image_size: int = 224,
         resize: int | None = None,
         train: bool = False,
-        rotate: float = 20.0,
-        brightness: float = 0.2,
-        contrast: tuple[float, float] = (0.8, 1.2),
+        rotate: float = 0.0,
         hflip: bool = True,
+        vflip: bool = False,
         channels: int = 3,
+        mean: tuple[float, ...] = SIGNED["mean"],
+        std: tuple[float, ...] = SIGNED["std"],
         seed: int = 0,
     ) -> None:
         self.image_size = image_size
         self.resize = resize_side(image_size, resize)
         self.train = train
-        self.brightness = brightness
-        self.contrast = contrast
         self.channels = channels
+        self.normalize = Normalize(mean, std)
         steps: list[A.BasicTransform] = [
             A.Resize(self.resize, self.resize, interpolation=cv2.INTER_AREA)
         ]
         if train:
-            steps += [A.Rotate(limit=rotate, border_mode=cv2.BORDER_CONSTANT, p=1.0)]
+            if rotate:
+                steps += [A.Rotate(limit=rotate, border_mode=cv2.BORDER_CONSTANT, p=1.0)]
             steps += [A.RandomCrop(image_size, image_size)]
             steps += [A.HorizontalFlip(p=0.5)] if hflip else []
+            steps += [A.VerticalFlip(p=0.5)] if vflip else []
         else:
             steps += [A.CenterCrop(image_size, image_size)]
         super().__init__(A.Compose(steps, seed=seed), seed)
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
-        """Transform one grey image; see the class docstring."""
-        if image.ndim != 2:
-            raise ValueError(f"expected a grey (H, W) image, got shape {image.shape}")
+        """Transform one image; see the class docstring."""
         if self.train:
             self._reseed()
-        x = self.geometry(image=image.astype(np.float32))["image"] * 2.0 - 1.0
-        if self.train:
-            x = x + self.rng.uniform(-self.brightness, self.brightness)
-            x = x * self.rng.uniform(*self.contrast)
-            x = np.clip(x, -1.0, 1.0)
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
-        return t.expand(self.channels, -1, -1).contiguous()
-
-
-#: Gaussian blur sigmas of the dermatology recipe (Mustafa et al. 2021), in pixels at 448 px.
-DERM_BLUR_SIGMAS: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 3.0, 5.0, 7.0)
-
-
-class ColorImageTransform(SeededTransform):
-    """RGB ``(H, W, 3)`` float image in [0, 1] -> tensor ``(3, S, S)`` in [-1, 1]: the
-    dermatology recipe of Mustafa et al. (2021).
-
-    Training: resize to ``S``, rotation ±30°, horizontal and vertical flips, brightness ±0.1,
-    contrast and saturation ±0.2, hue ±0.02, and a Gaussian blur whose sigma is drawn from
-    ``blur_sigmas`` (given at 448 px and scaled to ``S``). Evaluation: resize only. Resizing
-    first (rather than rotating the full-size photo) costs a fraction of the time and makes a
-    pre-resized cache give the same pixels as the files.
-    """
-
-    def __init__(
-        self,
-        image_size: int = 448,
-        train: bool = False,
-        rotate: float = 30.0,
-        brightness: float = 0.1,
-        contrast: float = 0.2,
-        saturation: float = 0.2,
-        hue: float = 0.02,
-        blur_sigmas: tuple[float, ...] = DERM_BLUR_SIGMAS,
-        seed: int = 0,
-    ) -> None:
-        self.image_size = image_size
-        self.train = train
-        steps: list[A.BasicTransform] = []
-        if train:
-            scale = image_size / 448
-            steps += [A.Resize(image_size, image_size, interpolation=cv2.INTER_AREA)]
-            steps += [A.Rotate(limit=rotate, border_mode=cv2.BORDER_REFLECT_101, p=1.0)]
-            steps += [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
-            steps += [A.ColorJitter(brightness, contrast, saturation, hue, p=1.0)]
-            steps += [
-                A.OneOf(
-                    [
-                        A.GaussianBlur(blur_limit=0, sigma_limit=(s * scale, s * scale), p=1.0)
-                        for s in blur_sigmas
-                    ],
-                    p=1.0,
-                )
-            ]
+        x = np.clip(self.geometry(image=image.astype(np.float32))["image"], 0.0, 1.0) * 2.0 - 1.0
+        if x.ndim == 2:
+            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
+            t = t.expand(self.channels, -1, -1).contiguous()
+        elif self.channels == 3:
+            t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32))
         else:
-            steps += [A.Resize(image_size, image_size, interpolation=cv2.INTER_AREA)]
-        super().__init__(A.Compose(steps, seed=seed), seed)
-
-    def __call__(self, image: np.ndarray) -> torch.Tensor:
-        """Transform one RGB image; see the class docstring."""
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an RGB (H, W, 3) image, got shape {image.shape}")
-        if self.train:
-            self._reseed()
-        x = np.clip(self.geometry(image=image.astype(np.float32))["image"], 0.0, 1.0) * 2.0 - 1.0
-        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32))
-
-
-class MammogramTransform(SeededTransform):
-    """Grey ``(H, W)`` mammogram in [0, 1] -> tensor ``(channels, S, S)`` in [-1, 1]: the
-    mammography recipe of Mustafa et al. (2021).
-
-    Training: horizontal and vertical flips, independent x / y scaling in ``scale``, and a grid
-    (elastic-like) deformation. Evaluation: resize only. The laterality swap, which exchanges
-    whole views, is done by the dataset.
-    """
-
-    def __init__(
-        self,
-        image_size: int = 2048,
-        train: bool = False,
-        scale: tuple[float, float] = (0.9, 1.1),
-        grid_distortion: float = 0.15,
-        channels: int = 3,
-        seed: int = 0,
-    ) -> None:
-        self.image_size = image_size
-        self.train = train
-        self.channels = channels
-        steps: list[A.BasicTransform] = [
-            A.Resize(image_size, image_size, interpolation=cv2.INTER_AREA)
-        ]
-        if train:
-            steps += [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
-            steps += [
-                A.Affine(
-                    scale={"x": scale, "y": scale},
-                    keep_ratio=False,
-                    border_mode=cv2.BORDER_CONSTANT,
-                    p=1.0,
-                )
-            ]
-            if grid_distortion > 0:
-                steps += [
-                    A.GridDistortion(
-                        distort_limit=grid_distortion, border_mode=cv2.BORDER_CONSTANT, p=0.5
-                    )
-                ]
-        super().__init__(A.Compose(steps, seed=seed), seed)
-
-    def __call__(self, image: np.ndarray) -> torch.Tensor:
-        """Transform one grey mammogram; see the class docstring."""
-        if self.train:
-            self._reseed()
-        x = np.clip(self.geometry(image=image.astype(np.float32))["image"], 0.0, 1.0) * 2.0 - 1.0
-        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
-        return t.expand(self.channels, -1, -1).contiguous()
+            raise ValueError(
+                f"a colour image {image.shape} cannot become {self.channels} channel(s)"
+            )
+        return self.normalize(t)

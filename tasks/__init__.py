@@ -1,31 +1,39 @@
-"""Task LightningModules of medxfer, registered by name for ``medxfer list tasks``.
+"""Task LightningModules of medxfer, named by the shape of what they classify and registered by
+name for ``medxfer list tasks`` and for short class names in configs:
 
-Subclass :class:`TransferTask` for a new modality (see docs/getting-started.md)."""
+* :class:`MultiLabelClassifier` -- one image, independent labels (sigmoid);
+* :class:`CaseClassifier` -- one image or a case of several (masked mean), one distribution
+  over classes (softmax, hard or soft targets);
+* :class:`MultiViewClassifier` -- a fixed set of views (4-view exams), concatenated features,
+  one head per output.
+
+Subclass :class:`TransferTask` for a new shape (see docs/getting-started.md)."""
 
 from __future__ import annotations
 
 from medxfer.registry import Registry
 
-from .base import TransferTask, mixup_batch
-from .case import CaseClassifier, CaseMetrics, masked_mean
-from .mammo import MammographyClassifier, masked_focal_loss
-from .multilabel import MultiLabelClassifier, masked_bce_with_logits
+from .base import TransferTask, mixup_batch, resolve_input_norm
+from .multi_image import CaseClassifier, CaseMetrics, masked_mean
+from .multi_view import MultiViewClassifier, masked_focal_loss
+from .single_image import MultiLabelClassifier, masked_bce_with_logits
 
 __all__ = [
     "TASKS",
     "CaseClassifier",
     "CaseMetrics",
-    "MammographyClassifier",
     "MultiLabelClassifier",
+    "MultiViewClassifier",
     "TransferTask",
     "masked_bce_with_logits",
     "masked_focal_loss",
     "masked_mean",
     "mixup_batch",
+    "resolve_input_norm",
 ]
 
 TASKS: Registry[type[TransferTask]] = Registry("task", group="medxfer.tasks")
 TASKS.add("TransferTask", TransferTask)
 TASKS.add("MultiLabelClassifier", MultiLabelClassifier)
 TASKS.add("CaseClassifier", CaseClassifier)
-TASKS.add("MammographyClassifier", MammographyClassifier)
+TASKS.add("MultiViewClassifier", MultiViewClassifier)

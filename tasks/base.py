@@ -25,13 +25,50 @@ from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import Metric
 
-from medxfer.backbones import create_backbone, parameter_stages, stage_names
+from medxfer.backbones import create_backbone, input_config, parameter_stages, stage_names
 from medxfer.naming import eval_prefix
 
-__all__ = ["TransferTask", "mixup_batch"]
+__all__ = ["TransferTask", "mixup_batch", "resolve_input_norm"]
+
+#: (backbone, weights, override) triples already warned about: one warning per contradiction.
+_WARNED: set[tuple[str, str, str]] = set()
+
+
+def resolve_input_norm(
+    backbone: str, pretrained: str | None, override: dict[str, Sequence[float]] | None
+) -> dict[str, list[float]]:
+    """The input normalisation of a task: ``override`` when given (warned about once when it
+    contradicts the weights' own, :func:`medxfer.backbones.input_config`), else the weights'."""
+    if override is not None:
+        if set(override) != {"mean", "std"}:
+            raise ValueError(f"input_norm needs exactly 'mean' and 'std', got {sorted(override)}")
+        norm = {k: [float(v) for v in override[k]] for k in ("mean", "std")}
+        if pretrained is not None:  # a fresh start from weights: compare with what they expect
+            cfg = input_config(backbone, pretrained)
+            expected = {"mean": list(cfg.mean), "std": list(cfg.std)}
+            key = (backbone, str(pretrained), repr(norm))
+            if not _same_norm(norm, expected) and key not in _WARNED:
+                _WARNED.add(key)
+                rank_zero_warn(
+                    f"input_norm={norm} contradicts the normalisation of the weights "
+                    f"({backbone}, pretrained={pretrained}): {expected} ({cfg.origin}); "
+                    "the override is used"
+                )
+        return norm
+    cfg = input_config(backbone, pretrained)
+    return {"mean": [float(v) for v in cfg.mean], "std": [float(v) for v in cfg.std]}
+
+
+def _same_norm(a: dict[str, list[float]], b: dict[str, list[float]]) -> bool:
+    return all(
+        len(a[k]) == len(b[k])
+        and all(math.isclose(x, y, abs_tol=1e-6) for x, y in zip(a[k], b[k], strict=True))
+        for k in ("mean", "std")
+    )
 
 
 def mixup_batch(batch: dict[str, Any], alpha: float) -> dict[str, Any]:
@@ -84,6 +121,12 @@ class TransferTask(L.LightningModule):
             ``lambda ~ Beta(alpha, alpha)``; 0 disables it.
         initialised_from: records where the initial weights came from; never loaded (set by
             checkpoints, which hold the weights themselves).
+        input_norm: ``{"mean": [...], "std": [...]}`` of the input images. Default: what the
+            weights were trained with (:func:`medxfer.backbones.input_config`: BiT and random
+            init [-1, 1], torchvision and self-supervised ResNet-50s ImageNet mean / std, a
+            medxfer checkpoint what it was trained with). An explicit value that contradicts the
+            weights is warned about. The datamodule's transforms read the resolved value
+            (:attr:`input_norm`), which is saved in the hyper-parameters and checkpoints.
     """
 
     output_type: ClassVar[str] = "multilabel"
@@ -111,9 +154,12 @@ class TransferTask(L.LightningModule):
         channels_last: bool = False,
         mixup: float = 0.0,
         initialised_from: str | None = None,
+        input_norm: dict[str, list[float]] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.input_norm = resolve_input_norm(backbone, pretrained, input_norm)
+        self.hparams["input_norm"] = self.input_norm
         self.label_names = (
             list(label_names)
             if label_names is not None

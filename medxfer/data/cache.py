@@ -45,8 +45,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .dicom import read_mammogram
-from .images import ImageDecodeError, read_grey_image, read_rgb_image, where
+from .images import READER_VERSIONS, READERS, ImageDecodeError, known_reader, where
 
 __all__ = [
     "FORMAT_VERSION",
@@ -67,17 +66,6 @@ log = logging.getLogger(__name__)
 
 #: Version of the file layout above.
 FORMAT_VERSION = 1
-
-#: Decoders by name: path, context -> float32 image in [0, 1], ``(H, W)`` or ``(H, W, 3)``.
-READERS: dict[str, Callable[..., np.ndarray]] = {
-    "grey": read_grey_image,
-    "rgb": read_rgb_image,
-    "mammogram": read_mammogram,
-}
-
-#: Version of each decoder's output. Bump when a decoder's pixels change, so caches built by
-#: the old one are refused instead of silently differing from the direct path.
-READER_VERSIONS: dict[str, int] = {"grey": 1, "rgb": 1, "mammogram": 1}
 
 #: Caches with an HDF5 handle open in this process, closed before any fork (see below).
 _OPEN: weakref.WeakSet[ImageCache] = weakref.WeakSet()
@@ -125,7 +113,8 @@ class CacheSettings:
     """What decides a cache's pixels: the decoder and the side images are resized to.
 
     Attributes:
-        reader: a name in :data:`READERS` (``grey``, ``rgb``, ``mammogram``).
+        reader: a name in :data:`~medxfer.data.images.READERS` (``grey``, ``rgb``, and what
+            modality packages register, e.g. ``mammogram``).
         side: the square side images are stored at.
     """
 
@@ -133,7 +122,7 @@ class CacheSettings:
     side: int
 
     def __post_init__(self) -> None:
-        if self.reader not in READERS:
+        if not known_reader(self.reader):
             raise ValueError(f"unknown reader {self.reader!r}; known: {sorted(READERS)}")
         if self.side < 1:
             raise ValueError(f"cache side must be positive, got {self.side}")
@@ -365,6 +354,7 @@ class PrepareReport:
 
 def _decode(reader: str, side: int, top: int, jobs: Sequence[tuple[int, str, str]]) -> list:
     """Decode, resize and quantise a batch (runs in a worker process)."""
+    known_reader(reader)  # a spawned worker loads the modality that registered it
     out = []
     dtype = np.uint8 if top == 255 else np.uint16
     for i, path, context in jobs:

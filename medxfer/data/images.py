@@ -14,7 +14,44 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["ImageDecodeError", "read_grey_image", "read_rgb_image", "where"]
+__all__ = [
+    "READERS",
+    "READER_VERSIONS",
+    "ImageDecodeError",
+    "known_reader",
+    "read_grey_image",
+    "read_rgb_image",
+    "register_reader",
+    "where",
+]
+
+#: Decoders by name: ``(path, context) -> float32 image in [0, 1]``, ``(H, W)`` or ``(H, W, 3)``.
+#: The core registers ``grey`` and ``rgb``; modality packages register their own (the
+#: mammography package its DICOM ``mammogram`` reader) with :func:`register_reader`.
+READERS: dict[str, Callable[..., np.ndarray]] = {}
+
+#: Version of each decoder's output. Bump when a decoder's pixels change, so caches built by
+#: the old one are refused instead of silently differing from the direct path.
+READER_VERSIONS: dict[str, int] = {}
+
+
+def register_reader(name: str, reader: Callable[..., np.ndarray], version: int = 1) -> None:
+    """Register an image decoder under ``name`` (what a datamodule's ``reader`` names and an
+    image cache records, with ``version``)."""
+    READERS[name] = reader
+    READER_VERSIONS[name] = version
+
+
+def known_reader(name: str) -> bool:
+    """Whether a decoder ``name`` is registered, after loading the datamodule packages (medxfer's
+    own modalities and third-party ones, through the ``medxfer.datamodules`` entry points) when
+    it is not yet: a fresh worker process finds every reader without importing a modality."""
+    if name not in READERS:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="medxfer.datamodules"):
+            ep.load()
+    return name in READERS
 
 
 class ImageDecodeError(OSError):
@@ -81,3 +118,7 @@ def _to_grey(img: Image.Image) -> np.ndarray:
     if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
         return rgb[..., 0] / 255.0
     return (rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)) / 255.0
+
+
+register_reader("grey", read_grey_image)
+register_reader("rgb", read_rgb_image)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .mammo_tables import EXAM_COLUMNS
+from .tables import EXAM_COLUMNS
 
 __all__ = ["render_mammogram", "write_dicom", "write_synthetic_mammo"]
 

@@ -10,17 +10,19 @@ set is its own dataloader, logged as ``test/<name>/<metric>``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
+import torch
 
-from medxfer.data.subsample import multilabel_strata
-from medxfer.transforms import GreyImageTransform, resize_side
+from medxfer.transforms import resize_side
 
-from .base import ImageTableDataset, MedxferDataModule, age_group
-from .cxr_tables import COMPETITION_LABELS, read_chexpert_csv, read_nih_csv
+from ..base import DATAMODULES, MedxferDataModule, age_group
+from .tables import COMPETITION_LABELS, read_chexpert_csv, read_nih_csv
+from .transforms import GreyImageTransform
 
 __all__ = ["CXRTable", "ChestXrayDataModule"]
 
@@ -45,6 +47,7 @@ class CXRTable:
     split_list: str | None = None
 
 
+@DATAMODULES.register()
 class ChestXrayDataModule(MedxferDataModule):
     """Multi-label chest X-ray data with in-distribution and shifted test sets.
 
@@ -65,15 +68,14 @@ class ChestXrayDataModule(MedxferDataModule):
         channels: output channels (3 for RGB backbones, 1 with an adapted first conv).
         augment: the paper's augmentation in training.
         age_bins: edges of the age groups.
-        skip_bad_images: drop (count and log) missing or undecodable images instead of failing.
-        verify_images: decode every image at setup (default: only check the files exist).
         seed: seed of the augmentation.
         batch_size: training batch size (per process).
-        **kwargs: the settings every datamodule shares (:class:`MedxferDataModule`): loader
-            (``eval_batch_size``, ``num_workers``, ``pin_memory``, ``persistent_workers``,
-            ``prefetch_factor``), subsets (``train_fraction``, ``shots_per_class``,
-            ``subsample_seed``) and ``cache``, an HDF5 image cache from ``medxfer prepare``
-            (stores images at ``resize``).
+        **kwargs: the settings every datamodule shares (:class:`MedxferDataModule`): image
+            checks (``skip_bad_images``, ``verify_images``), loader (``eval_batch_size``,
+            ``num_workers``, ``pin_memory``, ``persistent_workers``, ``prefetch_factor``),
+            subsets (``train_fraction``, ``shots_per_class``, ``subsample_seed``) and
+            ``cache``, an HDF5 image cache from ``medxfer prepare`` (stores images at
+            ``resize``).
     """
 
     def __init__(
@@ -94,21 +96,25 @@ class ChestXrayDataModule(MedxferDataModule):
         channels: int = 3,
         augment: bool = True,
         age_bins: Sequence[float] = (40, 60, 80),
-        skip_bad_images: bool = False,
-        verify_images: bool = False,
         seed: int = 0,
         batch_size: int = 32,
         **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size=batch_size, **kwargs)
+        super().__init__(
+            train=train,
+            val=val,
+            test=test,
+            shifted=shifted,
+            name=name,
+            split=split,
+            split_seed=split_seed,
+            seed=seed,
+            batch_size=batch_size,
+            **kwargs,
+        )
         self.save_hyperparameters()
-        self.set_tables(train, val, test, shifted, name, split)
         self.labels = list(labels)
         self._channels = channels
-
-    @property
-    def label_names(self) -> list[str]:
-        return self.labels
 
     @property
     def channels(self) -> int:
@@ -118,11 +124,17 @@ class ChestXrayDataModule(MedxferDataModule):
     def cache_side(self) -> int:
         return resize_side(self.hparams.image_size, self.hparams.resize)
 
-    def read_table(self, table: CXRTable, uncertainty: str | None = None) -> pd.DataFrame:
-        """Read one table with this datamodule's label settings (``uncertainty``: the training
-        policy by default) and add the group columns."""
+    def table_name(self, table: CXRTable) -> str:
+        return table.csv
+
+    def evaluation_differs(self) -> bool:
+        return self.hparams.eval_uncertainty != self.hparams.uncertainty
+
+    def read_table(self, table: CXRTable, evaluation: bool = False) -> pd.DataFrame:
+        """Read one table with this datamodule's label settings (the evaluation uncertainty
+        policy when ``evaluation``) and add the age groups."""
         hp = self.hparams
-        uncertainty = uncertainty or hp.uncertainty
+        uncertainty = hp.eval_uncertainty if evaluation else hp.uncertainty
         if table.format == "chexpert":
             df = read_chexpert_csv(table.csv, self.labels, uncertainty, hp.frontal_only, table.root)  # type: ignore[arg-type]
         elif table.format == "nih":
@@ -134,58 +146,16 @@ class ChestXrayDataModule(MedxferDataModule):
         df["age_group"] = [age_group(a, hp.age_bins) for a in df["age"]]
         return df
 
-    def _dataset(self, df: pd.DataFrame, train: bool, what: str) -> ImageTableDataset:
+    def group_columns(self) -> dict[str, str]:
+        return {"sex": "sex", "age": "age_group", "view": "view"}
+
+    def transform(self, train: bool) -> Callable[[np.ndarray], torch.Tensor]:
         hp = self.hparams
-        if df.empty:
-            raise ValueError(
-                f"{what}: the split is empty (after reading, filtering and the patient split)"
-            )
-        df = self.checked(df, what, decode=hp.verify_images)
-        transform = GreyImageTransform(
+        return GreyImageTransform(
             hp.image_size,
             hp.resize,
             train=train and hp.augment,
             channels=self._channels,
             seed=hp.seed,
+            **self.input_norm,
         )
-        groups = {"sex": "sex", "age": "age_group", "view": "view"}
-        return ImageTableDataset(df, self.labels, transform, groups, self.images)
-
-    def setup(self, stage: str | None = None) -> None:
-        """Read the tables, re-split by patient, and build the datasets."""
-        if self.train_set is not None or self.test_sets:
-            return
-        hp = self.hparams
-        parts = self.split_tables(
-            lambda t: self.read_table(t, hp.uncertainty),
-            hp.split,
-            hp.split_seed,
-            read_eval=lambda t: self.read_table(t, hp.eval_uncertainty),
-        )
-        if hp.eval_uncertainty != hp.uncertainty:  # re-split val / test get the evaluation policy
-            again = self.read_table(self.tables["train"], hp.eval_uncertainty)
-            for part in ("val", "test"):
-                if self.tables[part] is None:
-                    parts[part] = again[again.index.isin(parts[part].index)]
-        for part, df in parts.items():
-            log.info(
-                "%s %s: %d images, %d patients",
-                self.name,
-                part,
-                len(df),
-                df["patient_id"].nunique(),
-            )
-        src = self.tables["train"].csv
-        strata = multilabel_strata(parts["train"][self.labels].to_numpy(dtype=float), self.labels)
-        parts["train"] = self.subsample_train(parts["train"], strata, f"{self.name} train")
-        self.train_set = self._dataset(parts["train"], True, f"{self.name} train split of {src}")
-        self.val_set = self._dataset(parts["val"], False, f"{self.name} val split of {src}")
-        self.test_sets = {
-            self.name: self._dataset(parts["test"], False, f"{self.name} test split of {src}")
-        }
-        for name, table in self.shifted.items():
-            self.test_sets[name] = self._dataset(
-                self.read_table(table, hp.eval_uncertainty),
-                False,
-                f"shifted set {name!r} ({table.csv})",
-            )

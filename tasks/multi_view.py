@@ -1,5 +1,5 @@
-"""Breast-cancer prediction from 4-view exams at several horizons, as in Mustafa et al. (2021)
-(after McKinney et al., Nature 2020): each view through the backbone separately (optionally
+"""Multi-view classification: a fixed set of views per case (4-view screening mammograms), as in
+the breast-cancer model of Mustafa et al. (2021) (after McKinney et al., Nature 2020): each view through the backbone separately (optionally
 with activation checkpointing, so 2048 px views fit in memory), the four feature vectors
 concatenated, and per horizon a head of 512 ReLU units, dropout 0.25 and a sigmoid output;
 sigmoid focal loss with gamma 1.5 (Lin et al., ICCV 2017; torchvision's implementation) over
@@ -19,7 +19,7 @@ from medxfer.metrics import MultilabelAUROC
 
 from .base import TransferTask
 
-__all__ = ["MammographyClassifier", "masked_focal_loss"]
+__all__ = ["MultiViewClassifier", "masked_focal_loss"]
 
 
 def masked_focal_loss(
@@ -34,7 +34,7 @@ def masked_focal_loss(
     )
 
 
-class MammographyClassifier(TransferTask):
+class MultiViewClassifier(TransferTask):
     """4 views -> concatenated features -> one 512-unit head per horizon; focal loss.
 
     Args (beyond :class:`TransferTask`):

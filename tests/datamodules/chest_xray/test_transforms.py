@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medxfer.transforms import GreyImageTransform
+from medxfer.datamodules.chest_xray import GreyImageTransform
 
 
 def test_train_transform_is_seeded_and_in_range() -> None:

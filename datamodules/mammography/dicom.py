@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import ImageDecodeError, read_grey_image, where
+from medxfer.data.images import ImageDecodeError, read_grey_image, register_reader, where
 
 __all__ = ["orient_left", "read_dicom", "read_mammogram"]
 
@@ -95,3 +95,6 @@ def read_mammogram(path: str | os.PathLike[str], context: str = "") -> np.ndarra
         else read_dicom(path, context)
     )
     return orient_left(image)
+
+
+register_reader("mammogram", read_mammogram)

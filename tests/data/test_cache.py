@@ -28,7 +28,6 @@ from medxfer.data.cache import (
     ImageCache,
     prepare_cache,
 )
-from medxfer.data.dicom import orient_left, read_dicom
 from medxfer.data.images import ImageDecodeError, read_grey_image, read_rgb_image
 from medxfer.datamodules import (
     ChestXrayDataModule,
@@ -38,7 +37,7 @@ from medxfer.datamodules import (
     write_synthetic_derm,
     write_synthetic_mammo,
 )
-from medxfer.datamodules.synthetic_mammo import write_dicom
+from medxfer.datamodules.mammography import orient_left, read_dicom, write_dicom
 
 
 def _table(paths: list[Path]) -> pd.DataFrame:

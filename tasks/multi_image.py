@@ -1,4 +1,5 @@
-"""Multi-image case classification (dermatology) as in Mustafa et al. (2021): per-image
+"""Multi-class classification of single images or of cases of several images (a dermatology case
+of 1-6 photos) as in Mustafa et al. (2021): per-image
 backbone features, their mean over the case's real images, dropout 0.2, one linear layer,
 softmax; cross-entropy with soft targets (the dermatologists' weighted differential); top-1 and
 top-3 accuracy against the top label and per-class AUROC.
@@ -69,7 +70,8 @@ class CaseMetrics(Metric):
 
 
 class CaseClassifier(TransferTask):
-    """A differential over conditions from a case of 1-6 images (masked mean of features)."""
+    """One distribution over classes (softmax) from a single image or a case of images (masked
+    mean of features); hard (one-hot) or soft targets."""
 
     output_type: ClassVar[str] = "multiclass"
 

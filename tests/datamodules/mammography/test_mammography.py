@@ -13,7 +13,6 @@ import torch
 from torchvision.ops import sigmoid_focal_loss
 
 from medxfer.data import ImageDecodeError, TableError
-from medxfer.data.dicom import orient_left, read_dicom
 from medxfer.datamodules import (
     MammographyDataModule,
     horizon_labels,
@@ -21,9 +20,8 @@ from medxfer.datamodules import (
     swap_laterality,
     write_synthetic_mammo,
 )
-from medxfer.datamodules.mammo import positive_weights
-from medxfer.datamodules.synthetic_mammo import write_dicom
-from medxfer.tasks import MammographyClassifier, masked_focal_loss
+from medxfer.datamodules.mammography import orient_left, positive_weights, read_dicom, write_dicom
+from medxfer.tasks import MultiViewClassifier, masked_focal_loss
 
 NAN = float("nan")
 
@@ -202,7 +200,7 @@ def test_datamodule_and_task_on_synthetic_dicom(exams: dict[str, Path], tiny_tra
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (4, 4, 3, 32, 32) and batch["mask"].all()
     assert batch["target"].shape == (4, 5) and set(batch["groups"]) == {"density", "site"}
-    task = MammographyClassifier(
+    task = MultiViewClassifier(
         backbone="timm/test_resnet", num_classes=5, label_names=dm.label_names, checkpointing=True
     )
     assert (
@@ -217,8 +215,8 @@ def test_datamodule_and_task_on_synthetic_dicom(exams: dict[str, Path], tiny_tra
 
 def test_checkpointing_gives_the_same_gradients() -> None:
     torch.manual_seed(0)
-    a = MammographyClassifier(backbone="timm/test_resnet", num_classes=2, checkpointing=False)
-    b = MammographyClassifier(backbone="timm/test_resnet", num_classes=2, checkpointing=True)
+    a = MultiViewClassifier(backbone="timm/test_resnet", num_classes=2, checkpointing=False)
+    b = MultiViewClassifier(backbone="timm/test_resnet", num_classes=2, checkpointing=True)
     b.load_state_dict(a.state_dict())
     a.eval(), b.eval()
     b.training = True  # checkpointing is used in training; dropout off via eval on submodules

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .cxr_tables import CHEXPERT_LABELS, COMPETITION_LABELS
+from .tables import CHEXPERT_LABELS, COMPETITION_LABELS
 
 __all__ = ["Shift", "render_cxr", "write_synthetic_chexpert", "write_synthetic_nih"]
 

@@ -1,0 +1,124 @@
+"""Dermatology datamodule: cases of 1-6 photographs, soft differential targets, skin-type
+subgroups, and shifted datasets with another condition prevalence (Mustafa et al. 2021's
+dermatology dataset B is cancer-heavy).
+
+Batches follow DESIGN.md's multi-image contract: ``image`` ``(B, V, 3, S, S)`` with ``V =
+max_images`` slots, ``mask`` ``(B, V)`` marking the real images (padding slots are zeros and
+never reach the model), ``target`` ``(B, K)`` soft labels over the training label space.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..base import DATAMODULES, MedxferDataModule
+from .tables import build_label_space, read_derm_cases, soft_targets
+from .transforms import ColorImageTransform
+
+__all__ = ["DermatologyDataModule"]
+
+log = logging.getLogger(__name__)
+
+
+@DATAMODULES.register()
+class DermatologyDataModule(MedxferDataModule):
+    """Dermatology cases of 1-6 photos with soft differential labels and skin-type subgroups.
+
+    Args:
+        train: the training case table (either layout); re-split by patient by ``split``.
+        val: an explicit validation table (then ``split[1]`` must be 0).
+        test: an explicit in-distribution test table (then ``split[2]`` must be 0).
+        shifted: name -> case table of each shifted test set.
+        name: the in-distribution set's name in logged keys.
+        image_root: folder image paths are relative to (default: each CSV's folder).
+        n_conditions: size of the label space before "Other" (from the training split only).
+        max_images: image slots per case.
+        truncate_images: keep the first ``max_images`` of larger cases (counted) instead of failing.
+        split: (train, val, test) fractions of the patient-level re-split.
+        split_seed: seed of the re-split.
+        image_size: resolution (the paper: 448).
+        augment: the paper's augmentation in training.
+        seed: seed of augmentation and image sampling.
+        batch_size: training batch size (per process).
+        **kwargs: the settings every datamodule shares (:class:`MedxferDataModule`): image
+            checks (``skip_bad_images``: drop cases with a missing / undecodable image, counted
+            and logged), loader (``eval_batch_size``, ``num_workers``, ``pin_memory``,
+            ``persistent_workers``, ``prefetch_factor``), subsets (``train_fraction``,
+            ``shots_per_class``, ``subsample_seed``) and ``cache``, an HDF5 image cache from
+            ``medxfer prepare`` (stores photos at ``image_size``).
+    """
+
+    reader = "rgb"
+
+    def __init__(
+        self,
+        train: str,
+        val: str | None = None,
+        test: str | None = None,
+        shifted: dict[str, str] | None = None,
+        name: str = "derm",
+        image_root: str | None = None,
+        n_conditions: int = 26,
+        max_images: int = 6,
+        truncate_images: bool = False,
+        split: tuple[float, float, float] = (0.7, 0.1, 0.2),
+        split_seed: int = 0,
+        image_size: int = 448,
+        augment: bool = True,
+        seed: int = 0,
+        batch_size: int = 16,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            train=train,
+            val=val,
+            test=test,
+            shifted=shifted,
+            name=name,
+            split=split,
+            split_seed=split_seed,
+            seed=seed,
+            batch_size=batch_size,
+            **kwargs,
+        )
+        self.save_hyperparameters()
+
+    @property
+    def cache_side(self) -> int:
+        return self.hparams.image_size
+
+    def read_table(self, table: str, evaluation: bool = False) -> pd.DataFrame:
+        """Read one case table (either layout) with this datamodule's image settings."""
+        hp = self.hparams
+        return read_derm_cases(table, hp.image_root, hp.max_images, hp.truncate_images)
+
+    def fit_labels(self, train: pd.DataFrame) -> list[str]:
+        """The training split's ``n_conditions`` most common conditions, then "Other"."""
+        return build_label_space(train, self.hparams.n_conditions)
+
+    def strata(self, train: pd.DataFrame) -> list[str]:
+        """The case's top condition."""
+        return train["top_label"].tolist()
+
+    def targets(self, table: pd.DataFrame, what: str) -> np.ndarray:
+        """Soft targets over the label space (the dermatologists' weighted differential)."""
+        return soft_targets(table, self.label_names, what)
+
+    def group_columns(self) -> dict[str, str]:
+        return {"skin_type": "fitzpatrick", "sex": "sex", "age": "age_group"}
+
+    def transform(self, train: bool) -> Callable[[np.ndarray], torch.Tensor]:
+        hp = self.hparams
+        return ColorImageTransform(
+            hp.image_size, train=train and hp.augment, seed=hp.seed, **self.input_norm
+        )
+
+    def dataset_options(self, train: bool) -> dict[str, Any]:
+        """Packed slots of ``max_images``; in training the case's photos are shuffled first."""
+        return {"views": self.hparams.max_images, "pack": True, "shuffle": train}

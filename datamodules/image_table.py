@@ -1,0 +1,487 @@
+"""The generic table datamodule: any image dataset a user brings, by YAML alone.
+
+A CSV (or Parquet) table with configurable columns -- image path(s), patient, case id, an
+optional split, subgroup attributes -- and the target in any of the usual encodings:
+
+* ``binary``: one 0/1 column per label (multi-label; ``-1`` and blanks by policy, as for
+  CheXpert);
+* ``class``: one class-name column (multi-class);
+* ``findings``: one ``|``-separated findings column (multi-label, as NIH ChestX-ray14);
+* ``soft``: one soft-label column (``"A:0.6|B:0.4"`` or a dict; multi-class with soft targets).
+
+An image folder ``root/<class>/<image>`` (torchvision's ``ImageFolder`` layout) is read as a
+``class`` table. Label names come from the training split, never from a fixed list; everything
+else (the patient-level split, subsets, the HDF5 cache, shifted test sets, analyses, the report)
+is the template's (:class:`~medxfer.datamodules.MedxferDataModule`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medxfer.data.tables import TableError, check_columns, csv_line, parse_differential
+from medxfer.transforms import ImageTransform, resize_side
+
+from .base import DATAMODULES, MedxferDataModule, age_group
+
+__all__ = ["IMAGE_SUFFIXES", "ImageTable", "read_image_folder", "read_image_table"]
+
+log = logging.getLogger(__name__)
+
+#: Files an image-folder layout takes as images.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
+_SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
+    """A CSV (``.csv``, ``.csv.gz``, ``.tsv``) or Parquet table as strings, blanks as ``""``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"table not found: {path}")
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        try:
+            df = pd.read_parquet(path)
+        except ImportError as err:
+            raise ImportError(
+                f"{path}: reading Parquet needs pyarrow: pip install 'medxfer[parquet]' ({err})"
+            ) from None
+        return df.astype(object).where(df.notna(), "").astype(str)
+    sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
+    try:
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise TableError(f"{path}: not a readable table ({err})") from None
+
+
+def _where(path: Path, parquet: bool, index: int, column: str | None = None) -> str:
+    line = f"row {index + 1}" if parquet else f"line {csv_line(index)}"
+    return f"{path}, {line}" + (f", column {column!r}" if column else "")
+
+
+def read_image_table(
+    path: str | Path,
+    image_columns: Sequence[str],
+    root: str | Path | None = None,
+    patient_column: str | None = None,
+    id_column: str | None = None,
+    split_column: str | None = None,
+    columns: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Read a user's image table into the template's rows.
+
+    Args:
+        path: the CSV / Parquet file.
+        image_columns: column(s) of image paths; several make each row a case of images
+            (blank cells: fewer images).
+        root: folder image paths are relative to (default: the table's folder).
+        patient_column: the patient identifier (default: each row its own patient).
+        id_column: the case id (default: ``<table name>-<line>``; never a path or patient).
+        split_column: ``train`` / ``val`` (``valid``, ``validation``) / ``test`` per row.
+        columns: further columns that must exist (target, groups), kept as text.
+
+    Returns:
+        Rows with ``path`` (one image column) or ``paths``, ``id``, ``patient_id``, ``line``,
+        ``source``, ``split`` (with ``split_column``) and ``columns``.
+
+    Raises:
+        TableError: a missing column, an empty table, a row without an image, an unknown split
+            value; the message names file, line and column.
+    """
+    path = Path(path)
+    raw = _read_frame(path)
+    parquet = path.name.lower().endswith(".parquet")
+    needed = [*image_columns, *columns]
+    needed += [c for c in (patient_column, id_column, split_column) if c]
+    check_columns(raw, dict.fromkeys(needed), str(path))
+    if raw.empty:
+        raise TableError(f"{path}: the table has no rows")
+    base = Path(root) if root is not None else path.parent
+    out = pd.DataFrame(index=raw.index)
+    cells = raw[list(image_columns)].to_numpy()
+    paths = [[str(base / p) if p else "" for p in row] for row in cells]
+    for k, row in enumerate(paths):
+        if not any(row):
+            raise TableError(f"{_where(path, parquet, k, image_columns[0])}: no image path")
+    if len(image_columns) == 1:
+        out["path"] = [row[0] for row in paths]
+    else:
+        out["paths"] = [[p for p in row if p] for row in paths]
+    out["id"] = raw[id_column] if id_column else [f"{path.stem}-{k + 1}" for k in range(len(raw))]
+    out["patient_id"] = raw[patient_column] if patient_column else out["id"]
+    if split_column:
+        split = raw[split_column].str.strip().str.lower().map(_SPLITS)
+        bad = split.isna()
+        if bad.any():
+            k = int(np.flatnonzero(bad.to_numpy())[0])
+            raise TableError(
+                f"{_where(path, parquet, k, split_column)}: split value {raw[split_column].iloc[k]!r}; "
+                f"expected one of {sorted(_SPLITS)}"
+            )
+        out["split"] = split
+    for c in columns:
+        out[c] = raw[c].str.strip()
+    out["line"] = [k + 1 if parquet else csv_line(k) for k in range(len(raw))]
+    out["source"] = str(path)
+    return out.reset_index(drop=True)
+
+
+def read_image_folder(root: str | Path, class_column: str = "class") -> pd.DataFrame:
+    """An image folder ``root/<class>/<image>`` as the rows of a ``class`` table (each image its
+    own patient, ids ``<class>-<n>``); ``line`` is the image's position in the sorted listing."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder not found: {root}")
+    rows = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        images = sorted(
+            p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        rows += [(str(p), folder.name, f"{folder.name}-{k + 1}") for k, p in enumerate(images)]
+    if not rows:
+        raise TableError(
+            f"{root}: no images in class folders (expected {root}/<class>/<image>, suffixes "
+            f"{', '.join(IMAGE_SUFFIXES)})"
+        )
+    out = pd.DataFrame(rows, columns=["path", class_column, "id"])
+    out["patient_id"] = out["id"]
+    out["line"] = np.arange(1, len(out) + 1)
+    out["source"] = f"image folder {root}"
+    return out
+
+
+@DATAMODULES.register()
+class ImageTable(MedxferDataModule):
+    """Any image dataset as a table (CSV / Parquet) or an image folder, configured in YAML.
+
+    Args:
+        train: the training table, or an image folder ``root/<class>/<image>``; re-split by
+            patient by ``split`` unless ``split_column`` is given.
+        val, test: explicit validation / in-distribution test tables (or folders).
+        shifted: name -> table (or folder) of each shifted test set.
+        name: the in-distribution set's name in logged keys.
+        target: the target encoding: ``binary`` (0/1 column per label in ``labels``),
+            ``class`` (class names in ``target_column``), ``findings`` (``separator``-joined
+            names in ``target_column``) or ``soft`` (``"A:0.6|B:0.4"`` or a dict in
+            ``target_column``). Image folders are ``class``.
+        target_column: the column holding the target (``class`` / ``findings`` / ``soft``).
+        labels: ``binary``: the label columns (required). Otherwise optional: the label names
+            in order (default: every name in the training split, sorted); ``findings`` outside
+            them are not modelled.
+        separator: separator of the ``findings`` column.
+        no_finding: the ``findings`` name that means no label (all zeros), e.g. ``No Finding``.
+        uncertain: ``binary``: what ``-1`` means: ``ones``, ``zeros`` or ``ignore`` (masked).
+        blank: ``binary``: what an empty cell means: ``zeros`` or ``ignore`` (masked).
+        other: a declared class that unknown classes of evaluation tables map to (counted and
+            logged); without it an unknown class is an error naming file, line and column.
+        image_column: the image path column, or several (each row a case of images).
+        image_root: folder image paths are relative to (default: each table's folder).
+        patient_column: patient identifier (default: each row its own patient; give it when
+            patients have several rows, or splits leak).
+        id_column: case id column (default ``<table>-<line>``).
+        split_column: column of ``train`` / ``val`` / ``test`` (instead of the re-split).
+        group_columns: subgroup attributes, batch group name -> column (or a list of columns).
+        age_column: a numeric age column, binned by ``age_bins`` into the ``age`` group.
+        age_bins: edges of the age groups.
+        color: colour images (RGB); else grey, repeated to ``channels``.
+        channels: output channels of grey images.
+        image_size: training and evaluation resolution.
+        resize: side before cropping (default ``image_size * 8 / 7``).
+        augment: random rotation (``rotate``), crop and flips (``hflip``, ``vflip``) in training.
+        split, split_seed, seed, batch_size, **kwargs: as for every datamodule
+            (:class:`MedxferDataModule`: image checks, loader settings, subsets, ``cache``).
+    """
+
+    def __init__(
+        self,
+        train: str,
+        val: str | None = None,
+        test: str | None = None,
+        shifted: dict[str, str] | None = None,
+        name: str = "data",
+        target: Literal["binary", "class", "findings", "soft"] = "class",
+        target_column: str | None = None,
+        labels: Sequence[str] | None = None,
+        separator: str = "|",
+        no_finding: str | None = None,
+        uncertain: Literal["ones", "zeros", "ignore"] = "ignore",
+        blank: Literal["zeros", "ignore"] = "ignore",
+        other: str | None = None,
+        image_column: str | Sequence[str] = "path",
+        image_root: str | None = None,
+        patient_column: str | None = None,
+        id_column: str | None = None,
+        split_column: str | None = None,
+        group_columns: dict[str, str] | Sequence[str] | None = None,
+        age_column: str | None = None,
+        age_bins: Sequence[float] = (40, 60, 80),
+        color: bool = True,
+        channels: int = 3,
+        image_size: int = 224,
+        resize: int | None = None,
+        augment: bool = True,
+        rotate: float = 10.0,
+        hflip: bool = True,
+        vflip: bool = False,
+        split: tuple[float, float, float] = (0.7, 0.1, 0.2),
+        split_seed: int = 0,
+        seed: int = 0,
+        batch_size: int = 32,
+        **kwargs: Any,
+    ) -> None:
+        if split_column is not None:
+            split = (1.0, 0.0, 0.0)  # the column decides; explicit tables still allowed
+        super().__init__(
+            train=train,
+            val=val,
+            test=test,
+            shifted=shifted,
+            name=name,
+            split=split,
+            split_seed=split_seed,
+            seed=seed,
+            batch_size=batch_size,
+            **kwargs,
+        )
+        self.save_hyperparameters()
+        if target == "binary" and not labels:
+            raise ValueError("target='binary' needs labels: the 0/1 label columns")
+        if (
+            target in ("class", "findings", "soft")
+            and target_column is None
+            and not self._is_folder(train)
+        ):
+            raise ValueError(f"target={target!r} needs target_column: the column holding it")
+        if color and channels != 3:
+            raise ValueError("colour images give 3 channels; set color: false for grey input")
+        self.image_columns = [image_column] if isinstance(image_column, str) else list(image_column)
+        groups = group_columns or {}
+        self.groups = dict(groups) if isinstance(groups, dict) else {c: c for c in groups}
+        self.reader = "rgb" if color else "grey"
+        self._channels = 3 if color else channels
+        self._other_counts: dict[str, int] = {}
+
+    # Reading ---------------------------------------------------------------------------------
+    @staticmethod
+    def _is_folder(table: str) -> bool:
+        return Path(table).is_dir()
+
+    @property
+    def multiclass(self) -> bool:
+        """Whether the target is one distribution over classes (``class``, ``soft``, folders)."""
+        return self.hparams.target in ("class", "soft")
+
+    @property
+    def output_type(self) -> str:
+        """``multiclass`` (use ``CaseClassifier``) or ``multilabel`` (``MultiLabelClassifier``)."""
+        return "multiclass" if self.multiclass else "multilabel"
+
+    def _target_columns(self) -> list[str]:
+        hp = self.hparams
+        return list(hp.labels) if hp.target == "binary" else [hp.target_column]
+
+    def read_table(self, table: str, evaluation: bool = False) -> pd.DataFrame:
+        """Read one table (or image folder) and parse its target into canonical columns:
+        ``label:<name>`` floats (``binary``), ``target_class`` (``class``), ``target_set``
+        (``findings``) or ``target_weights`` (``soft``); bad values name file, line, column."""
+        hp = self.hparams
+        if self._is_folder(table):
+            if hp.target != "class":
+                raise ValueError(
+                    f"{table} is an image folder, which holds classes: set target: class"
+                )
+            df = read_image_folder(table)
+            df["target_class"] = df.pop("class")
+        else:
+            extra = [*self._target_columns(), *self.groups.values()]
+            extra += [hp.age_column] if hp.age_column else []
+            df = read_image_table(
+                table,
+                self.image_columns,
+                hp.image_root,
+                hp.patient_column,
+                hp.id_column,
+                hp.split_column,
+                list(dict.fromkeys(extra)),
+            )
+            self._parse_target(df)
+        for group, column in self.groups.items():
+            df[f"group:{group}"] = df[column] if column in df else "unknown"
+        if hp.age_column:
+            df["group:age"] = [
+                age_group(self._age(v, row), hp.age_bins)
+                for v, row in zip(df[hp.age_column], df.itertuples(), strict=True)
+            ]
+        return df
+
+    @staticmethod
+    def _age(value: str, row: Any) -> float:
+        if value == "":
+            return float("nan")
+        try:
+            return float(value)
+        except ValueError:
+            raise TableError(
+                f"{row.source}, line {row.line}: age {value!r} is not a number"
+            ) from None
+
+    def _parse_target(self, df: pd.DataFrame) -> None:
+        hp = self.hparams
+        where = lambda k, c: f"{df['source'].iloc[k]}, line {df['line'].iloc[k]}, column {c!r}"  # noqa: E731
+        if hp.target == "binary":
+            codes = {"1": 1.0, "1.0": 1.0, "0": 0.0, "0.0": 0.0, "-1": -1.0, "-1.0": -1.0}
+            minus = {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}[hp.uncertain]
+            empty = {"zeros": 0.0, "ignore": np.nan}[hp.blank]
+            for label in hp.labels:
+                col = df[label]
+                values = col.map(codes)
+                bad = values.isna() & (col != "")
+                if bad.any():
+                    k = int(np.flatnonzero(bad.to_numpy())[0])
+                    raise TableError(
+                        f"{where(k, label)}: label value {col.iloc[k]!r}; expected 1, 0, -1 or blank"
+                    )
+                values = values.where(col != "", empty).replace(-1.0, minus)
+                df[f"label:{label}"] = values.astype(float)
+        elif hp.target == "class":
+            col = df[hp.target_column]
+            blank = col == ""
+            if blank.any():
+                k = int(np.flatnonzero(blank.to_numpy())[0])
+                raise TableError(f"{where(k, hp.target_column)}: no class")
+            df["target_class"] = col
+        elif hp.target == "findings":
+            col = df[hp.target_column]
+            df["target_set"] = [
+                frozenset(f.strip() for f in v.split(hp.separator) if f.strip()) - {hp.no_finding}
+                for v in col
+            ]
+        else:
+            col = df[hp.target_column]
+            df["target_weights"] = [
+                parse_differential(v, where(k, hp.target_column)) for k, v in enumerate(col)
+            ]
+
+    # Template hooks --------------------------------------------------------------------------
+    def split_description(self) -> str:
+        col = self.hparams.split_column
+        return f"reading and the split column {col!r}" if col else super().split_description()
+
+    def split_table(self, table: pd.DataFrame) -> list[pd.DataFrame]:
+        """The ``split_column``'s parts, else the template's patient-level re-split."""
+        if self.hparams.split_column is None:
+            return super().split_table(table)
+        return [table[table["split"] == part] for part in ("train", "val", "test")]
+
+    def fit_labels(self, train: pd.DataFrame) -> list[str]:
+        """``binary``: the label columns; otherwise ``labels`` when given, else every name in
+        the training split (sorted), with ``other`` added when declared."""
+        hp = self.hparams
+        if hp.target == "binary":
+            return list(hp.labels)
+        if hp.labels:
+            names = list(hp.labels)
+        elif "target_class" in train:
+            names = sorted(set(train["target_class"]))
+        elif "target_set" in train:
+            names = sorted(set().union(*train["target_set"]))
+        else:
+            names = sorted(set().union(*(w.keys() for w in train["target_weights"])))
+        if hp.other and hp.other not in names:
+            names.append(hp.other)
+        if not names:
+            raise ValueError(f"{self.name}: the training split has no labels")
+        return names
+
+    def targets(self, table: pd.DataFrame, what: str) -> np.ndarray:
+        """``(N, K)`` targets over the label space; unknown names are an error naming file,
+        line and column, or mapped to ``other`` (counted)."""
+        hp = self.hparams
+        names = self.label_names
+        if hp.target == "binary":
+            return table[[f"label:{n}" for n in names]].to_numpy(dtype=np.float32)
+        index = {n: k for k, n in enumerate(names)}
+        out = np.zeros((len(table), len(names)), dtype=np.float32)
+        mapped = 0
+        column = (
+            "target_class"
+            if "target_class" in table
+            else "target_set"
+            if "target_set" in table
+            else "target_weights"
+        )
+        for r, (value, line, src) in enumerate(
+            zip(table[column], table["line"], table["source"], strict=True)
+        ):
+            items = (
+                {value: 1.0}
+                if isinstance(value, str)
+                else dict.fromkeys(value, 1.0)
+                if isinstance(value, frozenset)
+                else value
+            )
+            for label, weight in items.items():
+                if label not in index and hp.target == "findings" and hp.labels:
+                    continue  # findings outside the labels asked for are not modelled
+                if label not in index:
+                    if hp.other is None:
+                        col = hp.target_column or "class folder"
+                        raise TableError(
+                            f"{src}, line {line}, column {col!r}: {what}: label {label!r} is not in "
+                            f"the training split's labels {names}; declare other: <a class> to map "
+                            "unknown labels to it"
+                        )
+                    label, mapped = hp.other, mapped + 1
+                out[r, index[label]] += weight
+        if mapped:
+            self._other_counts[what] = mapped
+            log.warning("%s: %d unknown label(s) mapped to %r", what, mapped, hp.other)
+        return out
+
+    def strata(self, train: pd.DataFrame) -> Sequence[object]:
+        """The class (multi-class) or the rarest positive label (multi-label)."""
+        if self.multiclass:
+            targets = self.targets(train, "train")
+            return [self.label_names[k] for k in targets.argmax(axis=1)]
+        return super().strata(train)
+
+    def group_columns(self) -> dict[str, str]:
+        out = {g: f"group:{g}" for g in self.groups}
+        if self.hparams.age_column:
+            out["age"] = "group:age"
+        return out
+
+    def dataset_options(self, train: bool) -> dict[str, Any]:
+        """Several image columns: a packed case of images (shuffled in training)."""
+        if len(self.image_columns) == 1:
+            return {}
+        return {"views": len(self.image_columns), "pack": True, "shuffle": train}
+
+    @property
+    def channels(self) -> int:
+        return self._channels
+
+    @property
+    def cache_side(self) -> int:
+        return resize_side(self.hparams.image_size, self.hparams.resize)
+
+    def transform(self, train: bool) -> Callable[[np.ndarray], torch.Tensor]:
+        hp = self.hparams
+        aug = train and hp.augment
+        return ImageTransform(
+            hp.image_size,
+            hp.resize,
+            train=aug,
+            rotate=hp.rotate,
+            hflip=hp.hflip,
+            vflip=hp.vflip,
+            channels=self._channels,
+            seed=hp.seed,
+            **self.input_norm,
+        )

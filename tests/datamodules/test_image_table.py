@@ -1,0 +1,367 @@
+"""The generic table datamodule: every target encoding against hand-computed targets, the
+image-folder layout, bad input naming file / line / column, and whole fits from YAML alone."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from medxfer.data import ImageDecodeError, TableError
+from medxfer.datamodules import ImageTable
+
+CLASSES = ("covid", "normal", "pneumonia")
+
+
+def _image(path: Path, k: int, rng: np.random.Generator, color: bool = True) -> None:
+    """A 40 px image whose dominant channel (or brightness) gives its class away."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = (rng.random((40, 40, 3)) * 80).astype(np.uint8)
+    img[:, :, k] += 150
+    Image.fromarray(img if color else img[:, :, k]).save(path)
+
+
+def _write_table(root: Path, name: str, rows: list[dict[str, str]]) -> Path:
+    path = root / f"{name}.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def covid_like(root: Path, name: str, n: int, seed: int) -> Path:
+    """A table in the layout of a public COVID chest X-ray collection: ``patientid, sex, age,
+    finding, view, filename`` (two images per patient)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        k = i % 3
+        _image(root / "images" / f"{name}{i}.png", k, rng)
+        rows.append(
+            {
+                "patientid": f"{name}-p{i // 2}",
+                "sex": "MF"[(i // 2) % 2],
+                "age": str(25 + (7 * i) % 60),
+                "finding": CLASSES[k],
+                "view": "PA",
+                "filename": f"images/{name}{i}.png",
+            }
+        )
+    return _write_table(root, name, rows)
+
+
+@pytest.fixture
+def covid(tmp_path: Path) -> dict[str, Path]:
+    return {
+        "train": covid_like(tmp_path, "metadata", 60, 0),
+        "shift": covid_like(tmp_path, "site_b", 15, 1),
+    }
+
+
+def _dm(train: Path, **kw) -> ImageTable:
+    args = dict(
+        target="class",
+        target_column="finding",
+        image_column="filename",
+        patient_column="patientid",
+        image_size=32,
+        resize=32,
+        num_workers=0,
+        batch_size=8,
+    )
+    args.update(kw)
+    return ImageTable(str(train), **args)
+
+
+def test_class_column_gives_one_hot_targets_and_labels_from_train(covid) -> None:
+    dm = _dm(covid["train"], group_columns={"sex": "sex"}, age_column="age", age_bins=[40, 60])
+    dm.setup("fit")
+    assert dm.label_names == sorted(CLASSES)
+    assert dm.output_type == "multiclass" and dm.num_classes == 3
+    table = dm.prepare_tables()["train"]
+    expected = np.array([[c == n for n in sorted(CLASSES)] for c in table["target_class"]], float)
+    np.testing.assert_array_equal(dm.train_set.targets.numpy(), expected)
+    sample = dm.train_set[0]
+    assert sample["image"].shape == (3, 32, 32)
+    assert set(sample["groups"]) == {"sex", "age"}
+    ages = table["age"].astype(float)
+    assert sample["groups"]["age"] == (
+        "<40" if ages.iloc[0] < 40 else "40-59" if ages.iloc[0] < 60 else "60+"
+    )
+    parts = dm.prepare_tables()
+    patients = [set(parts[p]["patient_id"]) for p in ("train", "val", "test")]
+    assert not (patients[0] & patients[1]) and not (patients[0] & patients[2])
+
+
+@pytest.mark.parametrize(
+    ("cells", "uncertain", "blank", "expected"),
+    [
+        pytest.param(["1", "0", "-1", ""], "ignore", "ignore", [1, 0, np.nan, np.nan], id="masked"),
+        pytest.param(["1", "0", "-1", ""], "ones", "zeros", [1, 0, 1, 0], id="u-ones"),
+        pytest.param(["1.0", "0.0", "-1.0", ""], "zeros", "zeros", [1, 0, 0, 0], id="u-zeros"),
+    ],
+)
+def test_binary_columns_follow_the_uncertainty_policies(
+    tmp_path: Path, cells, uncertain, blank, expected
+) -> None:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(4):
+        _image(tmp_path / f"{i}.png", i % 3, rng)
+        rows.append({"path": f"{i}.png", "A": cells[i], "B": "1"})
+    csv_path = _write_table(tmp_path, "t", rows)
+    dm = ImageTable(
+        str(csv_path), target="binary", labels=["A", "B"], uncertain=uncertain, blank=blank
+    )
+    table = dm.read_table(str(csv_path))
+    got = dm.targets(table, "t")
+    np.testing.assert_array_equal(got[:, 0], np.array(expected, np.float32))
+    assert dm.output_type == "multilabel"
+
+
+def test_findings_and_soft_columns(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, (f, s) in enumerate(
+        [("A|B", "A:0.6|B:0.4"), ("No Finding", "{'C': 1.0}"), ("C", "B"), ("B|C", "A:0.5|C:0.5")]
+    ):
+        _image(tmp_path / f"{i}.png", i % 3, rng)
+        rows.append({"path": f"{i}.png", "f": f, "s": s})
+    csv_path = _write_table(tmp_path, "t", rows)
+    dm = ImageTable(str(csv_path), target="findings", target_column="f", no_finding="No Finding")
+    table = dm.read_table(str(csv_path))
+    assert dm.fit_labels(table) == ["A", "B", "C"]
+    dm._labels = ["A", "B", "C"]
+    want = [[1, 1, 0], [0, 0, 0], [0, 0, 1], [0, 1, 1]]
+    np.testing.assert_array_equal(dm.targets(table, "t"), np.array(want, np.float32))
+    soft = ImageTable(str(csv_path), target="soft", target_column="s")
+    table = soft.read_table(str(csv_path))
+    soft._labels = soft.fit_labels(table)
+    want = [[0.6, 0.4, 0], [0, 0, 1], [0, 1, 0], [0.5, 0, 0.5]]
+    np.testing.assert_allclose(soft.targets(table, "t"), np.array(want, np.float32), rtol=1e-6)
+
+
+def test_image_folder_layout(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for k, c in enumerate(CLASSES):
+        for i in range(10):
+            _image(tmp_path / "tree" / c / f"{i}.jpg", k, rng)
+    (tmp_path / "tree" / "covid" / "notes.txt").write_text("not an image")
+    dm = ImageTable(str(tmp_path / "tree"), image_size=32, resize=32, num_workers=0)
+    dm.setup("fit")
+    assert dm.label_names == sorted(CLASSES)
+    total = len(dm.train_set) + len(dm.val_set) + len(dm.test_sets["data"])
+    assert total == 30
+
+
+def test_split_column_and_patient_in_two_splits(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):
+        _image(tmp_path / f"{i}.png", i % 3, rng)
+        split = "train" if i < 6 else "valid" if i < 9 else "test"
+        rows.append({"path": f"{i}.png", "c": CLASSES[i % 3], "p": f"p{i}", "split": split})
+    good = _write_table(tmp_path, "good", rows)
+    dm = ImageTable(
+        str(good),
+        target_column="c",
+        patient_column="p",
+        split_column="split",
+        num_workers=0,
+        image_size=32,
+    )
+    dm.setup("fit")
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_sets["data"])) == (6, 3, 3)
+    rows[10]["p"] = "p0"  # a test row of a training patient
+    leak = _write_table(tmp_path, "leak", rows)
+    dm = ImageTable(str(leak), target_column="c", patient_column="p", split_column="split")
+    with pytest.raises(
+        ValueError,
+        match=r"patient 'p0' is in both the train and the test split \(line 12 of .*leak.csv\)",
+    ):
+        dm.setup("fit")
+    rows[10]["split"] = "holdout"
+    bad = _write_table(tmp_path, "bad", rows)
+    dm = ImageTable(str(bad), target_column="c", patient_column="p", split_column="split")
+    with pytest.raises(
+        TableError, match=r"bad.csv, line 12, column 'split': split value 'holdout'"
+    ):
+        dm.setup("fit")
+    rows = [r for r in rows if r["split"] != "test"]
+    rows[-1]["split"] = "train"
+    empty = _write_table(tmp_path, "empty", rows)
+    dm = ImageTable(str(empty), target_column="c", patient_column="p", split_column="split")
+    with pytest.raises(
+        ValueError,
+        match=r"test split of .*empty.csv: the split is empty \(after reading and the split column 'split'\)",
+    ):
+        dm.setup("fit")
+
+
+def test_bad_input_names_file_line_and_column(covid, tmp_path: Path) -> None:
+    with pytest.raises(
+        TableError, match=r"metadata.csv: missing required column\(s\) \['diagnosis'\]"
+    ):
+        _dm(covid["train"], target_column="diagnosis").setup("fit")
+    rows = list(csv.DictReader(open(covid["train"])))
+    rows[4]["finding"] = ""
+    with pytest.raises(TableError, match=r"blank.csv, line 6, column 'finding': no class"):
+        _dm(_write_table(covid["train"].parent, "blank", rows)).setup("fit")
+    shifted = list(csv.DictReader(open(covid["shift"])))
+    shifted[2]["finding"] = "tuberculosis"
+    unknown = _write_table(covid["train"].parent, "unknown", shifted)
+    with pytest.raises(
+        TableError, match=r"unknown.csv, line 4, column 'finding': .*'tuberculosis' is not in"
+    ):
+        _dm(covid["train"], shifted={"b": str(unknown)}).setup("fit")
+    dm = _dm(covid["train"], shifted={"b": str(unknown)}, other="normal")
+    dm.setup("fit")
+    assert dm.test_sets["b"].targets[2].tolist() == [0.0, 1.0, 0.0]  # mapped to "normal"
+    assert sum(dm._other_counts.values()) == 1
+    rows = list(csv.DictReader(open(covid["train"])))
+    rows[7]["filename"] = "images/missing.png"
+    with pytest.raises(
+        ImageDecodeError, match=r"image not found: .*missing.png \(line 9 of .*missing.csv\)"
+    ):
+        _dm(
+            _write_table(covid["train"].parent, "missing", rows),
+            split=(0.5, 0.5, 0.0),
+            test=str(covid["shift"]),
+        ).setup("fit")
+
+
+def test_parquet_table_reads_like_its_csv(covid) -> None:
+    pytest.importorskip("pyarrow")
+    import pandas as pd
+
+    pq = covid["train"].with_suffix(".parquet")
+    pd.read_csv(covid["train"], dtype=str).to_parquet(pq)
+    a, b = _dm(covid["train"]), _dm(pq)
+    ta, tb = a.read_table(str(covid["train"])), b.read_table(str(pq))
+    assert ta["path"].tolist() == tb["path"].tolist()
+    assert ta["target_class"].tolist() == tb["target_class"].tolist()
+
+
+def _fit(cfg: dict, cwd: Path) -> Path:
+    """``medxfer fit -c`` of ``cfg`` in a subprocess in ``cwd`` (its own run folder)."""
+    (cwd / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    out = subprocess.run(
+        [sys.executable, "-m", "medxfer", "fit", "-c", "cfg.yaml"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return next((cwd / "runs").glob("**/results.md"))
+
+
+TRAINER = {
+    "max_steps": 6,
+    "limit_val_batches": 1,
+    "accelerator": "cpu",
+    "enable_progress_bar": False,
+    "default_root_dir": "runs",
+}
+
+
+def test_fit_from_yaml_on_a_class_table_with_groups_and_a_shifted_table(covid) -> None:
+    cfg = {
+        "seed_everything": 0,
+        "trainer": {
+            **TRAINER,
+            "callbacks": [
+                {
+                    "class_path": "medxfer.callbacks.SubgroupCallback",
+                    "init_args": {"attributes": ["sex"], "min_size": 2},
+                }
+            ],
+        },
+        "model": {"class_path": "CaseClassifier", "init_args": {"backbone": "timm/resnet18"}},
+        "data": {
+            "class_path": "ImageTable",
+            "init_args": {
+                "train": "metadata.csv",
+                "shifted": {"site_b": "site_b.csv"},
+                "target": "class",
+                "target_column": "finding",
+                "image_column": "filename",
+                "patient_column": "patientid",
+                "group_columns": {"sex": "sex"},
+                "image_size": 32,
+                "batch_size": 8,
+                "num_workers": 0,
+            },
+        },
+    }
+    results = _fit(cfg, covid["train"].parent)
+    text = results.read_text()
+    for c in CLASSES:
+        assert f"auroc/{c}" in text
+    assert "| site_b |" in text and "| sex |" in text
+    saved = yaml.safe_load((results.parent / "config.yaml").read_text())
+    assert saved["model"]["init_args"]["input_norm"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
+    values = json.loads((results.parent / "results.json").read_text())
+    assert "test/site_b/auroc_mean" in values
+
+
+def test_fit_from_yaml_on_an_image_folder(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for k, c in enumerate(CLASSES):
+        for i in range(12):
+            _image(tmp_path / "tree" / c / f"{i}.png", k, rng, color=False)
+    cfg = {
+        "seed_everything": 0,
+        "trainer": TRAINER,
+        "model": {"class_path": "CaseClassifier", "init_args": {"backbone": "timm/resnet18"}},
+        "data": {
+            "class_path": "ImageTable",
+            "init_args": {
+                "train": "tree",
+                "color": False,
+                "split": [0.5, 0.25, 0.25],  # 18 / 9 / 9 images
+                "image_size": 32,
+                "batch_size": 6,
+                "num_workers": 0,
+            },
+        },
+    }
+    text = _fit(cfg, tmp_path).read_text()
+    for c in CLASSES:
+        assert f"auroc/{c}" in text
+
+
+def test_task_of_the_wrong_output_type_is_refused(covid) -> None:
+    cfg = {
+        "trainer": TRAINER,
+        "model": {"class_path": "MultiLabelClassifier", "init_args": {"backbone": "timm/resnet18"}},
+        "data": {
+            "class_path": "ImageTable",
+            "init_args": {
+                "train": "metadata.csv",
+                "target_column": "finding",
+                "image_column": "filename",
+            },
+        },
+    }
+    cwd = covid["train"].parent
+    (cwd / "wrong.yaml").write_text(yaml.safe_dump(cfg))
+    out = subprocess.run(
+        [sys.executable, "-m", "medxfer", "fit", "-c", "wrong.yaml"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode != 0
+    assert "the data are multiclass but MultiLabelClassifier is multilabel" in out.stderr
