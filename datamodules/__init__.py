@@ -35,7 +35,7 @@ from .dermatology import (
     soft_targets,
     write_synthetic_derm,
 )
-from .image_table import ImageTable, read_image_folder, read_image_table
+from .image_table import ImageTable, read_image_folder, read_image_table, write_synthetic_table
 from .mammography import (
     DEFAULT_HORIZONS,
     VIEW_ORDER,
@@ -89,4 +89,5 @@ __all__ = [
     "write_synthetic_derm",
     "write_synthetic_mammo",
     "write_synthetic_nih",
+    "write_synthetic_table",
 ]

@@ -187,19 +187,24 @@ def _synthesize(argv: Sequence[str]) -> int:
         write_synthetic_derm,
         write_synthetic_mammo,
         write_synthetic_nih,
+        write_synthetic_table,
     )
 
     parser = argparse.ArgumentParser(
         prog="medxfer synthesize",
         description="Write synthetic data in real formats: chest X-rays (CheXpert and NIH "
-        "ChestX-ray14 layouts) or dermatology cases (case tables of 1-6 photos).",
+        "ChestX-ray14 layouts), dermatology cases (case tables of 1-6 photos), 4-view DICOM "
+        "mammography exams, or a user's table (a metadata CSV and an image folder) for ImageTable.",
     )
-    parser.add_argument("kind", choices=["cxr", "derm", "mammo"])
+    parser.add_argument("kind", choices=["cxr", "derm", "mammo", "table"])
     parser.add_argument(
-        "out", type=Path, help="folder to write chexpert/ and nih/ (or derm/ and derm_b/) into"
+        "out",
+        type=Path,
+        help="folder to write chexpert/ and nih/ (derm/ and derm_b/, mammo/ and mammo_b/, "
+        "table/ and table_b/ with table_folder/) into",
     )
     parser.add_argument(
-        "--patients", type=int, default=400, help="CheXpert-layout patients / derm cases"
+        "--patients", type=int, default=400, help="CheXpert-layout patients / derm cases / exams"
     )
     parser.add_argument(
         "--shift-patients", type=int, default=150, help="NIH-layout patients / shifted derm cases"
@@ -217,11 +222,20 @@ def _synthesize(argv: Sequence[str]) -> int:
             ("mammo", write_synthetic_mammo),
             ("mammo_b", partial(write_synthetic_mammo, shifted=True)),
         ),
+        "table": (
+            ("table", write_synthetic_table),
+            ("table_b", partial(write_synthetic_table, shifted=True)),
+        ),
     }
     (a_dir, a_write), (b_dir, b_write) = writers[args.kind]
     a = a_write(args.out / a_dir, args.patients, size=args.size, seed=args.seed)
     b = b_write(args.out / b_dir, args.shift_patients, size=args.size, seed=args.seed + 1)
     print(f"wrote {a} and {b}")
+    if args.kind == "table":
+        tree = write_synthetic_table(
+            args.out / "table_folder", args.patients, size=args.size, seed=args.seed, layout="folder"
+        )
+        print(f"wrote the image-folder layout at {tree}")
     return 0
 
 

@@ -21,6 +21,7 @@ from medxfer.datamodules import (
     write_synthetic_derm,
     write_synthetic_mammo,
     write_synthetic_nih,
+    write_synthetic_table,
 )
 from medxfer.tasks import MultiLabelClassifier
 
@@ -50,6 +51,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_synthetic_mammo(work / "data/synthetic/mammo", n_exams=30, size=40, seed=0)
     write_synthetic_mammo(
         work / "data/synthetic/mammo_b", n_exams=10, size=40, seed=1, shifted=True
+    )
+    write_synthetic_table(work / "data/synthetic/table", n_patients=40, size=40, seed=0)
+    write_synthetic_table(
+        work / "data/synthetic/table_b", n_patients=12, size=40, seed=1, shifted=True
     )
     shared = REPO.parent / "shared"
     if shared.is_dir():
@@ -94,20 +99,28 @@ def _extra(config: str, workdir: Path) -> list[str]:
     if config == "mammo_paper.yaml":
         return ["--data.init_args.train=data/synthetic/mammo/exams.csv", *small_bit]
     if (
-        config == "nih_subset.yaml"
+        config in ("nih_subset.yaml", "image_table_nih.yaml")
         and not (workdir.parent / "shared/data/nih-chestxray14-subset").is_dir()
     ):
         pytest.skip("real NIH subset absent (../shared/data)")
     return []
 
 
+def run_folder(workdir: Path, name: str) -> Path:
+    """A working folder of its own for one command (its ``runs/`` is its own), beside
+    ``workdir`` so that ``data/``, ``../shared`` and ``../weights`` resolve as there."""
+    cwd = workdir.parent / f"run-{name}"
+    cwd.mkdir()
+    (cwd / "data").symlink_to(workdir / "data")
+    return cwd
+
+
 @pytest.mark.parametrize("config", CONFIGS)
 def test_every_shipped_config_fits_and_tests(config: str, workdir: Path) -> None:
-    out = _run(
-        ["fit", "-c", str(REPO / "configs" / config), *TINY, *_extra(config, workdir)], workdir
-    )
+    cwd = run_folder(workdir, config)
+    out = _run(["fit", "-c", str(REPO / "configs" / config), *TINY, *_extra(config, workdir)], cwd)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    results = sorted(workdir.glob("runs/**/results.json"), key=os.path.getmtime)[-1]
+    (results,) = cwd.glob("runs/**/results.json")
     values = json.loads(results.read_text())
     assert any(k.endswith("/auroc_mean") for k in values)
     assert (results.parent / "config.yaml").is_file()

@@ -17,8 +17,9 @@ from PIL import Image
 
 from medxfer.data import ImageDecodeError, TableError
 from medxfer.datamodules import ImageTable
+from medxfer.datamodules.image_table import TABLE_CLASSES, write_synthetic_table
 
-CLASSES = ("covid", "normal", "pneumonia")
+CLASSES = tuple(sorted(TABLE_CLASSES))
 
 
 def _image(path: Path, k: int, rng: np.random.Generator, color: bool = True) -> None:
@@ -38,32 +39,15 @@ def _write_table(root: Path, name: str, rows: list[dict[str, str]]) -> Path:
     return path
 
 
-def covid_like(root: Path, name: str, n: int, seed: int) -> Path:
-    """A table in the layout of a public COVID chest X-ray collection: ``patientid, sex, age,
-    finding, view, filename`` (two images per patient)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        k = i % 3
-        _image(root / "images" / f"{name}{i}.png", k, rng)
-        rows.append(
-            {
-                "patientid": f"{name}-p{i // 2}",
-                "sex": "MF"[(i // 2) % 2],
-                "age": str(25 + (7 * i) % 60),
-                "finding": CLASSES[k],
-                "view": "PA",
-                "filename": f"images/{name}{i}.png",
-            }
-        )
-    return _write_table(root, name, rows)
-
-
 @pytest.fixture
 def covid(tmp_path: Path) -> dict[str, Path]:
+    """A table in the layout of a public COVID chest X-ray collection (``patientid, sex, age,
+    finding, view, filename``, colour images) and a shifted site's table beside it."""
     return {
-        "train": covid_like(tmp_path, "metadata", 60, 0),
-        "shift": covid_like(tmp_path, "site_b", 15, 1),
+        "train": write_synthetic_table(tmp_path / "a", n_patients=40, size=40, seed=0),
+        "shift": write_synthetic_table(
+            tmp_path / "b", n_patients=12, size=40, seed=1, shifted=True
+        ),
     }
 
 
@@ -218,7 +202,7 @@ def test_bad_input_names_file_line_and_column(covid, tmp_path: Path) -> None:
         _dm(_write_table(covid["train"].parent, "blank", rows)).setup("fit")
     shifted = list(csv.DictReader(open(covid["shift"])))
     shifted[2]["finding"] = "tuberculosis"
-    unknown = _write_table(covid["train"].parent, "unknown", shifted)
+    unknown = _write_table(covid["shift"].parent, "unknown", shifted)
     with pytest.raises(
         TableError, match=r"unknown.csv, line 4, column 'finding': .*'tuberculosis' is not in"
     ):
@@ -291,8 +275,8 @@ def test_fit_from_yaml_on_a_class_table_with_groups_and_a_shifted_table(covid) -
         "data": {
             "class_path": "ImageTable",
             "init_args": {
-                "train": "metadata.csv",
-                "shifted": {"site_b": "site_b.csv"},
+                "train": "a/metadata.csv",
+                "shifted": {"site_b": "b/metadata.csv"},
                 "target": "class",
                 "target_column": "finding",
                 "image_column": "filename",
@@ -304,7 +288,7 @@ def test_fit_from_yaml_on_a_class_table_with_groups_and_a_shifted_table(covid) -
             },
         },
     }
-    results = _fit(cfg, covid["train"].parent)
+    results = _fit(cfg, covid["train"].parents[1])
     text = results.read_text()
     for c in CLASSES:
         assert f"auroc/{c}" in text
@@ -348,13 +332,13 @@ def test_task_of_the_wrong_output_type_is_refused(covid) -> None:
         "data": {
             "class_path": "ImageTable",
             "init_args": {
-                "train": "metadata.csv",
+                "train": "a/metadata.csv",
                 "target_column": "finding",
                 "image_column": "filename",
             },
         },
     }
-    cwd = covid["train"].parent
+    cwd = covid["train"].parents[1]
     (cwd / "wrong.yaml").write_text(yaml.safe_dump(cfg))
     out = subprocess.run(
         [sys.executable, "-m", "medxfer", "fit", "-c", "wrong.yaml"],
@@ -365,3 +349,21 @@ def test_task_of_the_wrong_output_type_is_refused(covid) -> None:
     )
     assert out.returncode != 0
     assert "the data are multiclass but MultiLabelClassifier is multilabel" in out.stderr
+
+
+def test_cache_and_shots_per_class_work_on_a_user_table(covid, tmp_path: Path) -> None:
+    kw = dict(augment=False, shifted={"b": str(covid["shift"])}, resize=36)
+    files = _dm(covid["train"], **kw)
+    files.build_cache(tmp_path / "cache.h5", workers=0, progress=False)
+    cached = _dm(covid["train"], cache=str(tmp_path / "cache.h5"), **kw)
+    files.setup("fit")
+    cached.setup("fit")
+    for name in ("data", "b"):
+        a, b = files.test_sets[name], cached.test_sets[name]
+        assert a.ids == b.ids
+        for i in range(len(a)):  # 8-bit storage: half a level of 255 on the [-1, 1] scale
+            assert (a[i]["image"] - b[i]["image"]).abs().max() <= 2 * 0.5 / 255 + 1e-6
+    few = _dm(covid["train"], shots_per_class=2)
+    few.setup("fit")
+    counts = few.train_set.targets.sum(0).tolist()
+    assert counts == [2.0, 2.0, 2.0]

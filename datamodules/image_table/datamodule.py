@@ -26,134 +26,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medxfer.data.tables import TableError, check_columns, csv_line, parse_differential
+from medxfer.data.tables import TableError, parse_differential
 from medxfer.transforms import ImageTransform, resize_side
 
-from .base import DATAMODULES, MedxferDataModule, age_group
+from ..base import DATAMODULES, MedxferDataModule, age_group
+from .readers import read_image_folder, read_image_table
 
-__all__ = ["IMAGE_SUFFIXES", "ImageTable", "read_image_folder", "read_image_table"]
+__all__ = ["ImageTable"]
 
 log = logging.getLogger(__name__)
-
-#: Files an image-folder layout takes as images.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
-_SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-
-
-def _read_frame(path: Path) -> pd.DataFrame:
-    """A CSV (``.csv``, ``.csv.gz``, ``.tsv``) or Parquet table as strings, blanks as ``""``."""
-    if not path.is_file():
-        raise FileNotFoundError(f"table not found: {path}")
-    name = path.name.lower()
-    if name.endswith(".parquet"):
-        try:
-            df = pd.read_parquet(path)
-        except ImportError as err:
-            raise ImportError(
-                f"{path}: reading Parquet needs pyarrow: pip install 'medxfer[parquet]' ({err})"
-            ) from None
-        return df.astype(object).where(df.notna(), "").astype(str)
-    sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
-    try:
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise TableError(f"{path}: not a readable table ({err})") from None
-
-
-def _where(path: Path, parquet: bool, index: int, column: str | None = None) -> str:
-    line = f"row {index + 1}" if parquet else f"line {csv_line(index)}"
-    return f"{path}, {line}" + (f", column {column!r}" if column else "")
-
-
-def read_image_table(
-    path: str | Path,
-    image_columns: Sequence[str],
-    root: str | Path | None = None,
-    patient_column: str | None = None,
-    id_column: str | None = None,
-    split_column: str | None = None,
-    columns: Sequence[str] = (),
-) -> pd.DataFrame:
-    """Read a user's image table into the template's rows.
-
-    Args:
-        path: the CSV / Parquet file.
-        image_columns: column(s) of image paths; several make each row a case of images
-            (blank cells: fewer images).
-        root: folder image paths are relative to (default: the table's folder).
-        patient_column: the patient identifier (default: each row its own patient).
-        id_column: the case id (default: ``<table name>-<line>``; never a path or patient).
-        split_column: ``train`` / ``val`` (``valid``, ``validation``) / ``test`` per row.
-        columns: further columns that must exist (target, groups), kept as text.
-
-    Returns:
-        Rows with ``path`` (one image column) or ``paths``, ``id``, ``patient_id``, ``line``,
-        ``source``, ``split`` (with ``split_column``) and ``columns``.
-
-    Raises:
-        TableError: a missing column, an empty table, a row without an image, an unknown split
-            value; the message names file, line and column.
-    """
-    path = Path(path)
-    raw = _read_frame(path)
-    parquet = path.name.lower().endswith(".parquet")
-    needed = [*image_columns, *columns]
-    needed += [c for c in (patient_column, id_column, split_column) if c]
-    check_columns(raw, dict.fromkeys(needed), str(path))
-    if raw.empty:
-        raise TableError(f"{path}: the table has no rows")
-    base = Path(root) if root is not None else path.parent
-    out = pd.DataFrame(index=raw.index)
-    cells = raw[list(image_columns)].to_numpy()
-    paths = [[str(base / p) if p else "" for p in row] for row in cells]
-    for k, row in enumerate(paths):
-        if not any(row):
-            raise TableError(f"{_where(path, parquet, k, image_columns[0])}: no image path")
-    if len(image_columns) == 1:
-        out["path"] = [row[0] for row in paths]
-    else:
-        out["paths"] = [[p for p in row if p] for row in paths]
-    out["id"] = raw[id_column] if id_column else [f"{path.stem}-{k + 1}" for k in range(len(raw))]
-    out["patient_id"] = raw[patient_column] if patient_column else out["id"]
-    if split_column:
-        split = raw[split_column].str.strip().str.lower().map(_SPLITS)
-        bad = split.isna()
-        if bad.any():
-            k = int(np.flatnonzero(bad.to_numpy())[0])
-            raise TableError(
-                f"{_where(path, parquet, k, split_column)}: split value {raw[split_column].iloc[k]!r}; "
-                f"expected one of {sorted(_SPLITS)}"
-            )
-        out["split"] = split
-    for c in columns:
-        out[c] = raw[c].str.strip()
-    out["line"] = [k + 1 if parquet else csv_line(k) for k in range(len(raw))]
-    out["source"] = str(path)
-    return out.reset_index(drop=True)
-
-
-def read_image_folder(root: str | Path, class_column: str = "class") -> pd.DataFrame:
-    """An image folder ``root/<class>/<image>`` as the rows of a ``class`` table (each image its
-    own patient, ids ``<class>-<n>``); ``line`` is the image's position in the sorted listing."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found: {root}")
-    rows = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        images = sorted(
-            p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
-        rows += [(str(p), folder.name, f"{folder.name}-{k + 1}") for k, p in enumerate(images)]
-    if not rows:
-        raise TableError(
-            f"{root}: no images in class folders (expected {root}/<class>/<image>, suffixes "
-            f"{', '.join(IMAGE_SUFFIXES)})"
-        )
-    out = pd.DataFrame(rows, columns=["path", class_column, "id"])
-    out["patient_id"] = out["id"]
-    out["line"] = np.arange(1, len(out) + 1)
-    out["source"] = f"image folder {root}"
-    return out
 
 
 @DATAMODULES.register()
@@ -295,6 +176,17 @@ class ImageTable(MedxferDataModule):
             if hp.target != "class":
                 raise ValueError(
                     f"{table} is an image folder, which holds classes: set target: class"
+                )
+            columns = {
+                "group_columns": self.groups,
+                "age_column": hp.age_column,
+                "patient_column": hp.patient_column,
+                "split_column": hp.split_column,
+            }
+            named = [k for k, v in columns.items() if v]
+            if named:
+                raise ValueError(
+                    f"{table} is an image folder, which has no columns: remove {', '.join(named)}"
                 )
             df = read_image_folder(table)
             df["target_class"] = df.pop("class")
