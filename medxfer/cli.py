@@ -233,7 +233,11 @@ def _synthesize(argv: Sequence[str]) -> int:
     print(f"wrote {a} and {b}")
     if args.kind == "table":
         tree = write_synthetic_table(
-            args.out / "table_folder", args.patients, size=args.size, seed=args.seed, layout="folder"
+            args.out / "table_folder",
+            args.patients,
+            size=args.size,
+            seed=args.seed,
+            layout="folder",
         )
         print(f"wrote the image-folder layout at {tree}")
     return 0
