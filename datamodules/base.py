@@ -15,6 +15,7 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
@@ -456,18 +457,18 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         train / val / test parts before subsampling."""
         if self._parts is not None:
             return self._parts
-        train = self.read_table(self.tables["train"])
+        train = self._read(self.tables["train"], "training")
         self._check_not_empty(
             train, f"{self.name} training table {self.table_name(self.tables['train'])}", "reading"
         )
         parts = dict(zip(("train", "val", "test"), self.split_table(train), strict=True))
         if self.evaluation_differs():
-            again = self.read_table(self.tables["train"], evaluation=True)
+            again = self._read(self.tables["train"], "training", evaluation=True)
             for part in ("val", "test"):
                 parts[part] = again[again.index.isin(parts[part].index)]
         for part in ("val", "test"):
             if self.tables[part] is not None:
-                parts[part] = self.read_table(self.tables[part], evaluation=True)
+                parts[part] = self._read(self.tables[part], part, evaluation=True)
         self._check_patients(parts)
         for part, df in parts.items():
             log.info(
@@ -499,7 +500,7 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         }
         for name, table in self.shifted.items():
             self.test_sets[name] = self.build_dataset(
-                self.read_table(table, evaluation=True),
+                self._read(table, f"shifted set {name!r}", evaluation=True),
                 False,
                 f"shifted set {name!r} ({self.table_name(table)})",
             )
@@ -518,6 +519,14 @@ class MedxferDataModule(L.LightningDataModule, ABC):
             self.images,
             **self.dataset_options(train),
         )
+
+    def _read(self, table: Any, role: str, evaluation: bool = False) -> pd.DataFrame:
+        """:meth:`read_table`, after checking the table's file exists (a missing table is one
+        ``FileNotFoundError`` naming it and its role, not a reader's traceback)."""
+        path = Path(self.table_name(table))
+        if not path.exists():
+            raise FileNotFoundError(f"{self.name}: {role} table not found: {path}")
+        return self.read_table(table, evaluation=evaluation)
 
     @staticmethod
     def _check_not_empty(table: pd.DataFrame, what: str, after: str) -> None:
@@ -593,7 +602,7 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         named = {part: t for part, t in self.tables.items() if t is not None}
         named.update({f"shifted/{k}": t for k, t in self.shifted.items()})
         return pd.concat(
-            [self.read_table(t).assign(table=name) for name, t in named.items()],
+            [self._read(t, name).assign(table=name) for name, t in named.items()],
             ignore_index=True,
         )
 

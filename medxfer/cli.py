@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import re
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -293,5 +295,46 @@ def main(argv: Sequence[str] | None = None) -> int | None:
         from medxfer.report import main as report_main
 
         return report_main(argv[1:])
-    build_cli(argv)
+    debug = "--debug" in argv or bool(os.environ.get(DEBUG_ENV))
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        build_cli(argv)
+    except _expected_errors() as err:
+        if debug:
+            raise
+        print(f"medxfer: error: {err}{synthesize_hint(str(err))}", file=sys.stderr)
+        return 2
     return 0
+
+
+#: Set to show the full traceback of an expected error (bad table, image, cache, missing file).
+DEBUG_ENV = "MEDXFER_DEBUG"
+
+#: Folders ``medxfer synthesize KIND DIR`` writes, by kind.
+SYNTHETIC_FOLDERS = {
+    "cxr": ("chexpert", "nih"),
+    "derm": ("derm", "derm_b"),
+    "mammo": ("mammo", "mammo_b"),
+    "table": ("table", "table_b", "table_folder"),
+}
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Failures caused by the user's files, reported in one line (``--debug``: traceback)."""
+    from medxfer.data.cache import CacheError
+    from medxfer.data.images import ImageDecodeError
+    from medxfer.data.tables import TableError
+
+    return (FileNotFoundError, TableError, ImageDecodeError, CacheError)
+
+
+def synthesize_hint(message: str) -> str:
+    """For a missing file under a folder ``medxfer synthesize`` writes (the demo configs' data),
+    the command that creates it; else ``""``."""
+    for kind, folders in SYNTHETIC_FOLDERS.items():
+        for folder in folders:
+            match = re.search(rf"(\S*?)/?{folder}/", message)
+            if match and "not found" in message and "synthetic" in message:
+                root = match.group(1) or "."
+                return f"\n  create the demo data with: medxfer synthesize {kind} {root}"
+    return ""

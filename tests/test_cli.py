@@ -199,3 +199,47 @@ def test_list(what: str, expected: list[str], tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     for word in expected:
         assert word in out.stdout
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_every_config_header_says_how_to_run_it(config: str) -> None:
+    header = []
+    for line in (REPO / "configs" / config).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    assert f"medxfer fit -c configs/{config}" in "\n".join(header)
+
+
+@pytest.mark.parametrize(
+    ("config", "table", "command"),
+    [
+        pytest.param(
+            "mammo_demo.yaml",
+            "data/synthetic/mammo/exams.csv",
+            "medxfer synthesize mammo data/synthetic",
+            id="mammo",
+        ),
+        pytest.param(
+            "derm_demo.yaml",
+            "data/synthetic/derm/cases.csv",
+            "medxfer synthesize derm data/synthetic",
+            id="derm",
+        ),
+        pytest.param(
+            "image_table_demo.yaml",
+            "data/synthetic/table/metadata.csv",
+            "medxfer synthesize table data/synthetic",
+            id="table",
+        ),
+    ],
+)
+def test_demo_before_its_data_is_a_one_line_error_with_the_command(
+    config: str, table: str, command: str, tmp_path: Path
+) -> None:
+    out = _run(["fit", "-c", str(REPO / "configs" / config)], tmp_path)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("medxfer: error:")]
+    assert len(errors) == 1 and f"table not found: {table}" in errors[0]
+    assert f"create the demo data with: {command}" in out.stderr

@@ -14,7 +14,7 @@ same numbers on one process and on N DDP ranks, and writes its results as JSON i
 
 from __future__ import annotations
 
-from .base import EvalSetCallback, analysis_dir, write_json
+from .base import EvalSetCallback, analysis_dir, is_last_validation, write_json
 from .calibration import CalibrationCallback
 from .convergence import ConvergenceCallback
 from .predictions import PredictionWriter
@@ -30,5 +30,6 @@ __all__ = [
     "SubgroupCallback",
     "WeightDriftCallback",
     "analysis_dir",
+    "is_last_validation",
     "write_json",
 ]

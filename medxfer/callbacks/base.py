@@ -3,8 +3,6 @@ metrics fed from the batch contract's step outputs."""
 
 from __future__ import annotations
 
-import json
-import math
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any
@@ -12,41 +10,39 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import Metric
 from typing_extensions import override
 
+from medxfer import artifacts
 from medxfer.naming import eval_prefix
 
-__all__ = ["EvalSetCallback", "analysis_dir", "write_json"]
+__all__ = ["EvalSetCallback", "analysis_dir", "is_last_validation", "write_json"]
 
 
 def analysis_dir(trainer: L.Trainer) -> Path:
     """``<run folder>/analysis``: beside the logger's files (its version folder) when there is a
     logger, else under ``default_root_dir``."""
     root = trainer.log_dir if trainer.loggers else None
-    return Path(root or trainer.default_root_dir) / "analysis"
+    return Path(root or trainer.default_root_dir) / artifacts.ANALYSIS_DIR
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        obj = obj.tolist()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    return obj
-
-
-def write_json(trainer: L.Trainer, name: str, data: Any) -> Path | None:
-    """Write ``data`` to ``analysis/<name>.json`` on global rank zero; returns the path there."""
+def write_json(trainer: L.Trainer, filename: str, data: Any) -> Path | None:
+    """Write ``data`` as strict JSON to ``analysis/<filename>`` (a name from
+    :mod:`medxfer.artifacts`) on global rank zero; returns the path there."""
     if not trainer.is_global_zero:
         return None
-    path = analysis_dir(trainer) / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(data), indent=2))
-    return path
+    return artifacts.write_json(analysis_dir(trainer) / filename, data)
+
+
+def is_last_validation(trainer: L.Trainer) -> bool:
+    """Whether the validation running now is the last of fitting: in the last epoch of an
+    epoch-bounded run, or once ``global_step`` reached ``max_steps`` (a step-bounded run, whose
+    ``max_epochs`` is -1 or None). A run stopped early (e.g. by EarlyStopping) cannot know."""
+    max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
+    by_epochs = max_epochs not in (None, -1) and trainer.current_epoch + 1 >= max_epochs
+    by_steps = max_steps not in (None, -1) and trainer.global_step >= max_steps
+    return by_epochs or by_steps
 
 
 class EvalSetCallback(Callback):
@@ -57,7 +53,8 @@ class EvalSetCallback(Callback):
     torchmetrics states, reduced across DDP ranks by ``compute``.
 
     Args:
-        every_n_epochs: report validation every N epochs (test always).
+        every_n_epochs: report validation in every N-th epoch and at the last validation of
+            fitting (:func:`is_last_validation`); a test or a standalone ``validate`` always.
     """
 
     def __init__(self, every_n_epochs: int = 1) -> None:
@@ -81,8 +78,11 @@ class EvalSetCallback(Callback):
     def _active(self, trainer: L.Trainer, stage: str) -> bool:
         if trainer.sanity_checking:
             return False
-        last = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
-        return stage == "test" or last or (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        if stage == "test" or trainer.state.fn != TrainerFn.FITTING:
+            return True
+        return (
+            trainer.current_epoch + 1
+        ) % self.every_n_epochs == 0 or is_last_validation(trainer)
 
     def _on_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, stage: str, idx: int

@@ -8,6 +8,7 @@ from typing import Any
 import lightning as L
 from typing_extensions import override
 
+from medxfer import artifacts
 from medxfer.metrics import CalibrationError, reliability_bins
 from medxfer.plots import plot_reliability
 
@@ -58,10 +59,11 @@ class CalibrationCallback(EvalSetCallback):
         pl_module.log_dict(
             {f"{prefix}/{k}": v for k, v in values.items()}, add_dataloader_idx=False
         )
-        name = prefix.replace("/", "_")
         bins = reliability_bins(metric.stats)
         write_json(
-            trainer, f"calibration_{name}", {"epoch": trainer.current_epoch, **values, "bins": bins}
+            trainer,
+            artifacts.calibration_json(prefix),
+            {artifacts.EPOCH: trainer.current_epoch, **values, artifacts.BINS: bins},
         )
         if prefix.startswith("val"):  # drawn once, at the end of fitting
             self._last_val[prefix] = (bins, float(values["ece"]))
@@ -74,7 +76,7 @@ class CalibrationCallback(EvalSetCallback):
                 bins,
                 ece,
                 prefix,
-                analysis_dir(trainer) / f"reliability_{prefix.replace('/', '_')}.png",
+                analysis_dir(trainer) / artifacts.reliability_plot(prefix),
             )
 
     @override

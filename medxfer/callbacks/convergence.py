@@ -10,6 +10,8 @@ from typing import Any, Literal
 import lightning as L
 from typing_extensions import override
 
+from medxfer import artifacts
+
 from .base import write_json
 
 __all__ = ["ConvergenceCallback"]
@@ -91,11 +93,13 @@ class ConvergenceCallback(L.Callback):
                 )
         write_json(
             trainer,
-            "convergence",
+            artifacts.CONVERGENCE_JSON,
             {
                 "monitor": self.monitor,
                 "mode": self.mode,
                 **summary,
-                "history": [{"step": s, "epoch": e, "value": v} for s, e, v in self.history],
+                artifacts.HISTORY: [
+                    {artifacts.STEP: s, artifacts.EPOCH: e, "value": v} for s, e, v in self.history
+                ],
             },
         )

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from typing_extensions import override
 
+from medxfer import artifacts
+
 from .base import analysis_dir
 
 __all__ = ["PredictionWriter"]
@@ -65,13 +67,16 @@ class PredictionWriter(L.Callback):
             pieces = [p[name] for p in parts if name in p]
             groups = [g for p in pieces for g in p["groups"]]
             keys = sorted({k for g in groups for k in g})
-            np.savez(
-                out / f"predictions_{name}.npz",
-                probs=np.concatenate([p["probs"] for p in pieces]),
-                target=np.concatenate([p["target"] for p in pieces]),
-                id=np.array([i for p in pieces for i in p["id"]]),
-                **{f"group_{k}": np.array([g.get(k, "") for g in groups]) for k in keys},
-            )
+            arrays = {
+                artifacts.PROBS: np.concatenate([p["probs"] for p in pieces]),
+                artifacts.TARGET: np.concatenate([p["target"] for p in pieces]),
+                artifacts.CASE_ID: np.array([i for p in pieces for i in p["id"]]),
+                **{
+                    artifacts.GROUP_PREFIX + k: np.array([g.get(k, "") for g in groups])
+                    for k in keys
+                },
+            }
+            np.savez(out / artifacts.predictions_npz(name), **arrays)
 
 
 def _gather(local: dict, trainer: L.Trainer) -> list:

@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader, Subset
 from typing_extensions import override
 
 from medxfer.backbones import stage_names
-from medxfer.metrics import MinibatchCKA, gram, hsic_unbiased, weight_drift
+from medxfer import artifacts
+from medxfer.metrics import MinibatchCKA, gram, hsic_unbiased, stage_drift, weight_drift
 from medxfer.plots import plot_cka_vs_depth, plot_drift_per_block
 
 from .base import analysis_dir, write_json
@@ -149,19 +150,19 @@ class CKACallback(L.Callback):
         values = {s: float(m.compute()) for s, m in zip(stages, metrics, strict=True)}
         self.history.append(
             {
-                "when": when,
-                "epoch": trainer.current_epoch,
-                "step": trainer.global_step,
-                "cka": values,
+                artifacts.WHEN: when,
+                artifacts.EPOCH: trainer.current_epoch,
+                artifacts.STEP: trainer.global_step,
+                artifacts.CKA: values,
             }
         )
         write_json(
             trainer,
-            "cka",
+            artifacts.CKA_JSON,
             {
                 "probe_size": len(self._probe.dataset),
                 "batch_size": self.batch_size,
-                "history": self.history,
+                artifacts.HISTORY: self.history,
             },
         )
         return values
@@ -171,7 +172,7 @@ class CKACallback(L.Callback):
         self._initial = initial_backbone(trainer, pl_module)
         self._grams = None
         self._probe = self._probe_loader(trainer)
-        self.measure(trainer, pl_module, "start")
+        self.measure(trainer, pl_module, artifacts.START)
 
     @override
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -181,15 +182,15 @@ class CKACallback(L.Callback):
 
     @override
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        values = self.measure(trainer, pl_module, "end")
+        values = self.measure(trainer, pl_module, artifacts.END)
         if values and trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(
                     {f"cka_final/{s}": v for s, v in values.items()}, step=trainer.global_step
                 )
             plot_cka_vs_depth(
-                [h for h in self.history if h["when"] in ("start", "end")],
-                analysis_dir(trainer) / "cka_vs_depth.png",
+                [h for h in self.history if h[artifacts.WHEN] in (artifacts.START, artifacts.END)],
+                analysis_dir(trainer) / artifacts.CKA_PLOT,
             )
         self._initial, self._grams = None, None
 
@@ -235,9 +236,13 @@ class WeightDriftCallback(L.Callback):
         assert self._initial is not None
         drift = weight_drift(pl_module.backbone, self._initial)
         self.history.append(
-            {"epoch": trainer.current_epoch, "step": trainer.global_step, "drift": drift}
+            {
+                artifacts.EPOCH: trainer.current_epoch,
+                artifacts.STEP: trainer.global_step,
+                artifacts.DRIFT: drift,
+            }
         )
-        write_json(trainer, "weight_drift", {"history": self.history})
+        write_json(trainer, artifacts.WEIGHT_DRIFT_JSON, {artifacts.HISTORY: self.history})
         return drift
 
     @override
@@ -246,9 +251,8 @@ class WeightDriftCallback(L.Callback):
             return
         drift = self.measure(trainer, pl_module)
         logged = {
-            f"drift/{m}/{g[6:]}": v[m]
-            for g, v in drift.items()
-            if g.startswith("stage/")
+            f"drift/{m}/{stage}": v[m]
+            for stage, v in stage_drift(drift).items()
             for m in ("l1", "rel_l2")
         }
         pl_module.log_dict(logged)
@@ -259,5 +263,5 @@ class WeightDriftCallback(L.Callback):
             return
         drift = self.measure(trainer, pl_module)
         if trainer.is_global_zero:
-            plot_drift_per_block(drift, analysis_dir(trainer) / "drift_per_block.png")
+            plot_drift_per_block(drift, analysis_dir(trainer) / artifacts.DRIFT_PLOT)
         self._initial = None

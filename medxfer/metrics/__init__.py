@@ -13,7 +13,7 @@ from .bootstrap import BootstrapCI, bootstrap_ci, resampled_auroc
 from .calibration import CalibrationError, expected_calibration_error, reliability_bins
 from .cka import MinibatchCKA, gram, hsic_unbiased, linear_cka
 from .classification import MultilabelAUROC, masked_multilabel_auroc, metric_key
-from .drift import weight_drift
+from .drift import stage_drift, weight_drift
 from .subgroups import SubgroupMetrics, SubgroupReport, subgroup_gaps
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "metric_key",
     "reliability_bins",
     "resampled_auroc",
+    "stage_drift",
     "subgroup_gaps",
     "weight_drift",
 ]

@@ -14,7 +14,9 @@ from torch import nn
 
 from medxfer.backbones import parameter_stages
 
-__all__ = ["weight_drift"]
+__all__ = ["stage_drift", "weight_drift"]
+
+_STAGE, _BLOCK = "stage/", "block/"
 
 
 @torch.no_grad()
@@ -36,15 +38,15 @@ def weight_drift(model: nn.Module, initial: dict[str, torch.Tensor]) -> dict[str
             continue
         delta = p.detach().float() - initial[name].to(p.device).float()
         stage = stages.get(name, "head")
-        groups = [f"stage/{stage}"]
+        groups = [f"{_STAGE}{stage}"]
         if name.startswith(stage + ".") and stage != "head":
             child = name[len(stage) + 1 :].split(".")
             if (
                 child[0] == "blocks" and len(child) > 2
             ):  # timm ResNetV2 / ConvNeXt: stages.i.blocks.j
-                groups.append(f"block/{stage}.blocks.{child[1]}")
+                groups.append(f"{_BLOCK}{stage}.blocks.{child[1]}")
             elif len(child) > 1:
-                groups.append(f"block/{stage}.{child[0]}")
+                groups.append(f"{_BLOCK}{stage}.{child[0]}")
         for g in groups:
             s = sums.setdefault(g, [0.0, 0.0, 0.0, 0.0])
             s[0] += delta.abs().sum().item()
@@ -55,3 +57,9 @@ def weight_drift(model: nn.Module, initial: dict[str, torch.Tensor]) -> dict[str
         g: {"l1": s[0] / s[3], "rel_l2": (s[1] ** 0.5) / max(s[2] ** 0.5, 1e-12), "n": int(s[3])}
         for g, s in sums.items()
     }
+
+
+def stage_drift(drift: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """The per-stage entries of :func:`weight_drift`'s result, keyed by stage name
+    (``"stage/layer2"`` -> ``"layer2"``), in the result's order."""
+    return {g[len(_STAGE) :]: v for g, v in drift.items() if g.startswith(_STAGE)}

@@ -1,0 +1,137 @@
+"""Time of medxfer's chest X-ray table readers against plain ``pandas.read_csv`` of the same
+file, at the real tables' size, in one run (a benchmark, not a test)::
+
+    python benchmarks/table_readers.py --repeats 5
+
+Tables with the real headers are generated in a temporary folder: CheXpert ``train.csv``
+(223,414 rows, ``Path,Sex,Age,Frontal/Lateral,AP/PA`` and the 14 observations, blanks and
+-1.0 mixed in as in the real file) and NIH ChestX-ray14 ``Data_Entry_2017_v2020.csv``
+(112,120 rows, the header whose ``OriginalImage[Width,Height]`` and
+``OriginalImagePixelSpacing[x,y]`` hold commas). Each reader and ``pandas.read_csv`` (default
+arguments) read each file ``--repeats`` times; the best time of each and their ratio are
+printed. Target: reader / pandas <= 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medxfer.datamodules import (
+    CHEXPERT_LABELS,
+    NIH_FINDINGS,
+    read_chexpert_csv,
+    read_nih_csv,
+)
+
+#: The header of the real ``Data_Entry_2017_v2020.csv`` (as in ../shared/data).
+NIH_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+)
+CHEXPERT_HEADER = "Path,Sex,Age,Frontal/Lateral,AP/PA," + ",".join(CHEXPERT_LABELS)
+
+
+def write_chexpert(path: Path, rows: int, seed: int = 0) -> None:
+    """A CheXpert ``train.csv`` of ``rows`` rows: ~3.5 images per patient, 15 % lateral,
+    the AP / PA / LL / RL tags and the label value mix of the real file."""
+    rng = np.random.default_rng(seed)
+    patient = np.sort(rng.integers(1, rows // 3.5 + 2, rows))
+    study = rng.integers(1, 6, rows)
+    lateral = rng.random(rows) < 0.145
+    view = np.where(lateral, "view2_lateral", "view1_frontal")
+    sex = rng.choice(["Male", "Female", "Unknown"], rows, p=[0.59, 0.40999, 0.00001])
+    age = rng.integers(18, 91, rows)
+    ap = np.where(
+        lateral, "", rng.choice(["AP", "PA", "LL", "RL"], rows, p=[0.8457, 0.1542, 8e-5, 2e-5])
+    )
+    lines = [CHEXPERT_HEADER]
+    values = np.array(["", "1.0", "0.0", "-1.0"])
+    labels = values[rng.choice(4, (rows, len(CHEXPERT_LABELS)), p=[0.7, 0.15, 0.1, 0.05])]
+    for i in range(rows):
+        lines.append(
+            f"CheXpert-v1.0/train/patient{patient[i]:05d}/study{study[i]}/{view[i]}.jpg,"
+            f"{sex[i]},{age[i]},{'Lateral' if lateral[i] else 'Frontal'},{ap[i]},"
+            + ",".join(labels[i])
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_nih(path: Path, rows: int, seed: int = 0) -> None:
+    """A ``Data_Entry_2017_v2020.csv`` of ``rows`` rows: ~3.6 images per patient, 1-3
+    findings joined by ``|`` (or ``No Finding``), ages, sexes, PA / AP, sizes and spacings."""
+    rng = np.random.default_rng(seed)
+    findings = [f for f in NIH_FINDINGS if f != "No Finding"]
+    patient = np.sort(rng.integers(1, rows // 3.6 + 2, rows))
+    lines = [NIH_HEADER]
+    follow_up = 0
+    for i in range(rows):
+        follow_up = follow_up + 1 if i and patient[i] == patient[i - 1] else 0
+        k = rng.choice(4, p=[0.54, 0.3, 0.11, 0.05])
+        labels = "|".join(rng.choice(findings, k, replace=False)) if k else "No Finding"
+        lines.append(
+            f"{patient[i]:08d}_{follow_up:03d}.png,{labels},{follow_up},{patient[i]},"
+            f"{rng.integers(1, 96)},{'M' if rng.random() < 0.56 else 'F'},"
+            f"{'PA' if rng.random() < 0.6 else 'AP'},2500,2048,0.143,0.143"
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def best_of(fn: Callable[[], object], repeats: int) -> float:
+    """The shortest of ``repeats`` wall times of ``fn()``, in seconds."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--chexpert-rows", type=int, default=223_414)
+    p.add_argument("--nih-rows", type=int, default=112_120)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--gzip", action="store_true", help="also time the .csv.gz of each table")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        chexpert = root / "CheXpert-v1.0" / "train.csv"
+        chexpert.parent.mkdir()
+        write_chexpert(chexpert, args.chexpert_rows)
+        nih = root / "Data_Entry_2017_v2020.csv"
+        write_nih(nih, args.nih_rows)
+        cases: list[tuple[str, Path, Callable[[Path], pd.DataFrame]]] = [
+            ("CheXpert, 5 labels", chexpert, read_chexpert_csv),
+            ("CheXpert, 14 labels", chexpert, lambda f: read_chexpert_csv(f, CHEXPERT_LABELS)),
+            ("NIH, 5 labels", nih, read_nih_csv),
+        ]
+        if args.gzip:
+            for name, path, reader in list(cases):
+                packed = path.with_name(path.name + ".gz")
+                with path.open("rb") as src, gzip.open(packed, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                cases.append((f"{name}, .csv.gz", packed, reader))
+        print(
+            f"{args.chexpert_rows} CheXpert rows, {args.nih_rows} NIH rows, "
+            f"best of {args.repeats}"
+        )
+        print(f"{'table':28s} {'pandas.read_csv':>16s} {'reader':>9s} {'ratio':>7s}")
+        for name, path, reader in cases:
+            t_pandas = best_of(lambda path=path: pd.read_csv(path), args.repeats)
+            t_reader = best_of(lambda path=path, reader=reader: reader(path), args.repeats)
+            print(
+                f"{name:28s} {t_pandas:14.3f} s {t_reader:7.3f} s {t_reader / t_pandas:6.2f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()

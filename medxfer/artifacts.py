@@ -1,0 +1,138 @@
+"""The files a run leaves in its folder, and the keys inside them: written by the analysis
+callbacks and ``medxfer fit`` (``results.json``), read by ``medxfer report``. Both sides import
+the names from here, so a file or key is spelled once.
+
+A run folder (``<study>/<name>/seed<k>/`` under ``medxfer study``)::
+
+    config.yaml            the resolved config (LightningCLI)
+    results.json           {"test/<set>/<metric>": value}, strict JSON (NaN -> null)
+    results.md             the same as Markdown tables
+    analysis/
+      calibration_<prefix>.json   reliability_<prefix>.png
+      subgroups_<prefix>.json     {"epoch", "metric", "min_size", "attributes": {attr: report}}
+      predictions_<set>.npz       probs, target, id, group_<attribute> (test sets)
+      cka.json  cka_vs_depth.png  {"history": [{"when", "epoch", "step", "cka": {stage: v}}]}
+      weight_drift.json  drift_per_block.png   {"history": [{"epoch", "step", "drift": ...}]}
+      convergence.json
+
+``<prefix>`` is an evaluation set's logging prefix (``val``, ``test/nih``; see
+:func:`medxfer.naming.eval_prefix`) with ``/`` written as ``_``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ANALYSIS_DIR",
+    "ATTRIBUTES",
+    "BINS",
+    "CASE_ID",
+    "CKA",
+    "CKA_JSON",
+    "CKA_PLOT",
+    "CONFIG_YAML",
+    "CONVERGENCE_JSON",
+    "DRIFT",
+    "DRIFT_PLOT",
+    "END",
+    "EPOCH",
+    "GROUP_PREFIX",
+    "HISTORY",
+    "PROBS",
+    "RESULTS_JSON",
+    "RESULTS_MD",
+    "START",
+    "STEP",
+    "TARGET",
+    "WEIGHT_DRIFT_JSON",
+    "WHEN",
+    "calibration_json",
+    "jsonable",
+    "predictions_npz",
+    "reliability_plot",
+    "subgroups_json",
+    "write_json",
+]
+
+# Files and folders -----------------------------------------------------------------------------
+CONFIG_YAML = "config.yaml"
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+ANALYSIS_DIR = "analysis"
+CKA_JSON = "cka.json"
+CKA_PLOT = "cka_vs_depth.png"
+WEIGHT_DRIFT_JSON = "weight_drift.json"
+DRIFT_PLOT = "drift_per_block.png"
+CONVERGENCE_JSON = "convergence.json"
+
+
+def _flat(prefix: str) -> str:
+    return prefix.replace("/", "_")
+
+
+def calibration_json(prefix: str) -> str:
+    """``calibration_<prefix>.json`` of evaluation set ``prefix`` (``"test/nih"``)."""
+    return f"calibration_{_flat(prefix)}.json"
+
+
+def reliability_plot(prefix: str) -> str:
+    """``reliability_<prefix>.png`` of evaluation set ``prefix``."""
+    return f"reliability_{_flat(prefix)}.png"
+
+
+def subgroups_json(prefix: str) -> str:
+    """``subgroups_<prefix>.json`` of evaluation set ``prefix``."""
+    return f"subgroups_{_flat(prefix)}.json"
+
+
+def predictions_npz(set_name: str) -> str:
+    """``predictions_<set>.npz``: the per-case predictions on test set ``set_name``."""
+    return f"predictions_{set_name}.npz"
+
+
+# Keys ------------------------------------------------------------------------------------------
+#: ``predictions_<set>.npz``: ``(n, K)`` probabilities and targets, ``(n,)`` case ids, and one
+#: ``(n,)`` array of subgroup names per attribute, ``group_<attribute>``.
+PROBS, TARGET, CASE_ID, GROUP_PREFIX = "probs", "target", "id", "group_"
+#: JSON files: where in training a record was made, and the history of records.
+EPOCH, STEP, HISTORY = "epoch", "step", "history"
+#: ``cka.json`` records: ``WHEN`` is ``START``, ``"epoch"`` or ``END``; ``CKA`` maps stage -> CKA.
+WHEN, START, END, CKA = "when", "start", "end", "cka"
+#: ``weight_drift.json`` records: ``DRIFT`` holds :func:`medxfer.metrics.weight_drift`'s result.
+DRIFT = "drift"
+#: ``subgroups_<prefix>.json``: attribute -> :class:`medxfer.metrics.SubgroupReport` fields.
+ATTRIBUTES = "attributes"
+#: ``calibration_<prefix>.json``: the reliability diagram's bins.
+BINS = "bins"
+
+
+# Strict JSON -----------------------------------------------------------------------------------
+def jsonable(obj: Any) -> Any:
+    """``obj`` with tensors as lists, NaN as ``None`` and infinities as ``"inf"`` / ``"-inf"``,
+    so that ``json.dumps(..., allow_nan=False)`` writes strict JSON (``null``, never ``NaN``).
+
+    Example:
+        >>> jsonable({"auroc": float("nan"), "ratio": float("inf"), "n": [1, 2.5]})
+        {'auroc': None, 'ratio': 'inf', 'n': [1, 2.5]}
+    """
+    if hasattr(obj, "tolist") and not isinstance(obj, str):  # torch / numpy arrays and scalars
+        obj = obj.tolist()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, data: Any, **kwargs: Any) -> Path:
+    """Write ``data`` to ``path`` as strict, indented JSON (see :func:`jsonable`); returns
+    ``path``. ``kwargs`` go to :func:`json.dumps` (e.g. ``sort_keys=True``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False, **kwargs))
+    return path
