@@ -1,12 +1,14 @@
 """``medxfer report STUDY``: the paper's tables and plots from a study folder.
 
 For every configuration (``STUDY/<name>/seed<k>/``, written by ``medxfer study``) and test set:
-the mean over replicas of AUROC with a 95 % percentile bootstrap interval (1000 resamples of the
-test cases, the same resamples for every replica, so the interval is that of the replica mean),
-ECE and top-1 where logged; data-efficiency curves (metric against ``train_fraction`` per
-backbone) and the fraction at which each backbone matches a baseline; subgroup gaps; CKA against
-depth and weight drift per stage; and Welch's two-sample t-test between two configurations
-across replicas. Written as Markdown and HTML with PNG figures in ``STUDY/report/``.
+the mean over replicas of AUROC with a 95 % percentile bootstrap interval
+(:func:`medxfer.metrics.bootstrap_ci`: 1000 resamples of the test cases, the same resamples for
+every replica, so the interval is that of the replica mean), ECE and top-1 where logged;
+data-efficiency curves (metric against ``train_fraction`` per backbone) and the fraction at
+which each backbone matches a baseline; subgroup gaps; CKA against depth and weight drift per
+stage; and Welch's two-sample t-test between two configurations across replicas. Files that some
+runs have and others lack (see :mod:`medxfer.artifacts`) are listed, never silently skipped.
+Written as Markdown and HTML with PNG figures in ``STUDY/report/``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import argparse
 import html
 import json
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +25,12 @@ import numpy as np
 import yaml
 from scipy import stats
 
-from medxfer.metrics.bootstrap import resampled_auroc
+from medxfer import artifacts
+from medxfer.metrics import SubgroupReport, bootstrap_ci, stage_drift
+from medxfer.naming import eval_prefix
 from medxfer.plots import plt
 
-__all__ = ["Run", "build_report", "find_runs", "replica_auroc_ci"]
+__all__ = ["Run", "build_report", "find_runs", "missing_artifacts"]
 
 
 @dataclass
@@ -44,16 +47,22 @@ class Run:
     analysis: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        self.analysis = self.folder / "analysis"
+        self.analysis = self.folder / artifacts.ANALYSIS_DIR
+
+
+def _number(v: object) -> float:
+    """A value of strict JSON as a float: ``null`` -> NaN, ``"inf"`` -> inf."""
+    return math.nan if v is None else float(v)  # type: ignore[arg-type]
 
 
 def find_runs(study: Path) -> list[Run]:
     """Every finished replica of ``study`` (those with ``results.json``)."""
     runs = []
-    for res in sorted(study.glob("*/seed*/results.json")):
+    for res in sorted(study.glob(f"*/seed*/{artifacts.RESULTS_JSON}")):
         folder = res.parent
-        run = Run(folder.parent.name, int(folder.name[4:]), folder, json.loads(res.read_text()))
-        cfg_path = folder / "config.yaml"
+        results = {k: _number(v) for k, v in json.loads(res.read_text()).items()}
+        run = Run(folder.parent.name, int(folder.name[4:]), folder, results)
+        cfg_path = folder / artifacts.CONFIG_YAML
         if cfg_path.is_file():
             cfg = yaml.safe_load(cfg_path.read_text()) or {}
             model = (cfg.get("model") or {}).get("init_args", {})
@@ -64,7 +73,8 @@ def find_runs(study: Path) -> list[Run]:
         runs.append(run)
     if not runs:
         raise FileNotFoundError(
-            f"{study}: no finished runs (expected <name>/seed<k>/results.json, written by medxfer study)"
+            f"{study}: no finished runs (expected <name>/seed<k>/{artifacts.RESULTS_JSON}, "
+            "written by medxfer study)"
         )
     return runs
 
@@ -76,49 +86,57 @@ def _onehot_if_multiclass(target: np.ndarray) -> np.ndarray:
     return target
 
 
-def replica_auroc_ci(
-    probs: Sequence[np.ndarray],
-    target: np.ndarray,
-    n_resamples: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """Mean AUROC over replicas (mean over labels, each over its known cases) and the percentile
-    interval of that mean under resampling of the shared test cases."""
-    target = _onehot_if_multiclass(np.asarray(target, dtype=np.float64))
-    t2 = target[:, None] if target.ndim == 1 else target
-    n = len(t2)
-    rng = np.random.default_rng(seed)
-
-    def mean_auroc(idx: np.ndarray) -> np.ndarray:
-        per_replica = []
-        for p in probs:
-            p2 = np.asarray(p, dtype=np.float64).reshape(n, -1)
-            labels = np.stack(
-                [resampled_auroc(p2[:, k], t2[:, k], idx) for k in range(t2.shape[1])], axis=1
+def _auroc_cell(reps: list[Run], test_set: str, n_resamples: int) -> tuple[float, str]:
+    """The replicas' mean AUROC on ``test_set`` and its table cell: with the bootstrap interval
+    of the replica mean when every replica left its per-case predictions on the same cases."""
+    files = [r.analysis / artifacts.predictions_npz(test_set) for r in reps]
+    if not all(f.is_file() for f in files):
+        reason = "per-case predictions missing"
+    else:
+        preds = [np.load(f) for f in files]
+        ids = preds[0][artifacts.CASE_ID]
+        if all(np.array_equal(p[artifacts.CASE_ID], ids) for p in preds):
+            ci = bootstrap_ci(
+                np.stack([p[artifacts.PROBS] for p in preds]),
+                _onehot_if_multiclass(np.asarray(preds[0][artifacts.TARGET], dtype=np.float64)),
+                "auroc",
+                n_resamples,
             )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                per_replica.append(np.nanmean(labels, axis=1))
-        return np.mean(per_replica, axis=0)
+            return ci.value, f"{ci.value:.3f} [{ci.low:.3f}, {ci.high:.3f}]"
+        reason = "replicas tested on different cases"
+    point = _mean([r.results.get(f"{eval_prefix('test', test_set)}/auroc_mean") for r in reps])
+    return point, f"{_fmt(point)} (no interval: {reason})"
 
-    point = float(mean_auroc(np.arange(n)[None])[0])
-    samples = np.concatenate(
-        [
-            mean_auroc(rng.integers(0, n, size=(min(128, n_resamples - s), n)))
-            for s in range(0, n_resamples, 128)
-        ]
-    )
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.nanpercentile(samples, [tail, 100 - tail])
-    return point, float(low), float(high)
+
+def missing_artifacts(study: Path, runs: list[Run], sets: Sequence[str]) -> list[str]:
+    """One line per run folder lacking a file that the report reads and other runs have (and
+    per replica folder without ``results.json``: unfinished, left out of every table)."""
+    lines = [
+        f"`{folder.relative_to(study)}` lacks `{artifacts.RESULTS_JSON}` (unfinished: in no table)"
+        for folder in sorted(study.glob("*/seed*"))
+        if folder.is_dir() and not (folder / artifacts.RESULTS_JSON).is_file()
+    ]
+    analysis = [artifacts.predictions_npz(s) for s in sets]
+    analysis += [artifacts.subgroups_json(eval_prefix("test", s)) for s in sets]
+    analysis += [artifacts.CKA_JSON, artifacts.WEIGHT_DRIFT_JSON]
+    expected = [artifacts.CONFIG_YAML] + [f"{artifacts.ANALYSIS_DIR}/{a}" for a in analysis]
+    for name in expected:
+        lacking = [r for r in runs if not (r.folder / name).is_file()]
+        if len(lacking) < len(runs):
+            lines += [f"`{r.folder.relative_to(study)}` lacks `{name}`" for r in lacking]
+    return lines
+
+
+def _first(runs: list[Run], filename: str) -> Path | None:
+    """``analysis/<filename>`` of the first replica that has it."""
+    return next((p for r in runs if (p := r.analysis / filename).is_file()), None)
 
 
 def _sets(runs: list[Run]) -> list[str]:
     return sorted({k.split("/")[1] for r in runs for k in r.results if k.startswith("test/")})
 
 
-def _mean(values: list[float]) -> float:
+def _mean(values: Sequence[float | None]) -> float:
     values = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.mean(values)) if values else math.nan
 
@@ -165,6 +183,18 @@ def build_report(
         f"{len(runs)} runs, {len(names)} configurations, test sets: {', '.join(sets)}.",
         "",
     ]
+    missing = missing_artifacts(study, runs, sets)
+    if missing:
+        md += [
+            "## Missing artifacts",
+            "",
+            "These runs lack files that other runs of the study have: an AUROC interval needs "
+            "every replica's predictions; subgroup and feature-reuse figures use the replicas "
+            "that have their files.",
+            "",
+            *[f"- {line}" for line in missing],
+            "",
+        ]
     figures: list[tuple[str, str]] = []
 
     # Main table ------------------------------------------------------------------------
@@ -172,20 +202,7 @@ def build_report(
     for name in names:
         reps = by_name[name]
         for s in sets:
-            preds = [
-                np.load(r.analysis / f"predictions_{s}.npz")
-                for r in reps
-                if (r.analysis / f"predictions_{s}.npz").is_file()
-            ]
-            same_cases = preds and all(np.array_equal(p["id"], preds[0]["id"]) for p in preds)
-            if same_cases:
-                point, low, high = replica_auroc_ci(
-                    [p["probs"] for p in preds], preds[0]["target"], n_resamples
-                )
-                auroc = f"{point:.3f} [{low:.3f}, {high:.3f}]"
-            else:
-                point = _mean([r.results.get(f"test/{s}/auroc_mean", math.nan) for r in reps])
-                auroc = f"{_fmt(point)} (no per-case predictions: no interval)"
+            point, auroc = _auroc_cell(reps, s, n_resamples)
             mean_auroc[(name, s)] = point
             rows.append(
                 [
@@ -196,8 +213,8 @@ def build_report(
                     s,
                     str(len(reps)),
                     auroc,
-                    _fmt(_mean([r.results.get(f"test/{s}/ece", math.nan) for r in reps])),
-                    _fmt(_mean([r.results.get(f"test/{s}/top1", math.nan) for r in reps])),
+                    _fmt(_mean([r.results.get(f"{eval_prefix('test', s)}/ece") for r in reps])),
+                    _fmt(_mean([r.results.get(f"{eval_prefix('test', s)}/top1") for r in reps])),
                 ]
             )
     md += [
@@ -270,31 +287,54 @@ def build_report(
     rows, gap_plot = [], {}
     for name in names:
         for s in sets:
+            filename = artifacts.subgroups_json(eval_prefix("test", s))
             reports = [
-                json.loads(p.read_text())
+                json.loads(p.read_text())[artifacts.ATTRIBUTES]
                 for r in by_name[name]
-                if (p := r.analysis / f"subgroups_test_{s}.json").is_file()
+                if (p := r.analysis / filename).is_file()
             ]
-            for attr in sorted({a for rep in reports for a in rep["attributes"]}):
-                vals = [rep["attributes"][attr] for rep in reports if attr in rep["attributes"]]
-                gap, worst = _mean([v["gap"] for v in vals]), _mean([v["worst"] for v in vals])
-                small = sorted({g for v in vals for g in v["too_small"]})
-                rows.append([name, s, attr, _fmt(gap), _fmt(worst), ", ".join(small) or "-"])
+            for attr in sorted({a for rep in reports for a in rep}):
+                vals = [SubgroupReport.from_dict(rep[attr]) for rep in reports if attr in rep]
+                gap, worst = _mean([v.gap for v in vals]), _mean([v.worst for v in vals])
+                small = sorted({g for v in vals for g in v.too_small})
+                apart = sorted({g for v in vals for g in v.unknown})
+                rows.append(
+                    [
+                        name,
+                        s,
+                        attr,
+                        _fmt(gap),
+                        _fmt(worst),
+                        ", ".join(small) or "-",
+                        ", ".join(apart) or "-",
+                    ]
+                )
                 gap_plot[(name, s, attr)] = gap
     if rows:
         md += [
             "## Subgroups",
             "",
             "Gap: the largest relative deviation of a subgroup from the mean over subgroups "
-            "(mean over replicas); subgroups under the minimum size are listed, not scored.",
+            "(mean over replicas; n/a with fewer than two scored subgroups); subgroups under the "
+            "minimum size are listed, not scored; cases of unknown attribute are scored apart, "
+            "not in the gap (unless the run asked for include_unknown).",
             "",
             _table(
-                ["configuration", "test set", "attribute", "gap", "worst group", "too small"], rows
+                [
+                    "configuration",
+                    "test set",
+                    "attribute",
+                    "gap",
+                    "worst group",
+                    "too small",
+                    "not in gap",
+                ],
+                rows,
             ),
             "",
         ]
         fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(gap_plot)), 3.5))
-        ax.bar(range(len(gap_plot)), [0 if math.isnan(v) else v for v in gap_plot.values()])
+        ax.bar(range(len(gap_plot)), list(gap_plot.values()))  # n/a: no bar
         ax.set_xticks(
             range(len(gap_plot)), ["/".join(k) for k in gap_plot], rotation=90, fontsize=6
         )
@@ -307,16 +347,16 @@ def build_report(
 
     # Feature reuse ---------------------------------------------------------------------------
     cka = {
-        n: json.loads(p.read_text())["history"]
+        n: json.loads(p.read_text())[artifacts.HISTORY]
         for n in names
-        if (p := by_name[n][0].analysis / "cka.json").is_file()
+        if (p := _first(by_name[n], artifacts.CKA_JSON))
     }
     if cka:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for n, hist in cka.items():
-            end = [h for h in hist if h["when"] == "end"] or hist[-1:]
-            stages = list(end[-1]["cka"])
-            ax.plot(range(len(stages)), [end[-1]["cka"][s] for s in stages], "o-", label=n)
+            last = ([h for h in hist if h[artifacts.WHEN] == artifacts.END] or hist[-1:])[-1]
+            values = last[artifacts.CKA]
+            ax.plot(range(len(values)), list(values.values()), "o-", label=n)
         ax.set(
             xlabel="stage",
             ylabel="CKA to initialisation",
@@ -325,37 +365,38 @@ def build_report(
         )
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / "cka_vs_depth.png", dpi=120)
+        fig.savefig(out / artifacts.CKA_PLOT, dpi=120)
         plt.close(fig)
-        figures.append(("CKA against depth", "cka_vs_depth.png"))
-        md += ["## Feature reuse", "", "![CKA against depth](cka_vs_depth.png)", ""]
+        figures.append(("CKA against depth", artifacts.CKA_PLOT))
+        md += ["## Feature reuse", "", f"![CKA against depth]({artifacts.CKA_PLOT})", ""]
     drift = {
-        n: json.loads(p.read_text())["history"][-1]["drift"]
+        n: stage_drift(json.loads(p.read_text())[artifacts.HISTORY][-1][artifacts.DRIFT])
         for n in names
-        if (p := by_name[n][0].analysis / "weight_drift.json").is_file()
+        if (p := _first(by_name[n], artifacts.WEIGHT_DRIFT_JSON))
     }
     if drift:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         width = 0.8 / len(drift)
         for i, (n, d) in enumerate(drift.items()):
-            stages = [k for k in d if k.startswith("stage/")]
+            stages = list(d)
             ax.bar(np.arange(len(stages)) + i * width, [d[k]["l1"] for k in stages], width, label=n)
-        ax.set_xticks(np.arange(len(stages)), [k[6:] for k in stages], rotation=30, fontsize=7)
+        ax.set_xticks(np.arange(len(stages)), stages, rotation=30, fontsize=7)
         ax.set(ylabel="mean |w - w0|", title="weight drift per stage")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / "drift_per_block.png", dpi=120)
+        fig.savefig(out / artifacts.DRIFT_PLOT, dpi=120)
         plt.close(fig)
-        figures.append(("Weight drift", "drift_per_block.png"))
-        md += ["![weight drift](drift_per_block.png)", ""]
+        figures.append(("Weight drift", artifacts.DRIFT_PLOT))
+        md += [f"![weight drift]({artifacts.DRIFT_PLOT})", ""]
 
     # t-test -----------------------------------------------------------------------------------
     if compare:
         a, b = compare
         rows = []
         for s in sets:
-            va = [r.results.get(f"test/{s}/auroc_mean", math.nan) for r in by_name[a]]
-            vb = [r.results.get(f"test/{s}/auroc_mean", math.nan) for r in by_name[b]]
+            key = f"{eval_prefix('test', s)}/auroc_mean"
+            va = [r.results.get(key, math.nan) for r in by_name[a]]
+            vb = [r.results.get(key, math.nan) for r in by_name[b]]
             res = stats.ttest_ind(va, vb, equal_var=False) if min(len(va), len(vb)) > 1 else None
             rows.append(
                 [

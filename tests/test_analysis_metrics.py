@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 from torchmetrics.functional.classification import (
     binary_calibration_error,
     multiclass_calibration_error,
@@ -16,7 +18,9 @@ from medxfer.backbones import create_backbone
 from medxfer.metrics import (
     CalibrationError,
     MinibatchCKA,
+    MultilabelAUROC,
     SubgroupMetrics,
+    SubgroupReport,
     expected_calibration_error,
     linear_cka,
     subgroup_gaps,
@@ -92,6 +96,44 @@ def test_multiclass_ece_uses_top_label_confidence() -> None:
         torch.tensor(probs).float(), torch.tensor(labels), num_classes=5, n_bins=10
     )
     assert got.item() == pytest.approx(ref.item(), abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        pytest.param(torch.int64, id="int64"),
+        pytest.param(torch.int32, id="int32"),
+        pytest.param(torch.float32, id="float-classes"),
+    ],
+)
+def test_multiclass_ece_accepts_integer_class_targets(dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(2)
+    probs = torch.softmax(2 * torch.randn(600, 4, generator=g), dim=1)
+    labels = torch.randint(0, 4, (600,), generator=g)
+    ref = multiclass_calibration_error(probs, labels, num_classes=4, n_bins=15, norm="l1")
+    got = expected_calibration_error(probs, labels.to(dtype), n_bins=15, task="multiclass")
+    assert got.item() == pytest.approx(ref.item(), abs=1e-6)
+    metric = CalibrationError(15, "multiclass")  # the Metric shares the functional's update
+    for chunk in torch.arange(600).split(77):
+        metric.update(probs[chunk], labels[chunk].to(dtype))
+    assert metric.compute()["ece"].item() == pytest.approx(ref.item(), abs=1e-6)
+    onehot = expected_calibration_error(probs, torch.eye(4)[labels], n_bins=15, task="multiclass")
+    assert onehot.item() == pytest.approx(ref.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        pytest.param(torch.tensor([0, 1, 3]), "class 3 in target is out of range", id="too-big"),
+        pytest.param(torch.tensor([0, -1, 2]), "class -1 in target is out of range", id="negative"),
+        pytest.param(torch.tensor([0.0, 1.5, 2.0]), "class indices, got 1.5", id="fraction"),
+        pytest.param(torch.tensor([0, 1]), r"got \(3, 3\), \(2,\)", id="wrong-length"),
+    ],
+)
+def test_multiclass_ece_names_a_bad_class_target(target: torch.Tensor, message: str) -> None:
+    probs = torch.full((3, 3), 1 / 3)
+    with pytest.raises(ValueError, match=message):
+        expected_calibration_error(probs, target, task="multiclass")
 
 
 def test_hand_computed_ece() -> None:
@@ -218,3 +260,93 @@ def test_subgroup_gaps_on_a_hand_built_table() -> None:
     metric.update(probs[:5], target[:5], {"site": site[:5]})
     metric.update(probs[5:], target[5:], {"site": site[5:]})
     assert metric.compute()["site"].values == rep.values
+
+
+def _accuracy_table() -> tuple[torch.Tensor, torch.Tensor]:
+    """8 two-class cases; top-1 right on cases 0, 1, 2, 4, 6 and 7 (hand-checked)."""
+    probs = torch.tensor(
+        [
+            [0.9, 0.1],
+            [0.8, 0.2],
+            [0.3, 0.7],
+            [0.6, 0.4],
+            [0.9, 0.1],
+            [0.2, 0.8],
+            [0.5, 0.4],
+            [0.1, 0.9],
+        ]
+    )
+    target = torch.tensor(
+        [[1, 0], [1, 0], [0, 1], [0, 1], [1, 0], [1, 0], [1, 0], [0, 1]], dtype=torch.float32
+    )
+    return probs, target
+
+
+def test_unknown_subgroup_joins_the_gap_only_when_asked() -> None:
+    # accuracy: F 3/4, M 1/2, unknown 2/2
+    probs, target = _accuracy_table()
+    sex = ["F", "F", "F", "F", "M", "M", "unknown", "unknown"]
+    rep = subgroup_gaps(probs, target, {"sex": sex}, metric="accuracy", min_size=2)["sex"]
+    assert rep.values == {"F": 0.75, "M": 0.5} and rep.unknown == {"unknown": 1.0}
+    assert rep.sizes["unknown"] == 2
+    mean = (0.75 + 0.5) / 2
+    assert rep.mean == pytest.approx(mean) and rep.gap == pytest.approx(0.125 / mean)
+    assert rep.worst == 0.5 and rep.ratio == pytest.approx(1.5)
+    both = subgroup_gaps(
+        probs, target, {"sex": sex}, metric="accuracy", min_size=2, include_unknown=True
+    )["sex"]
+    assert both.values == {"F": 0.75, "M": 0.5, "unknown": 1.0} and both.unknown == {}
+    assert both.gap == pytest.approx(abs(0.5 - 0.75) / 0.75)  # mean of the three is 0.75
+    metric = SubgroupMetrics(["sex"], "accuracy", min_size=2)
+    metric.update(probs[:3], target[:3], {"sex": sex[:3]})
+    metric.update(probs[3:], target[3:], {"sex": sex[3:]})
+    assert metric.compute()["sex"] == rep
+    metric = SubgroupMetrics(["sex"], "accuracy", min_size=2, include_unknown=True)
+    metric.update(probs, target, {"sex": sex})
+    assert metric.compute()["sex"] == both
+
+
+@pytest.mark.parametrize(
+    ("groups", "min_size", "include_unknown", "values"),
+    [
+        pytest.param(["A"] * 8, 2, False, {"A": 0.75}, id="one-group"),
+        pytest.param(["A"] * 6 + ["B"] * 2, 3, False, {"A": 4 / 6}, id="other-too-small"),
+        pytest.param(["A"] * 4 + ["unknown"] * 4, 2, False, {"A": 0.75}, id="other-unknown"),
+    ],
+)
+def test_a_gap_needs_two_scored_subgroups(
+    groups: list[str], min_size: int, include_unknown: bool, values: dict[str, float]
+) -> None:
+    probs, target = _accuracy_table()
+    rep = subgroup_gaps(probs, target, {"g": groups}, "accuracy", min_size, include_unknown)["g"]
+    assert rep.values == pytest.approx(values)
+    assert math.isnan(rep.gap) and math.isnan(rep.ratio)  # n/a, not 0
+    assert rep.mean == pytest.approx(next(iter(values.values())))
+
+
+def test_subgroup_report_survives_strict_json() -> None:
+    from medxfer.artifacts import jsonable
+
+    probs, target = _accuracy_table()
+    rep = subgroup_gaps(probs, target, {"g": ["A"] * 8}, "accuracy", 2)["g"]
+    text = json.dumps(jsonable(rep.as_dict()), allow_nan=False)
+    assert '"gap": null' in text
+    back = SubgroupReport.from_dict(json.loads(text))
+    assert back.values == rep.values and math.isnan(back.gap) and math.isnan(back.ratio)
+
+
+def test_multilabel_auroc_counts_the_positives_of_each_label() -> None:
+    rng = np.random.default_rng(3)
+    target = (rng.random((120, 3)) < [0.5, 0.2, 0.05]).astype(np.float32)
+    target[rng.random((120, 3)) < 0.25] = np.nan
+    probs = rng.random((120, 3)).astype(np.float32)
+    metric = MultilabelAUROC(["a", "b c", "d"])
+    for chunk in np.array_split(np.arange(120), 5):
+        metric.update(torch.from_numpy(probs[chunk]), torch.from_numpy(target[chunk]))
+    out = metric.compute()
+    for k, key in enumerate(["a", "b_c", "d"]):
+        known = ~np.isnan(target[:, k])
+        assert out[f"positives/{key}"].item() == np.sum(target[known, k] == 1)
+        assert out[f"auroc/{key}"].item() == pytest.approx(
+            roc_auc_score(target[known, k], probs[known, k]), abs=1e-6
+        )

@@ -80,9 +80,7 @@ class EvalSetCallback(Callback):
             return False
         if stage == "test" or trainer.state.fn != TrainerFn.FITTING:
             return True
-        return (
-            trainer.current_epoch + 1
-        ) % self.every_n_epochs == 0 or is_last_validation(trainer)
+        return (trainer.current_epoch + 1) % self.every_n_epochs == 0 or is_last_validation(trainer)
 
     def _on_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, stage: str, idx: int

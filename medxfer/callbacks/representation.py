@@ -19,8 +19,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from typing_extensions import override
 
-from medxfer.backbones import stage_names
 from medxfer import artifacts
+from medxfer.backbones import stage_names
 from medxfer.metrics import MinibatchCKA, gram, hsic_unbiased, stage_drift, weight_drift
 from medxfer.plots import plot_cka_vs_depth, plot_drift_per_block
 

@@ -3,12 +3,15 @@ density, skin type...) and the paper's gap, logged and written as JSON."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning as L
 
+from medxfer import artifacts
 from medxfer.metrics import SubgroupMetrics
+from medxfer.naming import SUBGROUP, SUBGROUP_SUMMARY
 
 from .base import EvalSetCallback, write_json
 
@@ -18,7 +21,8 @@ __all__ = ["SubgroupCallback"]
 class SubgroupCallback(EvalSetCallback):
     """Per evaluation set and attribute: ``<prefix>/subgroup/<attr>/gap``, ``.../worst``,
     ``.../ratio``, ``.../mean`` and ``.../<group>`` values; ``analysis/subgroups_<set>.json``
-    with sizes and the subgroups too small to report.
+    with sizes and the subgroups too small to report. A gap needs two scored subgroups (else it
+    is NaN, ``n/a``).
 
     Args:
         attributes: batch ``groups`` keys to analyse (default: all the batch has).
@@ -26,6 +30,9 @@ class SubgroupCallback(EvalSetCallback):
             ``accuracy``.
         min_size: subgroups with fewer cases are reported as too small, not scored.
         every_n_epochs: validation reporting period.
+        include_unknown: let the cases whose attribute is unknown (``unknown``, e.g. an age not
+            recorded) join the gap as a subgroup; by default they are scored apart
+            (``.../<attr>/unknown`` is still logged when it can be scored).
     """
 
     def __init__(
@@ -34,11 +41,13 @@ class SubgroupCallback(EvalSetCallback):
         metric: Literal["auto", "auroc", "accuracy"] = "auto",
         min_size: int = 30,
         every_n_epochs: int = 1,
+        include_unknown: bool = False,
     ) -> None:
         super().__init__(every_n_epochs)
         self.attributes = list(attributes) if attributes is not None else None
         self.metric = metric
         self.min_size = min_size
+        self.include_unknown = include_unknown
         self._seen: list[str] = []
 
     def make_metric(self, pl_module: L.LightningModule) -> SubgroupMetrics:
@@ -49,7 +58,9 @@ class SubgroupCallback(EvalSetCallback):
                 if getattr(pl_module, "output_type", "multilabel") == "multiclass"
                 else "auroc"
             )
-        return SubgroupMetrics(self.attributes or self._seen, metric, self.min_size)
+        return SubgroupMetrics(
+            self.attributes or self._seen, metric, self.min_size, self.include_unknown
+        )
 
     def _on_batch_end(self, trainer, pl_module, outputs, stage, idx) -> None:
         if self.attributes is None and isinstance(outputs, dict) and not self._seen:
@@ -65,19 +76,19 @@ class SubgroupCallback(EvalSetCallback):
         reports = metric.compute()
         logged = {}
         for attr, rep in reports.items():
-            base = f"{prefix}/subgroup/{attr}"
-            logged.update(
-                {f"{base}/{k}": getattr(rep, k) for k in ("mean", "gap", "worst", "ratio")}
-            )
-            logged.update({f"{base}/{g}": v for g, v in rep.values.items()})
+            base = f"{prefix}/{SUBGROUP}/{attr}"
+            logged.update({f"{base}/{k}": getattr(rep, k) for k in SUBGROUP_SUMMARY})
+            scored = rep.values | {g: v for g, v in rep.unknown.items() if not math.isnan(v)}
+            logged.update({f"{base}/{g}": v for g, v in scored.items()})
         pl_module.log_dict({k: float(v) for k, v in logged.items()}, add_dataloader_idx=False)
         write_json(
             trainer,
-            f"subgroups_{prefix.replace('/', '_')}",
+            artifacts.subgroups_json(prefix),
             {
-                "epoch": trainer.current_epoch,
+                artifacts.EPOCH: trainer.current_epoch,
                 "metric": metric.metric,
                 "min_size": self.min_size,
-                "attributes": {a: r.as_dict() for a, r in reports.items()},
+                "include_unknown": self.include_unknown,
+                artifacts.ATTRIBUTES: {a: r.as_dict() for a, r in reports.items()},
             },
         )

@@ -83,35 +83,56 @@ def bootstrap_ci(
 ) -> BootstrapCI:
     """Percentile bootstrap interval of a metric over cases.
 
+    Resample ``r`` is row ``r`` of ``np.random.default_rng(seed).integers(0, n, size=(n_resamples,
+    n))`` (drawn in blocks from that same stream), so an interval can be reproduced exactly.
+
     Args:
         probs: ``(n,)`` scores, or ``(n, K)`` per-label probabilities (multi-label AUROC: the
-            mean over labels, each over its known cases) / class probabilities (accuracy).
-        target: the same shape; 0/1 with NaN unknown (AUROC) or one-hot / soft (accuracy).
+            mean over labels, each over its known cases) / class probabilities (accuracy). With
+            a leading replica axis, ``(R, n)`` / ``(R, n, K)``: R models' predictions on the same
+            cases (the replicas of a configuration); the metric is then their mean, and every
+            replica sees the same resamples, so the interval is that of the replica mean.
+        target: ``(n,)`` / ``(n, K)``: 0/1 with NaN unknown (AUROC) or one-hot / soft
+            (accuracy).
         metric: ``auroc`` or ``accuracy`` (top-1 against the target's argmax).
         n_resamples: resamples of the cases (>= 1000 for 95 % intervals).
         confidence: interval level.
         seed: seed of the resampling.
     """
     probs, target = np.asarray(probs, dtype=np.float64), np.asarray(target, dtype=np.float64)
-    n = len(probs)
+    shape = probs.shape
+    if probs.ndim == target.ndim:
+        probs = probs[None]
+    if probs.shape[1:] != target.shape:
+        raise ValueError(
+            f"probs {shape} do not match target {target.shape}: expected the target's shape, "
+            "or (R, *target.shape) for R replicas"
+        )
+    n = target.shape[0]
     rng = np.random.default_rng(seed)
     everyone = np.arange(n)[None]
     if metric == "accuracy":
-        correct = (probs.argmax(axis=1) == target.argmax(axis=1)).astype(np.float64)
+        if target.ndim != 2:
+            raise ValueError(f"accuracy needs (n, K) probabilities, got target {target.shape}")
+        correct = (probs.argmax(axis=2) == target.argmax(axis=1)).mean(axis=0)  # replica mean
         point = float(correct.mean())
 
         def stat(idx: np.ndarray) -> np.ndarray:
             return correct[idx].mean(axis=1)
     elif metric == "auroc":
-        p2, t2 = (probs[:, None], target[:, None]) if probs.ndim == 1 else (probs, target)
-
-        codes = [_auroc_codes(p2[:, k], t2[:, k]) for k in range(p2.shape[1])]
+        p3, t2 = (probs[..., None], target[:, None]) if target.ndim == 1 else (probs, target)
+        codes = [[_auroc_codes(p[:, k], t2[:, k]) for k in range(t2.shape[1])] for p in p3]
 
         def stat(idx: np.ndarray) -> np.ndarray:
-            per_label = np.stack([_auroc_from_codes(*c, idx) for c in codes], axis=1)
             with warnings.catch_warnings():  # a resample lacking a class in every label is NaN
                 warnings.simplefilter("ignore", RuntimeWarning)
-                return np.nanmean(per_label, axis=1)
+                return np.mean(
+                    [
+                        np.nanmean(np.stack([_auroc_from_codes(*c, idx) for c in cs], 1), 1)
+                        for cs in codes
+                    ],
+                    axis=0,
+                )
 
         point = float(stat(everyone)[0])
     else:

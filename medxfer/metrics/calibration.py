@@ -5,7 +5,8 @@
   reliability of the probability itself); multi-label ECE is computed per label (unknown, NaN,
   targets skipped), then averaged.
 * ``multiclass``: the top-label confidence against whether the top label is right (the true
-  class is the argmax of the target, which may be one-hot or a soft distribution).
+  class is an integer target ``(N,)``, as in torchmetrics and scikit-learn, or the argmax of a
+  one-hot / soft target ``(N, K)``).
 
 Only per-bin counts, confidence sums and outcome sums are kept, so the Metric uses constant
 memory and its all-reduce is three small sums: exact under DDP. The functional form and the
@@ -31,15 +32,12 @@ def _as_columns(
     probs: torch.Tensor, target: torch.Tensor, task: Task
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Confidences and outcomes as ``(N, L)`` columns (L labels, or 1), NaN outcome = unknown."""
-    probs, target = probs.detach().float(), target.detach().float()
     if task == "multiclass":
-        if probs.ndim != 2 or target.shape != probs.shape:
-            raise ValueError(
-                f"multiclass ECE needs probs and target of shape (N, K), got {tuple(probs.shape)}, {tuple(target.shape)}"
-            )
+        probs = probs.detach().float()
+        true = _class_index(probs, target.detach())
         conf, pred = probs.max(dim=1)
-        correct = (pred == target.argmax(dim=1)).float()
-        return conf[:, None], correct[:, None]
+        return conf[:, None], (pred == true).float()[:, None]
+    probs, target = probs.detach().float(), target.detach().float()
     if task == "binary":
         return probs.reshape(-1, 1), target.reshape(-1, 1)
     if task == "multilabel":
@@ -49,6 +47,29 @@ def _as_columns(
             )
         return probs, target
     raise ValueError(f"task must be 'binary', 'multilabel' or 'multiclass', got {task!r}")
+
+
+def _class_index(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The true class ``(N,)`` of multi-class ``target``: integer classes ``(N,)`` (the
+    torchmetrics / scikit-learn convention), or the argmax of one-hot / soft ``(N, K)`` rows."""
+    if probs.ndim != 2 or target.shape not in (probs.shape, probs.shape[:1]):
+        raise ValueError(
+            "multiclass ECE needs probs (N, K) and target (N,) classes or (N, K) one-hot / soft, "
+            f"got {tuple(probs.shape)}, {tuple(target.shape)}"
+        )
+    if target.ndim == 2:
+        return target.float().argmax(dim=1)
+    if target.is_floating_point():
+        if not (target == target.round()).all():  # NaN, or a fraction
+            bad = target[target != target.round()][0].item()
+            raise ValueError(f"multiclass ECE: target (N,) must hold class indices, got {bad}")
+        target = target.long()
+    if len(target) and not 0 <= int(target.min()) <= int(target.max()) < probs.shape[1]:
+        bad = int(target.min()) if target.min() < 0 else int(target.max())
+        raise ValueError(
+            f"multiclass ECE: class {bad} in target is out of range for {probs.shape[1]} classes"
+        )
+    return target
 
 
 def _ece_update(probs: torch.Tensor, target: torch.Tensor, n_bins: int, task: Task) -> torch.Tensor:
@@ -102,7 +123,8 @@ def expected_calibration_error(
 
     Args:
         probs: ``(N,)`` binary, ``(N, L)`` multi-label or ``(N, K)`` multi-class probabilities.
-        target: the same shape; 0/1 (NaN = unknown, skipped) or one-hot / soft for multi-class.
+        target: the same shape, 0/1 (NaN = unknown, skipped); for multi-class, integer classes
+            ``(N,)`` or one-hot / soft ``(N, K)``.
         n_bins: number of equal-width bins over [0, 1].
         task: ``binary``, ``multilabel`` or ``multiclass`` (see the module docstring).
         average: multi-label only: ``macro`` (mean over labels) or ``none`` (``(L,)``).

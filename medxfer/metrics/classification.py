@@ -15,6 +15,8 @@ from torchmetrics import Metric
 from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.utilities import dim_zero_cat
 
+from medxfer.naming import POSITIVES
+
 __all__ = ["MultilabelAUROC", "masked_multilabel_auroc", "metric_key"]
 
 
@@ -45,8 +47,9 @@ def masked_multilabel_auroc(probs: torch.Tensor, target: torch.Tensor) -> torch.
 class MultilabelAUROC(Metric):
     """Per-label and mean AUROC with NaN-masked targets; exact under DDP.
 
-    ``compute()`` returns ``{"auroc_mean": ..., "auroc/<label>": ...}``; the mean skips labels
-    without both classes.
+    ``compute()`` returns ``{"auroc_mean": ..., "auroc/<label>": ..., "positives/<label>": ...}``
+    (the positives among the label's known cases, which say how far its AUROC can be trusted);
+    the mean skips labels without both classes.
     """
 
     is_differentiable = False
@@ -65,11 +68,11 @@ class MultilabelAUROC(Metric):
         self.target.append(target.detach().float())
 
     def compute(self) -> dict[str, torch.Tensor]:
-        per_label = masked_multilabel_auroc(
-            dim_zero_cat(self.probs).cpu(), dim_zero_cat(self.target).cpu()
-        )
+        target = dim_zero_cat(self.target).cpu()
+        per_label = masked_multilabel_auroc(dim_zero_cat(self.probs).cpu(), target)
+        positives = (target == 1).sum(dim=0).float()
         out = {"auroc_mean": torch.nanmean(per_label)}
-        out.update(
-            {f"auroc/{metric_key(n)}": v for n, v in zip(self.label_names, per_label, strict=True)}
-        )
+        for name, auroc, pos in zip(self.label_names, per_label, positives, strict=True):
+            out[f"auroc/{metric_key(name)}"] = auroc
+            out[f"{POSITIVES}/{metric_key(name)}"] = pos
         return out

@@ -5,7 +5,10 @@ For each attribute the task's metric (mean AUROC over labels, or top-1 accuracy)
 subgroup. Over the subgroups large enough to be reported (``min_size`` cases) come their mean,
 the paper's gap -- the largest relative deviation of a subgroup from that mean,
 ``max_g |m_g - mean| / mean`` -- the worst-group value and the max/min ratio. Smaller subgroups
-are listed as too small, never silently dropped.
+are listed as too small, never silently dropped. Cases whose attribute is unknown (``unknown``,
+``nan`` or empty) are not a group of people: they are scored and listed apart, and join the
+gap only when asked (``include_unknown=True``). A gap (and ratio) needs two scored subgroups;
+with fewer it is NaN (rendered ``n/a``), not 0.
 
 The Metric keeps every case (AUROC is not decomposable) with each attribute's subgroup as an
 integer code; the code -> name tables of all ranks are merged at ``compute``, so DDP gives the
@@ -14,9 +17,10 @@ single-process result.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import torch
@@ -26,9 +30,12 @@ from torchmetrics.utilities import dim_zero_cat
 
 from .classification import masked_multilabel_auroc
 
-__all__ = ["SubgroupMetrics", "SubgroupReport", "subgroup_gaps"]
+__all__ = ["UNKNOWN_GROUPS", "SubgroupMetrics", "SubgroupReport", "subgroup_gaps"]
 
 MetricName = Literal["auroc", "accuracy"]
+
+#: Subgroup names (compared in lower case) that mean "attribute unknown".
+UNKNOWN_GROUPS = frozenset({"unknown", "nan", ""})
 
 
 def _mean_auroc(probs: torch.Tensor, target: torch.Tensor) -> float:
@@ -58,16 +65,19 @@ class SubgroupReport:
         sizes: cases per subgroup (all subgroups, reported or not).
         too_small: subgroups under ``min_size`` (not in values, mean or gap).
         undefined: subgroups whose metric is undefined (e.g. AUROC with one class).
+        unknown: metric of the unknown-attribute subgroup(s) left out of values, mean and gap
+            (NaN when too small or undefined); empty with ``include_unknown=True``.
         mean: mean of ``values``.
-        gap: ``max |value - mean| / mean``.
+        gap: ``max |value - mean| / mean``; NaN with fewer than two values.
         worst: the lowest value.
-        ratio: max / min of ``values``.
+        ratio: max / min of ``values``; NaN with fewer than two values.
     """
 
     values: dict[str, float] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
     too_small: list[str] = field(default_factory=list)
     undefined: list[str] = field(default_factory=list)
+    unknown: dict[str, float] = field(default_factory=dict)
     mean: float = float("nan")
     gap: float = float("nan")
     worst: float = float("nan")
@@ -76,6 +86,24 @@ class SubgroupReport:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SubgroupReport:
+        """The report :meth:`as_dict` gave, read back from JSON (``null`` -> NaN, ``"inf"`` ->
+        inf; keys it does not know are ignored)."""
+
+        def number(v: Any) -> float:
+            return math.nan if v is None else float(v)
+
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in data.items() if k in known}
+        for k in ("mean", "gap", "worst", "ratio"):
+            if k in kw:
+                kw[k] = number(kw[k])
+        for k in ("values", "unknown"):
+            if k in kw:
+                kw[k] = {g: number(v) for g, v in kw[k].items()}
+        return cls(**kw)
+
 
 def subgroup_gaps(
     probs: torch.Tensor,
@@ -83,6 +111,7 @@ def subgroup_gaps(
     groups: Mapping[str, Sequence[Any]],
     metric: MetricName = "auroc",
     min_size: int = 30,
+    include_unknown: bool = False,
 ) -> dict[str, SubgroupReport]:
     """Metric per subgroup and the gaps between subgroups, for each attribute in ``groups``.
 
@@ -92,6 +121,8 @@ def subgroup_gaps(
         groups: attribute -> the N cases' subgroup labels.
         metric: ``auroc`` (mean over labels) or ``accuracy`` (top-1 against the target's argmax).
         min_size: subgroups with fewer cases are reported as too small.
+        include_unknown: let the unknown-attribute subgroup (:data:`UNKNOWN_GROUPS`) join the
+            values, mean and gap like any other; by default it is scored apart (``unknown``).
     """
     fn = METRICS[metric]
     out: dict[str, SubgroupReport] = {}
@@ -105,20 +136,23 @@ def subgroup_gaps(
         for name in sorted(set(labels)):
             rows = torch.tensor([lab == name for lab in labels])
             report.sizes[name] = int(rows.sum())
+            apart = not include_unknown and name.strip().lower() in UNKNOWN_GROUPS
+            value = math.nan
             if report.sizes[name] < min_size:
                 report.too_small.append(name)
-                continue
-            value = fn(probs[rows], target[rows])
-            if value != value:  # NaN
+            elif math.isnan(value := fn(probs[rows], target[rows])):
                 report.undefined.append(name)
-            else:
+            elif not apart:
                 report.values[name] = value
+            if apart:
+                report.unknown[name] = value
         if report.values:
             vals = torch.tensor(list(report.values.values()), dtype=torch.float64)
             report.mean = float(vals.mean())
-            report.gap = float((vals - vals.mean()).abs().max() / vals.mean())
             report.worst = float(vals.min())
-            report.ratio = float(vals.max() / vals.min()) if vals.min() > 0 else float("inf")
+            if len(vals) > 1:
+                report.gap = float((vals - vals.mean()).abs().max() / vals.mean())
+                report.ratio = float(vals.max() / vals.min()) if vals.min() > 0 else math.inf
         out[attribute] = report
     return out
 
@@ -135,12 +169,18 @@ class SubgroupMetrics(Metric):
     full_state_update = False
 
     def __init__(
-        self, attributes: Sequence[str], metric: MetricName = "auroc", min_size: int = 30, **kwargs
+        self,
+        attributes: Sequence[str],
+        metric: MetricName = "auroc",
+        min_size: int = 30,
+        include_unknown: bool = False,
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.attributes = list(attributes)
         self.metric: MetricName = metric
         self.min_size = min_size
+        self.include_unknown = include_unknown
         self.names: dict[int, str] = {}
         self.add_state("probs", default=[], dist_reduce_fx="cat")
         self.add_state("target", default=[], dist_reduce_fx="cat")
@@ -175,4 +215,6 @@ class SubgroupMetrics(Metric):
             a: [names[int(c)] for c in dim_zero_cat(getattr(self, f"codes_{a}")).cpu()]
             for a in self.attributes
         }
-        return subgroup_gaps(probs, target, groups, self.metric, self.min_size)
+        return subgroup_gaps(
+            probs, target, groups, self.metric, self.min_size, self.include_unknown
+        )

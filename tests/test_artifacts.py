@@ -1,0 +1,73 @@
+"""Run artifacts: results.json is strict JSON, results.md shows n/a and per-label positives, and
+the analysis files are written where :mod:`medxfer.artifacts` says."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from medxfer.artifacts import jsonable, write_json
+from medxfer.cli import MedxferCLI, format_results
+
+
+def _strict(text: str) -> object:
+    """Parse ``text`` refusing the non-standard constants NaN / Infinity."""
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"not strict JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_results_json_is_strict_json(tmp_path: Path) -> None:
+    trainer = SimpleNamespace(is_global_zero=True, log_dir=str(tmp_path), default_root_dir=None)
+    results = {
+        "test/nih/auroc_mean": 0.75,
+        "test/nih/subgroup/sex/gap": math.nan,
+        "test/nih/subgroup/sex/ratio": math.inf,
+        "val/auroc_mean": 0.5,  # not a test metric: not written
+    }
+    MedxferCLI.write_results(SimpleNamespace(trainer=trainer), [results])
+    values = _strict((tmp_path / "results.json").read_text())
+    assert values == {
+        "test/nih/auroc_mean": 0.75,
+        "test/nih/subgroup/sex/gap": None,
+        "test/nih/subgroup/sex/ratio": "inf",
+    }
+    assert "| nih | sex | n/a |" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param({"a": math.nan}, {"a": None}, id="nan"),
+        pytest.param({"a": [1.0, -math.inf]}, {"a": [1.0, "-inf"]}, id="inf-in-list"),
+        pytest.param({1: (0.5,)}, {"1": [0.5]}, id="keys-and-tuples"),
+    ],
+)
+def test_analysis_json_is_strict(tmp_path: Path, data: dict, expected: dict) -> None:
+    path = write_json(tmp_path / "analysis" / "x.json", data)
+    assert _strict(path.read_text()) == expected == jsonable(data)
+
+
+def test_results_table_shows_positives_and_na() -> None:
+    flat = {
+        "test/chexpert/auroc_mean": 0.8,
+        "test/chexpert/auroc/Edema": 0.81234,
+        "test/chexpert/positives/Edema": 45.0,
+        "test/chexpert/auroc/Pleural_Effusion": math.nan,
+        "test/chexpert/positives/Pleural_Effusion": 0.0,
+        "test/chexpert/ece": 0.05,
+        "test/chexpert/subgroup/age/mean": 0.8,
+        "test/chexpert/subgroup/age/gap": math.nan,
+        "test/chexpert/subgroup/age/worst": 0.8,
+        "test/chexpert/subgroup/age/ratio": math.nan,
+    }
+    lines = format_results(flat).splitlines()
+    assert lines[0] == "| set | auroc_mean | ece | auroc/Edema | auroc/Pleural_Effusion |"
+    assert lines[2] == "| chexpert | 0.8000 | 0.0500 | 0.8123 (45 pos) | n/a (0 pos) |"
+    assert "| chexpert | age | 0.8000 | n/a | 0.8000 | n/a |" in lines
