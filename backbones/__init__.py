@@ -455,6 +455,10 @@ register_backbone(
             "converted from the TF release (e.g. the ssl-transfer benchmark)",
             "SimCLR v1, ImageNet-1k, converted to torchvision layout",
             "Apache-2.0",
+            # trained on unnormalised [0, 1] inputs (the TF release; the converters and the
+            # ssl-transfer benchmark feed it without mean / std)
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
         ),
         "byol": WeightSource(
             "byol.pth",

@@ -427,7 +427,7 @@ class MedxferDataModule(L.LightningDataModule, ABC):
 
     def split_description(self) -> str:
         """How the parts were made, for the message of an empty split."""
-        return "reading and the patient split"
+        return "reading, filtering and the patient split"
 
     def table_name(self, table: Any) -> str:
         """How messages name one of this datamodule's tables (default: ``str(table)``)."""

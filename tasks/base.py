@@ -157,9 +157,9 @@ class TransferTask(L.LightningModule):
         input_norm: dict[str, list[float]] | None = None,
     ) -> None:
         super().__init__()
+        input_norm = resolve_input_norm(backbone, pretrained, input_norm)  # what hparams record
         self.save_hyperparameters()
-        self.input_norm = resolve_input_norm(backbone, pretrained, input_norm)
-        self.hparams["input_norm"] = self.input_norm
+        self.input_norm = input_norm
         self.label_names = (
             list(label_names)
             if label_names is not None
@@ -211,6 +211,15 @@ class TransferTask(L.LightningModule):
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The training loss; subclasses define it."""
         raise NotImplementedError(f"{type(self).__name__} must implement loss()")
+
+    def batch_loss(self, logits: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """The loss of a batch: :meth:`loss` of its target (override to use more of the batch,
+        e.g. a field-of-view mask)."""
+        return self.loss(logits, batch["target"])
+
+    def update_metrics(self, metric: Metric, probs: torch.Tensor, batch: dict[str, Any]) -> None:
+        """Feed one evaluation batch to ``metric`` (default: ``update(probs, target)``)."""
+        metric.update(probs, batch["target"])
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits -> probabilities ``(B, K)``; subclasses define it."""
@@ -273,7 +282,7 @@ class TransferTask(L.LightningModule):
         if self.hparams.mixup > 0:
             batch = mixup_batch(batch, self.hparams.mixup)
         logits = self(batch)
-        loss = self.loss(logits.float(), batch["target"])
+        loss = self.batch_loss(logits.float(), batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["target"]))
         if self.hparams.wd_to_init > 0:
             penalty = self.l2sp_penalty()
@@ -296,10 +305,10 @@ class TransferTask(L.LightningModule):
         prefix = eval_prefix(stage, name)
         if prefix not in self.eval_metrics:
             self.eval_metrics[prefix] = self.make_metrics().to(self.device)
-        self.eval_metrics[prefix].update(probs, batch["target"])
+        self.update_metrics(self.eval_metrics[prefix], probs, batch)
         self.log(
             f"{prefix}/loss",
-            self.loss(logits, batch["target"]),
+            self.batch_loss(logits, batch),
             batch_size=len(probs),
             add_dataloader_idx=False,
             sync_dist=True,

@@ -57,7 +57,10 @@ class ImageTable(MedxferDataModule):
             them are not modelled.
         separator: separator of the ``findings`` column.
         no_finding: the ``findings`` name that means no label (all zeros), e.g. ``No Finding``.
-        uncertain: ``binary``: what ``-1`` means: ``ones``, ``zeros`` or ``ignore`` (masked).
+        uncertain: ``binary``: what ``-1`` means in training: ``ones``, ``zeros`` or ``ignore``
+            (masked).
+        eval_uncertain: the same for validation / test / shifted tables (default: masked, as
+            the CheXpert protocol).
         blank: ``binary``: what an empty cell means: ``zeros`` or ``ignore`` (masked).
         other: a declared class that unknown classes of evaluation tables map to (counted and
             logged); without it an unknown class is an error naming file, line and column.
@@ -92,6 +95,7 @@ class ImageTable(MedxferDataModule):
         separator: str = "|",
         no_finding: str | None = None,
         uncertain: Literal["ones", "zeros", "ignore"] = "ignore",
+        eval_uncertain: Literal["ones", "zeros", "ignore"] = "ignore",
         blank: Literal["zeros", "ignore"] = "ignore",
         other: str | None = None,
         image_column: str | Sequence[str] = "path",
@@ -117,7 +121,12 @@ class ImageTable(MedxferDataModule):
         **kwargs: Any,
     ) -> None:
         if split_column is not None:
-            split = (1.0, 0.0, 0.0)  # the column decides; explicit tables still allowed
+            if val is not None or test is not None:
+                raise ValueError(
+                    "split_column splits the training table into train / val / test: give no "
+                    "explicit val / test table with it"
+                )
+            split = (1.0, 0.0, 0.0)  # the column decides
         super().__init__(
             train=train,
             val=val,
@@ -199,10 +208,10 @@ class ImageTable(MedxferDataModule):
                 hp.image_root,
                 hp.patient_column,
                 hp.id_column,
-                hp.split_column,
+                hp.split_column if table == self.tables["train"] else None,
                 list(dict.fromkeys(extra)),
             )
-            self._parse_target(df)
+            self._parse_target(df, evaluation)
         for group, column in self.groups.items():
             df[f"group:{group}"] = df[column] if column in df else "unknown"
         if hp.age_column:
@@ -223,12 +232,13 @@ class ImageTable(MedxferDataModule):
                 f"{row.source}, line {row.line}: age {value!r} is not a number"
             ) from None
 
-    def _parse_target(self, df: pd.DataFrame) -> None:
+    def _parse_target(self, df: pd.DataFrame, evaluation: bool = False) -> None:
         hp = self.hparams
         where = lambda k, c: f"{df['source'].iloc[k]}, line {df['line'].iloc[k]}, column {c!r}"  # noqa: E731
         if hp.target == "binary":
             codes = {"1": 1.0, "1.0": 1.0, "0": 0.0, "0.0": 0.0, "-1": -1.0, "-1.0": -1.0}
-            minus = {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}[hp.uncertain]
+            policy = hp.eval_uncertain if evaluation else hp.uncertain
+            minus = {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}[policy]
             empty = {"zeros": 0.0, "ignore": np.nan}[hp.blank]
             for label in hp.labels:
                 col = df[label]
@@ -261,6 +271,10 @@ class ImageTable(MedxferDataModule):
             ]
 
     # Template hooks --------------------------------------------------------------------------
+    def evaluation_differs(self) -> bool:
+        hp = self.hparams
+        return hp.target == "binary" and hp.eval_uncertain != hp.uncertain
+
     def split_description(self) -> str:
         col = self.hparams.split_column
         return f"reading and the split column {col!r}" if col else super().split_description()

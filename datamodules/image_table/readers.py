@@ -94,7 +94,13 @@ def read_image_table(
     else:
         out["paths"] = [[p for p in row if p] for row in paths]
     out["id"] = raw[id_column] if id_column else [f"{path.stem}-{k + 1}" for k in range(len(raw))]
-    out["patient_id"] = raw[patient_column] if patient_column else out["id"]
+    # without a patient column each row is its own patient, unique across tables (the table's
+    # resolved path and line; internal to splitting, never part of a batch)
+    out["patient_id"] = (
+        raw[patient_column]
+        if patient_column
+        else [f"{path.resolve()}#{csv_line(k)}" for k in range(len(raw))]
+    )
     if split_column:
         split = raw[split_column].str.strip().str.lower().map(SPLIT_NAMES)
         bad = split.isna()
@@ -130,7 +136,7 @@ def read_image_folder(root: str | Path, class_column: str = "class") -> pd.DataF
             f"{', '.join(IMAGE_SUFFIXES)})"
         )
     out = pd.DataFrame(rows, columns=["path", class_column, "id"])
-    out["patient_id"] = out["id"]
+    out["patient_id"] = [str(Path(p).resolve()) for p in out["path"]]  # each image its own
     out["line"] = np.arange(1, len(out) + 1)
     out["source"] = f"image folder {root}"
     return out

@@ -8,6 +8,7 @@ the rest of the pipeline never sees the container.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,7 +51,10 @@ def known_reader(name: str) -> bool:
         from importlib.metadata import entry_points
 
         for ep in entry_points(group="medxfer.datamodules"):
-            ep.load()
+            try:
+                ep.load()
+            except Exception as err:  # a broken plug-in must not break the others
+                warnings.warn(f"could not load plug-in {ep.name!r} ({ep.value}): {err}", stacklevel=2)
     return name in READERS
 
 

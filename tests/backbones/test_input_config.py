@@ -62,6 +62,14 @@ def empty_weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         pytest.param("resnet50.supervised", None, *IMAGENET, (3, 224, 224), id="torchvision"),
         pytest.param("resnet50", "moco-v2", *IMAGENET, (3, 224, 224), id="moco-v2"),
         pytest.param("resnet50", "dino", *IMAGENET, (3, 224, 224), id="dino"),
+        pytest.param(
+            "resnet50",
+            "simclr-v1",
+            (0.0, 0.0, 0.0),
+            (1.0, 1.0, 1.0),
+            (3, 224, 224),
+            id="simclr-v1-unnormalised",
+        ),
     ],
 )
 def test_named_source_without_its_file(
@@ -178,7 +186,10 @@ def test_checkpoint_without_readable_input_norm_falls_through(
     path = _ckpt(tmp_path / "other.ckpt", hparams)
     cfg = input_config("resnet50", path)
     assert (cfg.mean, cfg.std, cfg.input_size) == (*IMAGENET, (3, 224, 224))
-    assert cfg.origin == f"the resnet50 sources' normalisation (local file {path})"
+    # the resnet50 sources disagree (SimCLR v1 takes unnormalised input): the first is used
+    assert cfg.origin == (
+        f"the first resnet50 source (supervised), as its sources disagree (local file {path})"
+    )
     timm_cfg = input_config("timm/resnet18", path)
     assert (timm_cfg.mean, timm_cfg.std, timm_cfg.input_size) == _timm("resnet18")
     assert timm_cfg.origin == f"timm pretrained_cfg of resnet18.a1_in1k (local file {path})"
