@@ -48,7 +48,8 @@ class MedxferCLI(LightningCLI):
             "--hyperrule",
             type=bool,
             default=False,
-            help="fit only: set lr, schedule, MixUp, resolution and steps by BiT-HyperRule",
+            help="fit only: set the resolution, SGD, lr, schedule, steps and MixUp by "
+            "BiT-HyperRule, scaled to the global batch (see medxfer.hyperrule)",
         )
         parser.add_argument(
             "--test_after_fit",
@@ -78,12 +79,38 @@ class MedxferCLI(LightningCLI):
         super().instantiate_classes()
         self.after_instantiate()
 
-    def before_fit(self) -> None:
-        if self.config[self.subcommand].get("hyperrule", False):
-            from medxfer.hyperrule import apply_hyperrule
+    #: The BiT-HyperRule resolved from the data section before the classes are built.
+    hyperrule: Any = None
 
-            rule = apply_hyperrule(self.model, self.datamodule, self.trainer)
-            print(f"BiT-HyperRule: {rule}")
+    def before_instantiate_classes(self) -> None:
+        """``fit --hyperrule true``: resolve BiT-HyperRule from the ``data`` section alone and
+        write what it sets before anything is built (as ``medxfer prepare --hyperrule true``
+        does): the resolution into ``data.init_args``, ``trainer.max_epochs=-1`` (the rule's
+        step count decides). The learning rate and steps wait for the global batch
+        (:meth:`before_fit`)."""
+        config = self.config.get(self.subcommand) if self.subcommand else None
+        if self.subcommand != "fit" or not config or not config.get("hyperrule"):
+            return
+        from medxfer.hyperrule import resolve_data
+
+        self.hyperrule = resolve_data(config["data"])
+        config["trainer"]["max_epochs"] = -1
+
+    def before_fit(self) -> None:
+        """``--hyperrule true``: the rule at the run's global batch (per-process batch x
+        processes x accumulated batches) sets the task's optimiser, lr, schedule and MixUp and
+        the trainer's steps; the saved config holds the values."""
+        config = self.config[self.subcommand]
+        if not config.get("hyperrule", False):
+            return
+        from medxfer.hyperrule import apply_hyperrule, describe_run
+
+        run = apply_hyperrule(self.model, self.datamodule, self.trainer, rule=self.hyperrule)
+        for key, value in run.task_settings().items():
+            config["model"]["init_args"][key] = value
+        config["trainer"]["max_steps"], config["trainer"]["max_epochs"] = run.total_steps, -1
+        if self.trainer.is_global_zero:
+            print(describe_run(run, self.datamodule, self.trainer))
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):
@@ -105,7 +132,10 @@ class MedxferCLI(LightningCLI):
         self.write_results(self.trainer.logged_metrics)
 
     def write_results(self, results: Sequence[dict[str, Any]] | dict[str, Any]) -> None:
-        """Write test metrics to ``results.json`` / ``results.md`` in the run folder and print them."""
+        """Write test metrics to ``results.json`` (strict JSON: NaN as ``null``) and
+        ``results.md`` in the run folder, and print them."""
+        from medxfer import artifacts
+
         if not self.trainer.is_global_zero:
             return
         flat: dict[str, float] = {}
@@ -115,16 +145,28 @@ class MedxferCLI(LightningCLI):
             return
         out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(flat, indent=2, sort_keys=True))
+        (out / artifacts.RESULTS_JSON).write_text(
+            json.dumps(artifacts.jsonable(flat), indent=2, sort_keys=True, allow_nan=False)
+        )
         table = format_results(flat)
-        (out / "results.md").write_text(table + "\n")
-        print(f"\n{table}\n\nwritten to {out / 'results.md'}")
+        (out / artifacts.RESULTS_MD).write_text(table + "\n")
+        print(f"\n{table}\n\nwritten to {out / artifacts.RESULTS_MD}")
 
 
 def format_results(flat: dict[str, float]) -> str:
     """Markdown tables of ``test/<set>/<metric>`` values: one row per test set with the headline
-    metrics (AUROC, ECE, loss, per-label AUROC), then one row per set and attribute with the
-    subgroup summary when subgroup metrics were logged."""
+    metrics (AUROC, ECE, loss, per-label AUROC with its number of positives), then one row per
+    set and attribute with the subgroup summary when subgroup metrics were logged. NaN (e.g. a
+    gap with fewer than two scored subgroups) reads ``n/a``.
+
+    Example:
+        >>> print(format_results({"test/nih/auroc/Edema": 0.75, "test/nih/positives/Edema": 12}))
+        | set | auroc/Edema |
+        |---|---|
+        | nih | 0.7500 (12 pos) |
+    """
+    from medxfer.naming import POSITIVES, SUBGROUP, SUBGROUP_SUMMARY
+
     rows: dict[str, dict[str, float]] = {}
     for key, value in flat.items():
         _, name, metric = key.split("/", 2)
@@ -133,28 +175,38 @@ def format_results(flat: dict[str, float]) -> str:
     def cell(v: float | None) -> str:
         return "n/a" if v is None or math.isnan(v) else f"{v:.4f}"
 
+    def main_cell(r: dict[str, float], metric: str) -> str:
+        text = cell(r.get(metric))
+        if metric.startswith("auroc/"):
+            pos = r.get(f"{POSITIVES}/{metric.removeprefix('auroc/')}")
+            text += "" if pos is None or math.isnan(pos) else f" ({pos:.0f} pos)"
+        return text
+
     def order(m: str) -> tuple:
         return (m.startswith("loss"), "/" in m, m)
 
-    main = sorted({m for r in rows.values() for m in r if not m.startswith("subgroup/")}, key=order)
+    apart = (f"{SUBGROUP}/", f"{POSITIVES}/")
+    main = sorted({m for r in rows.values() for m in r if not m.startswith(apart)}, key=order)
     lines = ["| set | " + " | ".join(main) + " |", "|---" * (len(main) + 1) + "|"]
     lines += [
-        f"| {name} | " + " | ".join(cell(r.get(c)) for c in main) + " |" for name, r in rows.items()
+        f"| {name} | " + " | ".join(main_cell(r, c) for c in main) + " |"
+        for name, r in rows.items()
     ]
-    summary = ("mean", "gap", "worst", "ratio")
-    attrs = sorted({m.split("/")[1] for r in rows.values() for m in r if m.startswith("subgroup/")})
+    attrs = sorted(
+        {m.split("/")[1] for r in rows.values() for m in r if m.startswith(f"{SUBGROUP}/")}
+    )
     if attrs:
         lines += [
             "",
-            "| set | attribute | " + " | ".join(summary) + " |",
-            "|---" * (len(summary) + 2) + "|",
+            "| set | attribute | " + " | ".join(SUBGROUP_SUMMARY) + " |",
+            "|---" * (len(SUBGROUP_SUMMARY) + 2) + "|",
         ]
         for name, r in rows.items():
             for a in attrs:
-                if any(k.startswith(f"subgroup/{a}/") for k in r):
+                if any(k.startswith(f"{SUBGROUP}/{a}/") for k in r):
                     lines.append(
                         f"| {name} | {a} | "
-                        + " | ".join(cell(r.get(f"subgroup/{a}/{s}")) for s in summary)
+                        + " | ".join(cell(r.get(f"{SUBGROUP}/{a}/{s}")) for s in SUBGROUP_SUMMARY)
                         + " |"
                     )
     return "\n".join(lines)

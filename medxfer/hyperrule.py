@@ -2,34 +2,76 @@
 (Kolesnikov et al., "Big Transfer (BiT): General Visual Representation Learning", ECCV 2020,
 section 3.3 and the released ``bit_hyperrule.py``).
 
-* batch 512, SGD with momentum 0.9, base learning rate 0.003, linear warm-up, then the rate
-  divided by 10 at each later boundary of the schedule, and training over at its last;
+The published rule, stated for a global batch of 512:
+
+* SGD with momentum 0.9, base learning rate 0.003, linear warm-up, then the rate divided by 10
+  at each later boundary of the schedule, and training over at its last;
 * schedule by dataset size: under 20k examples 500 steps (boundaries 100/200/300/400/500),
   under 500k examples 10k steps (500/3000/6000/9000/10000), else 20k steps
   (500/6000/12000/18000/20000);
 * MixUp with alpha 0.1 from 20k examples on, none below;
 * resolution by image area: under 96 x 96 pixels resize to 160 and crop 128, else resize to 512
   and crop 480.
+
+**Other batch sizes.** medxfer keeps the user's batch and scales the rule to the run's *global*
+batch ``B`` = per-process batch x processes (``trainer.world_size``) x
+``trainer.accumulate_grad_batches`` (:meth:`HyperRule.for_batch`): every boundary becomes
+``ceil(step * 512 / B)`` optimizer steps, so each phase sees at least the rule's examples (the
+run sees ``512 x`` the rule's steps: 256,000 examples for 500 steps), and the learning rate is
+``0.003 * B / 512`` (linear scaling). At ``B = 512`` (e.g. 8 GPUs x 64, or 32 x 16 accumulated
+batches as BiT's ``batch_split`` does) this is the published rule step for step.
+
+**Resolution per modality.** The rule's resolution table is for natural images read through a
+resize-then-crop transform: it is applied to datamodules that have both ``resize`` and
+``image_size`` (chest X-ray, ImageTable). Datamodules that resize to ``image_size`` without a
+crop (mammography, 2048 px by default; dermatology, 448 px) keep their configured
+``image_size`` -- shrinking a mammogram to 480 px would lose the findings -- and a warning says
+so; the rest of the rule still applies.
+
+The rule is resolved from the ``data`` section alone, before the task and the trainer are built
+(:func:`resolve_data`), so ``medxfer prepare --hyperrule true`` caches images at the resolution
+``medxfer fit --hyperrule true`` trains at; the learning rate and step counts need the global
+batch and are set on the built run (:func:`apply_hyperrule`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
-__all__ = ["HyperRule", "bit_hyperrule"]
+from lightning.pytorch.utilities import rank_zero_warn
+
+__all__ = [
+    "HyperRule",
+    "apply_hyperrule",
+    "bit_hyperrule",
+    "describe_run",
+    "global_batch",
+    "hyperrule_of",
+    "resolution_settings",
+    "resolve_data",
+]
+
+#: The rule's (resize, crop) sides: below 96 x 96 pixels, and from there on.
+SMALL_RESOLUTION, LARGE_RESOLUTION = (160, 128), (512, 480)
 
 
 @dataclass(frozen=True)
 class HyperRule:
-    """The BiT-HyperRule settings of one dataset.
+    """The BiT-HyperRule settings of one dataset, at one global batch.
 
     Attributes:
-        resolution: (precrop, crop) sides in pixels.
-        schedule: step boundaries: warm-up end, decay steps, end of training.
+        resolution: (resize, crop) sides in pixels.
+        schedule: optimizer-step boundaries: warm-up end, decay steps, end of training.
         mixup: MixUp alpha (0: none).
-        base_lr: learning rate after warm-up (for ``batch_size``).
-        batch_size: the batch the rule is stated for.
+        base_lr: learning rate after warm-up.
+        batch_size: the global batch the schedule and ``base_lr`` are for (512 as published).
+        momentum: SGD momentum.
+        decay_factor: the rate's multiplier at each decay boundary.
+        dataset_size: training examples the rule was chosen for.
+        image_size: (H, W) of the image the resolution was chosen for.
     """
 
     resolution: tuple[int, int]
@@ -37,10 +79,19 @@ class HyperRule:
     mixup: float
     base_lr: float = 0.003
     batch_size: int = 512
+    momentum: float = 0.9
+    decay_factor: float = 0.1
+    dataset_size: int | None = None
+    image_size: tuple[int, int] | None = None
 
     @property
     def total_steps(self) -> int:
         return self.schedule[-1]
+
+    @property
+    def examples_seen(self) -> int:
+        """Training examples drawn over the whole schedule (``total_steps * batch_size``)."""
+        return self.total_steps * self.batch_size
 
     def lr_at(self, step: int) -> float | None:
         """Learning rate at optimizer ``step``; None once training is over."""
@@ -49,11 +100,46 @@ class HyperRule:
             return self.base_lr * step / warmup
         if step >= self.schedule[-1]:
             return None
-        return self.base_lr / 10 ** sum(1 for b in self.schedule[1:] if b < step)
+        return self.base_lr * self.decay_factor ** sum(1 for b in self.schedule[1:] if b < step)
+
+    def for_batch(self, batch_size: int) -> HyperRule:
+        """The rule at global batch ``batch_size``: each boundary at the same number of examples
+        (``ceil(step * self.batch_size / batch_size)`` steps, never fewer examples) and the
+        learning rate scaled linearly.
+
+        Example:
+            >>> run = bit_hyperrule(10_000, 224).for_batch(32)
+            >>> run.schedule, run.examples_seen, run.base_lr
+            ((1600, 3200, 4800, 6400, 8000), 256000, 0.0001875)
+        """
+        if batch_size < 1:
+            raise ValueError(f"the global batch must be positive, got {batch_size}")
+        return replace(
+            self,
+            schedule=tuple(-(-b * self.batch_size // batch_size) for b in self.schedule),
+            base_lr=self.base_lr * batch_size / self.batch_size,
+            batch_size=batch_size,
+        )
+
+    def task_settings(self) -> dict[str, Any]:
+        """The :class:`~medxfer.tasks.TransferTask` hyper-parameters of this rule (at its
+        ``batch_size``)."""
+        return {
+            "optimizer": "sgd",
+            "momentum": self.momentum,
+            "lr": self.base_lr,
+            "schedule": "step",
+            "warmup_steps": self.schedule[0],
+            "decay_every": None,
+            "decay_at": list(self.schedule[1:-1]),
+            "decay_factor": self.decay_factor,
+            "mixup": self.mixup,
+        }
 
 
 def bit_hyperrule(dataset_size: int, image_size: int | Sequence[int]) -> HyperRule:
-    """The BiT-HyperRule for ``dataset_size`` training examples of ``image_size`` ((H, W) or a side).
+    """The BiT-HyperRule for ``dataset_size`` training examples of ``image_size`` ((H, W) or a side),
+    at the published global batch of 512 (:meth:`HyperRule.for_batch` for another).
 
     Example:
         >>> rule = bit_hyperrule(50_000, (224, 224))
@@ -63,70 +149,170 @@ def bit_hyperrule(dataset_size: int, image_size: int | Sequence[int]) -> HyperRu
     if dataset_size <= 0:
         raise ValueError(f"dataset_size must be positive, got {dataset_size}")
     h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    resolution = (160, 128) if h * w < 96 * 96 else (512, 480)
+    resolution = SMALL_RESOLUTION if h * w < 96 * 96 else LARGE_RESOLUTION
     if dataset_size < 20_000:
         schedule = (100, 200, 300, 400, 500)
     elif dataset_size < 500_000:
         schedule = (500, 3000, 6000, 9000, 10_000)
     else:
         schedule = (500, 6000, 12_000, 18_000, 20_000)
-    return HyperRule(resolution, schedule, 0.0 if dataset_size < 20_000 else 0.1)
-
-
-def _first_image_size(dataset: object) -> tuple[int, int] | None:
-    """(H, W) of the first image file of a medxfer dataset (``paths`` attribute), from the
-    image cache when the dataset reads one."""
-    from PIL import Image
-
-    paths = getattr(dataset, "paths", None)
-    if not paths:
-        return None
-    first = paths[0]
-    while isinstance(first, list):
-        first = next((p for p in first if p), None)
-    if not first:
-        return None
-    cached = getattr(getattr(dataset, "images", None), "source_shape", None)
-    if cached is not None:  # reading from a cache: the source files may not be here
-        return cached(first)
-    try:
-        with Image.open(first) as img:
-            return img.size[1], img.size[0]
-    except OSError:
-        import pydicom
-
-        ds = pydicom.dcmread(first, stop_before_pixels=True)
-        return int(ds.Rows), int(ds.Columns)
-
-
-def apply_hyperrule(model: object, datamodule: object, trainer: object) -> HyperRule:
-    """Set a run's hyper-parameters by BiT-HyperRule (``medxfer fit --hyperrule true``).
-
-    Reads the training split to count examples and the first image for its size, then sets the
-    task's optimiser (SGD, momentum 0.9, lr ``0.003 * batch / 512``), warm-up and step decay
-    (÷10 at each boundary), MixUp alpha, the datamodule's resize / crop, and the trainer's
-    ``max_steps``. Returns the rule.
-    """
-    datamodule.setup("fit")  # type: ignore[attr-defined]
-    train = datamodule.train_set  # type: ignore[attr-defined]
-    size = _first_image_size(train) or (224, 224)
-    rule = bit_hyperrule(len(train), size)
-    hp = model.hparams  # type: ignore[attr-defined]
-    batch = datamodule.batch_size  # type: ignore[attr-defined]
-    hp.update(
-        optimizer="sgd",
-        momentum=0.9,
-        lr=rule.base_lr * batch / rule.batch_size,
-        schedule="step",
-        warmup_steps=rule.schedule[0],
-        decay_every=None,
-        decay_at=list(rule.schedule[1:-1]),
-        decay_factor=0.1,
-        mixup=rule.mixup,
+    return HyperRule(
+        resolution,
+        schedule,
+        0.0 if dataset_size < 20_000 else 0.1,
+        dataset_size=dataset_size,
+        image_size=(int(h), int(w)),
     )
-    dhp = datamodule.hparams  # type: ignore[attr-defined]
-    if "image_size" in dhp:
-        dhp["resize"], dhp["image_size"] = rule.resolution
-        datamodule.reset()  # type: ignore[attr-defined]  # rebuilt at the new size
-    trainer.fit_loop.max_steps = rule.total_steps  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------------ the data side
+def _training_table(datamodule: Any) -> Any:
+    """The training rows of a datamodule: its split after ``train_fraction`` /
+    ``shots_per_class``, before image checks (no image is read)."""
+    parts = datamodule.prepare_tables()
+    return datamodule.subsample_train(
+        parts["train"], datamodule.strata(parts["train"]), f"{datamodule.name} train"
+    )
+
+
+def _image_size(datamodule: Any, path: str) -> tuple[int, int]:
+    """(H, W) of one image: from its file's header, else from the datamodule's image cache (at
+    the side it is configured with or at one the rule sets)."""
+    if os.path.isfile(path):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as img:
+                return img.size[1], img.size[0]
+        except UnidentifiedImageError:
+            import pydicom
+
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            return int(ds.Rows), int(ds.Columns)
+    if datamodule.cache:
+        from medxfer.data.cache import CacheError, CacheSettings, ImageCache
+
+        sides = (datamodule.cache_side, SMALL_RESOLUTION[0], LARGE_RESOLUTION[0])
+        for side in dict.fromkeys(sides):
+            try:
+                cache = ImageCache(datamodule.cache, CacheSettings(datamodule.reader, side))
+                return cache.source_shape(path)
+            except CacheError:
+                continue
+    raise FileNotFoundError(
+        f"BiT-HyperRule reads the size of the first training image, {path}: not found"
+        + (f", nor in the image cache {datamodule.cache}" if datamodule.cache else "")
+    )
+
+
+def hyperrule_of(datamodule: Any) -> HyperRule:
+    """The rule of a datamodule's training split: its number of rows (after ``train_fraction``
+    / ``shots_per_class``; rows that ``skip_bad_images`` drops later are not subtracted) and the
+    size of its first image. Reads the tables, not the model or the trainer."""
+    train = _training_table(datamodule)
+    first = (
+        train["path"].iloc[0] if "path" in train else next(p for p in train["paths"].iloc[0] if p)
+    )
+    return bit_hyperrule(len(train), _image_size(datamodule, str(first)))
+
+
+def resolution_settings(datamodule: Any, rule: HyperRule) -> dict[str, int]:
+    """The ``data.init_args`` the rule sets: ``resize`` and ``image_size`` (the crop) for
+    datamodules that resize then crop; none, with a warning, for those that only resize (the
+    rule's natural-image resolution would shrink e.g. a 2048 px mammogram to 480 px)."""
+    hp = datamodule.hparams
+    if "resize" in hp and "image_size" in hp:
+        resize, crop = rule.resolution
+        return {"resize": resize, "image_size": crop}
+    rank_zero_warn(
+        f"BiT-HyperRule: {type(datamodule).__name__} resizes to image_size without a crop, "
+        f"which the rule's natural-image resolution (resize {rule.resolution[0]}, crop "
+        f"{rule.resolution[1]}) does not cover; image_size={hp.get('image_size')} is kept"
+    )
+    return {}
+
+
+def resolve_data(data: Any) -> HyperRule:
+    """Resolve the rule from a parsed ``data`` config section (``class_path`` / ``init_args``)
+    before anything else is built: builds the datamodule alone, reads its tables and first
+    image, writes the resolution into ``data.init_args`` in place and prints what it set.
+    Returns the rule (at the published batch of 512)."""
+    from medxfer.prepare import datamodule_from_section
+
+    datamodule = datamodule_from_section(data)
+    rule = hyperrule_of(datamodule)
+    settings = resolution_settings(datamodule, rule)
+    for key, value in settings.items():
+        data["init_args"][key] = value
+    h, w = rule.image_size or (0, 0)
+    where = ", ".join(f"{k}={v}" for k, v in settings.items()) or (
+        f"image_size={datamodule.hparams.get('image_size')} kept (no crop step)"
+    )
+    _say(
+        f"BiT-HyperRule: {rule.dataset_size:,} training examples, first image {h}x{w} px -> "
+        f"{type(datamodule).__name__} {where}; MixUp {rule.mixup:g}; the rule's "
+        f"{rule.total_steps} steps at batch {rule.batch_size} (lr, steps: at the run's global "
+        "batch)"
+    )
     return rule
+
+
+# ------------------------------------------------------------------------------- the run side
+def global_batch(datamodule: Any, trainer: Any) -> int:
+    """Examples per optimizer step: per-process batch x processes x accumulated batches."""
+    return (
+        int(datamodule.batch_size) * int(trainer.world_size) * int(trainer.accumulate_grad_batches)
+    )
+
+
+def apply_hyperrule(
+    model: Any, datamodule: Any, trainer: Any, rule: HyperRule | None = None
+) -> HyperRule:
+    """Set a built run's hyper-parameters by BiT-HyperRule at its global batch.
+
+    Sets the task's optimiser (SGD, momentum 0.9), learning rate, warm-up, decay boundaries
+    (÷10) and MixUp alpha, and the trainer's ``max_steps`` (``max_epochs`` off: the rule's step
+    count decides), from ``rule.for_batch(global_batch(datamodule, trainer))``. ``rule=None``
+    (the Python API): the rule is read from ``datamodule`` and its resolution set on it (its
+    datasets are rebuilt); ``medxfer fit --hyperrule true`` passes the rule it resolved from the
+    config (:func:`resolve_data`). Returns the run's rule.
+    """
+    if rule is None:
+        rule = hyperrule_of(datamodule)
+        settings = resolution_settings(datamodule, rule)
+        if settings:
+            datamodule.hparams.update(settings)
+            datamodule.reset()
+    run = rule.for_batch(global_batch(datamodule, trainer))
+    model.hparams.update(run.task_settings())
+    trainer.fit_loop.epoch_loop.max_steps = run.total_steps
+    trainer.fit_loop.max_epochs = -1
+    return run
+
+
+def describe_run(run: HyperRule, datamodule: Any, trainer: Any) -> str:
+    """One line on what :func:`apply_hyperrule` set (``run``), with the global batch spelled
+    out and the published rule's examples beside the run's."""
+    line = (
+        f"BiT-HyperRule at global batch {run.batch_size} ({datamodule.batch_size} per process x "
+        f"{trainer.world_size} process(es) x {trainer.accumulate_grad_batches} accumulated): "
+        f"SGD momentum {run.momentum:g}, lr {run.base_lr:.6g}, "
+        f"warm-up {run.schedule[0]} steps, lr x {run.decay_factor:g} after steps "
+        f"{', '.join(map(str, run.schedule[1:-1]))}; {run.total_steps} steps = "
+        f"{run.examples_seen:,} examples"
+    )
+    if run.dataset_size is not None and run.image_size is not None:
+        rule = bit_hyperrule(run.dataset_size, run.image_size)
+        line += (
+            f" (the rule: {rule.total_steps} x {rule.batch_size} = {rule.examples_seen:,} at lr "
+            f"{rule.base_lr:g})"
+        )
+    return line
+
+
+def _say(message: str) -> None:
+    """Print on the global-rank-zero process only."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0:
+        print(message, flush=True)

@@ -5,7 +5,10 @@ The same config that trains reads the cache, so their settings agree by construc
     medxfer prepare -c configs/chexpert_demo.yaml cache/chexpert_256.h5
     medxfer fit -c configs/chexpert_demo.yaml --data.init_args.cache=cache/chexpert_256.h5
 
-Only the config's ``data`` section is used (no model is built, no weights are needed).
+Only the config's ``data`` section is used (no model is built, no weights are needed), and the
+config's ``hyperrule`` switch: with ``hyperrule: true`` (or ``--hyperrule true``, as given to
+``medxfer fit``) the images are cached at the resolution BiT-HyperRule sets
+(:func:`medxfer.hyperrule.resolve_data`).
 Every image of every table the datamodule reads (train, explicit val / test, shifted sets) is
 decoded, resized to the side its transform starts with and stored; the tables are stored beside
 the pixels. A killed run continues where it stopped when started again. See
@@ -26,7 +29,7 @@ import yaml
 from medxfer.data.cache import CacheError
 from medxfer.data.images import ImageDecodeError
 
-__all__ = ["datamodule_from_configs", "main"]
+__all__ = ["datamodule_from_configs", "datamodule_from_section", "main"]
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -36,25 +39,56 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def datamodule_from_configs(configs: Sequence[str | Path], overrides: Sequence[str] = ()) -> Any:
-    """Instantiate the datamodule of ``medxfer fit`` configs (later files override earlier
-    ones, as with repeated ``-c``), with ``--data.init_args.<name>=<value>`` overrides, parsed
-    and type-checked the way LightningCLI parses them."""
+def _data_parser() -> Any:
+    """A parser of the ``data`` section alone, as LightningCLI parses it."""
     from jsonargparse import ArgumentParser
 
-    import medxfer.datamodules  # noqa: F401  (short class names resolve)
-    from medxfer.datamodules import MedxferDataModule
+    from medxfer.datamodules import DATAMODULES, MedxferDataModule
 
+    DATAMODULES.load_plugins()  # plug-in datamodules resolve by short name, as in `medxfer fit`
+
+    parser = ArgumentParser(prog="medxfer prepare", exit_on_error=False)
+    parser.add_subclass_arguments(MedxferDataModule, "data", required=True)
+    return parser
+
+
+def datamodule_from_section(data: Any) -> Any:
+    """Instantiate a ``data`` section (``class_path`` / ``init_args``, a dict or a parsed
+    namespace) alone: no model, no trainer."""
+    section = data.as_dict() if hasattr(data, "as_dict") else dict(data)
+    parser = _data_parser()
+    return parser.instantiate(parser.parse_args(["--data", json.dumps(section)])).data
+
+
+def datamodule_from_configs(
+    configs: Sequence[str | Path], overrides: Sequence[str] = (), hyperrule: bool | None = None
+) -> Any:
+    """Instantiate the datamodule of ``medxfer fit`` configs (later files override earlier
+    ones, as with repeated ``-c``), with ``--data.init_args.<name>=<value>`` overrides, parsed
+    and type-checked the way LightningCLI parses them. ``hyperrule`` (default: the configs'
+    ``hyperrule`` value) sets the resolution BiT-HyperRule gives the fit of the same
+    command."""
     section: dict[str, Any] = {}
     for path in configs:
         loaded = yaml.safe_load(Path(path).read_text()) or {}
         section = _merge(section, loaded.get("data") or {})
+        if hyperrule is None and "hyperrule" in loaded:
+            hyperrule = None if loaded["hyperrule"] is None else bool(loaded["hyperrule"])
     if not section:
         raise ValueError(f"no 'data' section in {', '.join(map(str, configs))}")
-    parser = ArgumentParser(prog="medxfer prepare", exit_on_error=False)
-    parser.add_subclass_arguments(MedxferDataModule, "data", required=True)
+    parser = _data_parser()
     cfg = parser.parse_args(["--data", json.dumps(section), *overrides])
+    if hyperrule:
+        from medxfer.hyperrule import resolve_data
+
+        resolve_data(cfg.data)
     return parser.instantiate(cfg).data
+
+
+def _true_false(value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    return value.lower() == "true"
 
 
 def main(argv: Sequence[str]) -> int:
@@ -73,11 +107,18 @@ def main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--batch-size", type=int, default=64, help="images between flushes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--hyperrule",
+        type=_true_false,
+        default=None,
+        help="cache at BiT-HyperRule's resolution, as `medxfer fit --hyperrule true` trains "
+        "(default: the config's hyperrule value)",
+    )
     args, overrides = parser.parse_known_args(argv)
     bad = [o for o in overrides if not o.startswith("--data.")]
     if bad:
         parser.error(f"unrecognised arguments: {' '.join(bad)} (only --data.* overrides)")
-    dm = datamodule_from_configs(args.config, overrides)
+    dm = datamodule_from_configs(args.config, overrides, hyperrule=args.hyperrule)
     try:
         report = dm.build_cache(
             args.out,

@@ -1,13 +1,25 @@
-"""Study tools: BiT-HyperRule at every boundary, bootstrap intervals (exactness and coverage)."""
+"""Study tools: BiT-HyperRule at every boundary and at the run's global batch (against the
+published rule's examples seen and learning rate), resolved before the run is built and shared
+with `medxfer prepare`; bootstrap intervals (exactness and coverage); MixUp's properties."""
 
 from __future__ import annotations
 
+import math
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning as L
 import numpy as np
 import pytest
-from scipy.stats import norm
+import torch
+import yaml
+from lightning.pytorch.utilities import AttributeDict
+from scipy.stats import beta as beta_distribution
+from scipy.stats import chisquare, norm
 from sklearn.metrics import roc_auc_score
 
-from medxfer.hyperrule import bit_hyperrule
+from medxfer.hyperrule import apply_hyperrule, bit_hyperrule
 from medxfer.metrics import bootstrap_ci, resampled_auroc
 
 
@@ -59,6 +71,93 @@ def test_hyperrule_resolution_by_area(hw: tuple[int, int], resolution: tuple[int
 def test_hyperrule_learning_rate_at_every_boundary(step: int, lr: float | None) -> None:
     got = bit_hyperrule(100_000, 224).lr_at(step)
     assert got == (None if lr is None else pytest.approx(lr))
+
+
+# The published rule is stated at a global batch of 512: the run keeps its examples
+# (512 x the rule's steps, each boundary rounded up to whole steps) and scales the rate
+# (0.003 x batch / 512). Expected values worked out by hand.
+@pytest.mark.parametrize(
+    ("dataset_size", "batch", "lr", "schedule", "examples"),
+    [
+        pytest.param(
+            10_000, 32, 0.0001875, (1600, 3200, 4800, 6400, 8000), 256_000, id="10k-at-32"
+        ),
+        pytest.param(
+            10_000, 512, 0.003, (100, 200, 300, 400, 500), 256_000, id="10k-at-512-as-published"
+        ),
+        pytest.param(
+            10_000, 48, 0.00028125, (1067, 2134, 3200, 4267, 5334), 256_032, id="10k-at-48-ceil"
+        ),
+        pytest.param(
+            100_000, 256, 0.0015, (1000, 6000, 12_000, 18_000, 20_000), 5_120_000, id="100k-at-256"
+        ),
+        pytest.param(
+            1_000_000, 1024, 0.006, (250, 3000, 6000, 9000, 10_000), 10_240_000, id="1M-at-1024"
+        ),
+    ],
+)
+def test_hyperrule_at_a_global_batch_keeps_the_rules_examples(
+    dataset_size: int, batch: int, lr: float, schedule: tuple, examples: int
+) -> None:
+    run = bit_hyperrule(dataset_size, 224).for_batch(batch)
+    assert run.schedule == schedule and run.base_lr == pytest.approx(lr, rel=1e-12)
+    assert run.examples_seen == examples == schedule[-1] * batch
+    assert run.mixup == bit_hyperrule(dataset_size, 224).mixup
+
+
+@pytest.mark.parametrize(
+    ("step", "lr"),
+    [
+        pytest.param(0, 0.0, id="start"),
+        pytest.param(800, 0.00009375, id="mid-warmup"),  # 25,600 examples: the rule's step 50
+        pytest.param(1600, 0.0001875, id="warmup-end"),
+        pytest.param(3200, 0.0001875, id="at-first-decay"),
+        pytest.param(3201, 0.00001875, id="after-first-decay"),
+        pytest.param(4801, 0.000001875, id="after-second"),
+        pytest.param(6401, 0.0000001875, id="after-third"),
+        pytest.param(8000, None, id="over"),  # 256,000 examples: the rule's 500 x 512
+    ],
+)
+def test_hyperrule_learning_rate_at_batch_32(step: int, lr: float | None) -> None:
+    got = bit_hyperrule(10_000, 224).for_batch(32).lr_at(step)
+    assert got == (None if lr is None else pytest.approx(lr, rel=1e-12))
+
+
+def _cpu_trainer(**kw) -> L.Trainer:
+    devices = kw.get("devices", 1) * kw.get("num_nodes", 1)
+    kw.setdefault("strategy", "ddp" if devices > 1 else "auto")
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize(
+    ("per_process", "devices", "nodes", "accumulate", "lr", "steps"),
+    [
+        pytest.param(64, 8, 1, 1, 0.003, 500, id="8-devices-x-64-is-the-rule"),
+        pytest.param(32, 1, 1, 1, 0.0001875, 8000, id="1-device-x-32"),
+        pytest.param(16, 2, 1, 3, 0.0005625, 2667, id="2-devices-x-16-x-3-accumulated"),
+        pytest.param(8, 2, 2, 2, 0.000375, 4000, id="2-nodes-x-2-devices-x-8-x-2"),
+        pytest.param(32, 1, 1, 16, 0.003, 500, id="32-x-16-accumulated-as-batch-split"),
+    ],
+)
+def test_hyperrule_uses_the_global_batch(
+    per_process: int, devices: int, nodes: int, accumulate: int, lr: float, steps: int
+) -> None:
+    """Issue 13: on 8 devices x 64 the rule's 0.003, not 0.003 x 64 / 512."""
+    trainer = _cpu_trainer(devices=devices, num_nodes=nodes, accumulate_grad_batches=accumulate)
+    model = SimpleNamespace(hparams=AttributeDict(lr=0.1, optimizer="adam"))
+    dm = SimpleNamespace(batch_size=per_process)
+    apply_hyperrule(model, dm, trainer, rule=bit_hyperrule(10_000, 224))
+    assert model.hparams.lr == pytest.approx(lr, rel=1e-12) and model.hparams.optimizer == "sgd"
+    assert (trainer.max_steps, trainer.max_epochs) == (steps, -1)
+    examples = trainer.max_steps * per_process * devices * nodes * accumulate
+    assert 256_000 <= examples < 256_000 + per_process * devices * nodes * accumulate
 
 
 def test_resampled_auroc_equals_sklearn_on_each_resample() -> None:
@@ -154,33 +253,76 @@ def test_datamodule_train_fraction(synthetic_cxr) -> None:
     assert abs(len(sizes[0.5]) / len(sizes[None]) - 0.5) < 0.05
 
 
-def test_mixup_mixes_images_and_targets_with_one_lambda() -> None:
-    import torch
+def _mixup_pairs(out: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """Lambda and partner of each row of MixUp applied to one-hot images ``x_i = e_i``:
+    ``lam e_i + (1 - lam) e_perm(i)``, read off the output alone."""
+    b = len(out)
+    own = out.diagonal()
+    others = out - torch.diag(own)
+    partner = torch.where(others.abs().sum(1) > 0, others.argmax(1), torch.arange(b))
+    mixed = own < 1
+    lam = float(own[mixed][0]) if mixed.any() else 1.0
+    return lam, partner
 
+
+def test_mixup_mixes_images_targets_and_masks_of_one_permutation_with_one_lambda() -> None:
+    from medxfer.tasks import mixup_batch
+
+    nan = float("nan")
+    b = 6
+    x = torch.eye(b, dtype=torch.float64)  # image i is e_i: each output row shows its pair
+    t = torch.tensor([[1, 0], [0, 1], [1, nan], [0, 0], [nan, 1], [1, 1]], dtype=torch.float64)
+    mask = torch.tensor([[1, 0], [1, 1], [0, 1], [1, 0], [0, 0], [1, 0]], dtype=torch.bool)
+    for seed in range(20):
+        torch.manual_seed(seed)
+        out = mixup_batch({"image": x, "target": t, "mask": mask, "id": list("abcdef")}, 0.4)
+        lam, partner = _mixup_pairs(out["image"])
+        assert 0.0 <= lam <= 1.0
+        assert sorted(partner.tolist()) == list(range(b))  # a permutation of the batch
+        expected_image = torch.zeros(b, b, dtype=torch.float64)
+        for i, j in enumerate(partner.tolist()):  # by hand: lam e_i + (1 - lam) e_j
+            expected_image[i, i] += lam
+            expected_image[i, j] += 1 - lam
+        torch.testing.assert_close(out["image"], expected_image)
+        for i, j in enumerate(partner.tolist()):
+            for k in range(2):
+                a, c = float(t[i, k]), float(t[j, k])
+                got = float(out["target"][i, k])
+                if math.isnan(a) or math.isnan(c):
+                    assert math.isnan(got)  # unknown in either stays unknown
+                else:
+                    assert got == pytest.approx(lam * a + (1 - lam) * c)
+            assert out["mask"][i].tolist() == [
+                bool(mask[i, k]) or bool(mask[j, k]) for k in range(2)
+            ]
+        assert out["id"] == list("abcdef")
+
+
+@pytest.mark.parametrize("alpha", [pytest.param(0.1, id="bit-0.1"), pytest.param(0.4, id="0.4")])
+def test_mixup_lambda_follows_beta_alpha_alpha(alpha: float) -> None:
+    """Lambda read off the mixed images, tested against scipy's Beta(alpha, alpha)."""
     from medxfer.tasks import mixup_batch
 
     torch.manual_seed(0)
-    x = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 2, 2)
-    t = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, float("nan")], [0.0, 0.0]])
-    out = mixup_batch(
-        {
-            "image": x,
-            "target": t,
-            "mask": torch.tensor([[1, 0], [1, 1], [1, 0], [1, 0]], dtype=torch.bool),
-        },
-        0.4,
-    )
-    torch.manual_seed(0)
-    lam = float(torch.distributions.Beta(0.4, 0.4).sample())
-    perm = torch.randperm(4)
-    torch.testing.assert_close(out["image"], lam * x + (1 - lam) * x[perm])
-    torch.testing.assert_close(out["target"], lam * t + (1 - lam) * t[perm], equal_nan=True)
-    assert torch.isnan(out["target"][(perm == 2).nonzero()[0, 0], 1]) and out["mask"][:, 0].all()
+    x = torch.eye(16, dtype=torch.float64)  # 16 rows: some row is mixed with another
+    target = torch.zeros(16, 1, dtype=torch.float64)
+    batch = {"image": x, "target": target}
+    lams = [_mixup_pairs(mixup_batch(batch, alpha)["image"])[0] for _ in range(1000)]
+    # binned (float32 draws stop at 1 - 6e-8, so the top bin starts below that)
+    edges = np.array([0, 1e-6, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 1 - 1e-6, 1])
+    counts, _ = np.histogram(lams, edges)
+
+    def p_value(a: float, b: float) -> float:
+        expected = np.diff(beta_distribution(a, b).cdf(edges)) * len(lams)
+        return chisquare(counts, expected).pvalue
+
+    assert p_value(alpha, alpha) > 0.01
+    assert p_value(alpha, 2 * alpha) < 1e-3  # the test can tell
 
 
-def test_hyperrule_applied_to_a_run(synthetic_cxr) -> None:
+def test_hyperrule_applied_to_a_built_run(synthetic_cxr) -> None:
+    """The Python API on built objects: 16 per process x 2 accumulated = global batch 32."""
     from medxfer.datamodules import ChestXrayDataModule, CXRTable
-    from medxfer.hyperrule import apply_hyperrule
     from medxfer.tasks import MultiLabelClassifier
 
     dm = ChestXrayDataModule(
@@ -189,23 +331,119 @@ def test_hyperrule_applied_to_a_run(synthetic_cxr) -> None:
     task = MultiLabelClassifier(
         backbone="timm/test_resnet", num_classes=5, optimizer="adam", lr=0.1
     )
-
-    class FakeTrainer:
-        class fit_loop:
-            max_steps = -1
-
-    trainer = FakeTrainer()
-    rule = apply_hyperrule(task, dm, trainer)
-    assert rule.schedule == (100, 200, 300, 400, 500) and rule.resolution == (
-        160,
-        128,
-    )  # 40 px images, < 20k cases
+    trainer = _cpu_trainer(accumulate_grad_batches=2, max_epochs=3)
+    run = apply_hyperrule(task, dm, trainer)
+    assert run.resolution == (160, 128)  # 40 px images, < 20k cases
     hp = task.hparams
-    got = (hp.optimizer, hp.momentum, hp.warmup_steps, hp.decay_at, hp.mixup)
-    assert got == ("sgd", 0.9, 100, [200, 300, 400], 0.0)
-    assert hp.lr == pytest.approx(0.003 * 16 / 512) and trainer.fit_loop.max_steps == 500
+    got = (hp.optimizer, hp.momentum, hp.schedule, hp.warmup_steps, hp.decay_at, hp.mixup)
+    assert got == ("sgd", 0.9, "step", 1600, [3200, 4800, 6400], 0.0)
+    assert hp.lr == pytest.approx(0.003 * 32 / 512)
+    assert (trainer.max_steps, trainer.max_epochs) == (8000, -1)  # 8000 x 32 = 500 x 512
     dm.setup("fit")
     assert dm.train_set[0]["image"].shape[-1] == 128
-    for step in (99, 100, 150, 200, 201, 250, 301, 450):  # the task's schedule is the rule's
-        expected = rule.lr_at(step + 1 if step < 100 else step) * 16 / 512  # warm-up counts from 1
-        assert task.lr_factor(step, 500) * hp.lr == pytest.approx(expected)
+    # the task's rate at hand-picked steps (its warm-up counts steps from 1)
+    for step, lr in ((799, 0.00009375), (1599, 0.0001875), (3200, 0.0001875), (3201, 1.875e-5)):
+        assert task.lr_factor(step, 8000) * hp.lr == pytest.approx(lr, rel=1e-12)
+
+
+def _write_config(path: Path, data: dict, batch_size: int = 16, **trainer) -> Path:
+    config = {
+        "trainer": {"accelerator": "cpu", "devices": 1, "logger": False, **trainer},
+        "model": {
+            "class_path": "MultiLabelClassifier",
+            "init_args": {"backbone": "timm/test_resnet", "optimizer": "adam", "lr": 0.1},
+        },
+        "data": {**data, "init_args": {**data["init_args"], "batch_size": batch_size}},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_fit_hyperrule_resolves_before_building_and_prepare_caches_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`medxfer prepare --hyperrule true` caches at the side `medxfer fit --hyperrule true`
+    trains at; fit builds the datamodule at the rule's resolution (the cache is accepted, and
+    is all it needs: the source images are moved away), and the lr and steps are the rule's
+    at the global batch, in the saved config too."""
+    from lightning.pytorch.cli import SaveConfigCallback
+
+    from medxfer.cli import build_cli
+    from medxfer.data.cache import CacheSettings, ImageCache
+    from medxfer.datamodules import write_synthetic_chexpert
+    from medxfer.prepare import main as prepare_main
+
+    csv = write_synthetic_chexpert(tmp_path / "cxr", n_patients=30, size=40, seed=0)
+    data = {
+        "class_path": "ChestXrayDataModule",
+        "init_args": {"train": {"csv": str(csv)}, "num_workers": 0},
+    }
+    config = _write_config(
+        tmp_path / "cfg.yaml", data, accumulate_grad_batches=2, max_epochs=3, max_steps=7
+    )
+    cache = tmp_path / "cache.h5"
+    rc = prepare_main(
+        ["-c", str(config), str(cache), "--hyperrule", "true", "--workers", "0", "--no-progress"]
+    )
+    assert rc == 0
+    ImageCache(cache, CacheSettings("grey", 160))  # the rule's resize for 40 px images
+    assert "ChestXrayDataModule resize=160, image_size=128" in capsys.readouterr().out
+
+    images = csv.parent / "train"
+    images.rename(tmp_path / "away")  # from here on the cache alone
+    monkeypatch.setattr(L.Trainer, "fit", lambda self, *args, **kwargs: None)
+    monkeypatch.setattr(sys, "argv", ["medxfer"])
+    cli = build_cli(
+        [
+            "fit",
+            "-c",
+            str(config),
+            "--hyperrule=true",
+            f"--data.init_args.cache={cache}",
+            "--test_after_fit=false",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "first image 40x40 px -> ChestXrayDataModule resize=160, image_size=128" in out
+    assert "global batch 32 (16 per process x 1 process(es) x 2 accumulated)" in out
+    dm = cli.datamodule
+    assert (dm.hparams.resize, dm.hparams.image_size, dm.train_set) == (160, 128, None)
+    hp = cli.model.hparams
+    assert (hp.optimizer, hp.lr) == ("sgd", pytest.approx(0.0001875, rel=1e-12))
+    assert (cli.trainer.max_steps, cli.trainer.max_epochs) == (8000, -1)
+    (saved,) = [c for c in cli.trainer.callbacks if isinstance(c, SaveConfigCallback)]
+    assert saved.config["data"]["init_args"]["resize"] == 160
+    assert saved.config["model"]["init_args"]["lr"] == pytest.approx(0.0001875, rel=1e-12)
+    assert saved.config["trainer"]["max_steps"] == 8000
+    dm.setup("fit")  # reads the prepared cache: same settings
+    assert dm.train_set[0]["image"].shape[-1] == 128
+
+
+@pytest.mark.parametrize(
+    ("kind", "class_path", "image_size"),
+    [
+        pytest.param("mammo", "MammographyDataModule", 2048, id="mammography"),
+        pytest.param("derm", "DermatologyDataModule", 448, id="dermatology"),
+    ],
+)
+def test_hyperrule_keeps_the_resolution_of_a_datamodule_without_a_crop(
+    kind: str, class_path: str, image_size: int, tmp_path: Path, capsys
+) -> None:
+    from medxfer.datamodules import write_synthetic_derm, write_synthetic_mammo
+    from medxfer.hyperrule import resolve_data
+    from medxfer.prepare import datamodule_from_configs
+
+    if kind == "mammo":
+        table = write_synthetic_mammo(tmp_path / kind, n_exams=20, size=40, seed=0)
+    else:
+        table = write_synthetic_derm(tmp_path / kind, n_cases=20, size=40, seed=0)
+    data = {"class_path": class_path, "init_args": {"train": str(table), "num_workers": 0}}
+    with pytest.warns(UserWarning, match=rf"{class_path} resizes to image_size without a crop"):
+        rule = resolve_data(data)
+    assert "resize" not in data["init_args"] and "image_size" not in data["init_args"]
+    assert f"image_size={image_size} kept" in capsys.readouterr().out
+    assert rule.schedule[-1] == 500 and rule.image_size == (40, 40)
+    config = _write_config(tmp_path / "cfg.yaml", data, batch_size=4)
+    with pytest.warns(UserWarning, match="without a crop"):
+        dm = datamodule_from_configs([config], hyperrule=True)
+    assert dm.hparams.image_size == dm.cache_side == image_size

@@ -354,13 +354,13 @@ def test_cxr_datamodule_reads_the_cache_with_workers(
     nih = ChestXrayDataModule(**kw, cache=str(tmp_path / "c.h5"))
     nih.setup("test")
     # BiT-HyperRule's resolution needs the source size: from the cache, without the files
-    from medxfer.hyperrule import _first_image_size
+    from medxfer.hyperrule import hyperrule_of
 
     first = nih.train_set.paths[0]
-    assert _first_image_size(nih.train_set) == Image.open(first).size[::-1]
+    assert hyperrule_of(nih).image_size == Image.open(first).size[::-1]
     os.rename(first, first + ".away")
     try:
-        assert _first_image_size(nih.train_set) == Image.open(first + ".away").size[::-1]
+        assert hyperrule_of(nih).image_size == Image.open(first + ".away").size[::-1]
     finally:
         os.rename(first + ".away", first)
     assert len(nih.test_sets["nih"]) == len(pd.read_csv(synthetic_cxr["nih"]))

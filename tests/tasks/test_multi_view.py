@@ -1,4 +1,4 @@
-"""MultiViewClassifier: the focal loss against torchvision's, activation checkpointing exact."""
+"""MultiViewClassifier: the focal loss against the hand formula, activation checkpointing exact."""
 
 from __future__ import annotations
 
@@ -6,24 +6,48 @@ import math
 
 import pytest
 import torch
-from torchvision.ops import sigmoid_focal_loss
 
 from medxfer.tasks import MultiViewClassifier, masked_focal_loss
 
 NAN = float("nan")
+UNKNOWN_LOGIT = 9.0  # the logit of an entry with an unknown target: must not count
 
 
-def test_masked_focal_loss_matches_torchvision_on_known_entries() -> None:
-    logits = torch.tensor([[1.0, -2.0], [0.5, 3.0]])
-    target = torch.tensor([[1.0, NAN], [0.0, 1.0]])
-    known = ~torch.isnan(target)
-    ref = sigmoid_focal_loss(logits[known], target[known], alpha=-1, gamma=1.5, reduction="mean")
-    assert masked_focal_loss(logits, target).item() == pytest.approx(ref.item())
-    # hand check of one term: -(1-p)^1.5 log p for z=1, y=1
-    p = 1 / (1 + math.exp(-1.0))
-    assert sigmoid_focal_loss(
-        torch.tensor([1.0]), torch.tensor([1.0]), alpha=-1, gamma=1.5
-    ).item() == pytest.approx(-((1 - p) ** 1.5) * math.log(p))
+def _focal(z: float, y: float, gamma: float, alpha: float) -> float:
+    """The sigmoid focal loss of one entry by hand (Lin et al., 2017):
+    ``-a_t (1 - p_t)^gamma log p_t``, ``p_t = p`` for ``y = 1`` else ``1 - p``, ``a_t = alpha``
+    for ``y = 1`` else ``1 - alpha`` (no weighting when ``alpha < 0``)."""
+    p = 1 / (1 + math.exp(-z))
+    p_t = p if y == 1 else 1 - p
+    a_t = 1.0 if alpha < 0 else (alpha if y == 1 else 1 - alpha)
+    return -a_t * (1 - p_t) ** gamma * math.log(p_t)
+
+
+@pytest.mark.parametrize(
+    ("gamma", "alpha"),
+    [
+        pytest.param(None, None, id="defaults-gamma-1.5-no-alpha"),
+        pytest.param(2.0, 0.25, id="gamma-2-alpha-0.25"),
+        pytest.param(0.0, -1.0, id="gamma-0-is-bce"),
+    ],
+)
+def test_masked_focal_loss_equals_the_hand_formula_on_known_entries(
+    gamma: float | None, alpha: float | None
+) -> None:
+    logits = torch.tensor([[1.0, -2.0], [0.5, 3.0], [UNKNOWN_LOGIT, -0.7]])
+    target = torch.tensor([[1.0, NAN], [0.0, 1.0], [NAN, 0.0]])
+    kw = {} if gamma is None else {"gamma": gamma, "alpha": alpha}
+    g, a = (1.5, -1.0) if gamma is None else (gamma, alpha)
+    known = [(1.0, 1.0), (0.5, 0.0), (3.0, 1.0), (-0.7, 0.0)]  # (logit, target), NaN skipped
+    expected = sum(_focal(z, y, g, a) for z, y in known) / len(known)
+    assert masked_focal_loss(logits, target, **kw).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_masked_focal_loss_of_no_known_entry_is_zero_with_a_gradient() -> None:
+    logits = torch.tensor([[1.0, -2.0]], requires_grad=True)
+    loss = masked_focal_loss(logits, torch.full((1, 2), NAN))
+    loss.backward()
+    assert loss.item() == 0.0 and logits.grad is not None and not logits.grad.any()
 
 
 def test_checkpointing_gives_the_same_gradients() -> None:

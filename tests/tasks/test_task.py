@@ -1,9 +1,12 @@
-"""TransferTask / MultiLabelClassifier: schedules, losses, L2-SP, freezing, AUROC, a short fit."""
+"""TransferTask / MultiLabelClassifier: schedules (the optimiser's rate against torch's own
+schedulers), losses, L2-SP, freezing, AUROC, a short fit."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,6 +24,32 @@ def _task(**kw) -> MultiLabelClassifier:
     return MultiLabelClassifier(**kw)
 
 
+def _rates(task: MultiLabelClassifier, steps: int) -> list[float]:
+    """The learning rate the task's own optimiser and scheduler give at steps 0..steps-1."""
+    conf = task.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    rates = []
+    for _ in range(steps):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return rates
+
+
+def _torch_rates(
+    make: Callable[[torch.optim.Optimizer], object], lr: float, steps: int
+) -> list[float]:
+    """The learning rate of torch's own scheduler ``make(optimizer)`` at steps 0..steps-1."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = make(opt)
+    rates = []
+    for _ in range(steps):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return rates
+
+
 @pytest.mark.parametrize(
     ("step", "factor"),
     [
@@ -31,15 +60,56 @@ def _task(**kw) -> MultiLabelClassifier:
         pytest.param(250, 0.01, id="second-decay"),
     ],
 )
-def test_step_schedule(step: int, factor: float) -> None:
-    task = _task(warmup_steps=10, decay_every=100, decay_factor=0.1)
-    assert task.lr_factor(step, total_steps=1000) == pytest.approx(factor)
+def test_step_schedule_by_hand(step: int, factor: float) -> None:
+    task = _task(lr=0.5, warmup_steps=10, decay_every=100, decay_factor=0.1)
+    assert _rates(task, step + 1)[step] == pytest.approx(0.5 * factor, rel=1e-9)
 
 
-def test_cosine_schedule() -> None:
-    task = _task(schedule="cosine", warmup_steps=0)
-    assert task.lr_factor(50, total_steps=100) == pytest.approx(0.5)
-    assert task.lr_factor(100, total_steps=100) == pytest.approx(0.0)
+@pytest.mark.parametrize(
+    ("options", "milestones"),
+    [
+        pytest.param({"decay_every": 100}, [100, 200], id="decay-every-100"),
+        pytest.param({"decay_at": [120, 180]}, [121, 181], id="decay-after-120-and-180"),
+    ],
+)
+def test_step_schedule_equals_torch_linear_warmup_then_multistep(
+    options: dict, milestones: list[int]
+) -> None:
+    """Linear warm-up over 10 steps (1/10 ... 10/10), then x0.3 at each milestone: torch's
+    ``LinearLR`` chained with ``MultiStepLR`` (``decay_at`` decays the step after each)."""
+    task = _task(lr=0.2, warmup_steps=10, decay_factor=0.3, **options)
+    expected = _torch_rates(
+        lambda opt: torch.optim.lr_scheduler.ChainedScheduler(
+            [
+                torch.optim.lr_scheduler.LinearLR(opt, 0.1, 1.0, total_iters=9),
+                torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.3),
+            ]
+        ),
+        0.2,
+        250,
+    )
+    np.testing.assert_allclose(_rates(task, 250), expected, rtol=1e-9, atol=1e-15)
+
+
+def test_cosine_schedule_equals_torch_linear_warmup_then_cosine_annealing() -> None:
+    """10 warm-up steps, then ``CosineAnnealingLR`` to 0 over the remaining 90 of 100."""
+    task = _task(lr=0.2, schedule="cosine", warmup_steps=10)
+    task._trainer = SimpleNamespace(estimated_stepping_batches=100)  # what configure reads
+    expected = _torch_rates(
+        lambda opt: torch.optim.lr_scheduler.SequentialLR(
+            opt,
+            [
+                torch.optim.lr_scheduler.LinearLR(opt, 0.1, 1.0, total_iters=9),
+                torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=90, eta_min=0.0),
+            ],
+            milestones=[10],
+        ),
+        0.2,
+        101,
+    )
+    got = _rates(task, 101)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-15)
+    assert got[55] == pytest.approx(0.1) and got[100] == pytest.approx(0.0, abs=1e-15)
 
 
 def test_masked_bce_equals_hand_computation() -> None:
