@@ -12,6 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+from medxfer import artifacts
+from medxfer.metrics import stage_drift
+
 __all__ = ["plot_cka_vs_depth", "plot_drift_per_block", "plot_reliability"]
 
 
@@ -46,18 +49,19 @@ def plot_reliability(
 
 
 def plot_cka_vs_depth(history: Sequence[Mapping], path: str | os.PathLike[str]) -> None:
-    """CKA between initial and current features at each stage, one line per recorded epoch."""
+    """CKA between initial and current features at each stage, one line per record of
+    ``cka.json``'s history (``{"when", "epoch", "step", "cka": {stage: value}}``)."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for rec in history:
-        stages = list(rec["cka"])
+        cka = rec[artifacts.CKA]
         ax.plot(
-            range(len(stages)),
-            [rec["cka"][s] for s in stages],
+            range(len(cka)),
+            list(cka.values()),
             "o-",
-            label=f"{rec['when']} (epoch {rec['epoch']})",
+            label=f"{rec[artifacts.WHEN]} (epoch {rec[artifacts.EPOCH]})",
         )
     if history:
-        stages = list(history[-1]["cka"])
+        stages = list(history[-1][artifacts.CKA])
         ax.set_xticks(range(len(stages)), stages, rotation=30, ha="right", fontsize=8)
     ax.set(
         ylabel="linear CKA to initial", ylim=(0, 1.05), title="feature similarity to initialisation"
@@ -71,13 +75,16 @@ def plot_cka_vs_depth(history: Sequence[Mapping], path: str | os.PathLike[str]) 
 def plot_drift_per_block(
     drift: Mapping[str, Mapping[str, float]], path: str | os.PathLike[str]
 ) -> None:
-    """Mean |w - w0| of the conv kernels of each block, shallow to deep."""
-    blocks = [k for k in drift if k.startswith("block/")] or [
-        k for k in drift if k.startswith("stage/")
-    ]
+    """Mean |w - w0| of the conv kernels of each block, shallow to deep (each stage when
+    ``drift``, a :func:`medxfer.metrics.weight_drift` result, has no blocks)."""
+    stages = stage_drift(drift)
+    # weight_drift's entries are "<stage or block>/<module>"; those not stages are blocks
+    blocks = {
+        name: v for key, v in drift.items() if (name := key.split("/", 1)[1]) not in stages
+    } or stages
     fig, ax = plt.subplots(figsize=(max(5, 0.18 * len(blocks)), 3.5))
-    ax.bar(range(len(blocks)), [drift[b]["l1"] for b in blocks], color="C0")
-    ax.set_xticks(range(len(blocks)), [b.split("/", 1)[1] for b in blocks], rotation=90, fontsize=6)
+    ax.bar(range(len(blocks)), [v["l1"] for v in blocks.values()], color="C0")
+    ax.set_xticks(range(len(blocks)), list(blocks), rotation=90, fontsize=6)
     ax.set(ylabel="mean |w - w0|", title="weight drift per block")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -20,6 +20,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from medxfer import artifacts
+
 __all__ = ["replica_command", "run_study"]
 
 log = logging.getLogger(__name__)
@@ -51,23 +53,22 @@ def run_study(
     for seed in seeds:
         run_dir = out / name / f"seed{seed}"
         folders.append(run_dir)
-        if (run_dir / "results.json").is_file():
+        if (run_dir / artifacts.RESULTS_JSON).is_file():
             print(f"[study] {name} seed {seed}: done, skipped")
             continue
         run_dir.mkdir(parents=True, exist_ok=True)
         cmd = replica_command(config, run_dir, seed, extra)
         print(f"[study] {name} seed {seed}: running")
-        with open(run_dir / "log.txt", "w") as logf:
+        log_file = run_dir / "log.txt"
+        with open(log_file, "w") as logf:
             rc = subprocess.run(
                 cmd,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 env=dict(os.environ, PYTHONUNBUFFERED="1"),
             ).returncode
-        if rc != 0 or not (run_dir / "results.json").is_file():
-            raise SystemExit(
-                f"[study] {name} seed {seed} failed (exit {rc}); see {run_dir / 'log.txt'}"
-            )
+        if rc != 0 or not (run_dir / artifacts.RESULTS_JSON).is_file():
+            raise SystemExit(f"[study] {name} seed {seed} failed (exit {rc}); see {log_file}")
     return folders
 
 

@@ -19,6 +19,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from medxfer.metrics import masked_multilabel_auroc, metric_key
+from medxfer.naming import POSITIVES
 
 from .base import TransferTask
 
@@ -34,8 +35,10 @@ def masked_mean(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class CaseMetrics(Metric):
     """Top-1 / top-3 accuracy against the top label and one-vs-rest AUROC per class.
 
-    ``compute()`` -> ``{"top1", "top3", "auroc_mean", "auroc/<class>"}``; every case is kept
-    (AUROC is not decomposable) and gathered across DDP ranks.
+    ``compute()`` -> ``{"top1", "top3", "auroc_mean", "auroc/<class>", "positives/<class>"}``,
+    where ``positives/<class>`` counts the cases whose top label is the class (the positives of
+    its one-vs-rest AUROC, named as :class:`medxfer.metrics.MultilabelAUROC` names them). Every
+    case is kept (AUROC is not decomposable) and gathered across DDP ranks.
     """
 
     is_differentiable = False
@@ -63,9 +66,10 @@ class CaseMetrics(Metric):
             "top3": (ranked == top[:, None]).any(dim=1).float().mean(),
             "auroc_mean": torch.nanmean(per_class),
         }
-        out.update(
-            {f"auroc/{metric_key(n)}": v for n, v in zip(self.class_names, per_class, strict=True)}
-        )
+        positives = onehot.sum(dim=0)
+        for name, auroc, pos in zip(self.class_names, per_class, positives, strict=True):
+            out[f"auroc/{metric_key(name)}"] = auroc
+            out[f"{POSITIVES}/{metric_key(name)}"] = pos
         return out
 
 

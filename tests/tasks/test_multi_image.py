@@ -1,15 +1,20 @@
-"""CaseClassifier: padding slots change nothing, soft-target loss and top-k metrics by hand."""
+"""CaseClassifier: padding slots change nothing, soft-target loss, top-k metrics and positives per
+class by hand."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from medxfer.cli import format_results
 from medxfer.datamodules import (
     OTHER,
 )
+from medxfer.metrics import metric_key
+from medxfer.naming import POSITIVES
 from medxfer.tasks import CaseClassifier
 
 
@@ -59,3 +64,27 @@ def test_case_metrics_top_k() -> None:
         2 / 3
     )  # case 1 (c is 2nd), case 2; case 3's Other is 4th
     assert "auroc/Other" in out
+
+
+def test_case_metrics_positives_count_top_labels_across_batches() -> None:
+    names = ["a", "b c", "d", OTHER]
+    # soft targets: the top label is the argmax; class "d" is never the top label
+    batches = [
+        np.array([[0.6, 0.4, 0.0, 0.0], [0.1, 0.7, 0.2, 0.0], [0.0, 0.3, 0.2, 0.5]]),
+        np.array([[0.0, 1.0, 0.0, 0.0], [0.2, 0.5, 0.3, 0.0], [0.9, 0.0, 0.1, 0.0]]),
+    ]
+    m = CaseClassifier(backbone="timm/test_resnet", num_classes=4, label_names=names).make_metrics()
+    gen = torch.Generator().manual_seed(0)
+    for target in batches:
+        probs = torch.rand(len(target), 4, generator=gen).softmax(dim=1)
+        m.update(probs, torch.from_numpy(target).float())
+    out = m.compute()
+    expected = np.bincount(np.concatenate(batches).argmax(axis=1), minlength=4)  # [2, 3, 0, 1]
+    keys = [f"{POSITIVES}/{metric_key(n)}" for n in names]
+    assert keys == ["positives/a", "positives/b_c", "positives/d", "positives/Other"]
+    assert [out[k].item() for k in keys] == expected.tolist()
+    # results.md pairs each class's AUROC with its positives, as for multi-label tasks
+    flat = {f"test/derm/{k}": float(v) for k, v in out.items()}
+    table = format_results(flat)
+    assert "(3 pos)" in table and "n/a (0 pos)" in table
+    assert "positives" not in table.splitlines()[0]  # no column of their own
