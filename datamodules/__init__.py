@@ -49,6 +49,12 @@ from .mammography import (
     swap_laterality,
     write_synthetic_mammo,
 )
+from .segmentation import (
+    SegmentationDataModule,
+    write_synthetic_drive,
+    write_synthetic_montgomery,
+    write_synthetic_siim,
+)
 
 __all__ = [
     "CHEXPERT_LABELS",
@@ -66,6 +72,7 @@ __all__ = [
     "ImageTableDataset",
     "MammographyDataModule",
     "MedxferDataModule",
+    "SegmentationDataModule",
     "Shift",
     "age_group",
     "build_label_space",
@@ -87,7 +94,10 @@ __all__ = [
     "swap_laterality",
     "write_synthetic_chexpert",
     "write_synthetic_derm",
+    "write_synthetic_drive",
     "write_synthetic_mammo",
+    "write_synthetic_montgomery",
     "write_synthetic_nih",
+    "write_synthetic_siim",
     "write_synthetic_table",
 ]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ __all__ = [
     "reliability_plot",
     "subgroups_json",
     "write_json",
+    "write_text",
 ]
 
 # Files and folders -----------------------------------------------------------------------------
@@ -133,6 +135,15 @@ def jsonable(obj: Any) -> Any:
 def write_json(path: Path, data: Any, **kwargs: Any) -> Path:
     """Write ``data`` to ``path`` as strict, indented JSON (see :func:`jsonable`); returns
     ``path``. ``kwargs`` go to :func:`json.dumps` (e.g. ``sort_keys=True``)."""
+    return write_text(path, json.dumps(jsonable(data), indent=2, allow_nan=False, **kwargs))
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically: a temporary file beside it, then a rename, so a
+    run killed mid-write never leaves a truncated artifact (a study takes a present
+    ``results.json`` for a finished replica)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False, **kwargs))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
     return path

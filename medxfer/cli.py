@@ -12,7 +12,6 @@ in-distribution split and each shifted set) and the table is written to the run 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
@@ -145,11 +144,10 @@ class MedxferCLI(LightningCLI):
             return
         out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / artifacts.RESULTS_JSON).write_text(
-            json.dumps(artifacts.jsonable(flat), indent=2, sort_keys=True, allow_nan=False)
-        )
         table = format_results(flat)
-        (out / artifacts.RESULTS_MD).write_text(table + "\n")
+        artifacts.write_text(out / artifacts.RESULTS_MD, table + "\n")
+        # results.json last: its presence marks a finished run (medxfer study)
+        artifacts.write_json(out / artifacts.RESULTS_JSON, flat, sort_keys=True)
         print(f"\n{table}\n\nwritten to {out / artifacts.RESULTS_MD}")
 
 
@@ -239,8 +237,11 @@ def _synthesize(argv: Sequence[str]) -> int:
     from medxfer.datamodules import (
         write_synthetic_chexpert,
         write_synthetic_derm,
+        write_synthetic_drive,
         write_synthetic_mammo,
+        write_synthetic_montgomery,
         write_synthetic_nih,
+        write_synthetic_siim,
         write_synthetic_table,
     )
 
@@ -250,12 +251,12 @@ def _synthesize(argv: Sequence[str]) -> int:
         "ChestX-ray14 layouts), dermatology cases (case tables of 1-6 photos), 4-view DICOM "
         "mammography exams, or a user's table (a metadata CSV and an image folder) for ImageTable.",
     )
-    parser.add_argument("kind", choices=["cxr", "derm", "mammo", "table"])
+    parser.add_argument("kind", choices=["cxr", "derm", "mammo", "table", "seg"])
     parser.add_argument(
         "out",
         type=Path,
         help="folder to write chexpert/ and nih/ (derm/ and derm_b/, mammo/ and mammo_b/, "
-        "table/ and table_b/ with table_folder/) into",
+        "table/ and table_b/ with table_folder/; seg: montgomery/, drive/, siim/) into",
     )
     parser.add_argument(
         "--patients", type=int, default=400, help="CheXpert-layout patients / derm cases / exams"
@@ -281,6 +282,15 @@ def _synthesize(argv: Sequence[str]) -> int:
             ("table_b", partial(write_synthetic_table, shifted=True)),
         ),
     }
+    if args.kind == "seg":  # the three benchmark layouts (image counts: --patients)
+        n, size = min(args.patients, 60), min(args.size, 96)
+        written = [
+            write_synthetic_montgomery(args.out / "montgomery", n, size=size, seed=args.seed),
+            write_synthetic_drive(args.out / "drive", n // 2, n // 4, size=size, seed=args.seed),
+            write_synthetic_siim(args.out / "siim", n, size=size, seed=args.seed),
+        ]
+        print("wrote " + ", ".join(str(p) for p in written))
+        return 0
     (a_dir, a_write), (b_dir, b_write) = writers[args.kind]
     a = a_write(args.out / a_dir, args.patients, size=args.size, seed=args.seed)
     b = b_write(args.out / b_dir, args.shift_patients, size=args.size, seed=args.seed + 1)
@@ -368,6 +378,7 @@ SYNTHETIC_FOLDERS = {
     "derm": ("derm", "derm_b"),
     "mammo": ("mammo", "mammo_b"),
     "table": ("table", "table_b", "table_folder"),
+    "seg": ("montgomery", "drive", "siim"),
 }
 
 

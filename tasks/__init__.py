@@ -5,7 +5,8 @@ name for ``medxfer list tasks`` and for short class names in configs:
 * :class:`CaseClassifier` -- one image or a case of several (masked mean), one distribution
   over classes (softmax, hard or soft targets);
 * :class:`MultiViewClassifier` -- a fixed set of views (4-view exams), concatenated features,
-  one head per output.
+  one head per output;
+* :class:`Segmenter` -- per-pixel masks, a U-Net decoder over the backbone's stages.
 
 Subclass :class:`TransferTask` for a new shape (see docs/getting-started.md)."""
 
@@ -16,6 +17,7 @@ from medxfer.registry import Registry
 from .base import TransferTask, mixup_batch, resolve_input_norm
 from .multi_image import CaseClassifier, CaseMetrics, masked_mean
 from .multi_view import MultiViewClassifier, masked_focal_loss
+from .segmentation import Segmenter, unet_stages
 from .single_image import MultiLabelClassifier, masked_bce_with_logits
 
 __all__ = [
@@ -24,12 +26,14 @@ __all__ = [
     "CaseMetrics",
     "MultiLabelClassifier",
     "MultiViewClassifier",
+    "Segmenter",
     "TransferTask",
     "masked_bce_with_logits",
     "masked_focal_loss",
     "masked_mean",
     "mixup_batch",
     "resolve_input_norm",
+    "unet_stages",
 ]
 
 TASKS: Registry[type[TransferTask]] = Registry("task", group="medxfer.tasks")
@@ -37,3 +41,4 @@ TASKS.add("TransferTask", TransferTask)
 TASKS.add("MultiLabelClassifier", MultiLabelClassifier)
 TASKS.add("CaseClassifier", CaseClassifier)
 TASKS.add("MultiViewClassifier", MultiViewClassifier)
+TASKS.add("Segmenter", Segmenter)

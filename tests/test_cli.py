@@ -20,6 +20,7 @@ from medxfer.datamodules import (
     write_synthetic_chexpert,
     write_synthetic_derm,
     write_synthetic_mammo,
+    write_synthetic_montgomery,
     write_synthetic_nih,
     write_synthetic_table,
 )
@@ -53,6 +54,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         work / "data/synthetic/mammo_b", n_exams=10, size=40, seed=1, shifted=True
     )
     write_synthetic_table(work / "data/synthetic/table", n_patients=40, size=40, seed=0)
+    write_synthetic_montgomery(work / "data/synthetic/montgomery", 16, size=40, seed=0)
     write_synthetic_table(
         work / "data/synthetic/table_b", n_patients=12, size=40, seed=1, shifted=True
     )
@@ -122,7 +124,7 @@ def test_every_shipped_config_fits_and_tests(config: str, workdir: Path) -> None
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     (results,) = cwd.glob("runs/**/results.json")
     values = json.loads(results.read_text())
-    assert any(k.endswith("/auroc_mean") for k in values)
+    assert any(k.endswith(("/auroc_mean", "/dice_mean")) for k in values)
     assert (results.parent / "config.yaml").is_file()
 
 

@@ -54,7 +54,9 @@ def known_reader(name: str) -> bool:
             try:
                 ep.load()
             except Exception as err:  # a broken plug-in must not break the others
-                warnings.warn(f"could not load plug-in {ep.name!r} ({ep.value}): {err}", stacklevel=2)
+                warnings.warn(
+                    f"could not load plug-in {ep.name!r} ({ep.value}): {err}", stacklevel=2
+                )
     return name in READERS
 
 

@@ -4,7 +4,8 @@
 * calibration: :func:`expected_calibration_error`, :class:`CalibrationError`;
 * fairness: :func:`subgroup_gaps`, :class:`SubgroupMetrics`;
 * uncertainty: :func:`bootstrap_ci` (percentile bootstrap over cases, vectorised);
-* feature reuse: :func:`linear_cka`, :class:`MinibatchCKA`, :func:`weight_drift`.
+* feature reuse: :func:`linear_cka`, :class:`MinibatchCKA`, :func:`weight_drift`;
+* segmentation: :func:`dice_iou`, :class:`SegmentationMetrics` (Dice and IoU per class).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .calibration import CalibrationError, expected_calibration_error, reliabili
 from .cka import MinibatchCKA, gram, hsic_unbiased, linear_cka
 from .classification import MultilabelAUROC, masked_multilabel_auroc, metric_key
 from .drift import stage_drift, weight_drift
+from .segmentation import SegmentationMetrics, dice_iou
 from .subgroups import SubgroupMetrics, SubgroupReport, subgroup_gaps
 
 __all__ = [
@@ -21,9 +23,11 @@ __all__ = [
     "CalibrationError",
     "MinibatchCKA",
     "MultilabelAUROC",
+    "SegmentationMetrics",
     "SubgroupMetrics",
     "SubgroupReport",
     "bootstrap_ci",
+    "dice_iou",
     "expected_calibration_error",
     "gram",
     "hsic_unbiased",

@@ -1,0 +1,295 @@
+"""Segmentation datamodule on the data template: images with masks (and a field of view) from the
+benchmark layouts -- DRIVE, Montgomery, SIIM-ACR -- or a generic image + mask table, through the
+same patient split, subsets, image checks and shifted test sets as every medxfer datamodule.
+
+Batches: ``image`` ``(B, C, S, S)``, ``target`` ``(B, K, S, S)`` 0/1 masks (``(B, S, S)`` class
+indices with ``multiclass``), ``valid`` ``(B, S, S)`` (the field of view; all true without one),
+``groups``, ``id``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from medxfer.data.images import ImageDecodeError, where
+from medxfer.data.rle import rle_decode
+
+from ..base import DATAMODULES, ImageTableDataset, MedxferDataModule, age_group
+from .readers import read_drive, read_mask_table, read_montgomery, read_siim
+from .transforms import SegmentationTransform
+
+__all__ = ["MaskDataset", "SegmentationDataModule", "load_mask"]
+
+log = logging.getLogger(__name__)
+
+Layout = Literal["table", "drive", "montgomery", "siim"]
+
+
+def _binary(path: str, context: str) -> np.ndarray:
+    """A mask file (PNG, GIF, TIFF) as bool (H, W): any value above half its range."""
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert("L"))
+    except (OSError, ValueError) as err:
+        raise ImageDecodeError(f"could not decode mask {where(path, context)}: {err}") from None
+    return arr > 127
+
+
+def load_mask(row: dict[str, Any], shape: tuple[int, int], context: str) -> np.ndarray:
+    """The masks of one row as uint8 ``(H, W, K)`` for an image of ``shape`` (H, W): each
+    channel the union of its files, or of its run-length strings. A mask of another size than
+    its image is an error naming both."""
+    if "rle" in row and isinstance(row["rle"], list):
+        mask = np.zeros(shape, dtype=bool)
+        for text in row["rle"]:
+            mask |= rle_decode(text, shape, row.get("encoding", "relative"))
+        return mask[..., None].astype(np.uint8)
+    channels = []
+    for files in row["masks"]:
+        union = np.zeros(shape, dtype=bool)
+        for f in files:
+            m = _binary(f, context)
+            if m.shape != shape:
+                raise ImageDecodeError(
+                    f"mask {where(f, context)} is {m.shape[1]}x{m.shape[0]} but its image is "
+                    f"{shape[1]}x{shape[0]}"
+                )
+            union |= m
+        channels.append(union)
+    return np.stack(channels, axis=-1).astype(np.uint8)
+
+
+class MaskDataset(ImageTableDataset):
+    """:class:`ImageTableDataset` for images with masks: each sample adds ``valid`` and its
+    ``target`` is the transformed mask instead of a label vector.
+
+    Args (beyond :class:`ImageTableDataset`):
+        table: rows with ``masks`` (or ``rle``, ``shape``, ``encoding``) and ``valid``.
+        multiclass: targets as class indices ``(S, S)`` (the arg-max channel) instead of 0/1.
+    """
+
+    def __init__(
+        self, table: pd.DataFrame, *args: Any, multiclass: bool = False, **kw: Any
+    ) -> None:
+        super().__init__(table, *args, **kw)
+        columns = [c for c in ("masks", "rle", "shape", "encoding", "valid") if c in table]
+        self.rows = table[columns].to_dict("records")
+        self.multiclass = multiclass
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        context = self.where[i]
+        image = self.images(self.paths[i], context=context)
+        shape = image.shape[:2]
+        row = self.rows[i]
+        masks = load_mask(row, shape, context)
+        valid = (
+            _binary(row["valid"], context).astype(np.uint8)
+            if row.get("valid")
+            else np.ones(shape, np.uint8)
+        )
+        if valid.shape != shape:
+            raise ImageDecodeError(
+                f"field of view {where(row['valid'], context)} differs in size from its image"
+            )
+        x, target, fov = self.transform(image, masks, valid)  # type: ignore[call-arg]
+        if self.multiclass:
+            target = target.argmax(0)
+        return {
+            "image": x,
+            "target": target,
+            "valid": fov,
+            "groups": {g: v[i] for g, v in self.groups.items()},
+            "id": self.ids[i],
+        }
+
+
+@DATAMODULES.register()
+class SegmentationDataModule(MedxferDataModule):
+    """Images with masks in one of the benchmark layouts or a generic table.
+
+    Args:
+        train: the training data: a DRIVE part folder (``DRIVE/training``), the Montgomery root,
+            the SIIM ``train-rle.csv``, or an image + mask table; re-split by patient by
+            ``split`` (the benchmark protocol: 10 % of training for validation).
+        val, test: explicit validation / test data of the same layout (DRIVE: ``DRIVE/test``).
+        shifted: name -> data of each shifted test set.
+        layout: ``table``, ``drive``, ``montgomery`` or ``siim``.
+        name: the in-distribution set's name in logged keys.
+        classes: names of the K mask channels (default: by layout -- ``vessel``, ``lung`` or
+            ``left_lung`` / ``right_lung``, ``pneumothorax``, the table's mask columns).
+        lungs: Montgomery: ``union`` (one lung channel) or ``left_right`` (two).
+        image_column, mask_columns, valid_column, patient_column, group_columns: the generic
+            table's columns (masks: one column per class; valid: a field-of-view mask).
+        dicom_root: SIIM: the folder holding the DICOM files (searched recursively).
+        rle_encoding: SIIM: ``relative`` (the challenge's original) or ``absolute``.
+        unlisted: SIIM: a DICOM with no table row is an ``error`` or a ``negative``.
+        manual: DRIVE: the ``1st`` or ``2nd`` observer's vessels.
+        multiclass: one class per pixel (targets are class indices; use ``Segmenter`` with
+            ``multiclass: true``).
+        color: colour images (DRIVE) or grey (radiographs, repeated to ``channels``).
+        channels: output channels of grey images.
+        recipe: augmentation, ``xray`` or ``fundus`` (default by layout).
+        image_size: the side images and masks are resized to (the benchmark: 224 for X-ray,
+            512 for fundus).
+        augment: the recipe's random augmentation in training.
+        age_bins: edges of the age groups (Montgomery).
+        split, split_seed, seed, batch_size, **kwargs: as for every datamodule
+            (:class:`MedxferDataModule`: image checks, loader settings, subsets).
+    """
+
+    def __init__(
+        self,
+        train: str,
+        val: str | None = None,
+        test: str | None = None,
+        shifted: dict[str, str] | None = None,
+        layout: Layout = "table",
+        name: str = "seg",
+        classes: Sequence[str] | None = None,
+        lungs: Literal["union", "left_right"] = "union",
+        image_column: str = "image",
+        mask_columns: Sequence[str] = ("mask",),
+        valid_column: str | None = None,
+        patient_column: str | None = None,
+        group_columns: Sequence[str] = (),
+        dicom_root: str | None = None,
+        rle_encoding: Literal["relative", "absolute"] | None = None,
+        unlisted: Literal["error", "negative"] = "error",
+        manual: Literal["1st", "2nd"] = "1st",
+        multiclass: bool = False,
+        color: bool | None = None,
+        channels: int = 3,
+        recipe: Literal["xray", "fundus"] | None = None,
+        image_size: int = 224,
+        augment: bool = True,
+        age_bins: Sequence[float] = (40, 60),
+        split: tuple[float, float, float] = (0.7, 0.1, 0.2),
+        split_seed: int = 0,
+        seed: int = 0,
+        batch_size: int = 8,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs.get("cache"):
+            raise ValueError(
+                "the image cache does not hold masks yet: train segmentation from the files"
+            )
+        super().__init__(
+            train=train,
+            val=val,
+            test=test,
+            shifted=shifted,
+            name=name,
+            split=split,
+            split_seed=split_seed,
+            seed=seed,
+            batch_size=batch_size,
+            **kwargs,
+        )
+        self.save_hyperparameters()
+        if layout == "siim" and (dicom_root is None or rle_encoding is None):
+            raise ValueError(
+                "layout siim needs dicom_root (the DICOM folder) and rle_encoding (relative: the "
+                "challenge's original encoding, or absolute), never guessed"
+            )
+        defaults = {
+            "drive": ["vessel"],
+            "montgomery": ["lung"] if lungs == "union" else ["left_lung", "right_lung"],
+            "siim": ["pneumothorax"],
+            "table": list(mask_columns),
+        }
+        self.labels = list(classes) if classes is not None else defaults[layout]
+        self.color = layout == "drive" if color is None else color
+        self.reader = "rgb" if self.color else "dicom" if layout == "siim" else "grey"
+        self.recipe = recipe or ("fundus" if layout == "drive" else "xray")
+        self._channels = 3 if self.color else channels
+
+    #: What the task must produce (the CLI refuses a task of another kind).
+    output_type = "segmentation"
+
+    @property
+    def channels(self) -> int:
+        return self._channels
+
+    @property
+    def cache_side(self) -> int:
+        return self.hparams.image_size
+
+    def read_table(self, table: str, evaluation: bool = False) -> pd.DataFrame:
+        """Read one dataset in this datamodule's layout; check its mask channels match."""
+        hp = self.hparams
+        if hp.layout == "drive":
+            df = read_drive(table, hp.manual)
+        elif hp.layout == "montgomery":
+            df = read_montgomery(table, hp.lungs)
+            df["age_group"] = [age_group(a, hp.age_bins) for a in df["age"]]
+        elif hp.layout == "siim":
+            df = read_siim(table, hp.dicom_root, hp.rle_encoding, hp.unlisted)
+            df["encoding"] = hp.rle_encoding
+        else:
+            df = read_mask_table(
+                table,
+                hp.image_column,
+                hp.mask_columns,
+                hp.valid_column,
+                None,
+                hp.patient_column,
+                None,
+                hp.group_columns,
+            )
+        k = 1 if "rle" in df else len(df["masks"].iloc[0])
+        if k != len(self.labels):
+            raise ValueError(f"{table}: {k} mask channel(s) but classes {self.labels}")
+        return df
+
+    def group_columns(self) -> dict[str, str]:
+        layout = self.hparams.layout
+        if layout == "montgomery":
+            return {"sex": "sex", "age": "age_group", "tb": "tb"}
+        if layout == "siim":
+            return {"sex": "sex"}
+        return {c: c for c in self.hparams.group_columns}
+
+    def targets(self, table: pd.DataFrame, what: str) -> np.ndarray:
+        """Image-level presence per class where the table says (run-length rows), else NaN:
+        masks are read with the images."""
+        if "rle" in table:
+            present = [[float(any(r not in ("-1", "") for r in rles))] for rles in table["rle"]]
+            return np.array(present, dtype=np.float32)
+        return np.full((len(table), len(self.labels)), np.nan, dtype=np.float32)
+
+    def strata(self, train: pd.DataFrame) -> Sequence[object]:
+        """SIIM: with or without pneumothorax; otherwise one stratum."""
+        if "rle" in train:
+            return ["positive" if t[0] == 1 else "negative" for t in self.targets(train, "train")]
+        return ["all"] * len(train)
+
+    def transform(self, train: bool) -> Callable[..., Any]:
+        hp = self.hparams
+        return SegmentationTransform(
+            hp.image_size,
+            self.recipe,
+            train=train and hp.augment,
+            channels=self._channels,
+            seed=hp.seed,
+            **self.input_norm,
+        )
+
+    def build_dataset(self, table: pd.DataFrame, train: bool, what: str) -> MaskDataset:
+        """:class:`MaskDataset` of one split (the template's checks first)."""
+        self._check_not_empty(table, what, self.split_description())
+        table = self.checked(table, what, decode=self.verify_images)
+        groups = {g: table[c].astype(str).tolist() for g, c in self.group_columns().items()}
+        return MaskDataset(
+            table,
+            self.targets(table, what),
+            self.transform(train),
+            groups,
+            self.images,
+            multiclass=self.hparams.multiclass,
+        )

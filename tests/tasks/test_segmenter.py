@@ -1,0 +1,89 @@
+"""Segmenter: the U-Net's encoder is the classifier's backbone loaded by the same strict loader,
+logits at the input's resolution for every backbone family, the loss against MONAI's Dice and
+torch's cross-entropy computed independently on the valid pixels, stage selection."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceLoss
+
+from medxfer.tasks import MultiLabelClassifier, Segmenter, unet_stages
+
+
+def test_encoder_equals_the_classification_backbone_from_the_same_ssl_file(tmp_path) -> None:
+    encoder = timm.create_model("resnet50", num_classes=0)
+    torch.nn.init.normal_(encoder.conv1.weight)  # not timm's initialisation: must be loaded
+    path = tmp_path / "moco.pth.tar"
+    state = {f"module.encoder_q.{k}": v for k, v in encoder.state_dict().items()}
+    state["module.encoder_q.fc.0.weight"] = torch.zeros(4, 2048)  # a projection head, left out
+    torch.save({"state_dict": state}, path)
+    seg = Segmenter(backbone="resnet50", pretrained=str(path), num_classes=1)
+    cls = MultiLabelClassifier(backbone="resnet50", pretrained=str(path), num_classes=1)
+    for (name, a), (_, b) in zip(
+        seg.backbone.state_dict().items(), cls.backbone.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    torch.testing.assert_close(seg.backbone.conv1.weight, encoder.conv1.weight, rtol=0, atol=0)
+    assert seg.backbone.load_report.unexpected == ["module.encoder_q.fc.0.weight"]
+
+
+@pytest.mark.parametrize(
+    ("backbone", "size"),
+    [
+        pytest.param("timm/resnet18", (64, 64), id="timm-resnet18"),
+        pytest.param("bit-r50x1", (64, 64), id="bit"),
+        pytest.param("resnet50v2-bn", (32, 32), id="bn-baseline"),
+        pytest.param("timm/resnet18", (45, 70), id="odd-size-padded"),
+    ],
+)
+def test_logits_at_input_resolution(backbone: str, size: tuple[int, int]) -> None:
+    task = Segmenter(backbone=backbone, num_classes=2).eval()
+    with torch.no_grad():
+        out = task(torch.rand(2, 3, *size))
+    assert out.shape == (2, 2, *size)
+
+
+def test_stage_selection_keeps_the_deepest_stage_per_stride() -> None:
+    info = [
+        {"num_chs": 64, "reduction": 2, "module": "a"},
+        {"num_chs": 64, "reduction": 4, "module": "b"},
+        {"num_chs": 128, "reduction": 4, "module": "c"},
+        {"num_chs": 256, "reduction": 8, "module": "d"},
+    ]
+    assert unet_stages(info) == [0, 2, 3]
+    with pytest.raises(ValueError, match="do not double"):
+        unet_stages([{"num_chs": 8, "reduction": 4}, {"num_chs": 8, "reduction": 16}])
+
+
+def test_binary_loss_is_dice_plus_bce_on_valid_pixels() -> None:
+    torch.manual_seed(0)
+    task = Segmenter(backbone="timm/resnet18", num_classes=2, dice_weight=0.5)
+    logits = torch.randn(3, 2, 8, 8)
+    target = (torch.rand(3, 2, 8, 8) < 0.4).float()
+    valid = torch.rand(3, 8, 8) < 0.6
+    v = valid[:, None].float()
+    probs = torch.sigmoid(logits)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    expected = (bce * v).sum() / (v.sum() * 2) + 0.5 * DiceLoss()(probs * v, target * v)
+    got = task.batch_loss(logits, {"target": target, "valid": valid})
+    torch.testing.assert_close(got, expected)
+
+
+def test_multiclass_loss_ignores_pixels_outside_the_field_of_view() -> None:
+    task = Segmenter(backbone="timm/resnet18", num_classes=3, multiclass=True)
+    logits = torch.randn(2, 3, 6, 6)
+    labels = torch.randint(0, 3, (2, 6, 6))
+    valid = torch.ones(2, 6, 6, dtype=torch.bool)
+    valid[:, :, :3] = False
+    changed = labels.clone()
+    changed[:, :, :3] = (labels[:, :, :3] + 1) % 3  # only outside the field of view
+    a = task.batch_loss(logits, {"target": labels, "valid": valid})
+    b = task.batch_loss(logits, {"target": changed, "valid": valid})
+    torch.testing.assert_close(a, b)
+    ce = F.cross_entropy(logits.permute(0, 2, 3, 1)[valid], labels[valid])
+    onehot = F.one_hot(labels, 3).permute(0, 3, 1, 2).float() * valid[:, None]
+    dice = DiceLoss()(torch.softmax(logits, 1) * valid[:, None], onehot)
+    torch.testing.assert_close(a, ce + dice)
