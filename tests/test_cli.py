@@ -56,6 +56,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_synthetic_table(work / "data/synthetic/table", n_patients=40, size=40, seed=0)
     write_synthetic_montgomery(work / "data/synthetic/montgomery", 16, size=40, seed=0)
     write_synthetic_table(
+        work / "data/synthetic/table_folder", n_patients=40, size=40, seed=0, layout="folder"
+    )
+    write_synthetic_table(
         work / "data/synthetic/table_b", n_patients=12, size=40, seed=1, shifted=True
     )
     shared = REPO.parent / "shared"

@@ -367,3 +367,125 @@ def test_cache_and_shots_per_class_work_on_a_user_table(covid, tmp_path: Path) -
     few.setup("fit")
     counts = few.train_set.targets.sum(0).tolist()
     assert counts == [2.0, 2.0, 2.0]
+
+
+def _table(tmp_path: Path, rows: list[dict[str, str]], name: str = "t") -> Path:
+    rng = np.random.default_rng(0)
+    for row in rows:
+        if row.get("path") and not row["path"].startswith("missing"):
+            _image(tmp_path / row["path"], 0, rng)
+    return _write_table(tmp_path, name, rows)
+
+
+@pytest.mark.parametrize(
+    ("rows", "kw", "error", "message"),
+    [
+        pytest.param(
+            [{"path": "0.png", "A": "1"}, {"path": "1.png", "A": "yes"}],
+            {"target": "binary", "labels": ["A"]},
+            TableError,
+            r"t.csv, line 3, column 'A': label value 'yes'; expected 1, 0, -1 or blank",
+            id="binary-cell",
+        ),
+        pytest.param(
+            [{"path": "0.png", "s": "A:0.6|B:0.6"}],
+            {"target": "soft", "target_column": "s"},
+            TableError,
+            r"t.csv, line 2, column 's': differential weights sum to 1.2000",
+            id="soft-sum",
+        ),
+        pytest.param(
+            [{"path": "0.png", "s": "A:x"}],
+            {"target": "soft", "target_column": "s"},
+            TableError,
+            r"t.csv, line 2, column 's': differential 'A:x' does not parse",
+            id="soft-parse",
+        ),
+        pytest.param(
+            [{"path": "0.png", "c": "a", "age": "old"}],
+            {"target_column": "c", "age_column": "age"},
+            TableError,
+            r"t.csv, line 2: age 'old' is not a number",
+            id="age-text",
+        ),
+        pytest.param(
+            [{"path": "", "c": "a"}],
+            {"target_column": "c"},
+            TableError,
+            r"t.csv, line 2, column 'path': no image path",
+            id="no-image-path",
+        ),
+    ],
+)
+def test_more_bad_cells_name_file_line_and_column(
+    tmp_path: Path, rows, kw, error: type, message: str
+) -> None:
+    table = _table(tmp_path, rows)
+    dm = ImageTable(str(table), **kw)
+    with pytest.raises(error, match=message):
+        dm.read_table(str(table))
+
+
+def test_bad_folders_and_tables(tmp_path: Path) -> None:
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    with pytest.raises(TableError, match=r"empty: no images in class folders"):
+        ImageTable(str(tmp_path / "empty")).read_table(str(tmp_path / "empty"))
+    _image(tmp_path / "tree" / "a" / "0.png", 0, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"image folder, which has no columns: remove age_column"):
+        ImageTable(str(tmp_path / "tree"), age_column="age").read_table(str(tmp_path / "tree"))
+    with pytest.raises(ValueError, match=r"image folder, which holds classes: set target: class"):
+        ImageTable(str(tmp_path / "tree"), target="findings").read_table(str(tmp_path / "tree"))
+    header_only = tmp_path / "h.csv"
+    header_only.write_text("path,c\n")
+    with pytest.raises(TableError, match=r"h.csv: the table has no rows"):
+        ImageTable(str(header_only), target_column="c").read_table(str(header_only))
+    with pytest.raises(FileNotFoundError, match=r"data: training table not found: .*nothere.csv"):
+        ImageTable(str(tmp_path / "nothere.csv"), target_column="c").setup("fit")
+
+
+def test_parquet_errors_name_the_row(covid, tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    import pandas as pd
+
+    frame = pd.read_csv(covid["train"], dtype=str)
+    frame.loc[3, "finding"] = ""
+    pq = covid["train"].with_name("blank.parquet")
+    frame.to_parquet(pq)
+    with pytest.raises(TableError, match=r"blank.parquet, line 4, column 'finding': no class"):
+        _dm(pq).read_table(str(pq))
+
+
+def test_undecodable_image_is_named_or_skipped_and_counted(covid, caplog) -> None:
+    rows = list(csv.DictReader(open(covid["train"])))
+    broken = covid["train"].parent / rows[5]["filename"]
+    broken.write_bytes(b"not a png")
+    table = _write_table(covid["train"].parent, "broken", rows)
+    with pytest.raises(
+        ImageDecodeError, match=r"could not decode image .*\(line 7 of .*broken.csv\)"
+    ):
+        _dm(table, verify_images=True, split=(0.8, 0.0, 0.2), val=str(covid["shift"])).setup("fit")
+    skipping = _dm(table, skip_bad_images=True, split=(0.8, 0.0, 0.2), val=str(covid["shift"]))
+    skipping.setup("fit")
+    assert len(skipping.train_set) + len(skipping.test_sets["data"]) == len(rows) - 1
+    assert "skipped 1 row(s)" in caplog.text
+
+
+def test_explicit_tables_of_the_same_name_do_not_collide(tmp_path: Path) -> None:
+    """Without a patient column each row is its own patient, across tables too."""
+    a = write_synthetic_table(tmp_path / "train", n_patients=20, size=32, seed=0)
+    b = write_synthetic_table(tmp_path / "test", n_patients=8, size=32, seed=1)
+    dm = ImageTable(
+        str(a),
+        test=str(b),
+        target_column="finding",
+        image_column="filename",
+        split=(0.8, 0.2, 0.0),
+        image_size=32,
+        num_workers=0,
+    )
+    dm.setup("fit")
+    assert len(dm.test_sets["data"]) == len(pd_rows(b))
+
+
+def pd_rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(open(path)))
