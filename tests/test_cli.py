@@ -19,9 +19,11 @@ from medxfer.datamodules import (
     CXRTable,
     write_synthetic_chexpert,
     write_synthetic_derm,
+    write_synthetic_drive,
     write_synthetic_mammo,
     write_synthetic_montgomery,
     write_synthetic_nih,
+    write_synthetic_siim,
     write_synthetic_table,
 )
 from medxfer.tasks import MultiLabelClassifier
@@ -55,6 +57,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     write_synthetic_table(work / "data/synthetic/table", n_patients=40, size=40, seed=0)
     write_synthetic_montgomery(work / "data/synthetic/montgomery", 16, size=40, seed=0)
+    write_synthetic_drive(work / "data/synthetic/drive", 8, 4, size=40, seed=0)
+    write_synthetic_siim(work / "data/synthetic/siim", 16, size=40, seed=0)
     write_synthetic_table(
         work / "data/synthetic/table_folder", n_patients=40, size=40, seed=0, layout="folder"
     )
@@ -101,6 +105,20 @@ def _extra(config: str, workdir: Path) -> list[str]:
     small_bit = ["--model.init_args.backbone=bit-r50x1", "--model.init_args.channels_last=false"]
     if config == "derm_paper.yaml":
         return ["--data.init_args.train=data/synthetic/derm/cases.csv", *small_bit]
+    if config.startswith("seg_benchmark_"):  # ResNet-50 weights and /data paths
+        small = ["--model.init_args.backbone=timm/resnet18", "--model.init_args.pretrained=null"]
+        data = {
+            "seg_benchmark_drive.yaml": [
+                "--data.init_args.train=data/synthetic/drive/training",
+                "--data.init_args.test=data/synthetic/drive/test",
+            ],
+            "seg_benchmark_montgomery.yaml": ["--data.init_args.train=data/synthetic/montgomery"],
+            "seg_benchmark_siim.yaml": [
+                "--data.init_args.train=data/synthetic/siim/train-rle.csv",
+                "--data.init_args.dicom_root=data/synthetic/siim",
+            ],
+        }
+        return [*small, *data[config]]
     if config == "mammo_paper.yaml":
         return ["--data.init_args.train=data/synthetic/mammo/exams.csv", *small_bit]
     if (
