@@ -2,7 +2,7 @@
 
 Plain functions, no image IO (DESIGN.md), each returning one validated table with the columns
 ``path, id, patient_id, sex, age, view`` plus one float column per label (1 positive,
-0 negative, NaN unknown: masked in the loss and the metrics).
+0 negative, NaN unknown: masked in the loss and the metrics), ``source`` and ``line``.
 
 * CheXpert (Irvin et al., AAAI 2019): ``train.csv`` / ``valid.csv`` with
   ``Path,Sex,Age,Frontal/Lateral,AP/PA`` and 14 observation columns holding 1.0 / 0.0 / -1.0
@@ -13,23 +13,30 @@ Plain functions, no image IO (DESIGN.md), each returning one validated table wit
   ``Data_Entry_2017_v2020.csv``, findings separated by ``|``, whose header has commas inside
   ``OriginalImage[Width,Height]``; optional ``train_val_list.txt`` / ``test_list.txt``. Labels
   may be NIH findings or CheXpert observations (mapped; those NIH lacks are NaN, not negative).
+
+Both readers open a table the same way (plain or gzip-compressed, UTF-8) and require every row
+to have the header's number of fields; errors name the file, line and column. They work on
+whole columns (pandas string operations), not on one Python object per row: each reads its
+table in about twice the time of ``pandas.read_csv`` (``benchmarks/table_readers.py``).
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import logging
 import os
 import re
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from medxfer.data.tables import TableError, check_columns, csv_line
+from medxfer.data.tables import TableError, check_columns
 
 __all__ = [
     "CHEXPERT_LABELS",
@@ -69,6 +76,16 @@ NIH_TO_CHEXPERT: dict[str, str] = {
 
 Uncertainty = Literal["ones", "zeros", "ignore"]
 _CHEXPERT_META = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
+#: Allowed values of CheXpert's text columns -> what the table holds.
+_CHEXPERT_SEX = {"Male": "Male", "Female": "Female", "Unknown": "Unknown", "": "Unknown"}
+_CHEXPERT_FRONTAL_LATERAL = {"Frontal": "Frontal", "Lateral": "Lateral"}
+#: ``AP/PA`` of a frontal row -> its view group (lateral rows are ``Lateral``). ``LL`` / ``RL``
+#: (left / right lateral decubitus, a few frontal rows of the real train.csv) form one group.
+_CHEXPERT_VIEW = {"AP": "AP", "PA": "PA", "LL": "Decubitus", "RL": "Decubitus", "": "Unknown"}
+#: ``patientN/studyN/<view>`` anywhere in a CheXpert ``Path``: its first match names the image.
+_CHEXPERT_PATH = re.compile(r"(patient\d+)/(study\d+)/([^/.]+)")
+#: What follows ``patientN`` in that match.
+_CHEXPERT_REST = re.compile(r"/(study\d+)/([^/.]+)")
 _NIH_META = (
     "Image Index",
     "Finding Labels",
@@ -77,6 +94,9 @@ _NIH_META = (
     "Patient Gender",
     "View Position",
 )
+#: Spellings of the NIH sex column, the first one present is read.
+_NIH_SEX_COLUMNS = ("Patient Gender", "Patient Sex")
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def _check_labels(labels: Sequence[str], known: Sequence[str], what: str) -> list[str]:
@@ -89,6 +109,361 @@ def _check_labels(labels: Sequence[str], known: Sequence[str], what: str) -> lis
     return labels
 
 
+# --- one way of opening a table ------------------------------------------------------------
+
+
+def _read_bytes(path: Path) -> tuple[bytes, bool]:
+    """The text of a plain or gzip-compressed table (recognised by its content, whatever its
+    name), checked to be UTF-8, and whether it was compressed: the one way both readers open
+    a table."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"table not found: {path}") from None
+    compressed = data[:2] == _GZIP_MAGIC
+    if compressed:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as err:
+            raise TableError(f"{path}: not a readable gzip file ({err})") from None
+    if not data.isascii():  # real tables are ASCII: this check costs nothing for them
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = data.count(b"\n", 0, err.start) + 1
+            raise TableError(
+                f"{path}: line {line} is not UTF-8 text ({err.reason} at byte {err.start}); "
+                "save the table as UTF-8"
+            ) from None
+    return data, compressed
+
+
+def _split_csv_header(line: str) -> list[str]:
+    return next(csv.reader([line]), [])
+
+
+def _split_nih_header(line: str) -> list[str]:
+    """Header names of a Data_Entry CSV, whose names hold commas inside brackets.
+
+    ``OriginalImage[Width,Height]`` is one header name but two fields in every row; it becomes
+    the columns ``OriginalImage[Width]`` and ``OriginalImage[Height]``.
+    """
+    names: list[str] = []
+    for name in re.split(r",(?![^\[]*\])", line.strip()):
+        m = re.fullmatch(r"(.*)\[(.*)\]", name)
+        names += (
+            [f"{m.group(1)}[{p.strip()}]" for p in m.group(2).split(",")]
+            if m and "," in m.group(2)
+            else [name]
+        )
+    return names
+
+
+def _read_rows(
+    path: Path,
+    split_header: Callable[[str], list[str]],
+    required: Callable[[list[str]], Sequence[str]],
+    numeric: Sequence[str],
+    *,
+    trailing_empty: bool = False,
+) -> tuple[pd.DataFrame, np.ndarray, bytes]:
+    """The rows of a table whose every row has the header's number of fields.
+
+    Args:
+        path: a plain or gzip CSV.
+        split_header: the header line -> column names.
+        required: column names -> the columns that must be present; those not ``numeric`` are
+            text (blank ``""``).
+        numeric: columns parsed as numbers (blank -> NaN; the column stays text when a value
+            is not a number, for the caller to name it).
+        trailing_empty: a header or a row may end in extra empty fields (NIH's 2017 file ends
+            every line with a comma).
+
+    Returns:
+        The rows, the file line of each row (header = line 1; blank lines are skipped) and the
+        file's text (for error messages).
+
+    Raises:
+        TableError: a missing column, or a row with more or fewer fields than the header
+            (naming the line and the first missing or extra column).
+    """
+    data, compressed = _read_bytes(path)
+    end = data.find(b"\n")
+    end = len(data) if end < 0 else end
+    fields = split_header(data[:end].decode("utf-8-sig").rstrip("\r"))
+    names = fields
+    while trailing_empty and names and not names[-1]:
+        names = names[:-1]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise TableError(f"{path}: line 1 names column(s) {repeated} more than once")
+    needed = list(required(names))
+    check_columns(pd.DataFrame(columns=names), needed, str(path))
+    text = [n for n in needed if n not in numeric]
+    # a header ending in empty names (NIH 2017): those fields are read too, to check they are empty
+    extra = [f"\0extra{i}" for i in range(len(fields) - len(names))]
+    first = data.find(b"\n", end + 1)
+    first_row = data[end + 1 : len(data) if first < 0 else first]
+    # fast: no quoted field, so each line is a row with one comma less than its fields; pandas
+    # raises on a row after the first with too many, the first is checked here, and the total
+    # comma count then pins every row's
+    if b'"' not in data and first_row.count(b",") == len(fields) - 1:
+        # from its path, pandas reads a plain file faster than from memory (given a free core)
+        source = io.BytesIO(data) if compressed else path
+        frame = _parse(source, [*names, *extra], numeric, [*text, *extra], skip=1)
+        if frame is not None and _one_row_per_line(data, end + 1, len(fields), len(frame)):
+            if all((frame[e] == "").all() for e in extra):
+                return frame.drop(columns=extra), np.arange(len(frame)) + 2, data
+    # slow and exact: quoted fields, blank lines, rows of the wrong length (an error)
+    rows, lines = _csv_rows(path, data, names, trailing_empty)
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    buffer.seek(0)
+    frame = _parse(buffer, names, numeric, text)
+    if frame is None or len(frame) != len(rows):
+        raise TableError(f"{path}: not a readable CSV table")
+    return frame, np.asarray(lines, dtype=np.int64), data
+
+
+def _parse(
+    source: Path | io.IOBase,
+    names: list[str],
+    numeric: Sequence[str],
+    text: Sequence[str],
+    skip: int = 0,
+) -> pd.DataFrame | None:
+    """pandas' C parser on the rows after the ``skip`` header lines; ``None`` when it finds a
+    row after the first with more fields than ``names`` (every column is read: with
+    ``usecols`` it would not look). ``text`` columns are left to pandas' inference (much faster
+    than ``dtype=str``) and turned back into text where it read numbers."""
+    try:
+        frame = pd.read_csv(
+            source,
+            header=None,
+            skiprows=skip,
+            names=names,
+            compression=None,  # already decided by content
+            index_col=False,
+            keep_default_na=False,
+            na_values={n: [""] for n in names if n in numeric},
+        )
+    except pd.errors.ParserError:
+        return None
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame({n: pd.Series(dtype=float if n in numeric else str) for n in names})
+    for n in text:
+        if frame[n].dtype.kind in "biuf":
+            frame[n] = frame[n].astype(str)
+    return frame
+
+
+def _one_row_per_line(data: bytes, start: int, fields: int, rows: int) -> bool:
+    """Whether the text after ``start`` is ``rows`` lines holding ``(fields - 1) * rows``
+    commas (counted in slices of the text: no large temporaries)."""
+    stop = len(data)
+    while stop > start and data[stop - 1] in b"\r\n":
+        stop -= 1
+    body = np.frombuffer(data, np.uint8, stop - start, start)
+    commas = newlines = 0
+    step = 1 << 20
+    scratch = np.empty(min(step, body.size), dtype=bool)
+    for i in range(0, body.size, step):
+        part = body[i : i + step]
+        commas += np.count_nonzero(np.equal(part, 44, out=scratch[: part.size]))
+        newlines += np.count_nonzero(np.equal(part, 10, out=scratch[: part.size]))
+    return (newlines + 1 if body.size else 0) == rows and commas == (fields - 1) * rows
+
+
+def _csv_rows(
+    path: Path, data: bytes, names: list[str], trailing_empty: bool
+) -> tuple[list[list[str]], list[int]]:
+    """Every row (``len(names)`` fields) and its first line, by the csv module; blank lines are
+    skipped (as pandas does)."""
+    reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
+    next(reader, None)
+    rows, lines = [], []
+    start = reader.line_num + 1
+    width = len(names)
+    for row in reader:
+        if len(row) > 1 or (row and row[0].strip()):
+            if len(row) != width:
+                if not (trailing_empty and len(row) > width and not any(row[width:])):
+                    missing = (
+                        f"column {names[len(row)]!r} is missing"
+                        if len(row) < width
+                        else (f"there are fields after the last column {names[-1]!r}")
+                    )
+                    raise TableError(
+                        f"{path}: line {start} has {len(row)} fields, the header {width}: {missing}"
+                    )
+                row = row[:width]
+            rows.append(row)
+            lines.append(start)
+        start = reader.line_num + 1
+    return rows, lines
+
+
+def _raw_field(data: bytes, line: int, index: int) -> str:
+    """The text of field ``index`` of the row starting on ``line`` (for error messages)."""
+    stream = io.StringIO(data.decode("utf-8-sig"), newline="")
+    for _ in range(line - 1):
+        stream.readline()
+    row = next(csv.reader(stream), [])
+    return row[index] if index < len(row) else ""
+
+
+# --- columns -------------------------------------------------------------------------------
+
+
+def _join(root: Path, names: pd.Series) -> pd.Series:
+    """``str(root / name)`` of every name, without a ``Path`` per row: the name is appended as
+    written (an absolute name replaces ``root``, as with pathlib)."""
+    prefix = os.path.join(str(root), "")
+    joined = prefix + (names if os.sep == "/" else names.str.replace("/", os.sep, regex=False))
+    absolute = names.str.startswith("/") if os.sep == "/" else names.str.match(r"[/\\]|\w:")
+    if absolute.any():
+        joined[absolute] = [str(root / name) for name in names[absolute]]
+    return joined
+
+
+def _chexpert_ids(paths: pd.Series, path: Path, lines: np.ndarray) -> tuple[pd.Series, pd.Series]:
+    """The image id ``patientN_studyN_<view>`` and the patient id of every CheXpert ``Path``,
+    from the first match of ``patient\\d+/study\\d+/[^/.]+`` in it.
+
+    Vectorised per layout: the first path not done yet gives one (the text before its match,
+    the length of its patient part); every path with that prefix and a patient part of that
+    length is cut with a few string operations on the whole column, the rest of it
+    (``/studyN/<view>.jpg``) matched once per distinct value. A real table has one or two
+    layouts; paths in rarer ones (under 1 % of those left) are matched one by one.
+    """
+    ids = pd.Series("", index=paths.index, dtype=paths.dtype)
+    patients = ids.copy()
+    todo = np.arange(len(paths))
+    while len(todo):
+        group = paths if len(todo) == len(paths) else paths.iloc[todo]
+        m = _CHEXPERT_PATH.search(group.iloc[0])
+        if m is None:
+            raise TableError(
+                f"{path}: line {lines[todo[0]]}, column Path: {group.iloc[0]!r} is not of the "
+                "form <...>/patientNNNNN/studyN/viewN_<frontal|lateral>.jpg"
+            )
+        k, f = m.start(), m.end(1)
+        patient = group.str.slice(k, f)
+        codes, rests = pd.factorize(group.str.slice(f))
+        p_codes, p_uniques = pd.factorize(patient)
+        matches = [_CHEXPERT_REST.match(rest) for rest in rests.tolist()]
+        done = (
+            group.str.startswith(group.iloc[0][:k]).to_numpy(dtype=bool)
+            & np.array([m is not None for m in matches])[codes]
+            & np.asarray(p_uniques.str.fullmatch(r"patient\d+"), dtype=bool)[p_codes]
+        )
+        rest_ids = ["_" + "_".join(m.groups()) if m else "" for m in matches]
+        image_ids = patient + pd.array(rest_ids, dtype=paths.dtype).take(codes)
+        if len(group) == len(paths) and done.all():  # every path in one layout: the usual case
+            return image_ids, patient
+        ids.iloc[todo[done]] = image_ids[done].to_numpy()
+        patients.iloc[todo[done]] = patient[done].to_numpy()
+        todo = todo[~done]
+        if 0 < len(todo) and done.sum() < len(group) // 100:
+            break
+    for i in todo:  # rare layouts: the reference definition, one path at a time
+        m = _CHEXPERT_PATH.search(paths.iloc[i])
+        if m is None:
+            raise TableError(
+                f"{path}: line {lines[i]}, column Path: {paths.iloc[i]!r} is not of the form "
+                "<...>/patientNNNNN/studyN/viewN_<frontal|lateral>.jpg"
+            )
+        ids.iloc[i], patients.iloc[i] = "_".join(m.groups()), m.group(1)
+    return ids, patients
+
+
+def _codes(
+    text: pd.Series,
+    table: Mapping[str, str],
+    path: Path,
+    lines: np.ndarray,
+    default: str | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """The code of each row's value and what each code stands for: the (stripped) value through
+    ``table``; a value not in it becomes ``default`` or, without one, is an error naming the
+    line and column. Works on the distinct values."""
+    codes, uniques = pd.factorize(text)
+    new = []
+    for code, value in enumerate(uniques.tolist()):
+        new.append(table.get(value.strip(), default))
+        if new[-1] is None:
+            i = int(np.flatnonzero(codes == code)[0])
+            allowed = ", ".join(repr(v) for v in table if v)
+            raise TableError(
+                f"{path}: line {lines[i]}, column {text.name!r}: value {value!r} is not one of "
+                f"{allowed}" + (" or blank" if "" in table else "")
+            )
+    return codes, new
+
+
+def _take(values: list[str], codes: np.ndarray, like: pd.Series) -> pd.Series:
+    """A text column holding ``values[codes]`` (the dtype and index of ``like``)."""
+    return pd.Series(pd.array(values, dtype=like.dtype).take(codes), index=like.index)
+
+
+def _recode(
+    text: pd.Series,
+    table: Mapping[str, str],
+    path: Path,
+    lines: np.ndarray,
+    default: str | None = None,
+) -> pd.Series:
+    """``text`` through ``table`` (see :func:`_codes`)."""
+    codes, values = _codes(text, table, path, lines, default)
+    return _take(values, codes, text)
+
+
+def _numeric(col: pd.Series, path: Path, lines: np.ndarray, name: str) -> pd.Series:
+    """Ages such as ``57`` or NIH 2017's ``057Y``; a value that is neither is an error."""
+    if col.dtype.kind in "iuf":
+        return col.astype(float)
+    text = col.fillna("").astype(str).str.strip()
+    text = text.str.replace(r"^(\d+)[YyMmDd]$", r"\1", regex=True)
+    values = pd.to_numeric(text.replace("", np.nan), errors="coerce")
+    bad = values.isna() & (text != "")
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise TableError(
+            f"{path}: line {lines[i]}, column {name!r}: {col.iloc[i]!r} is not a number"
+        )
+    return values.astype(float)
+
+
+def _chexpert_values(
+    raw: pd.DataFrame, labels: Sequence[str], path: Path, lines: np.ndarray, data: bytes
+) -> np.ndarray:
+    """CheXpert label columns as floats ``(len(labels), rows)``: 1, 0, -1, NaN for blank. Any
+    other value (a number, or text that is not one) is an error naming the line and column."""
+    values = np.empty((len(labels), len(raw)))
+    for j, lab in enumerate(labels):
+        col = raw[lab]
+        if col.dtype.kind in "iuf":
+            values[j] = col.to_numpy(dtype=float)
+            blank = np.isnan(values[j])
+        else:  # some value is not a number: pandas left the column as text
+            text = col.fillna("").astype(str).str.strip()
+            values[j] = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)
+            blank = (text == "").to_numpy()
+        v = values[j]
+        bad = ~((v == 1.0) | (v == 0.0) | (v == -1.0) | blank)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            value = _raw_field(data, int(lines[i]), list(raw.columns).index(lab)).strip()
+            raise TableError(
+                f"{path}: line {lines[i]}, column {lab!r}: value {value!r} is not one of "
+                "1.0, 0.0, -1.0 or blank"
+            )
+    return values
+
+
+# --- readers -------------------------------------------------------------------------------
+
+
 def read_chexpert_csv(
     path: str | os.PathLike[str],
     labels: Sequence[str] = COMPETITION_LABELS,
@@ -96,7 +471,18 @@ def read_chexpert_csv(
     frontal_only: bool = False,
     root: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
-    """Read a CheXpert ``train.csv`` / ``valid.csv``.
+    """Read a CheXpert ``train.csv`` / ``valid.csv`` (plain or gzip-compressed).
+
+    The whole row is checked, not only the requested labels: every row has the header's
+    number of fields; every observation column present (of :data:`CHEXPERT_LABELS`) holds
+    1.0, 0.0, -1.0 (or 1, 0, -1) or blank; ``Sex`` is Male, Female, Unknown or blank;
+    ``Frontal/Lateral`` is Frontal or Lateral; ``AP/PA`` is AP, PA, LL, RL or blank; ``Age``
+    is a number. Columns the reader does not know are not checked.
+
+    Groups: ``sex`` Unknown when blank; ``age`` NaN (the unknown age group) when blank or 0,
+    the real file's "unknown"; ``view`` Lateral for lateral rows, else ``AP/PA`` with ``LL`` and
+    ``RL`` (left / right lateral decubitus: frontal images, a few in the real train.csv) as one
+    group ``Decubitus`` and blank as ``Unknown``.
 
     Args:
         path: the CSV.
@@ -110,102 +496,58 @@ def read_chexpert_csv(
         The validated table (see the module docstring); ``attrs["labels"]`` holds ``labels``.
 
     Raises:
-        TableError: a missing column, or a label value outside {1, 0, -1, blank} (naming the
-            line and column).
+        TableError: a missing column, a row with too few or too many fields, or a value
+            outside the above (naming the file, line and column).
     """
     path = Path(path)
     labels = _check_labels(labels, CHEXPERT_LABELS, "CheXpert")
     if uncertainty not in ("ones", "zeros", "ignore"):
         raise ValueError(f"uncertainty must be 'ones', 'zeros' or 'ignore', got {uncertainty!r}")
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise TableError(f"{path}: not a readable CheXpert CSV: {err}") from None
-    check_columns(raw, [*_CHEXPERT_META, *labels], str(path))
-    root = Path(root) if root is not None else path.resolve().parent.parent
-    out = pd.DataFrame(index=raw.index)
-    out["path"] = [str(root / p) for p in raw["Path"]]
-    parts = raw["Path"].str.extract(r"(patient\d+)/(study\d+)/([^/.]+)")
-    if parts.isna().any(axis=None):
-        bad = int(np.flatnonzero(parts.isna().any(axis=1).to_numpy())[0])
-        raise TableError(
-            f"{path}: line {csv_line(bad)}, column Path: {raw['Path'].iloc[bad]!r} is not of the form "
-            "<...>/patientNNNNN/studyN/viewN_<frontal|lateral>.jpg"
-        )
-    out["id"] = parts[0] + "_" + parts[1] + "_" + parts[2]
-    out["patient_id"] = parts[0]
-    out["sex"] = raw["Sex"].replace("", "Unknown")
-    out["age"] = _numeric(raw["Age"], path, "Age")
-    out["view"] = np.where(
-        raw["Frontal/Lateral"] == "Lateral", "Lateral", raw["AP/PA"].replace("", "Unknown")
+    raw, lines, data = _read_rows(
+        path,
+        _split_csv_header,
+        required=lambda names: [*_CHEXPERT_META, *labels],
+        numeric=("Age", *CHEXPERT_LABELS),
     )
-    uncertain_value = {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}[uncertainty]
-    for lab in labels:
-        col = raw[lab].str.strip()
-        ok = col.isin(["1.0", "1", "0.0", "0", "-1.0", "-1", ""])
-        if not ok.all():
-            bad = int(np.flatnonzero(~ok.to_numpy())[0])
-            raise TableError(
-                f"{path}: line {csv_line(bad)}, column {lab!r}: value {col.iloc[bad]!r} is not one of "
-                "1.0, 0.0, -1.0 or blank"
-            )
-        values = pd.to_numeric(col.replace("", "0")).astype(float)
-        out[lab] = values.where(values != -1.0, uncertain_value)
-    out["source"], out["line"] = str(path), [csv_line(i) for i in range(len(raw))]
+    present = [lab for lab in CHEXPERT_LABELS if lab in raw.columns]
+    values = _chexpert_values(raw, present, path, lines, data)  # every label, requested or not
+    root = Path(root) if root is not None else path.resolve().parent.parent
+    ids, patients = _chexpert_ids(raw["Path"], path, lines)
+    age = _numeric(raw["Age"], path, lines, "Age")
+    codes, kinds = _codes(raw["Frontal/Lateral"], _CHEXPERT_FRONTAL_LATERAL, path, lines)
+    lateral = (np.array(kinds) == "Lateral")[codes]
+    codes, views = _codes(raw["AP/PA"], _CHEXPERT_VIEW, path, lines)
+    out = pd.DataFrame(
+        {
+            "path": _join(root, raw["Path"]),
+            "id": ids,
+            "patient_id": patients,
+            "sex": _recode(raw["Sex"], _CHEXPERT_SEX, path, lines),
+            "age": age.where(age != 0),  # 0: unknown in the real file
+            "view": _take([*views, "Lateral"], np.where(lateral, len(views), codes), raw["AP/PA"]),
+        },
+        index=raw.index,
+    )
+    chosen = values[[present.index(lab) for lab in labels]]
+    # blank -> 0 (not mentioned), -1 -> the policy; np.fmax(x, 0) is 0 for NaN (blank)
+    if uncertainty == "ones":
+        chosen = np.fmax(np.abs(chosen), 0.0)
+    elif uncertainty == "zeros":
+        chosen = np.fmax(chosen, 0.0)
+    else:
+        chosen = np.where(chosen == -1.0, np.nan, np.fmax(chosen, 0.0))
+    out = pd.concat(
+        [out, pd.DataFrame(chosen.T, index=raw.index, columns=labels, copy=False)], axis=1
+    )
+    out["source"], out["line"] = str(path), lines
     if frontal_only:
-        out = out[raw["Frontal/Lateral"] != "Lateral"]
+        out = out[~lateral]
         if out.empty:
             raise TableError(
                 f"{path}: no rows left after frontal_only=True (every image is lateral)"
             )
     out.attrs.update(labels=labels, source=str(path))
     return out
-
-
-def _numeric(col: pd.Series, path: Path, name: str) -> pd.Series:
-    """Ages such as ``57`` or NIH 2017's ``057Y``; a value that is neither is an error."""
-    text = col.astype(str).str.strip().str.replace(r"^(\d+)[YyMmDd]$", r"\1", regex=True)
-    values = pd.to_numeric(text.replace("", np.nan), errors="coerce")
-    bad = values.isna() & (text != "") & text.notna()
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise TableError(
-            f"{path}: line {csv_line(i)}, column {name!r}: {col.iloc[i]!r} is not a number"
-        )
-    return values.astype(float)
-
-
-def _read_nih_frame(path: Path) -> pd.DataFrame:
-    """Read the Data_Entry CSV whose header names hold commas inside brackets.
-
-    ``OriginalImage[Width,Height]`` is one header name but two fields in every row; it becomes
-    the columns ``OriginalImage[Width]`` and ``OriginalImage[Height]``. The 2017 file's trailing
-    empty column is dropped.
-    """
-    text = path.read_text(encoding="utf-8-sig")
-    header_line, _, body = text.partition("\n")
-    names: list[str] = []
-    for name in re.split(r",(?![^\[]*\])", header_line.strip()):
-        m = re.fullmatch(r"(.*)\[(.*)\]", name)
-        names += (
-            [f"{m.group(1)}[{p.strip()}]" for p in m.group(2).split(",")]
-            if m and "," in m.group(2)
-            else [name]
-        )
-    while names and names[-1] == "":
-        names.pop()
-    rows = list(csv.reader(io.StringIO(body)))
-    width = len(names)
-    for i, row in enumerate(rows):
-        if row and len(row) > width and not any(row[width:]):
-            rows[i] = row[:width]
-    rows = [r for r in rows if r]
-    bad = next((i for i, r in enumerate(rows) if len(r) != width), None)
-    if bad is not None:
-        raise TableError(
-            f"{path}: line {csv_line(bad)} has {len(rows[bad])} fields, the header {width}: {names}"
-        )
-    return pd.DataFrame(rows, columns=names, dtype=str).apply(lambda c: c.str.strip())
 
 
 def read_split_list(path: str | os.PathLike[str]) -> set[str]:
@@ -220,7 +562,11 @@ def read_nih_csv(
     split_list: str | os.PathLike[str] | None = None,
     frontal_only: bool = False,
 ) -> pd.DataFrame:
-    """Read NIH ChestX-ray14's ``Data_Entry_2017*.csv``.
+    """Read NIH ChestX-ray14's ``Data_Entry_2017*.csv`` (plain or gzip-compressed).
+
+    Every row has the header's number of fields (the 2017 file's trailing empty field
+    allowed); the sex column may be spelled ``Patient Gender`` or ``Patient Sex`` (M / F, any
+    other value is Unknown).
 
     Args:
         path: the CSV.
@@ -232,45 +578,71 @@ def read_nih_csv(
         frontal_only: accepted for symmetry with CheXpert; NIH images are all frontal.
 
     Raises:
-        TableError: a missing column, an unknown finding (naming line), a non-numeric age.
+        TableError: a missing column, a row with too few or too many fields, an unknown finding,
+            a non-numeric age (naming the file, line and column).
     """
     del frontal_only  # every ChestX-ray14 image is frontal (PA or AP)
     path = Path(path)
     labels = _check_labels(
         labels, list(dict.fromkeys([*NIH_FINDINGS, *CHEXPERT_LABELS])), "NIH/CheXpert"
     )
-    raw = _read_nih_frame(path)
-    check_columns(raw, _NIH_META, str(path))
+
+    def sex_column(names: Sequence[str]) -> str:
+        return next((c for c in _NIH_SEX_COLUMNS if c in names), _NIH_SEX_COLUMNS[0])
+
+    def needed(names: list[str]) -> list[str]:
+        return [sex_column(names) if c == "Patient Gender" else c for c in _NIH_META]
+
+    raw, lines, _ = _read_rows(
+        path,
+        _split_nih_header,
+        required=needed,
+        numeric=("Patient Age",),
+        trailing_empty=True,
+    )
     image_dir = Path(image_dir) if image_dir is not None else path.parent / "images"
-    findings = raw["Finding Labels"].str.split("|")
-    known = set(NIH_FINDINGS)
-    for i, items in enumerate(findings):
-        unknown = [f for f in items if f not in known]
-        if unknown:
-            raise TableError(
-                f"{path}: line {csv_line(i)}, column 'Finding Labels': unknown finding(s) {unknown}; "
-                f"expected names from {list(NIH_FINDINGS)}"
-            )
-    out = pd.DataFrame(index=raw.index)
-    out["path"] = [str(image_dir / name) for name in raw["Image Index"]]
-    out["id"] = raw["Image Index"].str.replace(r"\.png$", "", regex=True)
-    out["patient_id"] = "nih" + raw["Patient ID"].str.strip()
-    out["sex"] = raw["Patient Gender"].map({"M": "Male", "F": "Female"}).fillna("Unknown")
-    out["age"] = _numeric(raw["Patient Age"], path, "Patient Age")
-    out["view"] = raw["View Position"].str.strip()
-    sets = findings.map(set)
+    images = raw["Image Index"].str.strip()
+    # findings of each distinct Finding Labels value (a few hundred in the real file)
+    codes, uniques = pd.factorize(raw["Finding Labels"])
+    column = {f: j for j, f in enumerate(NIH_FINDINGS)}
+    pairs = np.array(
+        [
+            (u, column.get(f, -1))
+            for u, v in enumerate(uniques.tolist())
+            for f in v.strip().split("|")
+        ],
+        dtype=np.intp,
+    ).reshape(-1, 2)
+    if (pairs[:, 1] < 0).any():
+        i = int(np.flatnonzero(np.isin(codes, pairs[pairs[:, 1] < 0, 0]))[0])
+        unknown = [f for f in uniques[codes[i]].strip().split("|") if f not in column]
+        raise TableError(
+            f"{path}: line {lines[i]}, column 'Finding Labels': unknown finding(s) {unknown}; "
+            f"expected names from {list(NIH_FINDINGS)}"
+        )
+    member = np.zeros((len(uniques), len(NIH_FINDINGS)), dtype=bool)  # distinct value x finding
+    member[pairs[:, 0], pairs[:, 1]] = True
+    sex = raw[sex_column(raw.columns)]
+    columns = {
+        "path": _join(image_dir, images),
+        "id": images.str.removesuffix(".png"),
+        "patient_id": "nih" + raw["Patient ID"].str.strip(),  # numbers as pandas writes them
+        "sex": _recode(sex, {"M": "Male", "F": "Female"}, path, lines, default="Unknown"),
+        "age": _numeric(raw["Patient Age"], path, lines, "Patient Age"),
+        "view": raw["View Position"].str.strip(),
+    }
     for lab in labels:
-        if lab in known:
-            out[lab] = sets.map(lambda s, lab=lab: float(lab in s))
-        else:
-            sources = [f for f, c in NIH_TO_CHEXPERT.items() if c == lab]
-            out[lab] = (
-                sets.map(lambda s, src=sources: float(bool(s & set(src)))) if sources else np.nan
-            )
-    out["source"], out["line"] = str(path), [csv_line(i) for i in range(len(raw))]
+        sources = [lab] if lab in column else [f for f, c in NIH_TO_CHEXPERT.items() if c == lab]
+        if sources:
+            hit = member[:, [column[f] for f in sources]].any(axis=1)
+            columns[lab] = hit.astype(float)[codes]
+        else:  # a CheXpert observation NIH has no finding for: unknown
+            columns[lab] = np.full(len(raw), np.nan)
+    out = pd.DataFrame(columns, index=raw.index)
+    out["source"], out["line"] = str(path), lines
     if split_list is not None:
         keep = read_split_list(split_list)
-        out = out[raw["Image Index"].isin(keep)]
+        out = out[images.isin(keep).to_numpy()]
         if out.empty:
             raise TableError(f"{path}: no rows left after filtering by split list {split_list}")
     out.attrs.update(labels=labels, source=str(path))

@@ -3,14 +3,18 @@ NIH file in ../shared/data."""
 
 from __future__ import annotations
 
+import gzip
 import math
+import pathlib
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from medxfer.data import TableError
-from medxfer.datamodules import CHEXPERT_LABELS, read_chexpert_csv, read_nih_csv
+from medxfer.datamodules import CHEXPERT_LABELS, age_group, read_chexpert_csv, read_nih_csv
 
 HEADER = "Path,Sex,Age,Frontal/Lateral,AP/PA," + ",".join(CHEXPERT_LABELS)
 
@@ -211,3 +215,335 @@ def test_nih_reader_on_the_real_file(nih_subset: Path) -> None:
     assert (table["Effusion"] == table["Pleural Effusion"]).all()
     assert table["age"].between(24, 94).all()
     assert all(Path(p).is_file() for p in table["path"])
+
+
+# --- the whole row is checked (issue 13, item 1) ----------------------------------------------
+
+#: A full CheXpert row (19 fields) whose Edema (field 11) is 1.0 and Support Devices -1.0.
+ROW = _row(
+    "CheXpert-v1.0/train/patient00001/study1/view1_frontal.jpg",
+    "Male",
+    50,
+    "Frontal",
+    "AP",
+    Edema="1.0",
+    Support_Devices="-1.0",
+)
+
+
+def _fields(row: str, n: int) -> str:
+    return ",".join(row.split(",")[:n])
+
+
+def _write(path: Path, header: str, rows: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        pytest.param(
+            [ROW, _fields(ROW, 10), ROW],
+            "line 3 has 10 fields, the header 19: column 'Edema' is missing",
+            id="truncated-to-10-of-19",
+        ),
+        pytest.param(
+            [ROW, ROW + ",1.0"],
+            "line 3 has 20 fields, the header 19: there are fields after the last column "
+            "'Support Devices'",
+            id="one-field-too-many",
+        ),
+        pytest.param(
+            [ROW + ",", ROW],
+            "line 2 has 20 fields, the header 19: there are fields after the last column "
+            "'Support Devices'",
+            id="too-many-on-the-first-row",
+        ),
+        pytest.param(
+            [ROW, ROW + ",1.0", _fields(ROW, 18)],
+            "line 3 has 20 fields, the header 19: there are fields after the last column "
+            "'Support Devices'",
+            id="one-too-many-then-one-too-few",
+        ),
+        pytest.param(
+            [ROW, "", _fields(ROW, 18)],
+            "line 4 has 18 fields, the header 19: column 'Support Devices' is missing",
+            id="truncated-after-a-blank-line",
+        ),
+        pytest.param(
+            ['"' + ROW.replace(",", '","') + '"', _fields(ROW, 5)],
+            "line 3 has 5 fields, the header 19: column 'No Finding' is missing",
+            id="quoted-file-truncated",
+        ),
+    ],
+)
+def test_chexpert_row_with_wrong_field_count_names_file_line_and_column(
+    tmp_path: Path, rows: list[str], expected: str
+) -> None:
+    path = _write(tmp_path / "CheXpert-v1.0" / "train.csv", HEADER, rows)
+    with pytest.raises(TableError) as err:
+        read_chexpert_csv(path)
+    assert str(err.value) == f"{path}: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        pytest.param(
+            ["a.png,Effusion,0,1,50,M,PA,1,1,1,1", "b.png,Mass,0,2,50,F,PA,1,1"],
+            "line 3 has 9 fields, the header 11: column 'OriginalImagePixelSpacing[x]' is missing",
+            id="truncated",
+        ),
+        pytest.param(
+            [
+                "a.png,Effusion,0,1,50,M,PA,1,1,1,1",
+                "b.png,Effusion,0,1,50,M,PA,1,1,1,1,7",
+                "c.png,Mass,0,2,50,F,PA,1,1,1",
+            ],
+            "line 3 has 12 fields, the header 11: there are fields after the last column "
+            "'OriginalImagePixelSpacing[y]'",
+            id="one-too-many-then-one-too-few",
+        ),
+    ],
+)
+def test_nih_row_with_wrong_field_count_names_file_line_and_column(
+    tmp_path: Path, rows: list[str], expected: str
+) -> None:
+    path = _write(tmp_path / "Data_Entry_2017.csv", NIH_HEADER, rows)
+    with pytest.raises(TableError) as err:
+        read_nih_csv(path)
+    assert str(err.value) == f"{path}: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        pytest.param(
+            {"Support_Devices": "2.0"},
+            "column 'Support Devices': value '2.0' is not one of 1.0, 0.0, -1.0 or blank",
+            id="unrequested-label-out-of-range",
+        ),
+        pytest.param(
+            {"Fracture": "yes"},
+            "column 'Fracture': value 'yes' is not one of 1.0, 0.0, -1.0 or blank",
+            id="unrequested-label-text",
+        ),
+        pytest.param(
+            {"sex": "M"},
+            "column 'Sex': value 'M' is not one of 'Male', 'Female', 'Unknown' or blank",
+            id="sex",
+        ),
+        pytest.param(
+            {"fl": "lateral"},
+            "column 'Frontal/Lateral': value 'lateral' is not one of 'Frontal', 'Lateral'",
+            id="frontal-lateral",
+        ),
+        pytest.param(
+            {"ap": "LA"},
+            "column 'AP/PA': value 'LA' is not one of 'AP', 'PA', 'LL', 'RL' or blank",
+            id="ap-pa",
+        ),
+    ],
+)
+def test_chexpert_whole_row_schema_names_line_and_column(
+    tmp_path: Path, fields: dict[str, str], expected: str
+) -> None:
+    meta = {"sex": "Female", "fl": "Frontal", "ap": "PA"}
+    meta.update((k, fields.pop(k)) for k in list(fields) if k in meta)
+    bad = _row(
+        "CheXpert-v1.0/train/patient00002/study1/view1_frontal.jpg",
+        meta["sex"],
+        60,
+        meta["fl"],
+        meta["ap"],
+        **fields,
+    )
+    path = _write(tmp_path / "CheXpert-v1.0" / "train.csv", HEADER, [ROW, ROW, bad])
+    with pytest.raises(TableError) as err:
+        read_chexpert_csv(path)  # the 5 competition labels: the bad column is not requested
+    assert str(err.value) == f"{path}: line 4, {expected}"
+
+
+# --- groups: age 0 is unknown, LL / RL are decubitus views (item 3) ----------------------------
+
+
+def test_chexpert_age_zero_is_unknown_and_ll_rl_are_one_decubitus_group(tmp_path: Path) -> None:
+    rows = [
+        _row("d/train/patient00001/study1/view1_frontal.jpg", "Female", 0, "Frontal", "LL",
+             Edema="1", Cardiomegaly="-1"),
+        _row("d/train/patient00002/study1/view1_frontal.jpg", "Male", 0, "Frontal", "RL",
+             Edema="0", Cardiomegaly="1"),
+        _row("d/train/patient00003/study1/view1_frontal.jpg", "Unknown", 39, "Frontal", "",
+             Edema="-1.0"),
+        _row("d/train/patient00003/study1/view2_lateral.jpg", "", 81, "Lateral", ""),
+    ]  # fmt: skip
+    path = _write(tmp_path / "d" / "train.csv", HEADER, rows)
+    table = read_chexpert_csv(path, uncertainty="zeros")
+    assert table["age"].isna().tolist() == [True, True, False, False]
+    assert [age_group(a, (40, 60, 80)) for a in table["age"]] == [
+        "unknown",
+        "unknown",
+        "<40",
+        "80+",
+    ]
+    assert table["view"].tolist() == ["Decubitus", "Decubitus", "Unknown", "Lateral"]
+    assert table["sex"].tolist() == ["Female", "Male", "Unknown", "Unknown"]
+    # integer spellings 1 / 0 / -1 read as 1.0 / 0.0 / -1.0 (U-Zeros: -1 -> 0)
+    assert table["Edema"].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert table["Cardiomegaly"].tolist() == [0.0, 1.0, 0.0, 0.0]
+
+
+# --- one way of opening a table: plain or gzip (item 2) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("Data_Entry_2017_v2020.csv.gz", id="csv.gz"),
+        pytest.param("Data_Entry_2017_v2020.csv", id="gzip-named-csv"),
+    ],
+)
+def test_nih_reads_the_real_file_gzipped(nih_subset: Path, tmp_path: Path, name: str) -> None:
+    packed = tmp_path / name
+    packed.write_bytes(gzip.compress(nih_subset.read_bytes()))
+    table = read_nih_csv(packed, labels=["Effusion", "Pleural Effusion"])
+    raw = pd.read_csv(nih_subset, index_col=False, usecols=range(7))  # independent parse
+    assert table["id"].tolist() == raw["Image Index"].str.removesuffix(".png").tolist()
+    assert table["age"].tolist() == raw["Patient Age"].astype(float).tolist()
+    assert int(table["Effusion"].sum()) == 170  # ../shared/data/README.md
+    assert table["line"].tolist() == list(range(2, len(raw) + 2))
+
+
+def test_chexpert_reads_gzip_whatever_its_name(chexpert_csv: Path) -> None:
+    chexpert_csv.write_bytes(gzip.compress(chexpert_csv.read_bytes()))  # still "train.csv"
+    table = read_chexpert_csv(chexpert_csv)
+    assert table["id"].tolist() == [
+        "patient00001_study1_view1_frontal",
+        "patient00002_study2_view1_frontal",
+        "patient00002_study1_view2_lateral",
+        "patient00003_study1_view1_frontal",
+    ]
+    assert table["Edema"].tolist() == [0.0, 1.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("reader", "content", "expected"),
+    [
+        pytest.param(
+            read_nih_csv,
+            (
+                NIH_HEADER
+                + "\na.png,Effusion,0,1,50,M,PA,1,1,1,1\nb\xe9.png,Mass,0,2,50,F,PA,1,1,1,1\n"
+            ).encode("latin-1"),
+            "line 3 is not UTF-8 text",
+            id="nih-latin-1",
+        ),
+        pytest.param(
+            read_nih_csv,
+            gzip.compress(
+                (NIH_HEADER + "\nb\xe9.png,Mass,0,2,50,F,PA,1,1,1,1\n").encode("latin-1")
+            ),
+            "line 2 is not UTF-8 text",
+            id="nih-gzip-latin-1",
+        ),
+        pytest.param(
+            read_chexpert_csv,
+            gzip.compress(b"Path,Sex,Age")[:12],
+            "not a readable gzip file",
+            id="chexpert-cut-gzip",
+        ),
+    ],
+)
+def test_unreadable_table_names_file_and_line(
+    tmp_path: Path, reader, content: bytes, expected: str
+) -> None:
+    path = tmp_path / "table.csv"
+    path.write_bytes(content)
+    with pytest.raises(TableError, match=re.escape(f"{path}: {expected}")):
+        reader(path)
+
+
+# --- NIH's "Patient Sex" spelling (item 2) -----------------------------------------------------
+
+
+def test_nih_patient_sex_spelling(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "Data_Entry_2017_v2020.csv",
+        NIH_HEADER.replace("Patient Gender", "Patient Sex"),
+        ["a.png,Effusion,0,1,50,M,PA,1,1,1,1", "b.png,Mass,0,2,50,F,PA,1,1,1,1",
+         "c.png,Mass,0,3,50,,PA,1,1,1,1"],
+    )  # fmt: skip
+    assert read_nih_csv(path)["sex"].tolist() == ["Male", "Female", "Unknown"]
+
+
+def test_nih_patient_sex_spelling_on_the_real_file(nih_subset: Path, tmp_path: Path) -> None:
+    text = nih_subset.read_text().replace("Patient Gender", "Patient Sex", 1)
+    (tmp_path / "Data_Entry_2017_v2020.csv").write_text(text)
+    table = read_nih_csv(tmp_path / "Data_Entry_2017_v2020.csv")
+    assert table["sex"].value_counts().to_dict() == {"Female": 509, "Male": 491}  # README
+
+
+# --- whole columns, not one Path per row (item 4) ----------------------------------------------
+
+
+def _chexpert_paths(rng: np.random.Generator, n: int) -> list[str]:
+    """Paths in several layouts (prefixes, patient number widths, extensions) and a few odd
+    ones: absolute, a ``patients`` folder before the match, text after the view."""
+    prefixes = ["CheXpert-v1.0/train/", "CheXpert-v1.0/valid/", "CheXpert-v1.0-small/train/"]
+    paths = [
+        f"{prefixes[rng.integers(3)]}patient{rng.integers(1, 10 ** rng.integers(1, 7)):05d}/"
+        f"study{rng.integers(1, 40)}/view{rng.integers(1, 3)}_frontal"
+        f"{'.jpg' if rng.random() < 0.9 else '.png'}"
+        for _ in range(n)
+    ]
+    return [
+        *paths,
+        "/data/CheXpert-v1.0/train/patient00042/study3/view1_frontal.jpg",
+        "x/patients/patient7/study2/view2_lateral.jpg",
+        "x/patient8/study1/view1_frontal/extra.jpg",
+        "patient9/study10/view1_frontal",
+    ]
+
+
+@pytest.mark.parametrize(
+    "reader", [pytest.param("chexpert", id="chexpert"), pytest.param("nih", id="nih")]
+)
+def test_columns_match_the_per_row_definition_without_a_path_per_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reader: str
+) -> None:
+    rng = np.random.default_rng(0)
+    root = tmp_path / "root"
+    if reader == "chexpert":
+        names = _chexpert_paths(rng, 3000)
+        rows = [_row(p, "Male", 50, "Frontal", "AP") for p in names]
+        path = _write(tmp_path / "d" / "train.csv", HEADER, rows)
+        matches = [re.search(r"(patient\d+)/(study\d+)/([^/.]+)", p) for p in names]
+        expected = {
+            "id": ["_".join(m.groups()) for m in matches],
+            "patient_id": [m.group(1) for m in matches],
+        }
+    else:
+        names = [f"{i:08d}_{rng.integers(0, 20):03d}.png" for i in range(3000)]
+        rows = [f"{n},No Finding,0,{i},50,M,PA,1,1,1,1" for i, n in enumerate(names)]
+        path = _write(tmp_path / "Data_Entry_2017.csv", NIH_HEADER, rows)
+        expected = {"id": [n[: -len(".png")] for n in names]}
+    expected["path"] = [str(root / name) for name in names]  # the per-row definition
+    joins = []
+    true_divide = pathlib.PurePath.__truediv__
+
+    def counting(self: pathlib.PurePath, other: str) -> pathlib.PurePath:
+        joins.append(other)
+        return true_divide(self, other)
+
+    with monkeypatch.context() as m:
+        m.setattr(pathlib.PurePath, "__truediv__", counting)
+        table = (
+            read_chexpert_csv(path, root=root)
+            if reader == "chexpert"
+            else read_nih_csv(path, image_dir=root)
+        )
+    for column, values in expected.items():
+        assert table[column].tolist() == values, column
+    assert len(joins) <= 1  # only the absolute path goes through pathlib
