@@ -23,27 +23,22 @@ pre-training size), so that transforms normalise the way the weights were traine
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-import timm
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from medxfer.registry import Registry
 
-from .weights import (
-    InputConfig,
-    LoadReport,
-    WeightSource,
-    load_backbone_weights,
-    read_checkpoint_hparams,
-    read_weight_file,
-    weights_dir,
-)
+from .sources import InputConfig, WeightSource, weights_dir
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .weights import LoadReport, load_backbone_weights, read_weight_file
 
 __all__ = [
     "BACKBONES",
@@ -64,6 +59,18 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Names this package exports from :mod:`.weights` (torch), imported on first use, so that
+#: ``import medxfer.backbones`` -- the registry, ``medxfer list backbones`` -- imports neither
+#: torch nor timm; building a backbone does.
+_FROM_WEIGHTS = ("LoadReport", "load_backbone_weights", "read_weight_file")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_WEIGHTS:
+        return getattr(importlib.import_module(f"{__name__}.weights"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone", group="medxfer.backbones")
 
@@ -116,8 +123,14 @@ def parameter_stages(model: nn.Module) -> dict[str, str]:
     return out
 
 
+def _create_timm_model(model_name: str, **kw: Any) -> nn.Module:
+    import timm  # here, not at import: timm registers every model it has (seconds)
+
+    return timm.create_model(model_name, pretrained=False, **kw)
+
+
 def _timm_factory(model_name: str) -> Callable[..., nn.Module]:
-    return functools.partial(timm.create_model, model_name, pretrained=False)
+    return functools.partial(_create_timm_model, model_name)
 
 
 def _split_name(
@@ -200,6 +213,8 @@ def create_backbone(
     model = factory(in_chans=in_chans, **kw)
     model.load_report = None
     if pretrained is not None:
+        from .weights import load_backbone_weights
+
         model.load_report = load_backbone_weights(model, resolve_weights(arch, pretrained))
     model.medxfer_name = arch
     return model
@@ -317,6 +332,8 @@ def _timm_input_config(model: str) -> InputConfig:
 
 def _checkpoint_input_config(path: Path) -> InputConfig | None:
     """The ``input_norm`` a medxfer task saved in a Lightning checkpoint, or None."""
+    from .weights import read_checkpoint_hparams
+
     norm = (read_checkpoint_hparams(path) or {}).get(INPUT_NORM_KEY)
     if norm is None:
         return None

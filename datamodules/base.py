@@ -25,6 +25,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from medxfer.catalog import DATAMODULES
 from medxfer.data.cache import (
     CacheSettings,
     FileImages,
@@ -36,7 +37,6 @@ from medxfer.data.cache import (
 from medxfer.data.images import ImageDecodeError
 from medxfer.data.splits import patient_split
 from medxfer.data.subsample import multilabel_strata, subsample_mask
-from medxfer.registry import Registry
 from medxfer.transforms import SIGNED
 
 __all__ = [
@@ -49,10 +49,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Datamodules by name. Modality packages register theirs here; third-party packages through
-#: the ``medxfer.datamodules`` entry-point group.
-DATAMODULES: Registry[type[MedxferDataModule]] = Registry("datamodule", group="medxfer.datamodules")
 
 
 def age_group(age: float, edges: Sequence[float]) -> str:

@@ -1,12 +1,12 @@
-"""The ``medxfer`` command: LightningCLI for ``fit | validate | test | predict -c cfg.yaml``,
-plus ``medxfer list``, ``synthesize``, ``prepare`` (image cache), ``study`` and ``report``.
+"""The ``medxfer`` command: ``fit | validate | test | predict -c cfg.yaml`` (LightningCLI, see
+:mod:`medxfer.lightning_cli`), plus ``medxfer list``, ``synthesize``, ``prepare`` (image cache),
+``study`` and ``report``.
 
-Models and datamodules are chosen in subclass mode (``class_path: MultiLabelClassifier`` --
-short names resolve because medxfer's tasks and datamodules are imported here). The
-datamodule's number of outputs, label names and channels are linked into the task, so sizes
-are written once. After ``fit`` the best checkpoint is tested on every test set (the
-in-distribution split and each shifted set) and the table is written to the run folder as
-``results.json`` and ``results.md``.
+Start-up is kept short: this module imports the standard library only, and each subcommand
+imports what it uses when it runs. ``medxfer``, ``medxfer --help`` and ``medxfer list ...`` never
+import torch, Lightning or timm (the registries list declared entries; see
+:mod:`medxfer.catalog`); the four LightningCLI subcommands do. ``MedxferCLI`` and ``build_cli``
+are importable from here as before (loaded on first use).
 """
 
 from __future__ import annotations
@@ -19,136 +19,37 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-
-import medxfer.datamodules as datamodules
-import medxfer.tasks as tasks
-from medxfer.backbones import BACKBONES
-from medxfer.datamodules import MedxferDataModule
-from medxfer.tasks import TransferTask
+if TYPE_CHECKING:
+    from medxfer.lightning_cli import MedxferCLI, build_cli
 
 __all__ = ["MedxferCLI", "build_cli", "format_results", "main"]
 
+#: The LightningCLI subcommands, with one line each for ``medxfer --help``.
+LIGHTNING_COMMANDS = {
+    "fit": "train on a config (-c cfg.yaml), then test the best checkpoint on every test set",
+    "validate": "one evaluation epoch over the validation set",
+    "test": "one evaluation epoch over every test set; results.json and results.md",
+    "predict": "run inference and write predictions",
+}
+#: medxfer's own subcommands, with one line each for ``medxfer --help``.
+COMMANDS = {
+    "list": "list registered backbones (with their weight files), tasks or datamodules",
+    "synthesize": "write synthetic data in the real formats (cxr, derm, mammo, table, seg)",
+    "prepare": "pre-resize a config's images into an HDF5 cache (resumable)",
+    "study": "run N seeds of a config into a study folder (resumable)",
+    "report": "tables and plots of a study folder",
+}
 
-class MedxferCLI(LightningCLI):
-    """LightningCLI with medxfer's links and a test of the best checkpoint after ``fit``."""
 
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments(
-            "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
-        )
-        parser.link_arguments(
-            "data.label_names", "model.init_args.label_names", apply_on="instantiate"
-        )
-        parser.link_arguments("data.channels", "model.init_args.in_chans", apply_on="instantiate")
-        parser.add_argument(
-            "--hyperrule",
-            type=bool,
-            default=False,
-            help="fit only: set the resolution, SGD, lr, schedule, steps and MixUp by "
-            "BiT-HyperRule, scaled to the global batch (see medxfer.hyperrule)",
-        )
-        parser.add_argument(
-            "--test_after_fit",
-            type=bool,
-            default=True,
-            help="after fit, test the best checkpoint on every test set (fit only)",
-        )
+def __getattr__(name: str) -> Any:
+    """``MedxferCLI`` and ``build_cli`` live in :mod:`medxfer.lightning_cli` (Lightning)."""
+    if name in ("MedxferCLI", "build_cli"):
+        from medxfer import lightning_cli
 
-    def after_instantiate(self) -> None:
-        """Refuse a task whose output type contradicts the datamodule's (multi-class data in a
-        multi-label task trains, but scores the wrong thing), and write the resolved input
-        normalisation into the run's saved config."""
-        data_type = getattr(self.datamodule, "output_type", None)
-        model_type = getattr(self.model, "output_type", None)
-        if data_type and model_type and data_type != model_type:
-            hint = "CaseClassifier" if data_type == "multiclass" else "MultiLabelClassifier"
-            raise ValueError(
-                f"the data are {data_type} but {type(self.model).__name__} is {model_type}: "
-                f"use a {data_type} task (e.g. class_path: {hint})"
-            )
-        norm = getattr(self.model, "input_norm", None)
-        config = self.config.get(self.subcommand) if self.subcommand else self.config
-        if norm is not None and config is not None and "model" in config:
-            config["model"]["init_args"]["input_norm"] = norm
-
-    def instantiate_classes(self) -> None:
-        super().instantiate_classes()
-        self.after_instantiate()
-
-    #: The BiT-HyperRule resolved from the data section before the classes are built.
-    hyperrule: Any = None
-
-    def before_instantiate_classes(self) -> None:
-        """``fit --hyperrule true``: resolve BiT-HyperRule from the ``data`` section alone and
-        write what it sets before anything is built (as ``medxfer prepare --hyperrule true``
-        does): the resolution into ``data.init_args``, ``trainer.max_epochs=-1`` (the rule's
-        step count decides). The learning rate and steps wait for the global batch
-        (:meth:`before_fit`)."""
-        config = self.config.get(self.subcommand) if self.subcommand else None
-        if self.subcommand != "fit" or not config or not config.get("hyperrule"):
-            return
-        from medxfer.hyperrule import resolve_data
-
-        self.hyperrule = resolve_data(config["data"])
-        config["trainer"]["max_epochs"] = -1
-
-    def before_fit(self) -> None:
-        """``--hyperrule true``: the rule at the run's global batch (per-process batch x
-        processes x accumulated batches) sets the task's optimiser, lr, schedule and MixUp and
-        the trainer's steps; the saved config holds the values."""
-        config = self.config[self.subcommand]
-        if not config.get("hyperrule", False):
-            return
-        from medxfer.hyperrule import apply_hyperrule, describe_run
-
-        run = apply_hyperrule(self.model, self.datamodule, self.trainer, rule=self.hyperrule)
-        for key, value in run.task_settings().items():
-            config["model"]["init_args"][key] = value
-        config["trainer"]["max_steps"], config["trainer"]["max_epochs"] = run.total_steps, -1
-        if self.trainer.is_global_zero:
-            print(describe_run(run, self.datamodule, self.trainer))
-
-    def after_fit(self) -> None:
-        if not self.config[self.subcommand].get("test_after_fit", True):
-            return
-        trainer = self.trainer
-        if trainer.interrupted or not getattr(self.datamodule, "eval_names", None):
-            return
-        ckpt = (
-            "best"
-            if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
-            else None
-        )
-        results = trainer.test(
-            self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False
-        )
-        self.write_results(results)
-
-    def after_test(self) -> None:
-        self.write_results(self.trainer.logged_metrics)
-
-    def write_results(self, results: Sequence[dict[str, Any]] | dict[str, Any]) -> None:
-        """Write test metrics to ``results.json`` (strict JSON: NaN as ``null``) and
-        ``results.md`` in the run folder, and print them."""
-        from medxfer import artifacts
-
-        if not self.trainer.is_global_zero:
-            return
-        flat: dict[str, float] = {}
-        for part in [results] if isinstance(results, dict) else results:
-            flat.update({k: float(v) for k, v in part.items() if str(k).startswith("test/")})
-        if not flat:
-            return
-        out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        table = format_results(flat)
-        artifacts.write_text(out / artifacts.RESULTS_MD, table + "\n")
-        # results.json last: its presence marks a finished run (medxfer study)
-        artifacts.write_json(out / artifacts.RESULTS_JSON, flat, sort_keys=True)
-        print(f"\n{table}\n\nwritten to {out / artifacts.RESULTS_MD}")
+        return getattr(lightning_cli, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def format_results(flat: dict[str, float]) -> str:
@@ -211,11 +112,10 @@ def format_results(flat: dict[str, float]) -> str:
 
 
 def _list(argv: Sequence[str]) -> int:
-    registries = {
-        "backbones": BACKBONES,
-        "tasks": tasks.TASKS,
-        "datamodules": datamodules.DATAMODULES,
-    }
+    from medxfer.backbones import BACKBONES  # the registry only: neither torch nor timm
+    from medxfer.catalog import DATAMODULES, TASKS  # declared entries: no Lightning
+
+    registries = {"backbones": BACKBONES, "tasks": TASKS, "datamodules": DATAMODULES}
     parser = argparse.ArgumentParser(prog="medxfer list", description="List registered components.")
     parser.add_argument("what", choices=sorted(registries))
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style name filter")
@@ -234,17 +134,6 @@ def _list(argv: Sequence[str]) -> int:
 
 
 def _synthesize(argv: Sequence[str]) -> int:
-    from medxfer.datamodules import (
-        write_synthetic_chexpert,
-        write_synthetic_derm,
-        write_synthetic_drive,
-        write_synthetic_mammo,
-        write_synthetic_montgomery,
-        write_synthetic_nih,
-        write_synthetic_siim,
-        write_synthetic_table,
-    )
-
     parser = argparse.ArgumentParser(
         prog="medxfer synthesize",
         description="Write synthetic data in real formats: chest X-rays (CheXpert and NIH "
@@ -267,6 +156,17 @@ def _synthesize(argv: Sequence[str]) -> int:
     parser.add_argument("--size", type=int, default=80, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    from medxfer.datamodules import (  # after parsing: `--help` needs no Lightning
+        write_synthetic_chexpert,
+        write_synthetic_derm,
+        write_synthetic_drive,
+        write_synthetic_mammo,
+        write_synthetic_montgomery,
+        write_synthetic_nih,
+        write_synthetic_siim,
+        write_synthetic_table,
+    )
+
     writers = {  # kind -> (in-domain folder and writer, shifted folder and writer)
         "cxr": (("chexpert", write_synthetic_chexpert), ("nih", write_synthetic_nih)),
         "derm": (
@@ -307,41 +207,15 @@ def _synthesize(argv: Sequence[str]) -> int:
     return 0
 
 
-def build_cli(argv: Sequence[str], run: bool = True) -> MedxferCLI:
-    """The ``medxfer`` LightningCLI on ``argv`` (``run=False``: parse and instantiate only).
-
-    Task and datamodule plug-ins (entry points) are imported first, so a config names their
-    classes by short name (``class_path: PluginTask``) as it does medxfer's own. The short name
-    is the class name; an entry registered under another name warns, as configs cannot use it.
-    """
-    import warnings
-
-    for registry in (tasks.TASKS, datamodules.DATAMODULES):
-        registry.load_plugins()
-        for entry in registry:
-            class_name = getattr(entry.obj, "__name__", entry.name)
-            if entry.name != class_name:
-                warnings.warn(
-                    f"{registry.kind} {entry.name!r} is registered under another name than its "
-                    f"class; a config names it `class_path: {class_name}` "
-                    f"(or {entry.obj.__module__}.{class_name})",
-                    stacklevel=2,
-                )
-    return MedxferCLI(
-        TransferTask,
-        MedxferDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=list(argv),
-        run=run,
-        save_config_kwargs={"overwrite": True},
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int | None:
     """Entry point of the ``medxfer`` console script and ``python -m medxfer``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "list":
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        if not argv:
+            print("medxfer: error: a command is required", file=sys.stderr)
+        return 0 if argv else 2
+    if argv[0] == "list":
         return _list(argv[1:])
     if argv and argv[0] == "synthesize":
         return _synthesize(argv[1:])
@@ -360,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int | None:
     debug = "--debug" in argv or bool(os.environ.get(DEBUG_ENV))
     argv = [a for a in argv if a != "--debug"]
     try:
+        from medxfer.lightning_cli import build_cli
+
         build_cli(argv)
     except _expected_errors() as err:
         if debug:
@@ -367,6 +243,26 @@ def main(argv: Sequence[str] | None = None) -> int | None:
         print(f"medxfer: error: {err}{synthesize_hint(str(err))}", file=sys.stderr)
         return 2
     return 0
+
+
+def usage() -> str:
+    """The text of ``medxfer --help``: the subcommands, one line each."""
+    width = max(map(len, [*LIGHTNING_COMMANDS, *COMMANDS]))
+    lines = [
+        "usage: medxfer <command> [options]",
+        "",
+        "Transfer-learning studies on medical images (PyTorch Lightning).",
+        "",
+        "training and evaluation (LightningCLI; `medxfer fit --help` lists every option):",
+        *(f"  {name:<{width}}  {text}" for name, text in LIGHTNING_COMMANDS.items()),
+        "",
+        "data, studies and registries:",
+        *(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()),
+        "",
+        "`medxfer <command> --help` describes a command. Example: medxfer fit -c configs/tiny.yaml",
+        f"--debug (or {DEBUG_ENV}=1) shows the traceback of an error in the user's files.",
+    ]
+    return "\n".join(lines)
 
 
 #: Set to show the full traceback of an expected error (bad table, image, cache, missing file).

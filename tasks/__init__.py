@@ -12,7 +12,7 @@ Subclass :class:`TransferTask` for a new shape (see docs/getting-started.md)."""
 
 from __future__ import annotations
 
-from medxfer.registry import Registry
+from medxfer.catalog import TASKS  # the registry; medxfer's tasks are declared there by path
 
 from .base import TransferTask, mixup_batch, resolve_input_norm
 from .multi_image import CaseClassifier, CaseMetrics, masked_mean
@@ -35,10 +35,3 @@ __all__ = [
     "resolve_input_norm",
     "unet_stages",
 ]
-
-TASKS: Registry[type[TransferTask]] = Registry("task", group="medxfer.tasks")
-TASKS.add("TransferTask", TransferTask)
-TASKS.add("MultiLabelClassifier", MultiLabelClassifier)
-TASKS.add("CaseClassifier", CaseClassifier)
-TASKS.add("MultiViewClassifier", MultiViewClassifier)
-TASKS.add("Segmenter", Segmenter)

@@ -10,7 +10,6 @@ from typing_extensions import override
 
 from medxfer import artifacts
 from medxfer.metrics import CalibrationError, reliability_bins
-from medxfer.plots import plot_reliability
 
 from .base import EvalSetCallback, analysis_dir, write_json
 
@@ -72,6 +71,8 @@ class CalibrationCallback(EvalSetCallback):
 
     def _draw(self, trainer: L.Trainer, prefix: str, bins: dict, ece: float) -> None:
         if self.plot and trainer.is_global_zero:
+            from medxfer.plots import plot_reliability  # matplotlib: imported when drawing
+
             plot_reliability(
                 bins,
                 ece,

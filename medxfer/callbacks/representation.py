@@ -22,7 +22,6 @@ from typing_extensions import override
 from medxfer import artifacts
 from medxfer.backbones import stage_names
 from medxfer.metrics import MinibatchCKA, gram, hsic_unbiased, stage_drift, weight_drift
-from medxfer.plots import plot_cka_vs_depth, plot_drift_per_block
 
 from .base import analysis_dir, write_json
 
@@ -188,6 +187,8 @@ class CKACallback(L.Callback):
                 logger.log_metrics(
                     {f"cka_final/{s}": v for s, v in values.items()}, step=trainer.global_step
                 )
+            from medxfer.plots import plot_cka_vs_depth  # matplotlib: imported when drawing
+
             plot_cka_vs_depth(
                 [h for h in self.history if h[artifacts.WHEN] in (artifacts.START, artifacts.END)],
                 analysis_dir(trainer) / artifacts.CKA_PLOT,
@@ -263,5 +264,7 @@ class WeightDriftCallback(L.Callback):
             return
         drift = self.measure(trainer, pl_module)
         if trainer.is_global_zero:
+            from medxfer.plots import plot_drift_per_block  # matplotlib: imported when drawing
+
             plot_drift_per_block(drift, analysis_dir(trainer) / artifacts.DRIFT_PLOT)
         self._initial = None

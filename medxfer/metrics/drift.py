@@ -12,8 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medxfer.backbones import parameter_stages
-
 __all__ = ["stage_drift", "weight_drift"]
 
 _STAGE, _BLOCK = "stage/", "block/"
@@ -31,6 +29,8 @@ def weight_drift(model: nn.Module, initial: dict[str, torch.Tensor]) -> dict[str
         ``{group: {"l1": mean |w - w0|, "rel_l2": ||w - w0|| / ||w0||, "n": elements}}`` for every
         stage (``stage/<module>``) and block (``block/<module>.<child>``).
     """
+    from medxfer.backbones import parameter_stages  # here: medxfer.metrics knows no model
+
     stages = parameter_stages(model)
     sums: dict[str, list[float]] = {}
     for name, p in model.named_parameters():

@@ -1,0 +1,65 @@
+"""What a named weight file is, and where it is read from: metadata only, no torch.
+
+:class:`WeightSource` (one published weight file: name, URL, licence, the normalisation and
+input size it was trained with) and :class:`InputConfig` are plain dataclasses, so the backbone
+registry declares every source -- and ``medxfer list backbones`` prints them -- without
+importing torch or timm. Reading and loading the files is :mod:`medxfer.backbones.weights`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["InputConfig", "WeightSource", "weights_dir"]
+
+
+def weights_dir() -> Path:
+    """The local folder named weights are read from: ``$MEDXFER_WEIGHTS_DIR`` or
+    ``~/.cache/medxfer/weights``."""
+    env = os.environ.get("MEDXFER_WEIGHTS_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "medxfer" / "weights"
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Metadata of one published weight file, in the manner of timm's ``PretrainedCfg``.
+
+    Attributes:
+        filename: the exact file name expected in :func:`weights_dir`.
+        url: where a user downloads it (medxfer itself never downloads).
+        description: pre-training data and method, one line.
+        licence: the licence the authors published the weights under.
+        mean, std: input normalisation the weights were trained with (per RGB channel); read
+            by :func:`medxfer.backbones.input_config`.
+        input_size: (C, H, W) of pre-training.
+    """
+
+    filename: str
+    url: str
+    description: str
+    licence: str = "see url"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    input_size: tuple[int, int, int] = (3, 224, 224)
+
+    def path(self) -> Path:
+        """Where this file is expected locally."""
+        return weights_dir() / self.filename
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """How a backbone's weights expect their inputs (timm's ``pretrained_cfg`` subset).
+
+    Attributes:
+        mean, std: per-RGB-channel normalisation, ``x = (pixel / 255 - mean) / std``.
+        input_size: (C, H, W) of pre-training, None if unknown.
+        origin: one line saying where the values came from.
+    """
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    input_size: tuple[int, int, int] | None
+    origin: str

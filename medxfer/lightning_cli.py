@@ -1,0 +1,177 @@
+"""The LightningCLI of ``medxfer fit | validate | test | predict -c cfg.yaml``.
+
+Models and datamodules are chosen in subclass mode (``class_path: MultiLabelClassifier`` --
+short names resolve because :func:`build_cli` imports every registered task and datamodule,
+medxfer's own and plug-ins', before parsing). The datamodule's number of outputs, label names
+and channels are linked into the task, so sizes are written once. After ``fit`` the best
+checkpoint is tested on every test set (the in-distribution split and each shifted set) and the
+table is written to the run folder as ``results.json`` and ``results.md``.
+
+This module imports Lightning; :mod:`medxfer.cli` (the ``medxfer`` command) imports it only for
+these four subcommands, so ``medxfer --help`` and ``medxfer list`` answer at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from medxfer.catalog import DATAMODULES, TASKS
+from medxfer.cli import format_results
+from medxfer.datamodules import MedxferDataModule
+from medxfer.tasks import TransferTask
+
+__all__ = ["MedxferCLI", "build_cli"]
+
+
+class MedxferCLI(LightningCLI):
+    """LightningCLI with medxfer's links and a test of the best checkpoint after ``fit``."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments(
+            "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
+        )
+        parser.link_arguments(
+            "data.label_names", "model.init_args.label_names", apply_on="instantiate"
+        )
+        parser.link_arguments("data.channels", "model.init_args.in_chans", apply_on="instantiate")
+        parser.add_argument(
+            "--hyperrule",
+            type=bool,
+            default=False,
+            help="fit only: set the resolution, SGD, lr, schedule, steps and MixUp by "
+            "BiT-HyperRule, scaled to the global batch (see medxfer.hyperrule)",
+        )
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=True,
+            help="after fit, test the best checkpoint on every test set (fit only)",
+        )
+
+    def after_instantiate(self) -> None:
+        """Refuse a task whose output type contradicts the datamodule's (multi-class data in a
+        multi-label task trains, but scores the wrong thing), and write the resolved input
+        normalisation into the run's saved config."""
+        data_type = getattr(self.datamodule, "output_type", None)
+        model_type = getattr(self.model, "output_type", None)
+        if data_type and model_type and data_type != model_type:
+            hint = "CaseClassifier" if data_type == "multiclass" else "MultiLabelClassifier"
+            raise ValueError(
+                f"the data are {data_type} but {type(self.model).__name__} is {model_type}: "
+                f"use a {data_type} task (e.g. class_path: {hint})"
+            )
+        norm = getattr(self.model, "input_norm", None)
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        if norm is not None and config is not None and "model" in config:
+            config["model"]["init_args"]["input_norm"] = norm
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        self.after_instantiate()
+
+    #: The BiT-HyperRule resolved from the data section before the classes are built.
+    hyperrule: Any = None
+
+    def before_instantiate_classes(self) -> None:
+        """``fit --hyperrule true``: resolve BiT-HyperRule from the ``data`` section alone and
+        write what it sets before anything is built (as ``medxfer prepare --hyperrule true``
+        does): the resolution into ``data.init_args``, ``trainer.max_epochs=-1`` (the rule's
+        step count decides). The learning rate and steps wait for the global batch
+        (:meth:`before_fit`)."""
+        config = self.config.get(self.subcommand) if self.subcommand else None
+        if self.subcommand != "fit" or not config or not config.get("hyperrule"):
+            return
+        from medxfer.hyperrule import resolve_data
+
+        self.hyperrule = resolve_data(config["data"])
+        config["trainer"]["max_epochs"] = -1
+
+    def before_fit(self) -> None:
+        """``--hyperrule true``: the rule at the run's global batch (per-process batch x
+        processes x accumulated batches) sets the task's optimiser, lr, schedule and MixUp and
+        the trainer's steps; the saved config holds the values."""
+        config = self.config[self.subcommand]
+        if not config.get("hyperrule", False):
+            return
+        from medxfer.hyperrule import apply_hyperrule, describe_run
+
+        run = apply_hyperrule(self.model, self.datamodule, self.trainer, rule=self.hyperrule)
+        for key, value in run.task_settings().items():
+            config["model"]["init_args"][key] = value
+        config["trainer"]["max_steps"], config["trainer"]["max_epochs"] = run.total_steps, -1
+        if self.trainer.is_global_zero:
+            print(describe_run(run, self.datamodule, self.trainer))
+
+    def after_fit(self) -> None:
+        if not self.config[self.subcommand].get("test_after_fit", True):
+            return
+        trainer = self.trainer
+        if trainer.interrupted or not getattr(self.datamodule, "eval_names", None):
+            return
+        ckpt = (
+            "best"
+            if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path
+            else None
+        )
+        results = trainer.test(
+            self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False
+        )
+        self.write_results(results)
+
+    def after_test(self) -> None:
+        self.write_results(self.trainer.logged_metrics)
+
+    def write_results(self, results: Sequence[dict[str, Any]] | dict[str, Any]) -> None:
+        """Write test metrics to ``results.json`` (strict JSON: NaN as ``null``) and
+        ``results.md`` in the run folder, and print them."""
+        from medxfer import artifacts
+
+        if not self.trainer.is_global_zero:
+            return
+        flat: dict[str, float] = {}
+        for part in [results] if isinstance(results, dict) else results:
+            flat.update({k: float(v) for k, v in part.items() if str(k).startswith("test/")})
+        if not flat:
+            return
+        out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        table = format_results(flat)
+        artifacts.write_text(out / artifacts.RESULTS_MD, table + "\n")
+        # results.json last: its presence marks a finished run (medxfer study)
+        artifacts.write_json(out / artifacts.RESULTS_JSON, flat, sort_keys=True)
+        print(f"\n{table}\n\nwritten to {out / artifacts.RESULTS_MD}")
+
+
+def build_cli(argv: Sequence[str], run: bool = True) -> MedxferCLI:
+    """The ``medxfer`` LightningCLI on ``argv`` (``run=False``: parse and instantiate only).
+
+    Task and datamodule plug-ins (entry points) are imported first, so a config names their
+    classes by short name (``class_path: PluginTask``) as it does medxfer's own. The short name
+    is the class name; an entry registered under another name warns, as configs cannot use it.
+    """
+    import warnings
+
+    for registry in (TASKS, DATAMODULES):
+        registry.load_plugins()
+        for entry in registry:
+            class_name = getattr(entry.obj, "__name__", entry.name)
+            if entry.name != class_name:
+                warnings.warn(
+                    f"{registry.kind} {entry.name!r} is registered under another name than its "
+                    f"class; a config names it `class_path: {class_name}` "
+                    f"(or {entry.obj.__module__}.{class_name})",
+                    stacklevel=2,
+                )
+    return MedxferCLI(
+        TransferTask,
+        MedxferDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=list(argv),
+        run=run,
+        save_config_kwargs={"overwrite": True},
+    )
