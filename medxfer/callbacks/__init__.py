@@ -17,6 +17,7 @@ from __future__ import annotations
 from .base import EvalSetCallback, analysis_dir, is_last_validation, write_json
 from .calibration import CalibrationCallback
 from .convergence import ConvergenceCallback
+from .masks import MaskWriter
 from .predictions import PredictionWriter
 from .representation import CKACallback, WeightDriftCallback
 from .subgroups import SubgroupCallback
@@ -26,6 +27,7 @@ __all__ = [
     "CalibrationCallback",
     "ConvergenceCallback",
     "EvalSetCallback",
+    "MaskWriter",
     "PredictionWriter",
     "SubgroupCallback",
     "WeightDriftCallback",

@@ -87,3 +87,25 @@ def test_multiclass_loss_ignores_pixels_outside_the_field_of_view() -> None:
     onehot = F.one_hot(labels, 3).permute(0, 3, 1, 2).float() * valid[:, None]
     dice = DiceLoss()(torch.softmax(logits, 1) * valid[:, None], onehot)
     torch.testing.assert_close(a, ce + dice)
+
+
+def test_mask_writer_writes_the_thresholded_predictions(tmp_path, tiny_trainer) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from medxfer.callbacks import MaskWriter
+    from medxfer.datamodules import SegmentationDataModule, write_synthetic_montgomery
+
+    root = write_synthetic_montgomery(tmp_path / "mont", 10, size=32, seed=0)
+    dm = SegmentationDataModule(str(root), layout="montgomery", image_size=32, num_workers=0)
+    task = Segmenter(backbone="timm/resnet18", num_classes=1, label_names=["lung"]).eval()
+    trainer = tiny_trainer(callbacks=[MaskWriter(out_dir=str(tmp_path / "out"))])
+    trainer.predict(task, datamodule=dm, return_predictions=False)
+    test = dm.test_sets["seg"]
+    files = sorted((tmp_path / "out" / "seg").glob("*.png"))
+    assert [f.name for f in files] == sorted(f"{i}_lung.png" for i in test.ids)
+    sample = test[0]
+    with torch.no_grad():
+        probs = torch.sigmoid(task(sample["image"][None]))[0, 0].numpy()
+    written = np.asarray(Image.open(tmp_path / "out" / "seg" / f"{test.ids[0]}_lung.png"))
+    np.testing.assert_array_equal(written == 255, probs >= 0.5)

@@ -1,0 +1,75 @@
+"""Predicted segmentation masks as PNG files, for ``medxfer predict`` with a ``Segmenter``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+from lightning.pytorch.callbacks import BasePredictionWriter
+from typing_extensions import override
+
+__all__ = ["MaskWriter"]
+
+
+class MaskWriter(BasePredictionWriter):
+    """Write each predicted mask as a PNG: ``<out_dir>/<set>/<id>_<class>.png`` (0 / 255 where the
+    probability reaches ``threshold``), or, for a multi-class task, ``<id>.png`` holding the
+    arg-max class index per pixel. File names use the datasets' opaque case ids.
+
+    Args:
+        out_dir: folder to write into (default: ``predictions/`` in the run folder).
+        threshold: probability from which a pixel is foreground (binary / multi-label).
+
+    Example (a config's trainer section, or on the command line)::
+
+        medxfer predict -c configs/seg_demo.yaml --ckpt_path best.ckpt \\
+            --trainer.callbacks+=medxfer.callbacks.MaskWriter
+    """
+
+    def __init__(self, out_dir: str | None = None, threshold: float = 0.5) -> None:
+        super().__init__(write_interval="batch")
+        self.out_dir = out_dir
+        self.threshold = threshold
+
+    def _folder(self, trainer: L.Trainer, dataloader_idx: int) -> Path:
+        root = Path(
+            self.out_dir or Path(trainer.log_dir or trainer.default_root_dir) / "predictions"
+        )
+        names = list(getattr(trainer.datamodule, "eval_names", []) or [])
+        name = names[dataloader_idx] if dataloader_idx < len(names) else f"set{dataloader_idx}"
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    @override
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        from PIL import Image
+
+        probs = prediction["probs"].detach().float().cpu()
+        if probs.ndim != 4:
+            raise ValueError(
+                f"MaskWriter needs per-pixel probabilities (B, K, H, W), got {tuple(probs.shape)}"
+            )
+        folder = self._folder(trainer, dataloader_idx)
+        multiclass = bool(getattr(pl_module.hparams, "multiclass", False))
+        names = list(getattr(pl_module, "label_names", [])) or [
+            f"class{k}" for k in range(probs.shape[1])
+        ]
+        for case, p in zip(prediction["id"], probs, strict=True):
+            if multiclass:
+                Image.fromarray(p.argmax(0).numpy().astype(np.uint8)).save(folder / f"{case}.png")
+                continue
+            for name, channel in zip(names, p, strict=True):
+                mask = (channel.numpy() >= self.threshold).astype(np.uint8) * 255
+                Image.fromarray(mask).save(folder / f"{case}_{name}.png")
