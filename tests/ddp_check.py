@@ -2,7 +2,10 @@
 
 Run as a script (Lightning's DDP launcher re-executes it once per rank)::
 
-    python tests/ddp_check.py DATA_DIR OUT.json DEVICES
+    python tests/ddp_check.py DATA_DIR OUT.json DEVICES [cxr|seg]
+
+``cxr``: a multi-label classifier on the synthetic CheXpert / NIH folders (AUROC, ECE,
+subgroups); ``seg``: a U-Net on a synthetic Montgomery folder (Dice, IoU).
 """
 
 from __future__ import annotations
@@ -14,29 +17,36 @@ from pathlib import Path
 import lightning as L
 
 from medxfer.callbacks import CalibrationCallback, SubgroupCallback
-from medxfer.datamodules import ChestXrayDataModule, CXRTable
-from medxfer.tasks import MultiLabelClassifier
+from medxfer.datamodules import ChestXrayDataModule, CXRTable, SegmentationDataModule
+from medxfer.tasks import MultiLabelClassifier, Segmenter
 
 
-def main(data: Path, out: Path, devices: int) -> None:
-    L.seed_everything(0)
-    dm = ChestXrayDataModule(
-        CXRTable(str(data / "chexpert/CheXpert-v1.0-synthetic/train.csv")),
-        shifted={"nih": CXRTable(str(data / "nih/Data_Entry_2017_v2020.csv"), format="nih")},
+def segmentation(data: Path) -> tuple[L.LightningDataModule, L.LightningModule, list]:
+    """A U-Net and uneven evaluation batches of 3 on a Montgomery-layout folder."""
+    dm = SegmentationDataModule(
+        str(data),
+        layout="montgomery",
         image_size=32,
         batch_size=4,
-        eval_batch_size=5,
+        eval_batch_size=3,
         num_workers=0,
+        augment=False,
     )
-    model = MultiLabelClassifier(
-        backbone="timm/test_resnet", num_classes=5, label_names=dm.label_names
-    )
+    return dm, Segmenter(backbone="timm/test_resnet", num_classes=1, label_names=dm.label_names), []
+
+
+def main(data: Path, out: Path, devices: int, kind: str = "cxr") -> None:
+    L.seed_everything(0)
+    if kind == "seg":
+        dm, model, callbacks = segmentation(data)
+    else:
+        dm, model, callbacks = chest_xray(data)
     trainer = L.Trainer(
         accelerator="cpu",
         devices=devices,
         strategy="ddp" if devices > 1 else "auto",
         logger=False,
-        callbacks=[CalibrationCallback(plot=False), SubgroupCallback(min_size=5)],
+        callbacks=callbacks,
         enable_progress_bar=False,
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -56,5 +66,21 @@ def main(data: Path, out: Path, devices: int) -> None:
         )
 
 
+def chest_xray(data: Path) -> tuple[L.LightningDataModule, L.LightningModule, list]:
+    """A multi-label classifier with the calibration and subgroup callbacks."""
+    dm = ChestXrayDataModule(
+        CXRTable(str(data / "chexpert/CheXpert-v1.0-synthetic/train.csv")),
+        shifted={"nih": CXRTable(str(data / "nih/Data_Entry_2017_v2020.csv"), format="nih")},
+        image_size=32,
+        batch_size=4,
+        eval_batch_size=5,
+        num_workers=0,
+    )
+    model = MultiLabelClassifier(
+        backbone="timm/test_resnet", num_classes=5, label_names=dm.label_names
+    )
+    return dm, model, [CalibrationCallback(plot=False), SubgroupCallback(min_size=5)]
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:])
