@@ -275,7 +275,8 @@ class MedxferDataModule(L.LightningDataModule, ABC):
     * :meth:`strata`: the subsampling stratum of each training row (default: rarest positive
       label);
     * :meth:`targets`: the ``(N, K)`` targets of a table (default: its label columns);
-    * :meth:`dataset_options`: the multi-image layout (:class:`ImageTableDataset` arguments);
+    * :meth:`dataset_options` (and :attr:`dataset_class`): the multi-image layout, or a dataset
+      subclass and its arguments;
     * :meth:`train_sampler`: a training sampler (default: shuffling).
 
     Attributes set by the template (read them, don't set them): ``tables`` (``train`` / ``val``
@@ -311,6 +312,10 @@ class MedxferDataModule(L.LightningDataModule, ABC):
 
     #: Decoder of this datamodule's images (a name in :data:`medxfer.data.images.READERS`).
     reader: ClassVar[str] = "grey"
+
+    #: The dataset class of every split (a subclass of :class:`ImageTableDataset` adds, e.g.,
+    #: masks); :meth:`dataset_options` gives its extra arguments.
+    dataset_class: ClassVar[type[ImageTableDataset]] = ImageTableDataset
 
     def __init__(
         self,
@@ -507,7 +512,7 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         self._check_not_empty(table, what, self.split_description())
         table = self.checked(table, what, decode=self.verify_images)
         groups = {g: table[c].astype(str).tolist() for g, c in self.group_columns().items()}
-        return ImageTableDataset(
+        return self.dataset_class(
             table,
             self.targets(table, what),
             self.transform(train),

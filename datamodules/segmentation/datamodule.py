@@ -15,9 +15,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
-from medxfer.data.images import ImageDecodeError, where
+from medxfer.data.images import ImageDecodeError, read_grey_image, where
 from medxfer.data.rle import rle_decode
 
 from ..base import DATAMODULES, ImageTableDataset, MedxferDataModule, age_group
@@ -32,13 +31,8 @@ Layout = Literal["table", "drive", "montgomery", "siim"]
 
 
 def _binary(path: str, context: str) -> np.ndarray:
-    """A mask file (PNG, GIF, TIFF) as bool (H, W): any value above half its range."""
-    try:
-        with Image.open(path) as img:
-            arr = np.asarray(img.convert("L"))
-    except (OSError, ValueError) as err:
-        raise ImageDecodeError(f"could not decode mask {where(path, context)}: {err}") from None
-    return arr > 127
+    """A mask file (PNG, GIF, TIFF) as bool (H, W): the project's grey decoder, above half."""
+    return read_grey_image(path, context) > 0.5
 
 
 def load_mask(row: dict[str, Any], shape: tuple[int, int], context: str) -> np.ndarray:
@@ -211,6 +205,7 @@ class SegmentationDataModule(MedxferDataModule):
 
     #: What the task must produce (the CLI refuses a task of another kind).
     output_type = "segmentation"
+    dataset_class = MaskDataset
 
     @property
     def channels(self) -> int:
@@ -280,16 +275,6 @@ class SegmentationDataModule(MedxferDataModule):
             **self.input_norm,
         )
 
-    def build_dataset(self, table: pd.DataFrame, train: bool, what: str) -> MaskDataset:
-        """:class:`MaskDataset` of one split (the template's checks first)."""
-        self._check_not_empty(table, what, self.split_description())
-        table = self.checked(table, what, decode=self.verify_images)
-        groups = {g: table[c].astype(str).tolist() for g, c in self.group_columns().items()}
-        return MaskDataset(
-            table,
-            self.targets(table, what),
-            self.transform(train),
-            groups,
-            self.images,
-            multiclass=self.hparams.multiclass,
-        )
+    def dataset_options(self, train: bool) -> dict[str, Any]:
+        """:class:`MaskDataset` targets as class indices when ``multiclass``."""
+        return {"multiclass": self.hparams.multiclass}
