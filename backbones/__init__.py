@@ -31,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medxfer.errors import ConfigError, UnknownNameError
 from medxfer.registry import Registry
 
 from .sources import InputConfig, WeightSource, weights_dir
@@ -144,7 +145,7 @@ def _split_name(
     if not source:
         return arch, pretrained
     if pretrained is not None and str(pretrained) != source:
-        raise ValueError(f"{name!r} names source {source!r} but pretrained={pretrained!r}")
+        raise ConfigError(f"{name!r} names source {source!r} but pretrained={pretrained!r}")
     return arch, source
 
 
@@ -154,7 +155,7 @@ def resolve_weights(arch: str, pretrained: str | os.PathLike[str]) -> Path:
     Raises:
         FileNotFoundError: the named file is not in the weights directory (the message says
             which file to put where) or the path does not exist.
-        KeyError: the name is neither a source of ``arch`` nor a path.
+        UnknownNameError: (a ``KeyError``) the name is neither a source of ``arch`` nor a path.
     """
     text = str(pretrained)
     sources: dict[str, WeightSource] = (
@@ -183,7 +184,9 @@ def resolve_weights(arch: str, pretrained: str | os.PathLike[str]) -> Path:
             f"page timm/{arch[5:]}), or pass pretrained=<path>"
         )
     if sources and os.sep not in text and not path.suffix:
-        raise KeyError(f"{arch} has no weight source {text!r}; known: {', '.join(sources)}")
+        raise UnknownNameError(
+            f"{arch} has no weight source {text!r}; known: {', '.join(sources)}"
+        )
     raise FileNotFoundError(f"weight file {path} does not exist")
 
 
@@ -319,9 +322,9 @@ def _timm_input_config(model: str) -> InputConfig:
     try:
         cfg = get_pretrained_cfg(model)
     except RuntimeError as err:  # a known architecture with an unknown pretrained tag
-        raise ValueError(f"timm model {model!r}: {err}") from None
+        raise ConfigError(f"timm model {model!r}: {err}") from None
     if cfg is None:
-        raise ValueError(f"timm has no model {model!r} (see timm.list_models())")
+        raise ConfigError(f"timm has no model {model!r} (see timm.list_models())")
     return InputConfig(
         tuple(cfg.mean),
         tuple(cfg.std),

@@ -500,10 +500,15 @@ class MedxferDataModule(L.LightningDataModule, ABC):
             self.name: self.build_dataset(parts["test"], False, f"{self.name} test split of {src}")
         }
         for name, table in self.shifted.items():
+            shifted = self._read(table, f"shifted set {name!r}", evaluation=True)
+            log.info(
+                "shifted set %s: %d rows, %d patients",
+                name,
+                len(shifted),
+                shifted["patient_id"].nunique(),
+            )
             self.test_sets[name] = self.build_dataset(
-                self._read(table, f"shifted set {name!r}", evaluation=True),
-                False,
-                f"shifted set {name!r} ({self.table_name(table)})",
+                shifted, False, f"shifted set {name!r} ({self.table_name(table)})"
             )
         self._built_for = norm
 
@@ -585,6 +590,8 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         """Where datasets read images: the cache when one is set (checked on first use), else
         the files."""
         if self._images is None:
+            if self.cache:
+                log.info("images from the cache %s (%s)", self.cache, self.cache_settings())
             self._images = (
                 ImageCache(self.cache, self.cache_settings())
                 if self.cache

@@ -7,6 +7,7 @@ A run folder (``<study>/<name>/seed<k>/`` under ``medxfer study``)::
     config.yaml            the resolved config (LightningCLI)
     results.json           {"test/<set>/<metric>": value}, strict JSON (NaN -> null)
     results.md             the same as Markdown tables
+    id_key                 the key of the keyed case ids in prediction files (or in a folder above)
     analysis/
       calibration_<prefix>.json   reliability_<prefix>.png
       subgroups_<prefix>.json     {"epoch", "metric", "min_size", "attributes": {attr: report}}
@@ -43,6 +44,7 @@ __all__ = [
     "EPOCH",
     "GROUP_PREFIX",
     "HISTORY",
+    "ID_KEY",
     "PROBS",
     "RESULTS_JSON",
     "RESULTS_MD",
@@ -52,7 +54,9 @@ __all__ = [
     "WEIGHT_DRIFT_JSON",
     "WHEN",
     "calibration_json",
+    "case_id_key",
     "jsonable",
+    "keyed_case_ids",
     "predictions_npz",
     "reliability_plot",
     "subgroups_json",
@@ -147,3 +151,47 @@ def write_text(path: Path, text: str) -> Path:
     tmp.write_text(text)
     os.replace(tmp, path)
     return path
+
+
+# Case ids --------------------------------------------------------------------------------------
+#: The file holding the key of the run's keyed case ids (hex, 64 characters).
+ID_KEY = "id_key"
+
+
+def case_id_key(run_dir: Path) -> bytes:
+    """The key that turns a dataset's case ids into the ids written in a run's files.
+
+    The nearest ``id_key`` file in ``run_dir`` or a folder above it is used (``medxfer study``
+    writes one at the study's root, so that its replicas' prediction files share case ids and
+    the report can pair them); with none, a random key is created in ``run_dir``. Kept beside the
+    results, it lets the user join predictions back to the source ids locally
+    (:func:`keyed_case_ids` on the source table), while a file shared without it names no case.
+    """
+    run_dir = Path(run_dir).resolve()
+    for folder in (run_dir, *run_dir.parents):
+        if (folder / ID_KEY).is_file():
+            text = (folder / ID_KEY).read_text().strip()
+            try:
+                return bytes.fromhex(text)
+            except ValueError:
+                raise ValueError(
+                    f"{folder / ID_KEY}: not a hex key; delete it to have a new one made"
+                ) from None
+    key = os.urandom(32)
+    write_text(run_dir / ID_KEY, key.hex() + "\n")
+    return key
+
+
+def keyed_case_ids(ids: Any, key: bytes) -> list[str]:
+    """HMAC-SHA256 of each case id under ``key``, as 20 hex characters: stable for one key,
+    unlinkable to the source id (which embeds a patient identifier, e.g. CheXpert's
+    ``patient00007_study1_view1_frontal`` or an NIH file name) without it.
+
+    Example:
+        >>> keyed_case_ids(["patient00007_study1"], bytes(32))
+        ['58c34cfc88de0d08e19f']
+    """
+    import hashlib
+    import hmac
+
+    return [hmac.new(key, str(i).encode(), hashlib.sha256).hexdigest()[:20] for i in ids]

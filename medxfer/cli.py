@@ -19,12 +19,12 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from medxfer.lightning_cli import MedxferCLI, build_cli
 
-__all__ = ["MedxferCLI", "build_cli", "format_results", "main"]
+__all__ = ["CommandParser", "MedxferCLI", "build_cli", "format_results", "main"]
 
 #: The LightningCLI subcommands, with one line each for ``medxfer --help``.
 LIGHTNING_COMMANDS = {
@@ -111,12 +111,23 @@ def format_results(flat: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+class CommandParser(argparse.ArgumentParser):
+    """The argument parser of medxfer's own subcommands: a usage error is raised (the command
+    prints it as one line with exit status 2, like every other expected error) instead of
+    argparse's usage block."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        from medxfer.errors import ConfigError
+
+        raise ConfigError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
 def _list(argv: Sequence[str]) -> int:
     from medxfer.backbones import BACKBONES  # the registry only: neither torch nor timm
     from medxfer.catalog import DATAMODULES, TASKS  # declared entries: no Lightning
 
     registries = {"backbones": BACKBONES, "tasks": TASKS, "datamodules": DATAMODULES}
-    parser = argparse.ArgumentParser(prog="medxfer list", description="List registered components.")
+    parser = CommandParser(prog="medxfer list", description="List registered components.")
     parser.add_argument("what", choices=sorted(registries))
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style name filter")
     args = parser.parse_args(argv)
@@ -134,7 +145,7 @@ def _list(argv: Sequence[str]) -> int:
 
 
 def _synthesize(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="medxfer synthesize",
         description="Write synthetic data in real formats: chest X-rays (CheXpert and NIH "
         "ChestX-ray14 layouts), dermatology cases (case tables of 1-6 photos), 4-view DICOM "
@@ -208,41 +219,85 @@ def _synthesize(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int | None:
-    """Entry point of the ``medxfer`` console script and ``python -m medxfer``."""
+    """Entry point of the ``medxfer`` console script and ``python -m medxfer``.
+
+    Every subcommand reports an expected failure (a bad table, image, weight file, config key,
+    cache; see :mod:`medxfer.errors`) as one line ``medxfer: error: ...`` and exit status 2;
+    ``--debug`` or ``MEDXFER_DEBUG=1`` re-raises it with its traceback. Logging of medxfer's
+    summaries (split sizes, label spaces, weight load reports, cache use) is on at INFO;
+    ``--quiet`` keeps warnings only.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or bool(os.environ.get(DEBUG_ENV))
+    quiet = "--quiet" in argv
+    argv = [a for a in argv if a not in ("--debug", "--quiet")]
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(), file=sys.stdout if argv else sys.stderr)
         if not argv:
             print("medxfer: error: a command is required", file=sys.stderr)
         return 0 if argv else 2
-    if argv[0] == "list":
-        return _list(argv[1:])
-    if argv and argv[0] == "synthesize":
-        return _synthesize(argv[1:])
-    if argv and argv[0] == "study":
+    configure_logging(quiet)
+    try:
+        return _dispatch(argv)
+    except Exception as err:
+        from medxfer.errors import find_expected, one_line
+
+        cause = find_expected(err) or _argument_error(err)
+        if cause is None or debug:
+            raise
+        message = one_line(cause)
+        print(f"medxfer: error: {message}{synthesize_hint(message)}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str]) -> int | None:
+    """Run the subcommand ``argv[0]`` on the rest of ``argv``."""
+    command, rest = argv[0], argv[1:]
+    if command == "list":
+        return _list(rest)
+    if command == "synthesize":
+        return _synthesize(rest)
+    if command == "study":
         from medxfer.study import main as study_main
 
-        return study_main(argv[1:])
-    if argv and argv[0] == "prepare":
+        return study_main(rest)
+    if command == "prepare":
         from medxfer.prepare import main as prepare_main
 
-        return prepare_main(argv[1:])
-    if argv and argv[0] == "report":
+        return prepare_main(rest)
+    if command == "report":
         from medxfer.report import main as report_main
 
-        return report_main(argv[1:])
-    debug = "--debug" in argv or bool(os.environ.get(DEBUG_ENV))
-    argv = [a for a in argv if a != "--debug"]
-    try:
-        from medxfer.lightning_cli import build_cli
+        return report_main(rest)
+    from medxfer.lightning_cli import build_cli
 
-        build_cli(argv)
-    except _expected_errors() as err:
-        if debug:
-            raise
-        print(f"medxfer: error: {err}{synthesize_hint(str(err))}", file=sys.stderr)
-        return 2
+    build_cli(argv)
     return 0
+
+
+def _argument_error(err: BaseException) -> BaseException | None:
+    """``err`` when it is a command-line or config parsing error (jsonargparse raises
+    ``argparse.ArgumentError`` with ``exit_on_error=False``), else None."""
+    return err if isinstance(err, argparse.ArgumentError) else None
+
+
+def configure_logging(quiet: bool = False) -> None:
+    """Show medxfer's log records on stderr: INFO by default, WARNING with ``--quiet``.
+
+    Only the ``medxfer`` logger gets a handler (the package's modules, including the backbones,
+    tasks and datamodules packages, log under ``medxfer.``), so other libraries keep their own
+    settings. Idempotent: a second call changes the level only.
+    """
+    import logging
+
+    logger = logging.getLogger("medxfer")
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    if not any(getattr(h, "_medxfer", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("medxfer: %(message)s"))
+        handler._medxfer = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def usage() -> str:
@@ -260,7 +315,8 @@ def usage() -> str:
         *(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()),
         "",
         "`medxfer <command> --help` describes a command. Example: medxfer fit -c configs/tiny.yaml",
-        f"--debug (or {DEBUG_ENV}=1) shows the traceback of an error in the user's files.",
+        f"--debug (or {DEBUG_ENV}=1) shows the traceback of an error in the user's files or "
+        "settings; --quiet shows warnings only (default: medxfer's summaries at INFO).",
     ]
     return "\n".join(lines)
 
@@ -276,15 +332,6 @@ SYNTHETIC_FOLDERS = {
     "table": ("table", "table_b", "table_folder"),
     "seg": ("montgomery", "drive", "siim"),
 }
-
-
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    """Failures caused by the user's files, reported in one line (``--debug``: traceback)."""
-    from medxfer.data.cache import CacheError
-    from medxfer.data.images import ImageDecodeError
-    from medxfer.data.tables import TableError
-
-    return (FileNotFoundError, TableError, ImageDecodeError, CacheError)
 
 
 def synthesize_hint(message: str) -> str:

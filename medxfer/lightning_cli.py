@@ -13,6 +13,7 @@ these four subcommands, so ``medxfer --help`` and ``medxfer list`` answer at onc
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,9 @@ class MedxferCLI(LightningCLI):
         model_type = getattr(self.model, "output_type", None)
         if data_type and model_type and data_type != model_type:
             hint = "CaseClassifier" if data_type == "multiclass" else "MultiLabelClassifier"
-            raise ValueError(
+            from medxfer.errors import ConfigError
+
+            raise ConfigError(
                 f"the data are {data_type} but {type(self.model).__name__} is {model_type}: "
                 f"use a {data_type} task (e.g. class_path: {hint})"
             )
@@ -166,12 +169,20 @@ def build_cli(argv: Sequence[str], run: bool = True) -> MedxferCLI:
                     f"(or {entry.obj.__module__}.{class_name})",
                     stacklevel=2,
                 )
-    return MedxferCLI(
-        TransferTask,
-        MedxferDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=list(argv),
-        run=run,
-        save_config_kwargs={"overwrite": True},
-    )
+    # Parse errors raise (the command prints them in one line, exit status 2) instead of
+    # printing jsonargparse's usage block; every subcommand's parser gets the setting.
+    no_exit = {"exit_on_error": False}
+    argv0, sys.argv[1:] = sys.argv[1:], []  # `args` is the command line: no mixed-input warning
+    try:
+        return MedxferCLI(
+            TransferTask,
+            MedxferDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=list(argv),
+            run=run,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={**no_exit, **{c: dict(no_exit) for c in MedxferCLI.subcommands()}},
+        )
+    finally:
+        sys.argv[1:] = argv0

@@ -4,7 +4,9 @@
 (runs are written locally and can be synced later with ``wandb sync``) when no API key is
 configured, no model checkpoints uploaded, hyper-parameters with file paths redacted, and no
 images, tables or media logged -- only scalars leave the machine. Case ids never reach a logger:
-tasks log aggregate metrics only.
+tasks log aggregate metrics only. W&B's own collection is switched off where it could carry
+patient data or paths (:data:`PRIVATE_SETTINGS`): the console output (warnings quote image
+paths), the command line and program path, code, git state and the machine description.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
-__all__ = ["WandbLogger", "redact_paths", "wandb_credentials_available"]
+__all__ = ["PRIVATE_SETTINGS", "WandbLogger", "redact_paths", "wandb_credentials_available"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,19 @@ _PATHLIKE = re.compile(
     r"([/\\])|(\.(csv|txt|npz|pth|pt|bin|tar|ckpt|safetensors|dcm|dicom|png|jpe?g|h5|hdf5)$)", re.I
 )
 REDACTED = "<path redacted>"
+
+#: ``wandb.Settings`` that medxfer's logger always sets, over any the user passes: no console
+#: capture, no system metadata (argv, program path, host), no code or git state, no machine info.
+PRIVATE_SETTINGS: dict[str, Any] = {
+    "console": "off",
+    "x_disable_meta": True,
+    "x_disable_machine_info": True,
+    "disable_code": True,
+    "disable_git": True,
+    "save_code": False,
+    "program": "medxfer",
+    "x_save_requirements": False,
+}
 
 
 def wandb_credentials_available() -> bool:
@@ -53,6 +68,19 @@ def redact_paths(params: Any) -> Any:
     if hasattr(params, "__dataclass_fields__"):
         return redact_paths({f: getattr(params, f) for f in params.__dataclass_fields__})
     return params
+
+
+def private_settings(settings: Any = None) -> Any:
+    """``wandb.Settings`` from the user's ``settings`` (a mapping or ``wandb.Settings``, or None)
+    with :data:`PRIVATE_SETTINGS` applied over them."""
+    import wandb
+
+    if settings is None or isinstance(settings, dict):
+        return wandb.Settings(**{**(settings or {}), **PRIVATE_SETTINGS})
+    out = settings.model_copy()
+    for key, value in PRIVATE_SETTINGS.items():
+        setattr(out, key, value)
+    return out
 
 
 class WandbLogger(_LightningWandbLogger):
@@ -82,6 +110,7 @@ class WandbLogger(_LightningWandbLogger):
                     save_dir,
                 )
         kwargs.pop("log_model", None)
+        kwargs["settings"] = private_settings(kwargs.get("settings"))
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(
             project=project,

@@ -93,7 +93,9 @@ def _true_false(value: str) -> bool:
 
 def main(argv: Sequence[str]) -> int:
     """Entry point of ``medxfer prepare``."""
-    parser = argparse.ArgumentParser(
+    from medxfer.cli import CommandParser
+
+    parser = CommandParser(
         prog="medxfer prepare",
         description="Pre-resize a datamodule's images into an HDF5 cache (resumable).",
     )

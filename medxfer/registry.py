@@ -208,7 +208,8 @@ class Registry(Generic[T]):
     _load_plugins = load_plugins  # the former private name
 
     def entry(self, name: str) -> RegistryEntry[T]:
-        """The entry registered as ``name``; ``KeyError`` lists close names when absent."""
+        """The entry registered as ``name``; absent: :class:`~medxfer.errors.UnknownNameError` (a
+        ``KeyError``) listing close names."""
         self.load_plugins()
         try:
             return self._entries[name]
@@ -217,7 +218,9 @@ class Registry(Generic[T]):
                 n for n in self._entries if name.lower() in n.lower() or n.lower() in name.lower()
             ]
             hint = f" Close names: {', '.join(close)}." if close else ""
-            raise KeyError(
+            from medxfer.errors import UnknownNameError
+
+            raise UnknownNameError(
                 f"unknown {self.kind} {name!r}.{hint} `medxfer list {self.kind}s` prints all of them."
             ) from None
 

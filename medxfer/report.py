@@ -13,7 +13,6 @@ Written as Markdown and HTML with PNG figures in ``STUDY/report/``.
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import math
@@ -462,9 +461,9 @@ def _html(markdown: str) -> str:
 
 def main(argv: Sequence[str]) -> int:
     """``medxfer report STUDY [--out DIR] [--baseline NAME] [--compare A B]``."""
-    p = argparse.ArgumentParser(
-        prog="medxfer report", description="Tables and plots of a study folder."
-    )
+    from medxfer.cli import CommandParser
+
+    p = CommandParser(prog="medxfer report", description="Tables and plots of a study folder.")
     p.add_argument("study", type=Path)
     p.add_argument("--out", type=Path, default=None, help="default: STUDY/report")
     p.add_argument(

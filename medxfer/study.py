@@ -12,7 +12,6 @@ replica whose ``results.json`` exists is skipped, so a killed study continues wh
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import subprocess
@@ -74,12 +73,14 @@ def run_study(
 
 def main(argv: Sequence[str]) -> int:
     """``medxfer study -c CONFIG [-c MORE] --out STUDY --name NAME --seeds 0 1 2 [-- overrides]``."""
+    from medxfer.cli import CommandParser
+
     if "--" in argv:
         i = list(argv).index("--")
         argv, extra = list(argv[:i]), list(argv[i + 1 :])
     else:
         extra = []
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="medxfer study", description="Run N seeds of a config into a study folder (resumable)."
     )
     p.add_argument(

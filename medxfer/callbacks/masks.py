@@ -10,17 +10,21 @@ import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 from typing_extensions import override
 
+from medxfer import artifacts
+
 __all__ = ["MaskWriter"]
 
 
 class MaskWriter(BasePredictionWriter):
     """Write each predicted mask as a PNG: ``<out_dir>/<set>/<id>_<class>.png`` (0 / 255 where the
     probability reaches ``threshold``), or, for a multi-class task, ``<id>.png`` holding the
-    arg-max class index per pixel. File names use the datasets' opaque case ids.
+    arg-max class index per pixel. ``<id>`` is the keyed hash of the dataset's case id (see
+    :class:`~medxfer.callbacks.PredictionWriter`; the key is the run folder's ``id_key``).
 
     Args:
         out_dir: folder to write into (default: ``predictions/`` in the run folder).
         threshold: probability from which a pixel is foreground (binary / multi-label).
+        source_ids: name files by the datasets' own case ids (they may name patients).
 
     Example (a config's trainer section, or on the command line)::
 
@@ -28,15 +32,30 @@ class MaskWriter(BasePredictionWriter):
             --trainer.callbacks+=medxfer.callbacks.MaskWriter
     """
 
-    def __init__(self, out_dir: str | None = None, threshold: float = 0.5) -> None:
+    def __init__(
+        self, out_dir: str | None = None, threshold: float = 0.5, source_ids: bool = False
+    ) -> None:
         super().__init__(write_interval="batch")
         self.out_dir = out_dir
         self.threshold = threshold
+        self.source_ids = source_ids
+        self._key: bytes | None = None
+
+    @override
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Read (rank 0: create first) the run's case-id key, so that every rank uses one."""
+        if self.source_ids:
+            return
+        if trainer.is_global_zero:
+            artifacts.case_id_key(self._run_dir(trainer))
+        trainer.strategy.barrier()
+        self._key = artifacts.case_id_key(self._run_dir(trainer))
+
+    def _run_dir(self, trainer: L.Trainer) -> Path:
+        return Path(trainer.log_dir or trainer.default_root_dir)
 
     def _folder(self, trainer: L.Trainer, dataloader_idx: int) -> Path:
-        root = Path(
-            self.out_dir or Path(trainer.log_dir or trainer.default_root_dir) / "predictions"
-        )
+        root = Path(self.out_dir or self._run_dir(trainer) / "predictions")
         names = list(getattr(trainer.datamodule, "eval_names", []) or [])
         name = names[dataloader_idx] if dataloader_idx < len(names) else f"set{dataloader_idx}"
         folder = root / name
@@ -66,7 +85,12 @@ class MaskWriter(BasePredictionWriter):
         names = list(getattr(pl_module, "label_names", [])) or [
             f"class{k}" for k in range(probs.shape[1])
         ]
-        for case, p in zip(prediction["id"], probs, strict=True):
+        ids = [str(i) for i in prediction["id"]]
+        if not self.source_ids:
+            if self._key is None:
+                self._key = artifacts.case_id_key(self._run_dir(trainer))
+            ids = artifacts.keyed_case_ids(ids, self._key)
+        for case, p in zip(ids, probs, strict=True):
             if multiclass:
                 Image.fromarray(p.argmax(0).numpy().astype(np.uint8)).save(folder / f"{case}.png")
                 continue

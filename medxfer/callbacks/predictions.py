@@ -18,10 +18,18 @@ __all__ = ["PredictionWriter"]
 
 class PredictionWriter(L.Callback):
     """Write ``analysis/predictions_<set>.npz`` (``probs``, ``target``, ``id``, and one array per
-    group attribute) for every test set, gathered from all DDP ranks. Case ids are the datasets'
-    opaque ids, never file paths."""
+    group attribute) for every test set, gathered from all DDP ranks.
 
-    def __init__(self) -> None:
+    Case ids are keyed hashes of the datasets' ids (which embed patient identifiers), under the
+    key in the run folder's ``id_key`` (see :func:`medxfer.artifacts.case_id_key`): the file names
+    no patient, and the user joins it back locally with that key.
+
+    Args:
+        source_ids: write the datasets' own case ids instead (they may name patients).
+    """
+
+    def __init__(self, source_ids: bool = False) -> None:
+        self.source_ids = source_ids
         self._store: dict[str, dict[str, list]] = {}
 
     @override
@@ -63,14 +71,18 @@ class PredictionWriter(L.Callback):
             return
         out = analysis_dir(trainer)
         out.mkdir(parents=True, exist_ok=True)
+        key = None if self.source_ids else artifacts.case_id_key(out.parent)
         for name in parts[0]:
             pieces = [p[name] for p in parts if name in p]
             groups = [g for p in pieces for g in p["groups"]]
+            ids = [i for p in pieces for i in p["id"]]
             keys = sorted({k for g in groups for k in g})
             arrays = {
                 artifacts.PROBS: np.concatenate([p["probs"] for p in pieces]),
                 artifacts.TARGET: np.concatenate([p["target"] for p in pieces]),
-                artifacts.CASE_ID: np.array([i for p in pieces for i in p["id"]]),
+                artifacts.CASE_ID: np.array(
+                    ids if key is None else artifacts.keyed_case_ids(ids, key)
+                ),
                 **{
                     artifacts.GROUP_PREFIX + k: np.array([g.get(k, "") for g in groups])
                     for k in keys

@@ -4,6 +4,10 @@ torch's cross-entropy computed independently on the valid pixels, stage selectio
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -102,10 +106,14 @@ def test_mask_writer_writes_the_thresholded_predictions(tmp_path, tiny_trainer) 
     trainer = tiny_trainer(callbacks=[MaskWriter(out_dir=str(tmp_path / "out"))])
     trainer.predict(task, datamodule=dm, return_predictions=False)
     test = dm.test_sets["seg"]
+    # file names: HMAC-SHA256 of the case id under the run folder's key (no patient id)
+    key = bytes.fromhex((Path(trainer.log_dir) / "id_key").read_text().strip())
+    keyed = {i: hmac.new(key, i.encode(), hashlib.sha256).hexdigest()[:20] for i in test.ids}
     files = sorted((tmp_path / "out" / "seg").glob("*.png"))
-    assert [f.name for f in files] == sorted(f"{i}_lung.png" for i in test.ids)
+    assert [f.name for f in files] == sorted(f"{k}_lung.png" for k in keyed.values())
+    assert not any(i in f.name for f in files for i in test.ids)
     sample = test[0]
     with torch.no_grad():
         probs = torch.sigmoid(task(sample["image"][None]))[0, 0].numpy()
-    written = np.asarray(Image.open(tmp_path / "out" / "seg" / f"{test.ids[0]}_lung.png"))
+    written = np.asarray(Image.open(tmp_path / "out" / "seg" / f"{keyed[test.ids[0]]}_lung.png"))
     np.testing.assert_array_equal(written == 255, probs >= 0.5)
