@@ -39,7 +39,7 @@ from .sources import InputConfig, WeightSource, weights_dir
 if TYPE_CHECKING:
     from torch import nn
 
-    from .weights import LoadReport, load_backbone_weights, read_weight_file
+    from .weights import LoadReport, WeightsError, load_backbone_weights, read_weight_file
 
 __all__ = [
     "BACKBONES",
@@ -47,6 +47,7 @@ __all__ = [
     "InputConfig",
     "LoadReport",
     "WeightSource",
+    "WeightsError",
     "create_backbone",
     "input_config",
     "list_backbones",
@@ -64,7 +65,7 @@ log = logging.getLogger(__name__)
 #: Names this package exports from :mod:`.weights` (torch), imported on first use, so that
 #: ``import medxfer.backbones`` -- the registry, ``medxfer list backbones`` -- imports neither
 #: torch nor timm; building a backbone does.
-_FROM_WEIGHTS = ("LoadReport", "load_backbone_weights", "read_weight_file")
+_FROM_WEIGHTS = ("LoadReport", "WeightsError", "load_backbone_weights", "read_weight_file")
 
 
 def __getattr__(name: str) -> Any:
@@ -191,7 +192,11 @@ def resolve_weights(arch: str, pretrained: str | os.PathLike[str]) -> Path:
 
 
 def create_backbone(
-    name: str, pretrained: str | os.PathLike[str] | None = None, in_chans: int = 3, **kw: Any
+    name: str,
+    pretrained: str | os.PathLike[str] | None = None,
+    in_chans: int = 3,
+    allow_unexpected: bool = False,
+    **kw: Any,
 ) -> nn.Module:
     """Build a registered backbone, optionally loading pre-trained weights strictly.
 
@@ -199,6 +204,9 @@ def create_backbone(
         name: ``arch``, ``arch.source`` or ``timm/<timm name>``.
         pretrained: None (random init), a source name of ``arch``, or a local weight file.
         in_chans: input channels; pre-trained RGB kernels are summed for 1-channel input.
+        allow_unexpected: load a weight file that holds tensors inside the backbone's modules
+            it has no place for (another architecture's), with a warning, instead of raising
+            :class:`~medxfer.backbones.weights.WeightsError`.
         **kw: passed to the factory (timm arguments: ``drop_path_rate``, ``global_pool``...).
             ``num_classes`` defaults to 0, so the module returns pooled features.
 
@@ -218,7 +226,9 @@ def create_backbone(
     if pretrained is not None:
         from .weights import load_backbone_weights
 
-        model.load_report = load_backbone_weights(model, resolve_weights(arch, pretrained))
+        model.load_report = load_backbone_weights(
+            model, resolve_weights(arch, pretrained), allow_unexpected=allow_unexpected
+        )
     model.medxfer_name = arch
     return model
 

@@ -17,7 +17,13 @@ Formats read (never with unrestricted pickle):
 Self-supervised checkpoints (SwAV, MoCo, Barlow Twins, DINO, ...) come wrapped in
 ``state_dict`` / ``model`` keys and prefixed (``module.``, ``module.encoder_q.``, ...); the
 wrapper and prefix that match the model best are found and projection heads, prototypes,
-momentum encoders and queues are left out and reported as unexpected.
+momentum encoders and queues are left out and reported as unexpected. A tensor the file holds
+inside the backbone's own modules that the backbone has no place for (ResNet-34 weights for a
+ResNet-18: 96 of them in ``layer1.2`` ... ``layer4.2``) means another architecture and is an
+error, unless the caller allows it (``allow_unexpected``).
+
+Every error about a file's content is a :class:`WeightsError` (a missing file stays
+``FileNotFoundError``).
 """
 
 from __future__ import annotations
@@ -36,9 +42,11 @@ from torch import nn
 from .sources import InputConfig, WeightSource, weights_dir
 
 __all__ = [
+    "HEAD_NAMES",
     "InputConfig",
     "LoadReport",
     "WeightSource",
+    "WeightsError",
     "bit_npz_to_state_dict",
     "load_backbone_weights",
     "read_checkpoint_hparams",
@@ -65,6 +73,27 @@ SSL_PREFIXES: tuple[str, ...] = (
 #: Keys of a wrapping dict that hold the weights, tried in this order.
 WRAPPER_KEYS: tuple[str, ...] = ("state_dict", "model", "teacher", "network", "params")
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".tar", ".ckpt")
+#: First names of checkpoint keys that belong to classifiers and self-supervised heads, not to
+#: a backbone: unexpected tensors under them are left out without complaint.
+HEAD_NAMES = frozenset(
+    {
+        "fc",
+        "head",
+        "heads",
+        "classifier",
+        "last_linear",
+        "projector",
+        "projection",
+        "projection_head",
+        "prototypes",
+        "predictor",
+    }
+)
+
+
+class WeightsError(ValueError):
+    """A weight file that does not fit the architecture (missing, misshaped or unexpected
+    backbone tensors), is not weights-only, or holds no tensors; the message names the file."""
 
 
 @dataclass
@@ -156,8 +185,8 @@ def read_weight_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the format is unknown, the file is a pickle that is not weights-only, or it
-            holds no tensors.
+        WeightsError: the format is unknown, the file is a pickle that is not weights-only, or
+            it holds no tensors.
     """
     path = Path(path)
     if not path.is_file():
@@ -176,7 +205,7 @@ def read_weight_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
         return load_file(str(path))
     if not name.endswith(TORCH_SUFFIXES):
-        raise ValueError(
+        raise WeightsError(
             f"{path}: unknown weight format; expected .npz (BiT), .safetensors or a torch file "
             f"({', '.join(TORCH_SUFFIXES)})"
         )
@@ -187,12 +216,12 @@ def _torch_load(path: Path) -> object:
     """``torch.load`` restricted to tensors and plain containers (no code runs).
 
     Raises:
-        ValueError: the file is a pickle that is not weights-only.
+        WeightsError: the file is a pickle that is not weights-only.
     """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ValueError(
+        raise WeightsError(
             f"{path}: refused to load, the file is a pickle that is not weights-only (it may run "
             f"arbitrary code). Re-save its tensors with torch.save(state_dict) or as .safetensors. "
             f"Detail: {str(err).splitlines()[0]}"
@@ -232,7 +261,7 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
         if inner is None:
             break
         obj = inner
-    raise ValueError(f"{path}: no tensors found (looked inside keys {', '.join(WRAPPER_KEYS)})")
+    raise WeightsError(f"{path}: no tensors found (looked inside keys {', '.join(WRAPPER_KEYS)})")
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -249,15 +278,35 @@ def _allowed_missing(key: str, classifier: str | None) -> bool:
     )
 
 
-def load_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> LoadReport:
+def _inside_backbone(key: str, prefix: str, owned: set[str], heads: set[str]) -> bool:
+    """Whether an unexpected file ``key`` lies inside one of the backbone's own modules
+    (``owned``: the first names of its keys) rather than under a head or outside the encoder."""
+    if not key.startswith(prefix):
+        return False  # another part of the checkpoint: a momentum encoder, a queue
+    first = key[len(prefix) :].split(".", 1)[0]
+    return first in owned and first not in heads
+
+
+def load_backbone_weights(
+    model: nn.Module, path: str | os.PathLike[str], allow_unexpected: bool = False
+) -> LoadReport:
     """Load ``path`` into ``model`` strictly and return what matched.
 
     The first convolution is adapted when the file was trained on another number of input
     channels (e.g. RGB weights for 1-channel X-rays: the kernel is summed over RGB, timm's
-    ``adapt_input_conv``).
+    ``adapt_input_conv``). The report (matched / missing / unexpected counts) is logged at INFO.
+
+    Args:
+        model: the backbone.
+        path: the weight file.
+        allow_unexpected: load even when the file holds tensors inside the backbone's modules
+            that it has no place for (another architecture's blocks), with a warning; for
+            experts loading a deliberately larger checkpoint.
 
     Raises:
-        ValueError: a backbone tensor is missing from the file or has another shape; the message
+        WeightsError: a backbone tensor is missing from the file or has another shape, or (unless
+            ``allow_unexpected``) the file holds unexpected tensors inside the backbone's
+            modules (beyond the heads of :data:`HEAD_NAMES` and the classifier); the message
             lists them.
     """
     from timm.models import adapt_input_conv
@@ -293,6 +342,27 @@ def load_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> Loa
     report.missing = [k for k in model_state if k not in chosen]
     report.matched = [k for k in model_state if k in chosen]
     fatal = [k for k in report.missing if not _allowed_missing(k, cfg.get("classifier"))]
+    owned = {k.split(".", 1)[0] for k in model_state}
+    heads = set(HEAD_NAMES) | {str(cfg.get("classifier") or "fc").split(".", 1)[0]}
+    foreign = [k for k in report.unexpected if _inside_backbone(k, prefix, owned, heads)]
+    if foreign and allow_unexpected:
+        log.warning(
+            "%s: %d tensor(s) inside the backbone's modules have no place in it and are left "
+            "out (allow_unexpected): %s",
+            path,
+            len(foreign),
+            ", ".join(foreign[:10]),
+        )
+    elif foreign:
+        shown = ", ".join(foreign[:10]) + (
+            f", ... (+{len(foreign) - 10})" if len(foreign) > 10 else ""
+        )
+        raise WeightsError(
+            f"{path}: {len(foreign)} tensor(s) in the file lie inside the backbone's modules but "
+            f"have no place in it: a different architecture? ({report.summary()}). Unexpected: "
+            f"{shown}. Choose the backbone the file was trained for, or set "
+            "allow_unexpected: true to load it anyway."
+        )
     if mismatched or fatal:
         lines = [f"{path}: weights do not fit the backbone ({report.summary()})."]
         if fatal:
@@ -301,7 +371,7 @@ def load_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> Loa
             )
         if mismatched:
             lines.append(f"Shape mismatches ({len(mismatched)}): " + "; ".join(mismatched))
-        raise ValueError("\n".join(lines))
+        raise WeightsError("\n".join(lines))
     model.load_state_dict(chosen, strict=False)
     log.info("loaded weights %s", report.summary())
     return report

@@ -15,6 +15,7 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -53,9 +54,16 @@ log = logging.getLogger(__name__)
 
 def age_group(age: float, edges: Sequence[float]) -> str:
     """The age bin of ``age`` for bin ``edges`` (e.g. ``(40, 60, 80)`` -> ``"<40"``,
-    ``"40-59"``, ``"60-79"``, ``"80+"``); ``"unknown"`` for NaN."""
+    ``"40-59"``, ``"60-79"``, ``"80+"``); ``"unknown"`` for NaN.
+
+    Raises:
+        ValueError: a negative age (readers refuse ages outside [0, 120] with the file and
+            line; this guards any other caller).
+    """
     if age is None or np.isnan(age):
         return "unknown"
+    if age < 0:
+        raise ValueError(f"age {age:g} is negative: it has no age group")
     edges = sorted(edges)
     if not edges or age < edges[0]:
         return f"<{edges[0]:g}" if edges else "all"
@@ -200,29 +208,46 @@ def check_images(
     decode: bool,
     what: str,
     images: ImageSource | None = None,
+    workers: int = 1,
 ) -> pd.DataFrame:
     """The rows of ``table`` whose images all exist (and decode, when ``decode``).
 
     Without ``skip_bad`` the first bad files raise, naming file and CSV line; with it the rows
     holding them are dropped, counted and logged. ``images`` is where they are read from
-    (default: their files, as grey); with a cache, "exists" means "prepared without error".
+    (default: their files, as grey); with a cache, "exists" means "prepared without error"
+    (the cache decoded every image when it was built). Decoding runs in ``workers`` threads.
     """
     images = images or FileImages("grey")
     files = image_rows(table)
     bad: list[str] = []
     keep = np.ones(len(table), dtype=bool)
-    for path, line, src, row in files.itertuples(index=False):
+    decode = decode or skip_bad
+
+    def check(path: str, line: int, src: str) -> str | None:
         try:
-            images.check(path, context=f"line {line} of {src}", decode=decode or skip_bad)
+            images.check(path, context=f"line {line} of {src}", decode=decode)
         except ImageDecodeError as err:
-            keep[row] = False
-            bad.append(str(err))
+            return str(err)
+        return None
+
+    rows = list(files.itertuples(index=False))
+    threads = max(1, min(workers, len(rows))) if decode else 1
+    with ThreadPoolExecutor(threads) as pool:  # decoders release the GIL while they decode
+        step = 256 * threads  # stop soon after the first bad files when they are an error
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            for (*_, row), error in zip(
+                chunk, pool.map(lambda r: check(r[0], r[1], r[2]), chunk), strict=True
+            ):
+                if error is not None:
+                    keep[row] = False
+                    bad.append(error)
             if not skip_bad and len(bad) >= 5:
                 break
     if bad and not skip_bad:
         raise ImageDecodeError(
             f"{what}: {len(bad)}{'+' if len(bad) >= 5 else ''} bad image(s); first: "
-            + "; ".join(bad)
+            + "; ".join(bad[:5])
             + ". Fix the files or set skip_bad_images=true to skip (and count) them."
         )
     if bad:
@@ -294,7 +319,15 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         seed: seed of augmentation and sampling.
         skip_bad_images: drop (count and log) rows with a missing or undecodable image instead
             of failing.
-        verify_images: decode every image at setup (default: only check the files exist).
+        verify_images: decode every image at setup, in ``num_workers`` threads, so a corrupt
+            file is an error naming it before training starts, not in whichever epoch first
+            draws it (default: only check the files exist; with a ``cache`` the images were
+            decoded when it was built).
+        drop_duplicates: drop repeated rows of the same image or case (counted and logged)
+            instead of failing; copies that differ stay an error.
+        unknown_sex: read a sex value outside the documented list
+            (:data:`~medxfer.data.tables.SEX_VALUES`) as ``Unknown`` (counted and logged)
+            instead of failing.
         batch_size: training batch size (per process).
         eval_batch_size: validation / test batch size (default: ``batch_size``).
         num_workers: DataLoader workers per process (default: the CPUs this process may use,
@@ -329,6 +362,8 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         seed: int = 0,
         skip_bad_images: bool = False,
         verify_images: bool = False,
+        drop_duplicates: bool = False,
+        unknown_sex: bool = False,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int | None = None,
@@ -358,6 +393,8 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         self.seed = seed
         self.skip_bad_images = skip_bad_images
         self.verify_images = verify_images
+        self.drop_duplicates = drop_duplicates
+        self.unknown_sex = unknown_sex
         self.train_fraction = train_fraction
         self.shots_per_class = shots_per_class
         self.subsample_seed = subsample_seed
@@ -645,7 +682,9 @@ class MedxferDataModule(L.LightningDataModule, ABC):
     def checked(self, table: pd.DataFrame, what: str, decode: bool = False) -> pd.DataFrame:
         """The rows of ``table`` whose images are readable (:func:`check_images` with this
         datamodule's ``skip_bad_images`` and image source)."""
-        return check_images(table, self.skip_bad_images, decode, what, self.images)
+        return check_images(
+            table, self.skip_bad_images, decode, what, self.images, max(1, self.num_workers)
+        )
 
     # What the CLI links into the task -------------------------------------------------------
     @property

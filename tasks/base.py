@@ -95,6 +95,8 @@ class TransferTask(L.LightningModule):
     Args:
         backbone: a name from ``medxfer list backbones`` or ``timm/<name>``.
         pretrained: None (random init), a weight source of the backbone, or a local file.
+        allow_unexpected: load a weight file with tensors inside the backbone's modules that it
+            has no place for (another architecture's blocks) instead of failing; for experts.
         num_classes: K, the number of outputs (linked from the datamodule by the CLI).
         label_names: names of the K outputs (linked from the datamodule).
         in_chans: image channels (linked from the datamodule).
@@ -135,6 +137,7 @@ class TransferTask(L.LightningModule):
         self,
         backbone: str = "timm/resnet18",
         pretrained: str | None = None,
+        allow_unexpected: bool = False,
         num_classes: int = 1,
         label_names: Sequence[str] | None = None,
         in_chans: int = 3,
@@ -168,7 +171,11 @@ class TransferTask(L.LightningModule):
         if len(self.label_names) != num_classes:
             raise ValueError(f"num_classes={num_classes} but {len(self.label_names)} label_names")
         self.backbone = create_backbone(
-            backbone, pretrained=pretrained, in_chans=in_chans, **(backbone_kwargs or {})
+            backbone,
+            pretrained=pretrained,
+            in_chans=in_chans,
+            allow_unexpected=allow_unexpected,
+            **(backbone_kwargs or {}),
         )
         self.head = self.build_head(self.backbone.num_features, num_classes)
         self.l2sp_anchor = nn.Module()
@@ -237,7 +244,11 @@ class TransferTask(L.LightningModule):
         if source is None:
             return None
         return create_backbone(
-            hp.backbone, pretrained=source, in_chans=hp.in_chans, **(hp.backbone_kwargs or {})
+            hp.backbone,
+            pretrained=source,
+            in_chans=hp.in_chans,
+            allow_unexpected=hp.get("allow_unexpected", False),
+            **(hp.backbone_kwargs or {}),
         )
 
     # ---------------------------------------------------------------------- regularisation

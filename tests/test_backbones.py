@@ -4,6 +4,7 @@ state dicts load with every backbone tensor matched; bad files fail loudly."""
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from safetensors.torch import save_file
 from timm.models.resnetv2 import _load_weights as timm_load_bit_npz
 
 from medxfer.backbones import create_backbone, list_backbones, load_backbone_weights
+from medxfer.backbones.weights import WeightsError
+from medxfer.tasks import MultiLabelClassifier
 
 LARGE = {"bit-r50x3", "bit-r101x3", "bit-r152x2", "bit-r152x4"}
 
@@ -195,3 +198,52 @@ def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
 def test_unknown_backbone_names_the_list_command() -> None:
     with pytest.raises(KeyError, match="medxfer list backbones"):
         create_backbone("bit-r999x9")
+
+
+# --- a file of another architecture (issue 15, nothing silent) ---------------------------------
+
+
+def test_resnet34_weights_into_a_resnet18_name_the_unexpected_tensors(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    r34 = timm.create_model("resnet34", num_classes=1000).state_dict()  # with its classifier
+    r18 = timm.create_model("resnet18", num_classes=0).state_dict()
+    inside = sorted(k for k in set(r34) - set(r18) if not k.startswith("fc."))
+    assert len(inside) == 96  # the 8 extra BasicBlocks, 12 tensors each
+    path = tmp_path / "r34.pth"
+    torch.save(r34, path)
+    with pytest.raises(WeightsError) as err:
+        create_backbone("timm/resnet18", pretrained=path)
+    message = str(err.value)
+    assert f"{path}: 96 tensor(s) in the file lie inside the backbone's modules" in message
+    assert "120 matched, 0 missing, 98 unexpected" in message
+    assert "(+86)" in message and "allow_unexpected: true" in message
+    shown = message.split("Unexpected: ")[1].split(", ... (+86)")[0].split(", ")
+    assert len(shown) == 10 and set(shown) <= set(inside)
+
+    with caplog.at_level(logging.INFO, logger="medxfer.backbones.weights"):
+        task = MultiLabelClassifier(
+            backbone="timm/resnet18", pretrained=str(path), allow_unexpected=True
+        )
+    report = task.backbone.load_report
+    assert (len(report.matched), len(report.missing), len(report.unexpected)) == (120, 0, 98)
+    assert "96 tensor(s) inside the backbone's modules" in caplog.text  # the warning
+    assert "120 matched, 0 missing, 98 unexpected" in caplog.text  # the INFO report
+    torch.testing.assert_close(task.backbone.layer4[1].conv2.weight, r34["layer4.1.conv2.weight"])
+
+
+def test_every_weight_file_error_is_a_weights_error(tmp_path: Path) -> None:
+    model = create_backbone("timm/resnet18")
+    (tmp_path / "w.onnx").write_bytes(b"x")
+    torch.save({"state_dict": {"lr": 0.1}}, tmp_path / "empty.pth")
+    sd = model.state_dict()
+    del sd["layer1.0.conv1.weight"]
+    torch.save(sd, tmp_path / "partial.pth")
+    for name, message in [
+        ("w.onnx", "unknown weight format"),
+        ("empty.pth", "no tensors found"),
+        ("partial.pth", "missing from the file"),
+    ]:
+        with pytest.raises(WeightsError, match=message):
+            load_backbone_weights(model, tmp_path / name)
+    assert issubclass(WeightsError, ValueError)

@@ -71,7 +71,8 @@ class ChestXrayDataModule(MedxferDataModule):
         seed: seed of the augmentation.
         batch_size: training batch size (per process).
         **kwargs: the settings every datamodule shares (:class:`MedxferDataModule`): image
-            checks (``skip_bad_images``, ``verify_images``), loader (``eval_batch_size``,
+            checks (``skip_bad_images``, ``verify_images``), table checks
+            (``drop_duplicates``, ``unknown_sex``), loader (``eval_batch_size``,
             ``num_workers``, ``pin_memory``, ``persistent_workers``, ``prefetch_factor``),
             subsets (``train_fraction``, ``shots_per_class``, ``subsample_seed``) and
             ``cache``, an HDF5 image cache from ``medxfer prepare`` (stores images at
@@ -136,9 +137,24 @@ class ChestXrayDataModule(MedxferDataModule):
         hp = self.hparams
         uncertainty = hp.eval_uncertainty if evaluation else hp.uncertainty
         if table.format == "chexpert":
-            df = read_chexpert_csv(table.csv, self.labels, uncertainty, hp.frontal_only, table.root)  # type: ignore[arg-type]
+            df = read_chexpert_csv(
+                table.csv,
+                self.labels,
+                uncertainty,  # type: ignore[arg-type]
+                hp.frontal_only,
+                table.root,
+                drop_duplicates=self.drop_duplicates,
+                unknown_sex=self.unknown_sex,
+            )
         elif table.format == "nih":
-            df = read_nih_csv(table.csv, self.labels, table.root, table.split_list)
+            df = read_nih_csv(
+                table.csv,
+                self.labels,
+                table.root,
+                table.split_list,
+                drop_duplicates=self.drop_duplicates,
+                unknown_sex=self.unknown_sex,
+            )
         else:
             raise ValueError(
                 f"{table.csv}: unknown format {table.format!r}; use 'chexpert' or 'nih'"

@@ -36,7 +36,13 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from medxfer.data.tables import TableError, check_columns
+from medxfer.data.tables import (
+    TableError,
+    check_age,
+    check_columns,
+    check_duplicates,
+    normalise_sex,
+)
 
 __all__ = [
     "CHEXPERT_LABELS",
@@ -76,8 +82,8 @@ NIH_TO_CHEXPERT: dict[str, str] = {
 
 Uncertainty = Literal["ones", "zeros", "ignore"]
 _CHEXPERT_META = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
-#: Allowed values of CheXpert's text columns -> what the table holds.
-_CHEXPERT_SEX = {"Male": "Male", "Female": "Female", "Unknown": "Unknown", "": "Unknown"}
+#: Allowed values of CheXpert's text columns -> what the table holds (``Sex``: the shared
+#: :data:`~medxfer.data.tables.SEX_VALUES`).
 _CHEXPERT_FRONTAL_LATERAL = {"Frontal": "Frontal", "Lateral": "Lateral"}
 #: ``AP/PA`` of a frontal row -> its view group (lateral rows are ``Lateral``). ``LL`` / ``RL``
 #: (left / right lateral decubitus, a few frontal rows of the real train.csv) form one group.
@@ -96,6 +102,8 @@ _NIH_META = (
 )
 #: Spellings of the NIH sex column, the first one present is read.
 _NIH_SEX_COLUMNS = ("Patient Gender", "Patient Sex")
+#: ``View Position`` values of ChestX-ray14 (every image is frontal).
+_NIH_VIEW = {"PA": "PA", "AP": "AP"}
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -470,14 +478,18 @@ def read_chexpert_csv(
     uncertainty: Uncertainty = "ones",
     frontal_only: bool = False,
     root: str | os.PathLike[str] | None = None,
+    drop_duplicates: bool = False,
+    unknown_sex: bool = False,
 ) -> pd.DataFrame:
     """Read a CheXpert ``train.csv`` / ``valid.csv`` (plain or gzip-compressed).
 
     The whole row is checked, not only the requested labels: every row has the header's
     number of fields; every observation column present (of :data:`CHEXPERT_LABELS`) holds
-    1.0, 0.0, -1.0 (or 1, 0, -1) or blank; ``Sex`` is Male, Female, Unknown or blank;
-    ``Frontal/Lateral`` is Frontal or Lateral; ``AP/PA`` is AP, PA, LL, RL or blank; ``Age``
-    is a number. Columns the reader does not know are not checked.
+    1.0, 0.0, -1.0 (or 1, 0, -1) or blank; ``Sex`` is one of
+    :data:`~medxfer.data.tables.SEX_VALUES` (Female, Male, F, M in any case, Unknown or
+    blank); ``Frontal/Lateral`` is Frontal or Lateral; ``AP/PA`` is AP, PA, LL, RL or blank;
+    ``Age`` is a number in [0, 120]; ``Path`` holds ``patientN/studyN/<view>`` and no image
+    is listed twice. Columns the reader does not know are not checked.
 
     Groups: ``sex`` Unknown when blank; ``age`` NaN (the unknown age group) when blank or 0,
     the real file's "unknown"; ``view`` Lateral for lateral rows, else ``AP/PA`` with ``LL`` and
@@ -491,13 +503,17 @@ def read_chexpert_csv(
         frontal_only: keep frontal images only.
         root: the folder that holds ``CheXpert-v1.0.../`` (``Path`` is relative to it);
             default: the CSV's grandparent.
+        drop_duplicates: drop later rows of an image listed twice when they repeat the first
+            (counted and logged) instead of failing.
+        unknown_sex: read a ``Sex`` value outside the list as Unknown (counted and logged)
+            instead of failing.
 
     Returns:
         The validated table (see the module docstring); ``attrs["labels"]`` holds ``labels``.
 
     Raises:
-        TableError: a missing column, a row with too few or too many fields, or a value
-            outside the above (naming the file, line and column).
+        TableError: a missing column, a row with too few or too many fields, a value outside
+            the above, or an image listed twice (naming the file, line and column).
     """
     path = Path(path)
     labels = _check_labels(labels, CHEXPERT_LABELS, "CheXpert")
@@ -514,6 +530,7 @@ def read_chexpert_csv(
     root = Path(root) if root is not None else path.resolve().parent.parent
     ids, patients = _chexpert_ids(raw["Path"], path, lines)
     age = _numeric(raw["Age"], path, lines, "Age")
+    check_age(age, lambda i: f"{path}: line {lines[i]}, column 'Age'")
     codes, kinds = _codes(raw["Frontal/Lateral"], _CHEXPERT_FRONTAL_LATERAL, path, lines)
     lateral = (np.array(kinds) == "Lateral")[codes]
     codes, views = _codes(raw["AP/PA"], _CHEXPERT_VIEW, path, lines)
@@ -522,7 +539,9 @@ def read_chexpert_csv(
             "path": _join(root, raw["Path"]),
             "id": ids,
             "patient_id": patients,
-            "sex": _recode(raw["Sex"], _CHEXPERT_SEX, path, lines),
+            "sex": normalise_sex(
+                raw["Sex"], lambda i: f"{path}: line {lines[i]}, column 'Sex'", unknown_sex
+            ),
             "age": age.where(age != 0),  # 0: unknown in the real file
             "view": _take([*views, "Lateral"], np.where(lateral, len(views), codes), raw["AP/PA"]),
         },
@@ -540,6 +559,11 @@ def read_chexpert_csv(
         [out, pd.DataFrame(chosen.T, index=raw.index, columns=labels, copy=False)], axis=1
     )
     out["source"], out["line"] = str(path), lines
+    if ids.duplicated().any():  # one column first: the whole row only when an image repeats
+        keep = check_duplicates(
+            raw.assign(id=ids), ["id"], lines, str(path), "image", drop_duplicates
+        )
+        out, lateral = out[keep], lateral[keep]
     if frontal_only:
         out = out[~lateral]
         if out.empty:
@@ -561,12 +585,19 @@ def read_nih_csv(
     image_dir: str | os.PathLike[str] | None = None,
     split_list: str | os.PathLike[str] | None = None,
     frontal_only: bool = False,
+    drop_duplicates: bool = False,
+    unknown_sex: bool = False,
 ) -> pd.DataFrame:
     """Read NIH ChestX-ray14's ``Data_Entry_2017*.csv`` (plain or gzip-compressed).
 
     Every row has the header's number of fields (the 2017 file's trailing empty field
-    allowed); the sex column may be spelled ``Patient Gender`` or ``Patient Sex`` (M / F, any
-    other value is Unknown).
+    allowed). The columns the reader uses are checked on every row: ``Image Index`` is not
+    blank and no image is listed twice; every name in ``Finding Labels`` is an NIH finding;
+    ``Patient ID`` is not blank; ``Patient Age`` is a number (``57`` or ``057Y``) in [0, 120];
+    the sex column, spelled ``Patient Gender`` or ``Patient Sex``, is one of
+    :data:`~medxfer.data.tables.SEX_VALUES` (M / F in the real file); ``View Position`` is PA
+    or AP. ``Follow-up #`` and the original size and pixel spacing columns are not used and
+    not checked.
 
     Args:
         path: the CSV.
@@ -576,10 +607,14 @@ def read_nih_csv(
         image_dir: the folder holding the PNGs (default: ``images/`` beside the CSV).
         split_list: keep only the images named in this list file.
         frontal_only: accepted for symmetry with CheXpert; NIH images are all frontal.
+        drop_duplicates: drop later rows of an image listed twice when they repeat the first
+            (counted and logged) instead of failing.
+        unknown_sex: read a sex value outside the list as Unknown (counted and logged) instead
+            of failing.
 
     Raises:
-        TableError: a missing column, a row with too few or too many fields, an unknown finding,
-            a non-numeric age (naming the file, line and column).
+        TableError: a missing column, a row with too few or too many fields, a value outside
+            the above, or an image listed twice (naming the file, line and column).
     """
     del frontal_only  # every ChestX-ray14 image is frontal (PA or AP)
     path = Path(path)
@@ -602,6 +637,13 @@ def read_nih_csv(
     )
     image_dir = Path(image_dir) if image_dir is not None else path.parent / "images"
     images = raw["Image Index"].str.strip()
+
+    def where(column: str) -> Callable[[int], str]:
+        return lambda i: f"{path}: line {lines[i]}, column {column!r}"
+
+    for column, text in (("Image Index", images), ("Patient ID", raw["Patient ID"].str.strip())):
+        if (text == "").any():
+            raise TableError(f"{where(column)(int(np.flatnonzero(text == '')[0]))}: blank")
     # findings of each distinct Finding Labels value (a few hundred in the real file)
     codes, uniques = pd.factorize(raw["Finding Labels"])
     column = {f: j for j, f in enumerate(NIH_FINDINGS)}
@@ -623,13 +665,15 @@ def read_nih_csv(
     member = np.zeros((len(uniques), len(NIH_FINDINGS)), dtype=bool)  # distinct value x finding
     member[pairs[:, 0], pairs[:, 1]] = True
     sex = raw[sex_column(raw.columns)]
+    age = _numeric(raw["Patient Age"], path, lines, "Patient Age")
+    check_age(age, where("Patient Age"))
     columns = {
         "path": _join(image_dir, images),
         "id": images.str.removesuffix(".png"),
         "patient_id": "nih" + raw["Patient ID"].str.strip(),  # numbers as pandas writes them
-        "sex": _recode(sex, {"M": "Male", "F": "Female"}, path, lines, default="Unknown"),
-        "age": _numeric(raw["Patient Age"], path, lines, "Patient Age"),
-        "view": raw["View Position"].str.strip(),
+        "sex": normalise_sex(sex, where(str(sex.name)), unknown_sex),
+        "age": age,
+        "view": _recode(raw["View Position"], _NIH_VIEW, path, lines),
     }
     for lab in labels:
         sources = [lab] if lab in column else [f for f, c in NIH_TO_CHEXPERT.items() if c == lab]
@@ -640,6 +684,11 @@ def read_nih_csv(
             columns[lab] = np.full(len(raw), np.nan)
     out = pd.DataFrame(columns, index=raw.index)
     out["source"], out["line"] = str(path), lines
+    if images.duplicated().any():  # one column first: the whole row only when an image repeats
+        keep = check_duplicates(
+            raw.assign(id=images), ["id"], lines, str(path), "image", drop_duplicates
+        )
+        out, images = out[keep], images[keep]
     if split_list is not None:
         keep = read_split_list(split_list)
         out = out[images.isin(keep).to_numpy()]

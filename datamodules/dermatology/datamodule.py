@@ -38,6 +38,9 @@ class DermatologyDataModule(MedxferDataModule):
         name: the in-distribution set's name in logged keys.
         image_root: folder image paths are relative to (default: each CSV's folder).
         n_conditions: size of the label space before "Other" (from the training split only).
+        conditions: the known condition names (e.g. a dataset's ontology); a differential
+            naming another is an error suggesting the closest known name. Default: any name
+            (a rare name close to a common one is warned about).
         max_images: image slots per case.
         truncate_images: keep the first ``max_images`` of larger cases (counted) instead of failing.
         split: (train, val, test) fractions of the patient-level re-split.
@@ -48,7 +51,8 @@ class DermatologyDataModule(MedxferDataModule):
         batch_size: training batch size (per process).
         **kwargs: the settings every datamodule shares (:class:`MedxferDataModule`): image
             checks (``skip_bad_images``: drop cases with a missing / undecodable image, counted
-            and logged), loader (``eval_batch_size``, ``num_workers``, ``pin_memory``,
+            and logged; ``verify_images``: decode every photo at setup), table checks
+            (``drop_duplicates``, ``unknown_sex``), loader (``eval_batch_size``, ``num_workers``, ``pin_memory``,
             ``persistent_workers``, ``prefetch_factor``), subsets (``train_fraction``,
             ``shots_per_class``, ``subsample_seed``) and ``cache``, an HDF5 image cache from
             ``medxfer prepare`` (stores photos at ``image_size``).
@@ -65,6 +69,7 @@ class DermatologyDataModule(MedxferDataModule):
         name: str = "derm",
         image_root: str | None = None,
         n_conditions: int = 26,
+        conditions: list[str] | None = None,
         max_images: int = 6,
         truncate_images: bool = False,
         split: tuple[float, float, float] = (0.7, 0.1, 0.2),
@@ -96,7 +101,15 @@ class DermatologyDataModule(MedxferDataModule):
     def read_table(self, table: str, evaluation: bool = False) -> pd.DataFrame:
         """Read one case table (either layout) with this datamodule's image settings."""
         hp = self.hparams
-        return read_derm_cases(table, hp.image_root, hp.max_images, hp.truncate_images)
+        return read_derm_cases(
+            table,
+            hp.image_root,
+            hp.max_images,
+            hp.truncate_images,
+            conditions=hp.conditions,
+            drop_duplicates=self.drop_duplicates,
+            unknown_sex=self.unknown_sex,
+        )
 
     def fit_labels(self, train: pd.DataFrame) -> list[str]:
         """The training split's ``n_conditions`` most common conditions, then "Other"."""

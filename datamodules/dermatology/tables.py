@@ -13,7 +13,14 @@ Two table layouts are read (plain functions, no image IO):
 Case columns: ``case_id`` and ``patient_id`` (default: the case id); the label as a weighted
 ``differential`` (``"Eczema:0.6|Psoriasis:0.4"`` or a dict literal such as SCIN's
 ``"{'Eczema': 0.6, 'Psoriasis': 0.4}"``) or a single ``label``; ``fitzpatrick`` (I-VI, 1-6,
-FST1-FST6, or "none selected"); optional ``monk``, ``sex``, ``age_group``, ``site``.
+FST1-FST6, or "none selected"); optional ``monk`` (Monk skin tone 1-10), ``sex`` (the shared
+list :data:`~medxfer.data.tables.SEX_VALUES`), ``age_group``, ``site``.
+
+Every one of these columns is checked on every row: ``case_id`` not blank, a case listed once
+(one row per case) or each of its images once (one row per image), the case columns equal on
+all rows of a case, the differential parses (its names in ``conditions`` when declared),
+``fitzpatrick``, ``monk`` and ``sex`` in their lists. ``age_group`` and ``site`` are free text
+(groups as written) and not checked.
 
 The label space is the N most common conditions of the *training* split (by summed weight)
 plus "Other"; :func:`soft_targets` maps every case onto it.
@@ -31,7 +38,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medxfer.data.tables import TableError, check_columns, csv_line, parse_differential
+from medxfer.data.tables import (
+    TableError,
+    check_columns,
+    check_duplicates,
+    close_names,
+    csv_line,
+    near_duplicate_names,
+    normalise_sex,
+    parse_differential,
+)
 
 __all__ = [
     "OTHER",
@@ -47,6 +63,17 @@ log = logging.getLogger(__name__)
 OTHER = "Other"
 _FITZPATRICK = {str(i): r for i, r in enumerate(("I", "II", "III", "IV", "V", "VI"), start=1)}
 _NONE = "none selected"
+#: Columns that describe a case (not an image): equal on every row of a case.
+_CASE_COLUMNS = (
+    "patient_id",
+    "differential",
+    "label",
+    "fitzpatrick",
+    "monk",
+    "sex",
+    "age_group",
+    "site",
+)
 
 
 def _fitzpatrick(value: str, where: str) -> str:
@@ -63,11 +90,42 @@ def _fitzpatrick(value: str, where: str) -> str:
     )
 
 
+def _monk(raw: pd.DataFrame, path: Path) -> pd.Series:
+    """The Monk skin tone column as ``"1"``-``"10"`` or ``"unknown"`` (blank, unknown)."""
+    text = raw["monk"].str.strip()
+    number = pd.to_numeric(text, errors="coerce")
+    unknown = text.str.lower().isin(["", "unknown", "none", "nan"])
+    ok = unknown | (number.between(1, 10) & (number == number.round()))
+    if not ok.all():
+        i = int(np.flatnonzero(~ok.to_numpy())[0])
+        raise TableError(
+            f"{path}, line {raw['_line'].iloc[i]}, column 'monk': {raw['monk'].iloc[i]!r} is "
+            "not a Monk skin tone (1-10) or blank"
+        )
+    return number.map(lambda v: "unknown" if v != v else str(int(v))).where(~unknown, "unknown")
+
+
+def _check_case_columns(raw: pd.DataFrame, path: Path) -> None:
+    """One row per image: a case's columns must be equal on all of its rows."""
+    columns = [c for c in _CASE_COLUMNS if c in raw.columns]
+    differs = raw.groupby("case_id", sort=False)[columns].nunique() > 1
+    if differs.to_numpy().any():
+        case, col = next((case, c) for case, row in differs.iterrows() for c in columns if row[c])
+        rows = raw[raw["case_id"] == case]
+        raise TableError(
+            f"{path}, lines {', '.join(str(n) for n in rows['_line'])}, case {case!r}: column "
+            f"{col!r} differs between the case's rows: {list(dict.fromkeys(rows[col]))}"
+        )
+
+
 def read_derm_cases(
     path: str | os.PathLike[str],
     image_root: str | os.PathLike[str] | None = None,
     max_images: int = 6,
     truncate: bool = False,
+    conditions: Sequence[str] | None = None,
+    drop_duplicates: bool = False,
+    unknown_sex: bool = False,
 ) -> pd.DataFrame:
     """Read a dermatology case table in either layout (see the module docstring).
 
@@ -77,6 +135,13 @@ def read_derm_cases(
         max_images: most images a case may have.
         truncate: keep the first ``max_images`` of a larger case instead of failing (counted
             and logged).
+        conditions: the known condition names; a differential naming another is an error
+            that suggests the closest known name (``Eczma`` -> ``Eczema``). Without it, a rare
+            name that looks like a misspelling of a common one is warned about.
+        drop_duplicates: drop a repeated case row (one row per case) or image row (one row
+            per image) that equals the first (counted and logged) instead of failing.
+        unknown_sex: read a ``sex`` value outside the shared list as ``Unknown`` (counted and
+            logged) instead of failing.
 
     Returns:
         One row per case: ``id, patient_id, paths`` (list), ``differential`` (dict),
@@ -84,8 +149,10 @@ def read_derm_cases(
         ``line`` (of the case's first row).
 
     Raises:
-        TableError: a missing column, a case with no image or too many, a bad differential or
-            Fitzpatrick value; each message names the case and line.
+        TableError: a missing column, a blank case id, a repeated case or image row, case
+            columns that differ between a case's rows, a case with no image or too many, a bad
+            differential, an undeclared condition, a bad Fitzpatrick, Monk or sex value; each
+            message names the file, line and case or column.
     """
     path = Path(path)
     root = Path(image_root) if image_root is not None else path.parent
@@ -103,6 +170,32 @@ def read_derm_cases(
     label_col = "differential" if "differential" in raw.columns else "label"
     check_columns(raw, ["case_id", label_col, "fitzpatrick"], str(path))
     raw["_line"] = [csv_line(i) for i in range(len(raw))]
+    blank = (raw["case_id"].str.strip() == "").to_numpy()
+    if blank.any():
+        raise TableError(
+            f"{path}, line {raw['_line'].iloc[int(np.flatnonzero(blank)[0])]}: blank case_id"
+        )
+    if image_cols:  # one row per case: a case twice would merge into one with twice the images
+        keep = check_duplicates(raw, ["case_id"], raw["_line"], str(path), "case", drop_duplicates)
+    else:
+        keep = check_duplicates(
+            raw,
+            ["case_id", "image_path"],
+            raw["_line"],
+            str(path),
+            "image of a case",
+            drop_duplicates,
+        )
+    raw = raw[keep].reset_index(drop=True)
+    if not image_cols:
+        _check_case_columns(raw, path)
+    if "sex" in raw.columns:
+        raw["sex"] = normalise_sex(
+            raw["sex"], lambda i: f"{path}, line {raw['_line'].iloc[i]}, column 'sex'", unknown_sex
+        )
+    if "monk" in raw.columns:
+        raw["monk"] = _monk(raw, path)
+    known = list(conditions) if conditions is not None else None
     cases = []
     truncated = 0
     for case_id, rows in raw.groupby("case_id", sort=False):
@@ -122,6 +215,12 @@ def read_derm_cases(
             truncated += 1
             paths = paths[:max_images]
         diff = parse_differential(first[label_col], where)
+        for name in diff:
+            if known is not None and name not in known and name != OTHER:
+                raise TableError(
+                    f"{where}, column {label_col!r}: condition {name!r} is not in the declared "
+                    f"conditions{close_names(name, known)}"
+                )
         cases.append(
             {
                 "id": str(case_id),
@@ -131,7 +230,7 @@ def read_derm_cases(
                 "top_label": max(diff, key=lambda k: diff[k]),
                 "fitzpatrick": _fitzpatrick(first["fitzpatrick"], where),
                 "monk": str(first.get("monk", "") or "unknown"),
-                "sex": str(first.get("sex", "") or "unknown"),
+                "sex": str(first.get("sex", "Unknown")),
                 "age_group": str(first.get("age_group", "") or "unknown"),
                 "site": str(first.get("site", "") or "unknown"),
                 "source": str(path),
@@ -143,6 +242,20 @@ def read_derm_cases(
             "%s: %d case(s) had more than %d images and were truncated", path, truncated, max_images
         )
     out = pd.DataFrame(cases)
+    if known is None:
+        weights: Counter[str] = Counter()
+        for diff in out["differential"]:
+            weights.update(diff)
+        for rare, common in near_duplicate_names(weights):
+            log.warning(
+                "%s: condition %r (weight %.3g) looks like a misspelling of %r (weight %.3g); "
+                "declare the conditions to make this an error",
+                path,
+                rare,
+                weights[rare],
+                common,
+                weights[common],
+            )
     out.attrs.update(source=str(path), truncated=truncated)
     return out
 

@@ -18,6 +18,7 @@ is the template's (:class:`~medxfer.datamodules.MedxferDataModule`).
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +27,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medxfer.data.tables import TableError, parse_differential
+from medxfer.data.tables import (
+    TableError,
+    check_age,
+    close_names,
+    near_duplicate_names,
+    normalise_sex,
+    parse_differential,
+)
 from medxfer.transforms import ImageTransform, resize_side
 
 from ..base import DATAMODULES, MedxferDataModule, age_group
@@ -52,9 +60,13 @@ class ImageTable(MedxferDataModule):
             names in ``target_column``) or ``soft`` (``"A:0.6|B:0.4"`` or a dict in
             ``target_column``). Image folders are ``class``.
         target_column: the column holding the target (``class`` / ``findings`` / ``soft``).
-        labels: ``binary``: the label columns (required). Otherwise optional: the label names
-            in order (default: every name in the training split, sorted); ``findings`` outside
-            them are not modelled.
+        labels: ``binary``: the label columns (required). Otherwise optional: the declared
+            label names in order (default: every name in the training split, sorted, with a
+            warning for a rare name that looks like a misspelling of a common one). A ``class``
+            or ``soft`` name outside them is an error naming file, line and column and the
+            closest declared name (``Eczma`` -> did you mean ``Eczema``?), unless ``other``
+            is declared; ``findings`` outside them are not modelled (a near miss of a
+            declared name is warned about).
         separator: separator of the ``findings`` column.
         no_finding: the ``findings`` name that means no label (all zeros), e.g. ``No Finding``.
         uncertain: ``binary``: what ``-1`` means in training: ``ones``, ``zeros`` or ``ignore``
@@ -70,8 +82,14 @@ class ImageTable(MedxferDataModule):
             patients have several rows, or splits leak).
         id_column: case id column (default ``<table>-<line>``).
         split_column: column of ``train`` / ``val`` / ``test`` (instead of the re-split).
-        group_columns: subgroup attributes, batch group name -> column (or a list of columns).
-        age_column: a numeric age column, binned by ``age_bins`` into the ``age`` group.
+        group_columns: subgroup attributes, batch group name -> column (or a list of columns);
+            their values are free text, groups as written.
+        sex_column: a sex column, read through the shared list
+            (:data:`~medxfer.data.tables.SEX_VALUES`: F, M, Female, Male in any case, Unknown,
+            blank) into the ``sex`` group; another value is an error (``unknown_sex``: read as
+            Unknown).
+        age_column: a numeric age column in [0, 120] years (blank: unknown), binned by
+            ``age_bins`` into the ``age`` group.
         age_bins: edges of the age groups.
         color: colour images (RGB); else grey, repeated to ``channels``.
         channels: output channels of grey images.
@@ -104,6 +122,7 @@ class ImageTable(MedxferDataModule):
         id_column: str | None = None,
         split_column: str | None = None,
         group_columns: dict[str, str] | Sequence[str] | None = None,
+        sex_column: str | None = None,
         age_column: str | None = None,
         age_bins: Sequence[float] = (40, 60, 80),
         color: bool = True,
@@ -153,6 +172,8 @@ class ImageTable(MedxferDataModule):
         self.image_columns = [image_column] if isinstance(image_column, str) else list(image_column)
         groups = group_columns or {}
         self.groups = dict(groups) if isinstance(groups, dict) else {c: c for c in groups}
+        if sex_column is not None and "sex" in self.groups:
+            raise ValueError("sex_column makes the 'sex' group: remove 'sex' from group_columns")
         self.reader = "rgb" if color else "grey"
         self._channels = 3 if color else channels
         self._other_counts: dict[str, int] = {}
@@ -188,6 +209,7 @@ class ImageTable(MedxferDataModule):
                 )
             columns = {
                 "group_columns": self.groups,
+                "sex_column": hp.sex_column,
                 "age_column": hp.age_column,
                 "patient_column": hp.patient_column,
                 "split_column": hp.split_column,
@@ -201,7 +223,7 @@ class ImageTable(MedxferDataModule):
             df["target_class"] = df.pop("class")
         else:
             extra = [*self._target_columns(), *self.groups.values()]
-            extra += [hp.age_column] if hp.age_column else []
+            extra += [c for c in (hp.sex_column, hp.age_column) if c]
             df = read_image_table(
                 table,
                 self.image_columns,
@@ -210,27 +232,35 @@ class ImageTable(MedxferDataModule):
                 hp.id_column,
                 hp.split_column if table == self.tables["train"] else None,
                 list(dict.fromkeys(extra)),
+                drop_duplicates=self.drop_duplicates,
             )
             self._parse_target(df, evaluation)
         for group, column in self.groups.items():
             df[f"group:{group}"] = df[column] if column in df else "unknown"
+        if hp.sex_column:
+            df["group:sex"] = normalise_sex(
+                df[hp.sex_column], self._where(df, hp.sex_column), self.unknown_sex
+            )
         if hp.age_column:
-            df["group:age"] = [
-                age_group(self._age(v, row), hp.age_bins)
-                for v, row in zip(df[hp.age_column], df.itertuples(), strict=True)
-            ]
+            ages = self._ages(df, hp.age_column)
+            df["group:age"] = [age_group(a, hp.age_bins) for a in ages]
         return df
 
     @staticmethod
-    def _age(value: str, row: Any) -> float:
-        if value == "":
-            return float("nan")
-        try:
-            return float(value)
-        except ValueError:
-            raise TableError(
-                f"{row.source}, line {row.line}: age {value!r} is not a number"
-            ) from None
+    def _where(df: pd.DataFrame, column: str) -> Callable[[int], str]:
+        """Row position -> ``"<file>, line <n>, column '<column>'"`` of ``df``."""
+        return lambda k: f"{df['source'].iloc[k]}, line {df['line'].iloc[k]}, column {column!r}"
+
+    def _ages(self, df: pd.DataFrame, column: str) -> np.ndarray:
+        """The age column as years (NaN when blank), each a number in [0, 120]."""
+        text = df[column]
+        ages = pd.to_numeric(text.where(text != ""), errors="coerce").to_numpy(dtype=float)
+        bad = np.isnan(ages) & (text != "").to_numpy()
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise TableError(f"{self._where(df, column)(k)}: age {text.iloc[k]!r} is not a number")
+        check_age(ages, self._where(df, column))
+        return ages
 
     def _parse_target(self, df: pd.DataFrame, evaluation: bool = False) -> None:
         hp = self.hparams
@@ -257,6 +287,7 @@ class ImageTable(MedxferDataModule):
             if blank.any():
                 k = int(np.flatnonzero(blank.to_numpy())[0])
                 raise TableError(f"{where(k, hp.target_column)}: no class")
+            self._check_declared(df, col.tolist(), hp.target_column)
             df["target_class"] = col
         elif hp.target == "findings":
             col = df[hp.target_column]
@@ -269,6 +300,23 @@ class ImageTable(MedxferDataModule):
             df["target_weights"] = [
                 parse_differential(v, where(k, hp.target_column)) for k, v in enumerate(col)
             ]
+            self._check_declared(df, df["target_weights"].tolist(), hp.target_column)
+
+    def _check_declared(self, df: pd.DataFrame, values: list[Any], column: str) -> None:
+        """With declared ``labels`` and no ``other``: every class name in ``values`` (a name or
+        a dict of names per row) is declared, else an error naming the file, line, column and
+        the closest declared name."""
+        hp = self.hparams
+        if not hp.labels or hp.other:
+            return
+        declared = set(hp.labels)
+        for k, value in enumerate(values):
+            for name in [value] if isinstance(value, str) else value:
+                if name not in declared:
+                    raise TableError(
+                        f"{self._where(df, column)(k)}: class {name!r} is not in the declared "
+                        f"labels {list(hp.labels)}{close_names(name, hp.labels)}"
+                    )
 
     # Template hooks --------------------------------------------------------------------------
     def evaluation_differs(self) -> bool:
@@ -293,12 +341,24 @@ class ImageTable(MedxferDataModule):
             return list(hp.labels)
         if hp.labels:
             names = list(hp.labels)
-        elif "target_class" in train:
-            names = sorted(set(train["target_class"]))
-        elif "target_set" in train:
-            names = sorted(set().union(*train["target_set"]))
         else:
-            names = sorted(set().union(*(w.keys() for w in train["target_weights"])))
+            if "target_class" in train:
+                counts = Counter(train["target_class"])
+            elif "target_set" in train:
+                counts = Counter(n for s in train["target_set"] for n in s)
+            else:
+                counts = Counter(n for w in train["target_weights"] for n in w)
+            names = sorted(counts)
+            for rare, common in near_duplicate_names(counts):
+                log.warning(
+                    "%s: label %r (%d case(s)) looks like a misspelling of %r (%d); declare "
+                    "labels to make this an error",
+                    self.name,
+                    rare,
+                    counts[rare],
+                    common,
+                    counts[common],
+                )
         if hp.other and hp.other not in names:
             names.append(hp.other)
         if not names:
@@ -315,6 +375,7 @@ class ImageTable(MedxferDataModule):
         index = {n: k for k, n in enumerate(names)}
         out = np.zeros((len(table), len(names)), dtype=np.float32)
         mapped = 0
+        near: dict[str, int] = {}
         column = (
             "target_class"
             if "target_class" in table
@@ -334,17 +395,27 @@ class ImageTable(MedxferDataModule):
             )
             for label, weight in items.items():
                 if label not in index and hp.target == "findings" and hp.labels:
+                    if close_names(label, names):
+                        near[label] = near.get(label, 0) + 1
                     continue  # findings outside the labels asked for are not modelled
                 if label not in index:
                     if hp.other is None:
                         col = hp.target_column or "class folder"
                         raise TableError(
                             f"{src}, line {line}, column {col!r}: {what}: label {label!r} is not in "
-                            f"the training split's labels {names}; declare other: <a class> to map "
-                            "unknown labels to it"
+                            f"the training split's labels {names}{close_names(label, names)}; "
+                            "declare other: <a class> to map unknown labels to it"
                         )
                     label, mapped = hp.other, mapped + 1
                 out[r, index[label]] += weight
+        for label, n in near.items():
+            log.warning(
+                "%s: finding %r (%d case(s)) is not modelled: not in labels, though close to one%s",
+                what,
+                label,
+                n,
+                close_names(label, names),
+            )
         if mapped:
             self._other_counts[what] = mapped
             log.warning("%s: %d unknown label(s) mapped to %r", what, mapped, hp.other)

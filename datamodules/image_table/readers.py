@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medxfer.data.tables import TableError, check_columns, csv_line
+from medxfer.data.tables import TableError, check_columns, check_duplicates, csv_line
 
 __all__ = ["IMAGE_SUFFIXES", "SPLIT_NAMES", "read_image_folder", "read_image_table"]
 
@@ -53,8 +53,15 @@ def read_image_table(
     id_column: str | None = None,
     split_column: str | None = None,
     columns: Sequence[str] = (),
+    drop_duplicates: bool = False,
 ) -> pd.DataFrame:
     """Read a user's image table into the template's rows.
+
+    Checked on every row: at least one image path; the patient and id not blank; no case
+    listed twice (the same id, or without an id column the same image path(s)); the split
+    value. ``columns`` are only required to exist: their values are checked by the caller
+    (the datamodule checks the target, sex and age columns; other group columns are free
+    text, groups as written).
 
     Args:
         path: the CSV / Parquet file.
@@ -65,14 +72,17 @@ def read_image_table(
         id_column: the case id (default: ``<table name>-<line>``; never a path or patient).
         split_column: ``train`` / ``val`` (``valid``, ``validation``) / ``test`` per row.
         columns: further columns that must exist (target, groups), kept as text.
+        drop_duplicates: drop a repeated row equal to the first (counted and logged) instead
+            of failing.
 
     Returns:
         Rows with ``path`` (one image column) or ``paths``, ``id``, ``patient_id``, ``line``,
         ``source``, ``split`` (with ``split_column``) and ``columns``.
 
     Raises:
-        TableError: a missing column, an empty table, a row without an image, an unknown split
-            value; the message names file, line and column.
+        TableError: a missing column, an empty table, a row without an image, a blank patient
+            or id, a repeated case, an unknown split value; the message names file, line and
+            column.
     """
     path = Path(path)
     raw = _read_frame(path)
@@ -82,6 +92,15 @@ def read_image_table(
     check_columns(raw, dict.fromkeys(needed), str(path))
     if raw.empty:
         raise TableError(f"{path}: the table has no rows")
+    for column in (patient_column, id_column):
+        blank = (raw[column].str.strip() == "").to_numpy() if column else np.zeros(0, bool)
+        if blank.any():
+            raise TableError(
+                f"{_where(path, parquet, int(np.flatnonzero(blank)[0]), column)}: blank"
+            )
+    lines = np.array([k + 1 if parquet else csv_line(k) for k in range(len(raw))])
+    key = [id_column] if id_column else list(image_columns)
+    keep = check_duplicates(raw, key, lines, str(path), "case", drop_duplicates)
     base = Path(root) if root is not None else path.parent
     out = pd.DataFrame(index=raw.index)
     cells = raw[list(image_columns)].to_numpy()
@@ -113,9 +132,9 @@ def read_image_table(
         out["split"] = split
     for c in columns:
         out[c] = raw[c].str.strip()
-    out["line"] = [k + 1 if parquet else csv_line(k) for k in range(len(raw))]
+    out["line"] = lines
     out["source"] = str(path)
-    return out.reset_index(drop=True)
+    return out[keep].reset_index(drop=True)
 
 
 def read_image_folder(root: str | Path, class_column: str = "class") -> pd.DataFrame:

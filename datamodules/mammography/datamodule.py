@@ -68,7 +68,8 @@ class MammographyDataModule(MedxferDataModule):
         batch_size: training batch size (per process).
         **kwargs: the settings every datamodule shares (:class:`MedxferDataModule`): image
             checks (``skip_bad_images``: drop exams with a missing / undecodable image,
-            counted and logged), loader (``eval_batch_size``, ``num_workers``, ``pin_memory``,
+            counted and logged; ``verify_images``: decode every view at setup), table checks
+            (``drop_duplicates``), loader (``eval_batch_size``, ``num_workers``, ``pin_memory``,
             ``persistent_workers``, ``prefetch_factor``), subsets (``train_fraction``,
             ``shots_per_class``, ``subsample_seed``) and ``cache``, an HDF5 image cache from
             ``medxfer prepare`` (stores the oriented views at ``image_size``, 16-bit for DICOM).
@@ -125,7 +126,13 @@ class MammographyDataModule(MedxferDataModule):
     def read_table(self, table: str, evaluation: bool = False) -> pd.DataFrame:
         """Read one exam list with this datamodule's horizons and view settings."""
         hp = self.hparams
-        return read_exam_list(table, hp.image_root, hp.horizons, hp.allow_missing_views)
+        return read_exam_list(
+            table,
+            hp.image_root,
+            hp.horizons,
+            hp.allow_missing_views,
+            drop_duplicates=self.drop_duplicates,
+        )
 
     def strata(self, train: pd.DataFrame) -> np.ndarray:
         """Positive (at any horizon) or negative."""

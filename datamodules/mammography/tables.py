@@ -5,6 +5,10 @@ or 8/16-bit PNG), ``cancer_months`` (months from the exam to a biopsy-confirmed 
 none observed), ``followup_months``, ``density`` (BI-RADS A-D) and optionally ``site``.
 Rows are grouped into exams of exactly four views in the fixed order L-CC, R-CC, L-MLO, R-MLO.
 
+Every column but ``site`` (free text, a group as written) is checked on every row: ids and
+image paths not blank, laterality and view in their lists, months non-negative numbers,
+density A-D or blank, one row per view of an exam, and the exam's columns equal on its rows.
+
 Horizon labels follow Mustafa et al. (2021) (after McKinney et al., Nature 2020): for a horizon
 of h months, an exam is positive when cancer occurred within h months, negative only when
 follow-up covers h months without cancer, and otherwise unknown (masked in the loss and
@@ -21,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medxfer.data.tables import TableError, check_columns, csv_line
+from medxfer.data.tables import TableError, check_columns, check_duplicates, csv_line
 
 __all__ = [
     "DEFAULT_HORIZONS",
@@ -89,6 +93,7 @@ def read_exam_list(
     image_root: str | os.PathLike[str] | None = None,
     horizons: Sequence[int] = DEFAULT_HORIZONS,
     allow_missing_views: bool = False,
+    drop_duplicates: bool = False,
 ) -> pd.DataFrame:
     """Read an exam list into one row per exam.
 
@@ -98,6 +103,8 @@ def read_exam_list(
         horizons: outcome horizons in months.
         allow_missing_views: an exam lacking a view gets an empty path and a False mask entry
             (the view is a zero image) instead of an error.
+        drop_duplicates: drop a row that repeats another (same exam, view and image, equal
+            in every column; counted and logged) instead of failing.
 
     Returns:
         Columns ``id, patient_id, paths`` (4, in :data:`VIEW_ORDER`), ``mask`` (4 bools),
@@ -105,13 +112,21 @@ def read_exam_list(
         horizon (``3m`` ...: 1, 0 or NaN).
 
     Raises:
-        TableError: missing columns, an unknown laterality / view (listing accepted values), a
-            duplicate view, a missing view (unless allowed), bad months; each names the line.
+        TableError: missing columns, a blank id or image path, an unknown laterality / view
+            (listing accepted values), a repeated row, a duplicate view, a missing view (unless
+            allowed), bad months or density, exam columns that differ between its rows; each
+            names the line.
     """
     path = Path(path)
     root = Path(image_root) if image_root is not None else path.parent
     raw = pd.read_csv(path, dtype=str, keep_default_na=False)
     check_columns(raw, _REQUIRED, str(path))
+    for col in ("exam_id", "patient_id", "image_path"):
+        blank = (raw[col].str.strip() == "").to_numpy()
+        if blank.any():
+            raise TableError(
+                f"{path}: line {csv_line(int(np.flatnonzero(blank)[0]))}, column {col!r}: blank"
+            )
     raw["laterality"] = raw["laterality"].str.strip().str.upper()
     raw["view"] = raw["view"].str.strip().str.upper()
     for col, accepted in (("laterality", ("L", "R")), ("view", ("CC", "MLO"))):
@@ -136,6 +151,8 @@ def read_exam_list(
         density,
         [csv_line(i) for i in range(len(raw))],
     )
+    key = ["exam_id", "laterality", "view", "image_path"]
+    raw = raw[check_duplicates(raw, key, raw["_line"], str(path), "image row", drop_duplicates)]
     exams = []
     for exam_id, rows in raw.groupby("exam_id", sort=False):
         first = rows.iloc[0]
@@ -153,7 +170,13 @@ def read_exam_list(
             raise TableError(
                 f"{where}: missing view(s) {missing}; set allow_missing_views to use zero images for them"
             )
-        for col in ("_cancer", "_follow", "_density", "patient_id"):
+        for col in (
+            "_cancer",
+            "_follow",
+            "_density",
+            "patient_id",
+            *(["site"] if "site" in raw else []),
+        ):
             values = rows[col].astype(str).unique()
             if len(values) > 1:
                 raise TableError(

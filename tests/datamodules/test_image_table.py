@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -405,8 +406,60 @@ def _table(tmp_path: Path, rows: list[dict[str, str]], name: str = "t") -> Path:
             [{"path": "0.png", "c": "a", "age": "old"}],
             {"target_column": "c", "age_column": "age"},
             TableError,
-            r"t.csv, line 2: age 'old' is not a number",
+            r"t.csv, line 2, column 'age': age 'old' is not a number",
             id="age-text",
+        ),
+        pytest.param(
+            [{"path": "0.png", "c": "a", "age": "40"}, {"path": "1.png", "c": "a", "age": "-3"}],
+            {"target_column": "c", "age_column": "age"},
+            TableError,
+            r"t.csv, line 3, column 'age': age -3 is outside \[0, 120\] years",
+            id="age-negative",
+        ),
+        pytest.param(
+            [{"path": "0.png", "c": "a", "age": "412"}],
+            {"target_column": "c", "age_column": "age"},
+            TableError,
+            r"t.csv, line 2, column 'age': age 412 is outside \[0, 120\] years",
+            id="age-too-old",
+        ),
+        pytest.param(
+            [{"path": "0.png", "c": "a", "sex": "F"}, {"path": "1.png", "c": "a", "sex": "X"}],
+            {"target_column": "c", "sex_column": "sex"},
+            TableError,
+            r"t.csv, line 3, column 'sex': sex 'X' is not one of F, M, Female, Male",
+            id="sex-unknown-value",
+        ),
+        pytest.param(
+            [{"path": "0.png", "c": "a"}, {"path": "1.png", "c": "b"}, {"path": "0.png", "c": "a"}],
+            {"target_column": "c"},
+            TableError,
+            r"t.csv: lines 2, 4 hold the same case \(path='0.png'\); remove the copies, or set "
+            r"drop_duplicates: true",
+            id="duplicate-row",
+        ),
+        pytest.param(
+            [{"path": "0.png", "c": "a"}, {"path": "0.png", "c": "b"}],
+            {"target_column": "c", "drop_duplicates": True},
+            TableError,
+            r"t.csv: lines 2, 3 hold the same case \(path='0.png'\); the copies differ",
+            id="duplicate-conflicting",
+        ),
+        pytest.param(
+            [{"path": "0.png", "c": "Eczema"}, {"path": "1.png", "c": "Eczma"}],
+            {"target_column": "c", "labels": ["Eczema", "Psoriasis"]},
+            TableError,
+            r"t.csv, line 3, column 'c': class 'Eczma' is not in the declared labels "
+            r"\['Eczema', 'Psoriasis'\]; did you mean 'Eczema'\?",
+            id="class-near-miss",
+        ),
+        pytest.param(
+            [{"path": "0.png", "c": "Eczema:0.5|Psoriassis:0.5"}],
+            {"target": "soft", "target_column": "c", "labels": ["Eczema", "Psoriasis"]},
+            TableError,
+            r"t.csv, line 2, column 'c': class 'Psoriassis' is not in the declared labels "
+            r"\['Eczema', 'Psoriasis'\]; did you mean 'Psoriasis'\?",
+            id="soft-near-miss",
         ),
         pytest.param(
             [{"path": "", "c": "a"}],
@@ -424,6 +477,45 @@ def test_more_bad_cells_name_file_line_and_column(
     dm = ImageTable(str(table), **kw)
     with pytest.raises(error, match=message):
         dm.read_table(str(table))
+
+
+def test_sex_spellings_age_bins_and_dropped_duplicates(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = [
+        {"path": "0.png", "c": "a", "sex": "F", "age": "0"},
+        {"path": "1.png", "c": "a", "sex": "male", "age": "39.5"},
+        {"path": "2.png", "c": "b", "sex": "Female", "age": ""},
+        {"path": "3.png", "c": "b", "sex": "X", "age": "120"},
+        {"path": "1.png", "c": "a", "sex": "male", "age": "39.5"},  # line 3 again
+    ]
+    table = _table(tmp_path, rows)
+    kw = {"target_column": "c", "sex_column": "sex", "age_column": "age", "age_bins": [40]}
+    with caplog.at_level(logging.WARNING):
+        df = ImageTable(str(table), drop_duplicates=True, unknown_sex=True, **kw).read_table(
+            str(table)
+        )
+    assert df["line"].tolist() == [2, 3, 4, 5]
+    assert df["group:sex"].tolist() == ["Female", "Male", "Female", "Unknown"]
+    assert df["group:age"].tolist() == ["<40", "<40", "unknown", "40+"]
+    assert "dropped 1 repeated row(s)" in caplog.text
+    assert "{'X': 1}" in caplog.text
+    with pytest.raises(ValueError, match="sex_column makes the 'sex' group"):
+        ImageTable(str(table), group_columns={"sex": "sex"}, **kw)
+
+
+def test_undeclared_label_of_an_evaluation_table_suggests_the_closest(tmp_path: Path) -> None:
+    train = _table(tmp_path, [{"path": "0.png", "c": "Eczema"}, {"path": "1.png", "c": "Acne"}])
+    test = _table(tmp_path, [{"path": "2.png", "c": "Ecsema"}], name="u")
+    dm = ImageTable(str(train), target_column="c")
+    dm._labels = dm.fit_labels(dm.read_table(str(train)))
+    with pytest.raises(
+        TableError,
+        match=r"u.csv, line 2, column 'c': test: label 'Ecsema' is not "
+        r"in the training split's labels \['Acne', 'Eczema'\]; did you mean "
+        r"'Eczema'\?",
+    ):
+        dm.targets(dm.read_table(str(test), evaluation=True), "test")
 
 
 def test_bad_folders_and_tables(tmp_path: Path) -> None:

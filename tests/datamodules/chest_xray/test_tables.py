@@ -4,6 +4,7 @@ NIH file in ../shared/data."""
 from __future__ import annotations
 
 import gzip
+import logging
 import math
 import pathlib
 import re
@@ -331,8 +332,9 @@ def test_nih_row_with_wrong_field_count_names_file_line_and_column(
             id="unrequested-label-text",
         ),
         pytest.param(
-            {"sex": "M"},
-            "column 'Sex': value 'M' is not one of 'Male', 'Female', 'Unknown' or blank",
+            {"sex": "X"},
+            "column 'Sex': sex 'X' is not one of F, M, Female, Male (any case), Unknown or "
+            "blank; set unknown_sex: true to read other values as Unknown",
             id="sex",
         ),
         pytest.param(
@@ -360,7 +362,9 @@ def test_chexpert_whole_row_schema_names_line_and_column(
         meta["ap"],
         **fields,
     )
-    path = _write(tmp_path / "CheXpert-v1.0" / "train.csv", HEADER, [ROW, ROW, bad])
+    path = _write(
+        tmp_path / "CheXpert-v1.0" / "train.csv", HEADER, [ROW, ROW.replace("view1", "view2"), bad]
+    )
     with pytest.raises(TableError) as err:
         read_chexpert_csv(path)  # the 5 competition labels: the bad column is not requested
     assert str(err.value) == f"{path}: line 4, {expected}"
@@ -516,7 +520,12 @@ def test_columns_match_the_per_row_definition_without_a_path_per_row(
     rng = np.random.default_rng(0)
     root = tmp_path / "root"
     if reader == "chexpert":
-        names = _chexpert_paths(rng, 3000)
+        paths = _chexpert_paths(rng, 3000)
+        ids = [re.search(r"(patient\d+)/(study\d+)/([^/.]+)", p).groups() for p in paths]  # type: ignore[union-attr]
+        # one path per image: an image listed twice is an error (tested on its own)
+        names = [
+            p for p, repeat in zip(paths, pd.Series(ids).duplicated(), strict=True) if not repeat
+        ]
         rows = [_row(p, "Male", 50, "Frontal", "AP") for p in names]
         path = _write(tmp_path / "d" / "train.csv", HEADER, rows)
         matches = [re.search(r"(patient\d+)/(study\d+)/([^/.]+)", p) for p in names]
@@ -547,3 +556,110 @@ def test_columns_match_the_per_row_definition_without_a_path_per_row(
     for column, values in expected.items():
         assert table[column].tolist() == values, column
     assert len(joins) <= 1  # only the absolute path goes through pathlib
+
+
+# --- nothing accepted silently (issue 15) ------------------------------------------------------
+
+FRONT = "CheXpert-v1.0/train/patient00001/study1/view1_frontal.jpg"
+
+
+def test_chexpert_image_listed_twice_names_both_lines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = _row(FRONT.replace("patient00001", "patient00003"), "Male", 40, "Frontal", "PA")
+    path = _write(tmp_path / "CheXpert-v1.0" / "train.csv", HEADER, [ROW, other, ROW])
+    with pytest.raises(TableError) as err:
+        read_chexpert_csv(path)
+    assert str(err.value).startswith(
+        f"{path}: lines 2, 4 hold the same image (id='patient00001_study1_view1_frontal'); "
+        "remove the copies, or set drop_duplicates: true"
+    )
+    with caplog.at_level(logging.WARNING):
+        table = read_chexpert_csv(path, drop_duplicates=True)
+    assert table["line"].tolist() == [2, 3]
+    assert "dropped 1 repeated row(s)" in caplog.text
+    # copies that differ (here in an unrequested label) cannot be dropped
+    changed = ROW.replace(",1.0,", ",0.0,", 1)
+    assert changed != ROW
+    path = _write(tmp_path / "CheXpert-v1.0" / "train.csv", HEADER, [ROW, changed])
+    with pytest.raises(TableError, match=r"lines 2, 3 hold the same image .*the copies differ"):
+        read_chexpert_csv(path, drop_duplicates=True)
+
+
+@pytest.mark.parametrize("age", [pytest.param("-1", id="negative"), pytest.param("121", id="121")])
+def test_chexpert_age_outside_0_120_names_line_and_column(tmp_path: Path, age: str) -> None:
+    bad = _row(FRONT.replace("view1", "view2"), "Male", 0, "Frontal", "PA").replace(
+        ",0,", f",{age},", 1
+    )
+    path = _write(tmp_path / "CheXpert-v1.0" / "train.csv", HEADER, [ROW, bad])
+    with pytest.raises(TableError) as err:
+        read_chexpert_csv(path)
+    assert str(err.value) == f"{path}: line 3, column 'Age': age {age} is outside [0, 120] years"
+
+
+def test_chexpert_sex_spellings_and_unknown_sex(tmp_path: Path) -> None:
+    spellings = ["Female", "Male", "F", "m", "female", "MALE", "Unknown", "", "X"]
+    rows = [
+        _row(f"CheXpert-v1.0/train/patient{k:05d}/study1/view1_frontal.jpg", s, 50, "Frontal", "PA")
+        for k, s in enumerate(spellings)
+    ]
+    path = _write(tmp_path / "CheXpert-v1.0" / "train.csv", HEADER, rows)
+    with pytest.raises(TableError, match=r"line 10, column 'Sex': sex 'X' is not one of"):
+        read_chexpert_csv(path)
+    expected = [
+        "Female",
+        "Male",
+        "Female",
+        "Male",
+        "Female",
+        "Male",
+        "Unknown",
+        "Unknown",
+        "Unknown",
+    ]
+    assert read_chexpert_csv(path, unknown_sex=True)["sex"].tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        pytest.param(
+            "c.png,Mass,0,3,50,X,PA,1,1,1,1",
+            "line 4, column 'Patient Gender': sex 'X' is not one of",
+            id="sex",
+        ),
+        pytest.param(
+            "c.png,Mass,0,3,412,M,PA,1,1,1,1",
+            "line 4, column 'Patient Age': age 412 is outside [0, 120] years",
+            id="age",
+        ),
+        pytest.param(
+            "c.png,Mass,0,3,50,M,LL,1,1,1,1",
+            "line 4, column 'View Position': value 'LL' is not one of 'PA', 'AP'",
+            id="view",
+        ),
+        pytest.param(
+            "c.png,Mass,0,,50,M,PA,1,1,1,1", "line 4, column 'Patient ID': blank", id="patient"
+        ),
+        pytest.param(
+            "a.png,Effusion,0,1,50,M,PA,1,1,1,1",
+            "lines 2, 4 hold the same image (id='a.png')",
+            id="duplicate",
+        ),
+    ],
+)
+def test_nih_every_used_column_is_checked(tmp_path: Path, row: str, expected: str) -> None:
+    path = _write(
+        tmp_path / "Data_Entry_2017_v2020.csv",
+        NIH_HEADER,
+        ["a.png,Effusion,0,1,50,M,PA,1,1,1,1", "b.png,Mass,0,2,50,F,AP,1,1,1,1", row],
+    )
+    with pytest.raises(TableError) as err:
+        read_nih_csv(path)
+    assert str(err.value).startswith(f"{path}: {expected}")
+
+
+def test_negative_age_is_never_binned() -> None:
+    assert age_group(0.0, (40, 60)) == "<40"
+    with pytest.raises(ValueError, match="negative"):
+        age_group(-1.0, (40, 60))

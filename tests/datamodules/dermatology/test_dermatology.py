@@ -4,6 +4,8 @@ the soft-target loss, SCIN conversion, and every bad-input case."""
 from __future__ import annotations
 
 import math
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from medxfer.data import TableError
+from medxfer.data import ImageDecodeError, TableError
 from medxfer.datamodules import (
     OTHER,
     DermatologyDataModule,
@@ -184,3 +186,94 @@ def test_scin_conversion(tmp_path: Path) -> None:
     assert cases["fitzpatrick"].tolist() == ["III", "none selected"]  # dermatologist label first
     assert cases["differential"][0] == pytest.approx({"Eczema": 0.67, "Psoriasis": 0.33})
     assert cases["monk"].tolist() == ["3", "5"]
+
+
+# --- nothing accepted silently (issue 15) ------------------------------------------------------
+
+CASES = "case_id,image_1_path,image_2_path,differential,fitzpatrick"
+
+
+def test_case_row_twice_is_an_error_not_one_case_with_twice_the_images(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = ["c1,a.jpg,b.jpg,Eczema,II", "c2,c.jpg,,Acne,III", "c1,a.jpg,b.jpg,Eczema,II"]
+    path = _table(tmp_path, rows, header=CASES)
+    with pytest.raises(TableError) as err:
+        read_derm_cases(path)
+    assert str(err.value).startswith(f"{path}: lines 2, 4 hold the same case (case_id='c1')")
+    with caplog.at_level("WARNING"):
+        cases = read_derm_cases(path, drop_duplicates=True)
+    assert [[Path(p).name for p in ps] for ps in cases["paths"]] == [["a.jpg", "b.jpg"], ["c.jpg"]]
+    assert "dropped 1 repeated row(s) of the same case" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        pytest.param(
+            ["c1,a.jpg,Eczema,II", "c1,b.jpg,Eczema,II", "c1,a.jpg,Eczema,II"],
+            r"lines 2, 4 hold the same image of a case \(case_id='c1', image_path='a.jpg'\)",
+            id="image-row-twice",
+        ),
+        pytest.param(
+            ["c1,a.jpg,Eczema,II", "c1,b.jpg,Psoriasis,II"],
+            r"lines 2, 3, case 'c1': column 'differential' differs between the case's rows: "
+            r"\['Eczema', 'Psoriasis'\]",
+            id="case-columns-differ",
+        ),
+        pytest.param(
+            ["c1,a.jpg,Eczema,II", " ,b.jpg,Acne,II"], r"line 3: blank case_id", id="blank-id"
+        ),
+    ],
+)
+def test_rows_of_a_case_are_checked(tmp_path: Path, rows: list[str], message: str) -> None:
+    with pytest.raises(TableError, match=message):
+        read_derm_cases(_table(tmp_path, rows))
+
+
+def test_misspelt_condition_suggests_the_declared_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = [f"c{k},x.jpg,Eczema,II" for k in range(5)] + ["c9,x.jpg,Eczma:0.7|Acne:0.3,II"]
+    path = _table(tmp_path, rows)
+    with pytest.raises(TableError) as err:
+        read_derm_cases(path, conditions=["Eczema", "Acne", "Psoriasis"])
+    assert str(err.value) == (
+        f"{path}, line 7, case 'c9', column 'differential': condition 'Eczma' is not in the "
+        "declared conditions; did you mean 'Eczema'?"
+    )
+    with caplog.at_level("WARNING"):
+        cases = read_derm_cases(path)  # nothing declared: read, with a warning
+    assert len(cases) == 6
+    assert "condition 'Eczma' (weight 0.7) looks like a misspelling of 'Eczema' (weight 5)" in (
+        caplog.text
+    )
+
+
+def test_sex_and_monk_values_are_checked(tmp_path: Path) -> None:
+    header = "case_id,image_path,differential,fitzpatrick,sex,monk"
+    rows = ["c1,x.jpg,Acne,II,F,3", "c2,x.jpg,Acne,II,male,", "c3,x.jpg,Acne,II,,10.0"]
+    cases = read_derm_cases(_table(tmp_path, rows, header))
+    assert cases["sex"].tolist() == ["Female", "Male", "Unknown"]
+    assert cases["monk"].tolist() == ["3", "unknown", "10"]
+    path = _table(tmp_path, [*rows, "c4,x.jpg,Acne,II,X,2"], header)
+    with pytest.raises(TableError, match=r"line 5, column 'sex': sex 'X' is not one of"):
+        read_derm_cases(path)
+    assert read_derm_cases(path, unknown_sex=True)["sex"].tolist()[-1] == "Unknown"
+    path = _table(tmp_path, [*rows, "c4,x.jpg,Acne,II,F,11"], header)
+    with pytest.raises(TableError, match=r"line 5, column 'monk': '11' is not a Monk skin tone"):
+        read_derm_cases(path)
+
+
+def test_verify_images_finds_a_corrupt_photo_at_setup(
+    derm: dict[str, Path], tmp_path: Path
+) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(derm["columns"].parent, root)
+    table = root / derm["columns"].name
+    last = read_derm_cases(table).iloc[-1]["paths"][-1]  # whichever split it lands in
+    Path(last).write_bytes(b"\xff\xd8\xff\xe0 not a JPEG")
+    kw = dict(n_conditions=4, image_size=32, batch_size=4, num_workers=2)
+    DermatologyDataModule(str(table), **kw).setup("fit")  # exists: not decoded by default
+    with pytest.raises(ImageDecodeError, match=re.escape(f"could not decode image {last}")):
+        DermatologyDataModule(str(table), verify_images=True, **kw).setup("fit")

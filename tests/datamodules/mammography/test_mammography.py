@@ -4,13 +4,15 @@ edges, oversampling, laterality swap, the focal loss, and every bad-input case."
 from __future__ import annotations
 
 import math
+import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from medxfer.data import TableError
+from medxfer.data import ImageDecodeError, TableError
 from medxfer.datamodules import (
     MammographyDataModule,
     horizon_labels,
@@ -203,3 +205,60 @@ def test_vindr_and_cbis_ddsm_converters(tmp_path: Path) -> None:
     exams = read_exam_list(out, allow_missing_views=True)
     assert exams["mask"].tolist() == [[True, False, True, False], [False, True, False, False]]
     assert exams["39m"].tolist() == [1.0, 0.0] and exams["density"].tolist() == ["C", "A"]
+
+
+# --- nothing accepted silently (issue 15) ------------------------------------------------------
+
+
+def test_a_row_listed_twice_names_both_lines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _exam(tmp_path, [*FOUR, FOUR[0]])
+    with pytest.raises(TableError) as err:
+        read_exam_list(path)
+    assert str(err.value).startswith(
+        f"{path}: lines 2, 6 hold the same image row (exam_id='e1', laterality='L', view='CC', "
+        "image_path='a.dcm'); remove the copies, or set drop_duplicates: true"
+    )
+    with caplog.at_level("WARNING"):
+        exams = read_exam_list(path, drop_duplicates=True)
+    assert [Path(p).name for p in exams["paths"][0]] == ["a.dcm", "b.dcm", "c.dcm", "d.dcm"]
+    assert "dropped 1 repeated row(s)" in caplog.text
+    with pytest.raises(TableError, match=r"lines 2, 6 hold the same image row .*copies differ"):
+        read_exam_list(_exam(tmp_path, [*FOUR, "e1,p1,L,CC,a.dcm,,41,B"]), drop_duplicates=True)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        pytest.param("e1,p1,R,MLO, ,,40,B", r"line 5, column 'image_path': blank", id="blank-path"),
+        pytest.param(",p1,R,MLO,d.dcm,,40,B", r"line 5, column 'exam_id': blank", id="blank-exam"),
+    ],
+)
+def test_blank_ids_and_paths_name_the_line(tmp_path: Path, row: str, message: str) -> None:
+    with pytest.raises(TableError, match=message):
+        read_exam_list(_exam(tmp_path, [*FOUR[:3], row]))
+
+
+def test_site_must_agree_between_the_rows_of_an_exam(tmp_path: Path) -> None:
+    path = tmp_path / "exams.csv"
+    sites = ["a", "a", "a", "b"]
+    path.write_text(
+        HEADER + ",site\n" + "\n".join(f"{r},{s}" for r, s in zip(FOUR, sites, strict=True)) + "\n"
+    )
+    with pytest.raises(TableError, match=r"exam 'e1': column 'site' differs"):
+        read_exam_list(path)
+
+
+def test_verify_images_finds_a_corrupt_dicom_at_setup(
+    exams: dict[str, Path], tmp_path: Path
+) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(exams["a"].parent, root)
+    table = root / exams["a"].name
+    victim = Path(read_exam_list(table).iloc[-1]["paths"][0])
+    victim.write_bytes(victim.read_bytes()[:200])  # a truncated file
+    kw = dict(image_size=32, batch_size=4, num_workers=2)
+    MammographyDataModule(str(table), **kw).setup("fit")  # exists: not decoded by default
+    with pytest.raises(ImageDecodeError, match=re.escape(str(victim))):
+        MammographyDataModule(str(table), verify_images=True, **kw).setup("fit")
