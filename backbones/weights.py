@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from medxfer.errors import WeightsError
+
 from .sources import InputConfig, WeightSource, weights_dir
 
 __all__ = [
@@ -89,11 +91,6 @@ HEAD_NAMES = frozenset(
         "predictor",
     }
 )
-
-
-class WeightsError(ValueError):
-    """A weight file that does not fit the architecture (missing, misshaped or unexpected
-    backbone tensors), is not weights-only, or holds no tensors; the message names the file."""
 
 
 @dataclass

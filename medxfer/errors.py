@@ -41,7 +41,8 @@ class UnknownNameError(ConfigError, KeyError):
 
 
 class WeightsError(ValueError):
-    """A weight file that does not fit the architecture (unexpected or mis-shaped tensors)."""
+    """A weight file that does not fit the architecture (missing, misshaped or unexpected
+    backbone tensors), is not weights-only, or holds no tensors; the message names the file."""
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
