@@ -26,10 +26,8 @@ from medxfer.cli import format_results
 from medxfer.datamodules import MedxferDataModule
 from medxfer.tasks import TransferTask
 
-__all__ = ["LAST_CKPT", "MedxferCLI", "build_cli", "resume_arguments"]
+__all__ = ["MedxferCLI", "build_cli", "expand_resume", "resume_arguments"]
 
-#: The checkpoint ``--resume`` continues from (``ModelCheckpoint(save_last=True)``).
-LAST_CKPT = "last.ckpt"
 #: Loggers whose folder is ``save_dir/name/version``: ``--resume`` points them at the run folder.
 _FOLDER_LOGGERS = ("CSVLogger", "TensorBoardLogger")
 
@@ -183,12 +181,13 @@ def resume_arguments(run_dir: str | Path) -> list[str]:
     from medxfer import artifacts
 
     run = Path(run_dir)
-    config, ckpt = run / artifacts.CONFIG_YAML, run / "checkpoints" / LAST_CKPT
+    config = run / artifacts.CONFIG_YAML
+    ckpt = run / artifacts.CHECKPOINTS_DIR / artifacts.LAST_CKPT
     for path, what in ((config, "its saved config"), (ckpt, "a last checkpoint")):
         if not path.is_file():
             raise FileNotFoundError(
                 f"--resume {run}: {path} not found ({what}); a run folder holds config.yaml "
-                f"and checkpoints/{LAST_CKPT} (ModelCheckpoint with save_last: true)"
+                f"and checkpoints/{artifacts.LAST_CKPT} (ModelCheckpoint with save_last: true)"
             )
     # the folder string the checkpoint's ModelCheckpoint wrote to, when it is this folder:
     # ModelCheckpoint compares folders as strings before restoring its best-model tracking
@@ -236,11 +235,12 @@ def expand_resume(argv: Sequence[str]) -> list[str]:
                 rest = argv[1:i] + argv[i + 2 :]
             else:
                 rest = argv[1:i] + argv[i + 1 :]
+            args = resume_arguments(value)
             print(
-                f"[resume] continuing {value} from checkpoints/{LAST_CKPT} (the next batch when "
-                "it was written mid-epoch; see docs/reliability.md)"
+                f"[resume] continuing {value} from its last checkpoint, at the batch after it "
+                "(mid-epoch included; see docs/reliability.md)"
             )
-            return ["fit", *resume_arguments(value), *rest]
+            return ["fit", *args, *rest]
     return argv
 
 

@@ -9,7 +9,7 @@ import signal
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-__all__ = ["KillAtStep"]
+__all__ = ["KILL_ENV", "KillAtStep", "SaveFinalWeights"]
 
 #: The environment variable naming the global step to die at.
 KILL_ENV = "MEDXFER_TEST_KILL_AT_STEP"
@@ -24,3 +24,13 @@ class KillAtStep(Callback):
         at = os.environ.get(KILL_ENV)
         if at is not None and trainer.global_step == int(at):
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SaveFinalWeights(Callback):
+    """Writes the model's final ``state_dict`` to ``<log_dir>/final_weights.pt`` when training
+    ends, so a test compares the weights training ended with (not a checkpoint's)."""
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        import torch
+
+        torch.save(pl_module.state_dict(), f"{trainer.log_dir}/final_weights.pt")
