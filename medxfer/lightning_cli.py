@@ -145,6 +145,8 @@ class MedxferCLI(LightningCLI):
         ``results.md`` in the run folder, and print them."""
         from medxfer import artifacts
 
+        # trainer.log_dir broadcasts under DDP: every rank asks, before the others return
+        out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         if not self.trainer.is_global_zero:
             return
         flat: dict[str, float] = {}
@@ -152,7 +154,6 @@ class MedxferCLI(LightningCLI):
             flat.update({k: float(v) for k, v in part.items() if str(k).startswith("test/")})
         if not flat:
             return
-        out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         out.mkdir(parents=True, exist_ok=True)
         table = format_results(flat)
         artifacts.write_text(out / artifacts.RESULTS_MD, table + "\n")
