@@ -143,7 +143,9 @@ class KeyedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, item: tuple[int, int]) -> Any:
+    def __getitem__(self, item: tuple[int, int] | int) -> Any:
+        if not isinstance(item, tuple):  # a plain index (e.g. Lightning's overfit_batches)
+            return self.dataset[item]
         index, key = item
         with sample_key(key):
             return self.dataset[index]
@@ -172,9 +174,11 @@ class ResumableLoader(DataLoader):
         return super().__iter__()
 
     def state_dict(self) -> dict[str, int]:
-        """``{"epoch", "batches"}``: where the next batch is, for :meth:`load_state_dict`."""
+        """``{"epoch", "batches", "seed"}``: where the next batch is, for
+        :meth:`load_state_dict` (empty when Lightning replaced the sampler)."""
         sampler = self.sampler
-        assert isinstance(sampler, ResumableSampler)
+        if not isinstance(sampler, ResumableSampler):  # replaced (e.g. overfit_batches)
+            return {}
         batches, complete = self.progress() if self.progress is not None else (0, False)
         if complete:
             return {"epoch": sampler.epoch + 1, "batches": 0, "seed": sampler.seed}
@@ -183,7 +187,8 @@ class ResumableLoader(DataLoader):
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue at batch ``state["batches"]`` of epoch ``state["epoch"]``."""
         sampler = self.sampler
-        assert isinstance(sampler, ResumableSampler)
+        if not isinstance(sampler, ResumableSampler) or not state:
+            return
         if state.get("seed", sampler.seed) != sampler.seed:
             raise ValueError(
                 f"the checkpoint's data order was seeded {state['seed']}, this run's "
