@@ -1,7 +1,8 @@
 """Exact resume: what a checkpoint must hold so that the rest of a run is identical to an
 uninterrupted one (issue 15 item 2; see docs/reliability.md, "Resuming a run").
 
-Three parts, each keyed only by the run's seed and its position in training, never by history:
+Four parts; the order and the augmentation are keyed only by the run's seed and the position in
+training, never by history:
 
 * :class:`ResumableSampler` -- the training order. Epoch ``e``'s order is drawn from a generator
   seeded by ``(seed, e)`` (through a wrapped sampler such as the oversampling
