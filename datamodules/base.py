@@ -16,6 +16,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,6 +39,7 @@ from medxfer.data.cache import (
 from medxfer.data.images import ImageDecodeError
 from medxfer.data.splits import patient_split
 from medxfer.data.subsample import multilabel_strata, subsample_mask
+from medxfer.resume import KeyedDataset, ResumableLoader, ResumableSampler, run_seed
 from medxfer.transforms import SIGNED
 
 __all__ = [
@@ -280,6 +282,13 @@ def default_workers() -> int:
     return min(8, max(0, (cpus or 1) // procs - 1))
 
 
+def _epoch_progress(trainer: L.Trainer) -> tuple[int, bool]:
+    """The batches of the current epoch the model has trained on, and whether the epoch is
+    complete: where a resumed run's loader continues (:class:`ResumableLoader`)."""
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    return done, done >= trainer.num_training_batches
+
+
 class MedxferDataModule(L.LightningDataModule, ABC):
     """The data template every medxfer datamodule follows.
 
@@ -414,6 +423,8 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_sets: dict[str, Dataset] = {}
+        self._resumable: ResumableLoader | None = None
+        self._loader_state: dict[str, int] | None = None
 
     # Hooks -----------------------------------------------------------------------------------
     @abstractmethod
@@ -455,7 +466,10 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         return {}
 
     def train_sampler(self, dataset: ImageTableDataset) -> Sampler | None:
-        """The training sampler (default: None, i.e. shuffling)."""
+        """The training sampler (default: None, a permutation). The template re-seeds its
+        ``generator`` from ``(seed, seed_everything, epoch)`` every epoch and splits its order
+        across DDP ranks (:class:`~medxfer.resume.ResumableSampler`), so a resumed run draws
+        the same order."""
         return None
 
     def split_table(self, table: pd.DataFrame) -> list[pd.DataFrame]:
@@ -719,19 +733,68 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         trainer = self.trainer
         sampler: Sampler | None = None
         if train:
-            sampler = self.train_sampler(dataset)  # type: ignore[arg-type]
-        elif trainer is not None and trainer.world_size > 1:
+            return self._train_loader(dataset)
+        if trainer is not None and trainer.world_size > 1:
             sampler = UnrepeatedDistributedSampler(
                 dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
             )
         return DataLoader(
             dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train and sampler is None,
+            batch_size=self.eval_batch_size,
             sampler=sampler,
             drop_last=False,
+            generator=torch.Generator().manual_seed(self.seed),  # not torch's global generator
             **self.loader_settings(),
         )
+
+    def _train_loader(self, dataset: Dataset) -> ResumableLoader:
+        """The training loader: :meth:`train_sampler`'s order (default: a permutation) drawn
+        per epoch from ``(seed, seed_everything, epoch)``, split across DDP ranks, each sample
+        augmented from its own key, and resumable mid-epoch from a checkpoint (see
+        :mod:`medxfer.resume`)."""
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = ResumableSampler(
+            dataset,
+            run_seed(self.seed),
+            self.train_sampler(dataset),  # type: ignore[arg-type]
+            num_replicas=world,
+            rank=rank,
+        )
+        loader = ResumableLoader(
+            KeyedDataset(dataset),
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=False,
+            generator=torch.Generator(),
+            **self.loader_settings(),
+        )
+        if trainer is not None:
+            loader.progress = partial(_epoch_progress, trainer)
+        if self._loader_state is not None:
+            loader.load_state_dict(self._loader_state)
+            self._loader_state = None
+        self._resumable = loader
+        return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the data: where the training loader is (epoch, batches
+        trained on). The datamodule carries it because Lightning restores a datamodule before
+        it first builds the loaders, whereas its own loader-state restore is skipped when the
+        loaders were built early (a task that asks for ``estimated_stepping_batches``)."""
+        if self._resumable is None:
+            return {}
+        return {"train_loader": self._resumable.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the training loader where the checkpoint left it (see :meth:`state_dict`)."""
+        state = state_dict.get("train_loader")
+        if state is None:
+            return
+        if self._resumable is not None:
+            self._resumable.load_state_dict(state)
+        else:
+            self._loader_state = state
 
     def loader_settings(self) -> dict[str, Any]:
         """Worker, pinning and prefetch arguments of every DataLoader of this datamodule."""

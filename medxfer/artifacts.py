@@ -5,6 +5,7 @@ the names from here, so a file or key is spelled once.
 A run folder (``<study>/<name>/seed<k>/`` under ``medxfer study``)::
 
     config.yaml            the resolved config (LightningCLI)
+    checkpoints/           best-*.ckpt, last.ckpt (what ``medxfer fit --resume`` continues)
     results.json           {"test/<set>/<metric>": value}, strict JSON (NaN -> null)
     results.md             the same as Markdown tables
     id_key                 the key of the keyed case ids in prediction files (or in a folder above)
@@ -22,9 +23,11 @@ A run folder (``<study>/<name>/seed<k>/`` under ``medxfer study``)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ __all__ = [
     "ATTRIBUTES",
     "BINS",
     "CASE_ID",
+    "CHECKPOINTS_DIR",
     "CKA",
     "CKA_JSON",
     "CKA_PLOT",
@@ -45,6 +49,7 @@ __all__ = [
     "GROUP_PREFIX",
     "HISTORY",
     "ID_KEY",
+    "LAST_CKPT",
     "PROBS",
     "RESULTS_JSON",
     "RESULTS_MD",
@@ -53,6 +58,7 @@ __all__ = [
     "TARGET",
     "WEIGHT_DRIFT_JSON",
     "WHEN",
+    "atomic_path",
     "calibration_json",
     "case_id_key",
     "jsonable",
@@ -66,6 +72,9 @@ __all__ = [
 
 # Files and folders -----------------------------------------------------------------------------
 CONFIG_YAML = "config.yaml"
+#: Lightning's checkpoint folder in a run folder, and the checkpoint ``--resume`` continues from.
+CHECKPOINTS_DIR = "checkpoints"
+LAST_CKPT = "last.ckpt"
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 ANALYSIS_DIR = "analysis"
@@ -143,13 +152,11 @@ def write_json(path: Path, data: Any, **kwargs: Any) -> Path:
 
 
 def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically: a temporary file beside it, then a rename, so a
-    run killed mid-write never leaves a truncated artifact (a study takes a present
-    ``results.json`` for a finished replica)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` atomically (:func:`atomic_path`), so a run killed mid-write
+    never leaves a truncated artifact (a study takes a valid ``results.json`` for a finished
+    replica)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
     return path
 
 
@@ -195,3 +202,30 @@ def keyed_case_ids(ids: Any, key: bytes) -> list[str]:
     import hmac
 
     return [hmac.new(key, str(i).encode(), hashlib.sha256).hexdigest()[:20] for i in ids]
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix, so writers that infer the format from it
+    -- ``np.savez``, ``savefig``, PIL -- still do) to write to; on success it is flushed to disk
+    and renamed onto ``path`` in one step, so readers see the old file or the whole new one,
+    never a part. On an error the temporary file is removed and ``path`` is left as it was.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "a.txt"
+        >>> with atomic_path(out) as tmp:
+        ...     _ = tmp.write_text("done")
+        >>> out.read_text(), sorted(p.name for p in out.parent.iterdir())
+        ('done', ['a.txt'])
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -28,7 +28,8 @@ __all__ = ["CommandParser", "MedxferCLI", "build_cli", "format_results", "main"]
 
 #: The LightningCLI subcommands, with one line each for ``medxfer --help``.
 LIGHTNING_COMMANDS = {
-    "fit": "train on a config (-c cfg.yaml), then test the best checkpoint on every test set",
+    "fit": "train on a config (-c cfg.yaml; --resume RUN_DIR continues a run), then test the best "
+    "checkpoint on every test set",
     "validate": "one evaluation epoch over the validation set",
     "test": "one evaluation epoch over every test set; results.json and results.md",
     "predict": "run inference and write predictions",

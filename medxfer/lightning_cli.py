@@ -5,7 +5,9 @@ short names resolve because :func:`build_cli` imports every registered task and 
 medxfer's own and plug-ins', before parsing). The datamodule's number of outputs, label names
 and channels are linked into the task, so sizes are written once. After ``fit`` the best
 checkpoint is tested on every test set (the in-distribution split and each shifted set) and the
-table is written to the run folder as ``results.json`` and ``results.md``.
+table is written to the run folder as ``results.json`` and ``results.md``. ``medxfer fit --resume
+RUN_DIR`` continues a run from its ``last.ckpt`` into the same folder (:func:`resume_arguments`);
+every fit carries :class:`~medxfer.resume.RandomState`, so the continuation is exact.
 
 This module imports Lightning; :mod:`medxfer.cli` (the ``medxfer`` command) imports it only for
 these four subcommands, so ``medxfer --help`` and ``medxfer list`` answer at once.
@@ -25,7 +27,10 @@ from medxfer.cli import format_results
 from medxfer.datamodules import MedxferDataModule
 from medxfer.tasks import TransferTask
 
-__all__ = ["MedxferCLI", "build_cli"]
+__all__ = ["MedxferCLI", "build_cli", "expand_resume", "resume_arguments"]
+
+#: Loggers whose folder is ``save_dir/name/version``: ``--resume`` points them at the run folder.
+_FOLDER_LOGGERS = ("CSVLogger", "TensorBoardLogger")
 
 
 class MedxferCLI(LightningCLI):
@@ -75,6 +80,16 @@ class MedxferCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         self.after_instantiate()
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """The trainer, with :class:`~medxfer.resume.RandomState` added (once), so every
+        checkpoint holds the global random generators and a resumed fit continues exactly."""
+        from medxfer.resume import RandomState
+
+        trainer = super().instantiate_trainer(**kwargs)
+        if not any(isinstance(cb, RandomState) for cb in trainer.callbacks):
+            trainer.callbacks.append(RandomState())
+        return trainer
 
     #: The BiT-HyperRule resolved from the data section before the classes are built.
     hyperrule: Any = None
@@ -133,6 +148,8 @@ class MedxferCLI(LightningCLI):
         ``results.md`` in the run folder, and print them."""
         from medxfer import artifacts
 
+        # trainer.log_dir broadcasts under DDP: every rank asks, before the others return
+        out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         if not self.trainer.is_global_zero:
             return
         flat: dict[str, float] = {}
@@ -140,7 +157,6 @@ class MedxferCLI(LightningCLI):
             flat.update({k: float(v) for k, v in part.items() if str(k).startswith("test/")})
         if not flat:
             return
-        out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         out.mkdir(parents=True, exist_ok=True)
         table = format_results(flat)
         artifacts.write_text(out / artifacts.RESULTS_MD, table + "\n")
@@ -149,15 +165,100 @@ class MedxferCLI(LightningCLI):
         print(f"\n{table}\n\nwritten to {out / artifacts.RESULTS_MD}")
 
 
+def resume_arguments(run_dir: str | Path) -> list[str]:
+    """The ``medxfer fit`` arguments that continue the run in ``run_dir``: its saved
+    ``config.yaml``, its ``checkpoints/last.ckpt``, and the logger (CSV / TensorBoard, the
+    first of a list) or ``default_root_dir`` pointed at ``run_dir`` itself, so checkpoints,
+    ``metrics.csv`` and ``results.json`` go on in the same folder and ``ModelCheckpoint``
+    keeps choosing "best" among all epochs (it restores its state only in the folder it wrote).
+
+    Raises:
+        FileNotFoundError: ``run_dir`` lacks ``config.yaml`` or ``checkpoints/last.ckpt``.
+        ValueError: the run's first logger keeps its files elsewhere (e.g. W&B alone).
+    """
+    import json
+    import os
+
+    import torch
+    import yaml
+
+    from medxfer import artifacts
+
+    run = Path(run_dir)
+    config = run / artifacts.CONFIG_YAML
+    ckpt = run / artifacts.CHECKPOINTS_DIR / artifacts.LAST_CKPT
+    for path, what in ((config, "its saved config"), (ckpt, "a last checkpoint")):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"--resume {run}: {path} not found ({what}); a run folder holds config.yaml "
+                f"and checkpoints/{artifacts.LAST_CKPT} (ModelCheckpoint with save_last: true)"
+            )
+    # the folder string the checkpoint's ModelCheckpoint wrote to, when it is this folder:
+    # ModelCheckpoint compares folders as strings before restoring its best-model tracking
+    state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    folder = str(run)
+    for key, value in state.get("callbacks", {}).items():
+        dirpath = value.get("dirpath") if key.startswith("ModelCheckpoint") else None
+        if dirpath and os.path.realpath(os.path.dirname(dirpath)) == os.path.realpath(run):
+            folder = os.path.dirname(dirpath)
+            break
+    del state
+    trainer = (yaml.safe_load(config.read_text()) or {}).get("trainer") or {}
+    logger = trainer.get("logger")
+    args = ["-c", str(config), f"--ckpt_path={ckpt}"]
+    if logger in (None, False):
+        return [*args, f"--trainer.default_root_dir={folder}"]
+    loggers = logger if isinstance(logger, list) else [logger]
+    first = loggers[0] if isinstance(loggers[0], dict) else {}
+    if not str(first.get("class_path", "")).endswith(_FOLDER_LOGGERS):
+        raise ValueError(
+            f"--resume {run}: the run's first logger ({first.get('class_path', loggers[0])}) "
+            f"does not keep its files in the run folder; resume with "
+            f"`medxfer fit -c {config} --ckpt_path {ckpt}` and that logger's own resume options"
+        )
+    first = {**first, "init_args": {**first.get("init_args", {}), "save_dir": folder}}
+    first["init_args"].update(name="", version="")
+    loggers = [first, *loggers[1:]]
+    value = loggers if isinstance(logger, list) else first
+    return [*args, f"--trainer.logger={json.dumps(value)}", f"--trainer.default_root_dir={folder}"]
+
+
+def expand_resume(argv: Sequence[str]) -> list[str]:
+    """``fit --resume RUN_DIR [overrides]`` -> ``fit`` + :func:`resume_arguments` + overrides
+    (later arguments win, so an override such as ``--trainer.max_steps`` extends the run)."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg == "--resume" or arg.startswith("--resume="):
+            if not argv or argv[0] != "fit":
+                raise ValueError("--resume RUN_DIR is an option of `medxfer fit` only")
+            value = arg.split("=", 1)[1] if "=" in arg else None
+            if value is None:
+                if i + 1 >= len(argv):
+                    raise ValueError("--resume needs a run folder: medxfer fit --resume RUN_DIR")
+                value = argv[i + 1]
+                rest = argv[1:i] + argv[i + 2 :]
+            else:
+                rest = argv[1:i] + argv[i + 1 :]
+            args = resume_arguments(value)
+            print(
+                f"[resume] continuing {value} from its last checkpoint, at the batch after it "
+                "(mid-epoch included; see docs/reliability.md)"
+            )
+            return ["fit", *args, *rest]
+    return argv
+
+
 def build_cli(argv: Sequence[str], run: bool = True) -> MedxferCLI:
     """The ``medxfer`` LightningCLI on ``argv`` (``run=False``: parse and instantiate only).
 
-    Task and datamodule plug-ins (entry points) are imported first, so a config names their
+    ``fit --resume RUN_DIR`` continues a run (:func:`expand_resume`). Task and datamodule
+    plug-ins (entry points) are imported first, so a config names their
     classes by short name (``class_path: PluginTask``) as it does medxfer's own. The short name
     is the class name; an entry registered under another name warns, as configs cannot use it.
     """
     import warnings
 
+    argv = expand_resume(argv)
     for registry in (TASKS, DATAMODULES):
         registry.load_plugins()
         for entry in registry:

@@ -44,7 +44,8 @@ def plot_reliability(
     hx.bar(edges[:-1], bins["count"], width=1 / n, align="edge", color="grey")
     hx.set(xlabel="predicted probability", ylabel="count")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with artifacts.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -68,7 +69,8 @@ def plot_cka_vs_depth(history: Sequence[Mapping], path: str | os.PathLike[str]) 
     )
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with artifacts.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -87,5 +89,6 @@ def plot_drift_per_block(
     ax.set_xticks(range(len(blocks)), list(blocks), rotation=90, fontsize=6)
     ax.set(ylabel="mean |w - w0|", title="weight drift per block")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with artifacts.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)

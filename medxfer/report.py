@@ -252,7 +252,8 @@ def build_report(
             ax.set(xscale="log", xlabel="fraction of training data", ylabel="AUROC", title=s)
             ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / "data_efficiency.png", dpi=120)
+        with artifacts.atomic_path(out / "data_efficiency.png") as tmp:
+            fig.savefig(tmp, dpi=120)
         plt.close(fig)
         figures.append(("Data efficiency", "data_efficiency.png"))
         md += ["## Data efficiency", "", "![data efficiency](data_efficiency.png)", ""]
@@ -339,7 +340,8 @@ def build_report(
         )
         ax.set(ylabel="subgroup gap", title="subgroup gaps")
         fig.tight_layout()
-        fig.savefig(out / "subgroup_gaps.png", dpi=120)
+        with artifacts.atomic_path(out / "subgroup_gaps.png") as tmp:
+            fig.savefig(tmp, dpi=120)
         plt.close(fig)
         figures.append(("Subgroup gaps", "subgroup_gaps.png"))
         md += ["![subgroup gaps](subgroup_gaps.png)", ""]
@@ -364,7 +366,8 @@ def build_report(
         )
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / artifacts.CKA_PLOT, dpi=120)
+        with artifacts.atomic_path(out / artifacts.CKA_PLOT) as tmp:
+            fig.savefig(tmp, dpi=120)
         plt.close(fig)
         figures.append(("CKA against depth", artifacts.CKA_PLOT))
         md += ["## Feature reuse", "", f"![CKA against depth]({artifacts.CKA_PLOT})", ""]
@@ -383,7 +386,8 @@ def build_report(
         ax.set(ylabel="mean |w - w0|", title="weight drift per stage")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / artifacts.DRIFT_PLOT, dpi=120)
+        with artifacts.atomic_path(out / artifacts.DRIFT_PLOT) as tmp:
+            fig.savefig(tmp, dpi=120)
         plt.close(fig)
         figures.append(("Weight drift", artifacts.DRIFT_PLOT))
         md += [f"![weight drift]({artifacts.DRIFT_PLOT})", ""]
@@ -416,8 +420,8 @@ def build_report(
         ]
 
     text = "\n".join(md)
-    (out / "report.md").write_text(text)
-    (out / "report.html").write_text(_html(text))
+    artifacts.write_text(out / "report.md", text)
+    artifacts.write_text(out / "report.html", _html(text))
     return out / "report.md"
 
 

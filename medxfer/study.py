@@ -5,23 +5,34 @@ A study folder holds one sub-folder per named configuration and one per seed ins
     STUDY/<name>/seed<k>/   config.yaml, metrics.csv, checkpoints/, results.json, analysis/
 
 Each replica is ``medxfer fit -c CONFIG ... --seed_everything=k`` in its own process, logging to
-its folder, with per-case test predictions written for the report's bootstrap intervals. A
-replica whose ``results.json`` exists is skipped, so a killed study continues where it stopped.
+its folder, with per-case test predictions written for the report's bootstrap intervals.
+
+Resuming: a replica whose ``results.json`` holds a JSON table is done and skipped (the file is
+written atomically, last, by ``medxfer fit``; an empty or truncated one -- a run killed by an
+older version -- does not count). A replica that started but did not finish continues from its
+``checkpoints/last.ckpt`` (``medxfer fit --resume``, exact) when it has one, else it is run
+again. The replica runs as a child that dies with the driver: SIGTERM (or Ctrl-C) to the
+driver terminates it, and on Linux a SIGKILLed driver takes it along (``PR_SET_PDEATHSIG``),
+so no orphan keeps writing into the study folder.
 ``medxfer report STUDY`` turns the folder into the paper's tables and plots.
 """
 
 from __future__ import annotations
 
+import ctypes
+import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 from medxfer import artifacts
 
-__all__ = ["replica_command", "run_study"]
+__all__ = ["is_finished", "replica_command", "resume_command", "run_replica", "run_study"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +54,79 @@ def replica_command(
     ]  # fmt: skip
 
 
+def resume_command(run_dir: Path) -> list[str]:
+    """The command line that continues an unfinished replica from its last checkpoint."""
+    return [sys.executable, "-m", "medxfer", "fit", "--resume", str(run_dir)]
+
+
+def is_finished(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a complete ``results.json`` (a JSON object): an empty or
+    truncated file, or none, means the replica must run (again)."""
+    path = run_dir / artifacts.RESULTS_JSON
+    try:
+        return isinstance(json.loads(path.read_text()), dict)
+    except (OSError, ValueError):
+        return False
+
+
+#: ``prctl(PR_SET_PDEATHSIG, ...)``: the signal a child gets when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the replica, before it starts: ask Linux to SIGKILL it when the driver dies (even by
+    SIGKILL, which no handler sees); if the driver is already gone, exit at once."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the SIGTERM handler still covers a stop
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def run_replica(cmd: Sequence[str], log_file: Path) -> int:
+    """Run one replica, its output appended to ``log_file``; returns its exit status. It dies
+    with this process: on Linux by ``PR_SET_PDEATHSIG``, and a SIGTERM / SIGINT to this process
+    terminates it (then re-raises here as ``SystemExit(128 + signal)``)."""
+    parent = os.getpid()
+    preexec = (lambda: _die_with_parent(parent)) if sys.platform.startswith("linux") else None
+    with open(log_file, "a") as logf:
+        child = subprocess.Popen(
+            list(cmd),
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            preexec_fn=preexec,  # only prctl; the driver runs no threads
+        )
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            raise _Stopped(signum)  # out of child.wait(), which then holds no lock
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            return child.wait()
+        except _Stopped as stopped:
+            child.terminate()
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            raise SystemExit(128 + stopped.signum) from None
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+class _Stopped(Exception):
+    """The driver got SIGTERM / SIGINT while a replica ran."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def run_study(
     config: Sequence[str], out: Path, name: str, seeds: Sequence[int], extra: Sequence[str] = ()
 ) -> list[Path]:
@@ -52,21 +136,22 @@ def run_study(
     for seed in seeds:
         run_dir = out / name / f"seed{seed}"
         folders.append(run_dir)
-        if (run_dir / artifacts.RESULTS_JSON).is_file():
+        if is_finished(run_dir):
             print(f"[study] {name} seed {seed}: done, skipped")
             continue
         run_dir.mkdir(parents=True, exist_ok=True)
-        cmd = replica_command(config, run_dir, seed, extra)
-        print(f"[study] {name} seed {seed}: running")
+        resumable = (run_dir / artifacts.CONFIG_YAML).is_file() and (
+            run_dir / artifacts.CHECKPOINTS_DIR / artifacts.LAST_CKPT
+        ).is_file()
+        if resumable:
+            cmd = resume_command(run_dir)
+            print(f"[study] {name} seed {seed}: unfinished, resuming from its last checkpoint")
+        else:
+            cmd = replica_command(config, run_dir, seed, extra)
+            print(f"[study] {name} seed {seed}: running")
         log_file = run_dir / "log.txt"
-        with open(log_file, "w") as logf:
-            rc = subprocess.run(
-                cmd,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            ).returncode
-        if rc != 0 or not (run_dir / artifacts.RESULTS_JSON).is_file():
+        rc = run_replica(cmd, log_file)
+        if rc != 0 or not is_finished(run_dir):
             raise SystemExit(f"[study] {name} seed {seed} failed (exit {rc}); see {log_file}")
     return folders
 

@@ -7,20 +7,33 @@ works on the [-1, 1] scale of the paper and ends with :class:`Normalize`, which 
 to the normalisation the chosen weights were trained with (BiT: [-1, 1] itself; torchvision and
 the self-supervised ResNet-50s: ImageNet mean / std), so one recipe serves every weight source.
 
-Every random transform owns its generators. They are re-seeded from ``(seed, torch's initial
-seed)`` whenever the latter changes, which happens in each DataLoader worker (and each epoch
-when workers are not persistent), so workers draw different streams and a run seeded with
-``seed_everything`` is reproducible.
+Every random transform owns its generators. In training they are re-seeded for every sample
+from ``(seed, the sample's key)``: the key comes from the training sampler
+(:class:`medxfer.resume.ResumableSampler`) and is a function of the run's seed, the epoch and
+the sample's position in it, so augmentation does not depend on the number of workers, on
+persistent worker state or on where a run was resumed. Without a key (a dataset read outside
+the training loader) they are re-seeded from ``(seed, torch's initial seed)`` whenever the
+latter changes, i.e. once per DataLoader worker.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import albumentations as A
 import cv2
 import numpy as np
 import torch
 
-__all__ = ["SIGNED", "ImageTransform", "Normalize", "SeededTransform", "resize_side"]
+__all__ = [
+    "SIGNED",
+    "ImageTransform",
+    "Normalize",
+    "SeededTransform",
+    "resize_side",
+    "sample_key",
+]
 
 #: The [-1, 1] scaling of BiT and Mustafa et al. (2021) as a mean / std pair.
 SIGNED: dict[str, tuple[float, float, float]] = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
@@ -32,10 +45,29 @@ def resize_side(image_size: int, resize: int | None = None) -> int:
     return resize or round(image_size * 8 / 7)
 
 
+#: The key of the sample being read (see :func:`sample_key`); None outside the training loader.
+_SAMPLE_KEY: int | None = None
+
+
+@contextlib.contextmanager
+def sample_key(key: int) -> Iterator[None]:
+    """While a training sample is read, its key (from the sampler) seeds every
+    :class:`SeededTransform` it goes through: one stream per sample, shared by the images of a
+    multi-image case, a function of ``(transform seed, key)`` alone."""
+    global _SAMPLE_KEY
+    previous, _SAMPLE_KEY = _SAMPLE_KEY, int(key)
+    try:
+        yield
+    finally:
+        _SAMPLE_KEY = previous
+
+
 class SeededTransform:
     """Base of medxfer's random transforms: an albumentations ``geometry`` pipeline and a NumPy
-    generator ``rng``, both re-seeded from ``(seed, torch.initial_seed())`` whenever the latter
-    changes (in every DataLoader worker), so workers draw different, reproducible streams."""
+    generator ``rng``, both re-seeded from ``(seed, key)`` whenever the key changes, where the
+    key is the current training sample's (:func:`sample_key`) or, outside the training loader,
+    ``torch.initial_seed()`` (different in every DataLoader worker): reproducible streams that
+    do not depend on the workers."""
 
     def __init__(self, geometry: A.Compose, seed: int) -> None:
         self.geometry = geometry
@@ -44,7 +76,7 @@ class SeededTransform:
         self._seeded_for: int | None = None
 
     def _reseed(self) -> None:
-        key = torch.initial_seed()
+        key = _SAMPLE_KEY if _SAMPLE_KEY is not None else torch.initial_seed()
         if key != self._seeded_for:
             self._seeded_for = key
             seq = np.random.SeedSequence([self.seed, key % (2**63)])

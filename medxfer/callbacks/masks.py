@@ -92,8 +92,10 @@ class MaskWriter(BasePredictionWriter):
             ids = artifacts.keyed_case_ids(ids, self._key)
         for case, p in zip(ids, probs, strict=True):
             if multiclass:
-                Image.fromarray(p.argmax(0).numpy().astype(np.uint8)).save(folder / f"{case}.png")
+                with artifacts.atomic_path(folder / f"{case}.png") as tmp:
+                    Image.fromarray(p.argmax(0).numpy().astype(np.uint8)).save(tmp)
                 continue
             for name, channel in zip(names, p, strict=True):
                 mask = (channel.numpy() >= self.threshold).astype(np.uint8) * 255
-                Image.fromarray(mask).save(folder / f"{case}_{name}.png")
+                with artifacts.atomic_path(folder / f"{case}_{name}.png") as tmp:
+                    Image.fromarray(mask).save(tmp)

@@ -88,7 +88,8 @@ class PredictionWriter(L.Callback):
                     for k in keys
                 },
             }
-            np.savez(out / artifacts.predictions_npz(name), **arrays)
+            with artifacts.atomic_path(out / artifacts.predictions_npz(name)) as tmp:
+                np.savez(tmp, **arrays)
 
 
 def _gather(local: dict, trainer: L.Trainer) -> list:
