@@ -25,6 +25,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from medxfer.catalog import DATAMODULES, TASKS
 from medxfer.cli import format_results
 from medxfer.datamodules import MedxferDataModule
+from medxfer.errors import ConfigError
 from medxfer.tasks import TransferTask
 
 __all__ = ["MedxferCLI", "build_cli", "expand_resume", "resume_arguments"]
@@ -66,8 +67,6 @@ class MedxferCLI(LightningCLI):
         model_type = getattr(self.model, "output_type", None)
         if data_type and model_type and data_type != model_type:
             hint = "CaseClassifier" if data_type == "multiclass" else "MultiLabelClassifier"
-            from medxfer.errors import ConfigError
-
             raise ConfigError(
                 f"the data are {data_type} but {type(self.model).__name__} is {model_type}: "
                 f"use a {data_type} task (e.g. class_path: {hint})"
@@ -211,7 +210,7 @@ def resume_arguments(run_dir: str | Path) -> list[str]:
     loggers = logger if isinstance(logger, list) else [logger]
     first = loggers[0] if isinstance(loggers[0], dict) else {}
     if not str(first.get("class_path", "")).endswith(_FOLDER_LOGGERS):
-        raise ValueError(
+        raise ConfigError(
             f"--resume {run}: the run's first logger ({first.get('class_path', loggers[0])}) "
             f"does not keep its files in the run folder; resume with "
             f"`medxfer fit -c {config} --ckpt_path {ckpt}` and that logger's own resume options"
@@ -230,11 +229,11 @@ def expand_resume(argv: Sequence[str]) -> list[str]:
     for i, arg in enumerate(argv):
         if arg == "--resume" or arg.startswith("--resume="):
             if not argv or argv[0] != "fit":
-                raise ValueError("--resume RUN_DIR is an option of `medxfer fit` only")
+                raise ConfigError("--resume RUN_DIR is an option of `medxfer fit` only")
             value = arg.split("=", 1)[1] if "=" in arg else None
             if value is None:
                 if i + 1 >= len(argv):
-                    raise ValueError("--resume needs a run folder: medxfer fit --resume RUN_DIR")
+                    raise ConfigError("--resume needs a run folder: medxfer fit --resume RUN_DIR")
                 value = argv[i + 1]
                 rest = argv[1:i] + argv[i + 2 :]
             else:

@@ -38,6 +38,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from medxfer.errors import ConfigError
 from medxfer.transforms import sample_key
 
 __all__ = [
@@ -191,7 +192,7 @@ class ResumableLoader(DataLoader):
         if not isinstance(sampler, ResumableSampler) or not state:
             return
         if state.get("seed", sampler.seed) != sampler.seed:
-            raise ValueError(
+            raise ConfigError(
                 f"the checkpoint's data order was seeded {state['seed']}, this run's "
                 f"{sampler.seed}: resume with the run's own config (seed_everything and the "
                 "datamodule's seed)"

@@ -132,6 +132,11 @@ def run_study(
 ) -> list[Path]:
     """Run (or resume) the replicas; returns their folders. A failing replica stops the study
     with its exit status and the path of its log."""
+    for file in config:
+        if not Path(file).is_file():
+            raise FileNotFoundError(f"config {file} not found")
+    # one case-id key for the study: its replicas' prediction files then name cases alike
+    artifacts.case_id_key(out)
     folders = []
     for seed in seeds:
         run_dir = out / name / f"seed{seed}"
