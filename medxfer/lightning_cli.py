@@ -17,9 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from medxfer.catalog import DATAMODULES, TASKS
+from medxfer.checkpointing import use_local_checkpoint_io
 from medxfer.cli import format_results
 from medxfer.datamodules import MedxferDataModule
 from medxfer.tasks import TransferTask
@@ -72,6 +74,13 @@ class MedxferCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         self.after_instantiate()
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The trainer, writing checkpoints without Lightning's in-memory copy
+        (:func:`medxfer.checkpointing.use_local_checkpoint_io`; the same bytes, faster)."""
+        trainer = super().instantiate_trainer(**kwargs)
+        use_local_checkpoint_io(trainer)
+        return trainer
 
     #: The BiT-HyperRule resolved from the data section before the classes are built.
     hyperrule: Any = None

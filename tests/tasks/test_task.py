@@ -192,3 +192,26 @@ def test_short_fit_logs_each_test_set_under_its_name(
     results = trainer.test(task, datamodule=dm, verbose=False)
     assert "test/chexpert/auroc_mean" in results[0] and "test/nih/auroc_mean" in results[1]
     assert "test/chexpert/auroc/Pleural_Effusion" in results[0]
+
+
+def test_batch_transfer_moves_every_tensor_and_passes_ids_and_group_names() -> None:
+    """The task's transfer hook (which skips walking id / group strings) on the ``meta``
+    device: every tensor moved, nested or not; text lists returned as they are."""
+    task = _task()
+    ids, sex = ["a", "b"], ["F", "M"]
+    batch = {
+        "image": torch.zeros(2, 3, 4, 4),
+        "target": torch.ones(2, 3),
+        "groups": {"sex": sex, "age": torch.tensor([40.0, 60.0])},
+        "id": ids,
+        "extra": [torch.zeros(1), "x"],
+    }
+    moved = task.transfer_batch_to_device(batch, torch.device("meta"), 0)
+    assert moved.keys() == batch.keys() and moved["groups"].keys() == {"sex", "age"}
+    for value in (moved["image"], moved["target"], moved["groups"]["age"], moved["extra"][0]):
+        assert value.device.type == "meta"
+    assert moved["image"].shape == (2, 3, 4, 4) and moved["extra"][1] == "x"
+    assert moved["id"] == ["a", "b"] and moved["groups"]["sex"] == ["F", "M"]
+    assert batch["image"].device.type == "cpu"  # the input is not changed
+    plain = task.transfer_batch_to_device(torch.zeros(2), torch.device("meta"), 0)
+    assert plain.device.type == "meta"  # not a dict: Lightning's own transfer
