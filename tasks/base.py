@@ -25,7 +25,6 @@ from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import Metric
@@ -85,18 +84,6 @@ def mixup_batch(batch: dict[str, Any], alpha: float) -> dict[str, Any]:
     if "mask" in batch:
         out["mask"] = batch["mask"] | batch["mask"][perm]
     return out
-
-
-def _batch_to_device(value: Any, device: torch.device) -> Any:
-    """``value`` with its tensors on ``device``; a list or tuple holding no tensor or
-    collection (case ids, group names) is returned as it is, without a walk over its items."""
-    if isinstance(value, dict):
-        return {k: _batch_to_device(v, device) for k, v in value.items()}
-    if isinstance(value, list | tuple) and not any(
-        isinstance(v, torch.Tensor | dict | list | tuple) for v in value
-    ):
-        return value
-    return move_data_to_device(value, device)
 
 
 class TransferTask(L.LightningModule):
@@ -291,16 +278,6 @@ class TransferTask(L.LightningModule):
         return self
 
     # ------------------------------------------------------------------------------- steps
-    def transfer_batch_to_device(
-        self, batch: Any, device: torch.device, dataloader_idx: int
-    ) -> Any:
-        """Move a batch dict's tensors to ``device`` (Lightning's ``move_data_to_device``, same
-        ``non_blocking``) and pass its ids and group names through: Lightning's default visits
-        every string of them, ~3 ms per batch of 32 on the CI machine (~1 % of a step)."""
-        if not isinstance(batch, dict):
-            return super().transfer_batch_to_device(batch, device, dataloader_idx)
-        return _batch_to_device(batch, device)
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         if self.hparams.mixup > 0:
             batch = mixup_batch(batch, self.hparams.mixup)
