@@ -41,19 +41,28 @@ PER_FIT = {"on_fit_start", "on_fit_end", "setup", "teardown"}
 
 
 class EpochTimer(L.Callback):
-    """Wall time of each whole epoch (training, validation and every callback)."""
+    """Wall time of each whole epoch (training, validation and every callback), and the CPU
+    time of this process (all its threads) over the same spans."""
 
     def __init__(self) -> None:
         self.starts: list[float] = []
+        self.cpu_starts: list[float] = []
+
+    def _mark(self) -> None:
+        self.starts.append(time.perf_counter())
+        self.cpu_starts.append(time.process_time())
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.starts.append(time.perf_counter())
+        self._mark()
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        self.starts.append(time.perf_counter())
+        self._mark()
 
     def epochs(self) -> list[float]:
         return [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
+
+    def cpu_epochs(self) -> list[float]:
+        return [b - a for a, b in zip(self.cpu_starts, self.cpu_starts[1:], strict=False)]
 
 
 def timed(callbacks: list[L.Callback], totals: dict[str, float], trainer_ref: list) -> None:

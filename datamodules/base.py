@@ -24,6 +24,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -287,6 +288,18 @@ def _epoch_progress(trainer: L.Trainer) -> tuple[int, bool]:
     complete: where a resumed run's loader continues (:class:`ResumableLoader`)."""
     done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
     return done, done >= trainer.num_training_batches
+
+
+def _batch_to_device(value: Any, device: torch.device) -> Any:
+    """``value`` with its tensors on ``device``; a list or tuple holding no tensor or
+    collection (case ids, group names) is returned as it is, without a walk over its items."""
+    if isinstance(value, dict):
+        return {k: _batch_to_device(v, device) for k, v in value.items()}
+    if isinstance(value, list | tuple) and not any(
+        isinstance(v, torch.Tensor | dict | list | tuple) for v in value
+    ):
+        return value
+    return move_data_to_device(value, device)
 
 
 class MedxferDataModule(L.LightningDataModule, ABC):
@@ -726,6 +739,16 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         return [self.name, *self.shifted]
 
     # Loaders ----------------------------------------------------------------------------------
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        """Move a batch dict's tensors to ``device`` (Lightning's ``move_data_to_device``, the
+        same ``non_blocking``) and pass its ids and group names through: Lightning's default
+        visits every string of them, ~3 ms per batch of 32 on the CI machine (~1 % of a step)."""
+        if not isinstance(batch, dict):
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        return _batch_to_device(batch, device)
+
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         """A loader with this datamodule's settings. Under DDP, evaluation loaders deal each
         case to exactly one rank (no padding with repeated cases), so metrics gathered across

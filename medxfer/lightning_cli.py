@@ -20,9 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from medxfer.catalog import DATAMODULES, TASKS
+from medxfer.checkpointing import use_local_checkpoint_io
 from medxfer.cli import format_results
 from medxfer.datamodules import MedxferDataModule
 from medxfer.errors import ConfigError
@@ -80,14 +82,17 @@ class MedxferCLI(LightningCLI):
         super().instantiate_classes()
         self.after_instantiate()
 
-    def instantiate_trainer(self, **kwargs: Any) -> Any:
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The trainer, with :class:`~medxfer.resume.RandomState` added (once), so every
-        checkpoint holds the global random generators and a resumed fit continues exactly."""
+        checkpoint holds the global random generators and a resumed fit continues exactly, and
+        writing checkpoints without Lightning's in-memory copy
+        (:func:`medxfer.checkpointing.use_local_checkpoint_io`; the same bytes, faster)."""
         from medxfer.resume import RandomState
 
         trainer = super().instantiate_trainer(**kwargs)
         if not any(isinstance(cb, RandomState) for cb in trainer.callbacks):
             trainer.callbacks.append(RandomState())
+        use_local_checkpoint_io(trainer)
         return trainer
 
     #: The BiT-HyperRule resolved from the data section before the classes are built.

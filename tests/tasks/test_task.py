@@ -192,3 +192,46 @@ def test_short_fit_logs_each_test_set_under_its_name(
     results = trainer.test(task, datamodule=dm, verbose=False)
     assert "test/chexpert/auroc_mean" in results[0] and "test/nih/auroc_mean" in results[1]
     assert "test/chexpert/auroc/Pleural_Effusion" in results[0]
+
+
+def test_batch_transfer_moves_every_tensor_and_passes_ids_and_group_names() -> None:
+    """The datamodules' transfer hook (which skips walking id / group strings) on the ``meta``
+    device: every tensor moved, nested or not; text lists returned as they are."""
+    dm = ChestXrayDataModule(CXRTable("never-read.csv"))
+    ids, sex = ["a", "b"], ["F", "M"]
+    batch = {
+        "image": torch.zeros(2, 3, 4, 4),
+        "target": torch.ones(2, 3),
+        "groups": {"sex": sex, "age": torch.tensor([40.0, 60.0])},
+        "id": ids,
+        "extra": [torch.zeros(1), "x"],
+    }
+    moved = dm.transfer_batch_to_device(batch, torch.device("meta"), 0)
+    assert moved.keys() == batch.keys() and moved["groups"].keys() == {"sex", "age"}
+    for value in (moved["image"], moved["target"], moved["groups"]["age"], moved["extra"][0]):
+        assert value.device.type == "meta"
+    assert moved["image"].shape == (2, 3, 4, 4) and moved["extra"][1] == "x"
+    assert moved["id"] == ["a", "b"] and moved["groups"]["sex"] == ["F", "M"]
+    assert batch["image"].device.type == "cpu"  # the input is not changed
+    plain = dm.transfer_batch_to_device(torch.zeros(2), torch.device("meta"), 0)
+    assert plain.device.type == "meta"  # not a dict: Lightning's own transfer
+
+
+def test_fit_uses_the_datamodules_transfer_without_a_warning(
+    synthetic_cxr: dict[str, Path], tiny_trainer
+) -> None:
+    """The hook sits on the datamodule (which owns the batch contract), so Lightning neither
+    warns about a task overriding it nor bypasses it."""
+    import warnings
+
+    dm = ChestXrayDataModule(CXRTable(str(synthetic_cxr["chexpert"])), image_size=32, num_workers=0)
+    calls = []
+    original = dm.transfer_batch_to_device
+    dm.transfer_batch_to_device = lambda *a: calls.append(1) or original(*a)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(max_steps=1, limit_val_batches=0).fit(
+            _task(num_classes=dm.num_classes, label_names=dm.label_names), datamodule=dm
+        )
+    assert calls
+    assert not [w for w in caught if "transfer_batch_to_device" in str(w.message)]
