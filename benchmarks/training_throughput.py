@@ -20,6 +20,10 @@ epoch (start-up, cudnn autotuning) is not counted; runs are interleaved over ``-
 the fastest median epoch of each is used, so machine noise hurts every run alike. Targets:
 medxfer / plain >= 0.95; with callbacks >= 0.90. ``--precisions`` (GPU) adds float32 vs
 bf16-mixed vs bf16-mixed with channels_last through medxfer.
+
+The two loops (:func:`medxfer_epoch`, :func:`plain_epoch`) and the interleaving
+(:func:`interleaved`) take any task and datamodule factory: ``segmentation_throughput.py``
+beside this file runs them on the U-Net.
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ import itertools
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -38,8 +45,17 @@ import torch
 from callback_overhead import EpochTimer, analysis_callbacks
 from lightning.pytorch.loggers import CSVLogger
 
-from medxfer.datamodules import ChestXrayDataModule, CXRTable, write_synthetic_chexpert
-from medxfer.tasks import MultiLabelClassifier
+from medxfer.datamodules import (
+    ChestXrayDataModule,
+    CXRTable,
+    MedxferDataModule,
+    write_synthetic_chexpert,
+)
+from medxfer.tasks import MultiLabelClassifier, TransferTask
+
+#: A fresh datamodule, and a fresh seeded task for it (``channels_last`` as asked).
+MakeData = Callable[[], MedxferDataModule]
+MakeTask = Callable[[MedxferDataModule, bool], TransferTask]
 
 
 def _sync() -> None:
@@ -71,23 +87,23 @@ def task(
 
 
 def medxfer_epoch(
-    args: argparse.Namespace,
-    csv: Path,
-    cache: Path,
+    make_data: MakeData,
+    make_task: MakeTask,
     root: Path,
+    epochs: int,
     precision: str,
     channels_last: bool,
     callbacks: list[L.Callback],
 ) -> float:
     """Median seconds per epoch of ``Trainer.fit``."""
     L.seed_everything(0, verbose=False)
-    dm = datamodule(args, csv, cache)
+    dm = make_data()
     timer = EpochTimer()
     trainer = L.Trainer(
         accelerator="auto",
         devices=1,
         precision=precision,
-        max_epochs=args.epochs,
+        max_epochs=epochs,
         logger=CSVLogger(root),
         callbacks=[timer, *callbacks],
         enable_progress_bar=False,
@@ -95,33 +111,49 @@ def medxfer_epoch(
         num_sanity_val_steps=0,
         default_root_dir=root,
     )
-    trainer.fit(task(args, dm, channels_last), datamodule=dm)
+    trainer.fit(make_task(dm, channels_last), datamodule=dm)
     return statistics.median(timer.epochs()[1:])  # not epoch 0 (start-up)
 
 
-def plain_epoch(args: argparse.Namespace, csv: Path, cache: Path, root: Path) -> float:
-    """Median seconds per epoch of a hand-written loop doing the same work."""
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The batch's tensors on ``device`` (ids and groups as they are)."""
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
+
+
+def plain_epoch(
+    make_data: MakeData,
+    make_task: MakeTask,
+    root: Path,
+    epochs: int,
+    precision: str,
+    channels_last: bool,
+) -> float:
+    """Median seconds per epoch of a hand-written loop doing the same work: forward, the task's
+    loss (``batch_loss``), backward, the task's optimiser and schedule; per epoch a validation
+    pass feeding the task's metric (``update_metrics``) and a ``torch.save``."""
     L.seed_everything(0, verbose=False)
-    dm = datamodule(args, csv, cache)
+    dm = make_data()
     dm.setup("fit")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = task(args, dm, args.channels_last).to(device)
+    model = make_task(dm, channels_last).to(device)
     optim = model.configure_optimizers()
     opt, sched = optim["optimizer"], optim["lr_scheduler"]["scheduler"]
     metric = model.make_metrics().to(device)
     train_loader, val_loader = dm.train_dataloader(), dm.val_dataloader()
-    bf16 = args.precision.startswith("bf16")
+    bf16 = precision.startswith("bf16")
     marks = []
-    for _ in range(args.epochs):
+    for _ in range(epochs):
         _sync()
         marks.append(time.perf_counter())
         model.train()
         for batch in train_loader:
-            image = batch["image"].to(device, non_blocking=True)
-            target = batch["target"].to(device, non_blocking=True)
+            batch = _to(batch, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model({"image": image})
-            loss = model.loss(logits.float(), target)
+                logits = model(batch)
+            loss = model.batch_loss(logits.float(), batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -129,16 +161,33 @@ def plain_epoch(args: argparse.Namespace, csv: Path, cache: Path, root: Path) ->
         model.eval()
         with torch.no_grad():
             for batch in val_loader:
-                image = batch["image"].to(device, non_blocking=True)
+                batch = _to(batch, device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    logits = model({"image": image})
-                metric.update(model.probabilities(logits.float()), batch["target"].to(device))
+                    logits = model(batch)
+                model.update_metrics(metric, model.probabilities(logits.float()), batch)
             metric.compute()
             metric.reset()
         torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, root / "plain.pt")
     _sync()
     marks.append(time.perf_counter())
     return statistics.median(b - a for a, b in itertools.pairwise(marks[1:]))  # not epoch 0
+
+
+def interleaved(runs: dict[str, Callable[[int], float]], repeats: int) -> dict[str, float]:
+    """The fastest of ``repeats`` rounds of every run (each called with the round's index), the
+    runs taking turns within a round, so machine noise hurts every run alike."""
+    best: dict[str, float] = {}
+    for r in range(repeats):
+        for name, run in runs.items():
+            best[name] = min(best.get(name, float("inf")), run(r))
+    return best
+
+
+def device_name() -> str:
+    """The accelerator, or the CPU with the loop's threads."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU ({torch.get_num_threads()} threads)"
 
 
 def main() -> None:
@@ -167,49 +216,35 @@ def main() -> None:
         dm.build_cache(cache, progress=False)
         dm.setup("fit")
         n_train = len(dm.train_set)
-        best: dict[str, float] = {}
+        make_data = partial(datamodule, args, csv, cache)
 
-        def keep(name: str, seconds: float) -> None:
-            best[name] = min(best.get(name, float("inf")), seconds)
+        def make_task(dm: MedxferDataModule, channels_last: bool) -> TransferTask:
+            return task(args, dm, channels_last)  # type: ignore[arg-type]
 
-        for r in range(args.repeats):
-            keep("plain", plain_epoch(args, csv, cache, root))
-            keep(
-                "medxfer",
-                medxfer_epoch(
-                    args, csv, cache, root / f"m{r}", args.precision, args.channels_last, []
-                ),
+        def fit(name: str, precision: str, channels_last: bool, callbacks: Any = list) -> Any:
+            return lambda r: medxfer_epoch(
+                make_data,
+                make_task,
+                root / f"{name}{r}",
+                args.epochs,
+                precision,
+                channels_last,
+                callbacks(),
             )
-            keep(
-                "medxfer + callbacks",
-                medxfer_epoch(
-                    args,
-                    csv,
-                    cache,
-                    root / f"c{r}",
-                    args.precision,
-                    args.channels_last,
-                    analysis_callbacks(),
-                ),
-            )
-            if args.precisions and torch.cuda.is_available():
-                keep(
-                    "fp32 NCHW",
-                    medxfer_epoch(args, csv, cache, root / f"f{r}", "32-true", False, []),
-                )
-                keep(
-                    "bf16-mixed NCHW",
-                    medxfer_epoch(args, csv, cache, root / f"b{r}", "bf16-mixed", False, []),
-                )
-                keep(
-                    "bf16-mixed NHWC",
-                    medxfer_epoch(args, csv, cache, root / f"n{r}", "bf16-mixed", True, []),
-                )
-    device = (
-        torch.cuda.get_device_name()
-        if torch.cuda.is_available()
-        else f"CPU ({torch.get_num_threads()} threads)"
-    )
+
+        runs = {
+            "plain": lambda r: plain_epoch(
+                make_data, make_task, root, args.epochs, args.precision, args.channels_last
+            ),
+            "medxfer": fit("m", args.precision, args.channels_last),
+            "medxfer + callbacks": fit("c", args.precision, args.channels_last, analysis_callbacks),
+        }
+        if args.precisions and torch.cuda.is_available():
+            runs["fp32 NCHW"] = fit("f", "32-true", False)
+            runs["bf16-mixed NCHW"] = fit("b", "bf16-mixed", False)
+            runs["bf16-mixed NHWC"] = fit("n", "bf16-mixed", True)
+        best = interleaved(runs, args.repeats)
+    device = device_name()
     print(
         f"{device}; {args.backbone}, {args.image_size} px, batch {args.batch_size}, "
         f"{args.precision}{' channels_last' if args.channels_last else ''}, {n_train} training "

@@ -81,9 +81,7 @@ def load_masks(
     if "rle" in row and isinstance(row["rle"], list):
         mask = np.zeros(shape, dtype=bool)
         for text in row["rle"]:
-            mask |= rle_decode(
-                text, tuple(row.get("shape") or shape), row.get("encoding", "relative")
-            )
+            mask |= rle_decode(text, shape, row.get("encoding", "relative"))
         channels = [mask]
     else:
         channels = []
