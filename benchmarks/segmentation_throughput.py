@@ -16,13 +16,17 @@ the interleaving are :mod:`training_throughput`'s):
 * medxfer: ``Trainer.fit`` as ``medxfer fit`` runs it (CSV logger, checkpointing, validation
   every epoch).
 
-Printed: images/s of each and medxfer / plain (target >= 0.95).
+Printed: images/s of each and medxfer / plain (target >= 0.95). On a shared CPU, other
+processes' load swings wall time by tens of percent between epochs; ``--cpu-time`` (with
+``--workers 0 --threads 1``: every step in this process, no spinning threads) times each epoch
+by this process's CPU time instead, which measures the work each loop does.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from functools import partial
 from pathlib import Path
 
@@ -79,7 +83,15 @@ def main() -> None:
     p.add_argument("--precision", default="32-true")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads of the loop")
+    p.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time epochs by this process's CPU time (CPU only; with --workers 0 --threads 1)",
+    )
     args = p.parse_args()
+    if args.cpu_time and (args.workers != 0 or torch.cuda.is_available()):
+        p.error("--cpu-time measures a CPU run with --workers 0 (all work in this process)")
+    clock = time.process_time if args.cpu_time else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
     if torch.cuda.is_available():
@@ -100,7 +112,13 @@ def main() -> None:
         best = interleaved(
             {
                 "plain": lambda r: plain_epoch(
-                    make_data, make_task, root, args.epochs, args.precision, args.channels_last
+                    make_data,
+                    make_task,
+                    root,
+                    args.epochs,
+                    args.precision,
+                    args.channels_last,
+                    clock,
                 ),
                 "medxfer": lambda r: medxfer_epoch(
                     make_data,
@@ -110,6 +128,7 @@ def main() -> None:
                     args.precision,
                     args.channels_last,
                     [],
+                    clock,
                 ),
             },
             args.repeats,
@@ -118,7 +137,8 @@ def main() -> None:
         f"{device_name()}; U-Net on {args.backbone}, decoder {args.decoder_channels}, "
         f"{args.image_size} px, batch {args.batch_size}, {args.precision}"
         f"{' channels_last' if args.channels_last else ''}, {n_train} training images per "
-        f"epoch, {dm.num_workers} worker(s), best of {args.repeats}"
+        f"epoch, {dm.num_workers} worker(s), best of {args.repeats}, "
+        f"{'process CPU' if args.cpu_time else 'wall'} time"
     )
     for name, seconds in best.items():
         print(f"{name:10} {n_train / seconds:8.1f} img/s   {seconds:6.2f} s/epoch")
