@@ -10,20 +10,20 @@ same seeded :class:`MultiLabelClassifier` from the same :class:`ChestXrayDataMod
 
 * plain: a hand-written loop -- forward, the task's loss, backward, the task's optimiser and
   schedule; per epoch a validation pass computing the same AUROC metric and a ``torch.save``;
-* medxfer: ``Trainer.fit`` as ``medxfer fit`` runs it (CSV logger, checkpointing with
-  medxfer's checkpoint writer, validation every epoch), no analysis callback;
+* medxfer: ``Trainer.fit`` as ``medxfer fit`` runs it (CSV logger, checkpointing, validation
+  every epoch), no analysis callback;
 * medxfer + callbacks: the same with calibration, subgroup, CKA, weight-drift and convergence
   callbacks.
 
-Each epoch is timed from its start to the next (training, validation, checkpoint), by the
-wall clock and by the CPU time of the process (all threads; on a CPU machine shared with other
-jobs the wall clock measures the neighbours as much as the loop, the CPU time much less); the
-first epoch (start-up, cudnn autotuning) is not counted; runs are interleaved over ``--repeats``
-and the fastest median epoch of each is used, so machine noise hurts every run alike. Targets:
-medxfer / plain >= 0.95 at the default 13 training batches per epoch (``--patients 150``) and
->= 0.98 at 200 (e.g. ``--patients 600 --batch-size 8 --source-size 80``); with callbacks >= 0.90.
-``--skip-callbacks`` leaves out the run with callbacks. ``--precisions`` (GPU) adds float32 vs
+Each epoch is timed from its start to the next (training, validation, checkpoint); the first
+epoch (start-up, cudnn autotuning) is not counted; runs are interleaved over ``--repeats`` and
+the fastest median epoch of each is used, so machine noise hurts every run alike. Targets:
+medxfer / plain >= 0.95; with callbacks >= 0.90. ``--precisions`` (GPU) adds float32 vs
 bf16-mixed vs bf16-mixed with channels_last through medxfer.
+
+The two loops (:func:`medxfer_epoch`, :func:`plain_epoch`) and the interleaving
+(:func:`interleaved`) take any task and datamodule factory: ``segmentation_throughput.py``
+beside this file runs them on the U-Net.
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ import itertools
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -43,8 +46,17 @@ from callback_overhead import EpochTimer, analysis_callbacks
 from lightning.pytorch.loggers import CSVLogger
 
 from medxfer.checkpointing import use_local_checkpoint_io
-from medxfer.datamodules import ChestXrayDataModule, CXRTable, write_synthetic_chexpert
-from medxfer.tasks import MultiLabelClassifier
+from medxfer.datamodules import (
+    ChestXrayDataModule,
+    CXRTable,
+    MedxferDataModule,
+    write_synthetic_chexpert,
+)
+from medxfer.tasks import MultiLabelClassifier, TransferTask
+
+#: A fresh datamodule, and a fresh seeded task for it (``channels_last`` as asked).
+MakeData = Callable[[], MedxferDataModule]
+MakeTask = Callable[[MedxferDataModule, bool], TransferTask]
 
 
 def _sync() -> None:
@@ -76,23 +88,24 @@ def task(
 
 
 def medxfer_epoch(
-    args: argparse.Namespace,
-    csv: Path,
-    cache: Path,
+    make_data: MakeData,
+    make_task: MakeTask,
     root: Path,
+    epochs: int,
     precision: str,
     channels_last: bool,
     callbacks: list[L.Callback],
-) -> tuple[float, float]:
-    """Median wall and CPU seconds per epoch of ``Trainer.fit``."""
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
+    """Median seconds per epoch of ``Trainer.fit`` (by ``clock``)."""
     L.seed_everything(0, verbose=False)
-    dm = datamodule(args, csv, cache)
-    timer = EpochTimer()
+    dm = make_data()
+    timer = EpochTimer(clock)
     trainer = L.Trainer(
         accelerator="auto",
         devices=1,
         precision=precision,
-        max_epochs=args.epochs,
+        max_epochs=epochs,
         logger=CSVLogger(root),
         callbacks=[timer, *callbacks],
         enable_progress_bar=False,
@@ -101,37 +114,51 @@ def medxfer_epoch(
         default_root_dir=root,
     )
     use_local_checkpoint_io(trainer)  # as medxfer fit (MedxferCLI.instantiate_trainer)
-    trainer.fit(task(args, dm, channels_last), datamodule=dm)
-    # not epoch 0 (start-up)
-    return statistics.median(timer.epochs()[1:]), statistics.median(timer.cpu_epochs()[1:])
+    trainer.fit(make_task(dm, channels_last), datamodule=dm)
+    return statistics.median(timer.epochs()[1:])  # not epoch 0 (start-up)
+
+
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The batch's tensors on ``device`` (ids and groups as they are)."""
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
 
 
 def plain_epoch(
-    args: argparse.Namespace, csv: Path, cache: Path, root: Path
-) -> tuple[float, float]:
-    """Median wall and CPU seconds per epoch of a hand-written loop doing the same work."""
+    make_data: MakeData,
+    make_task: MakeTask,
+    root: Path,
+    epochs: int,
+    precision: str,
+    channels_last: bool,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
+    """Median seconds per epoch (by ``clock``) of a hand-written loop doing the same work:
+    forward, the task's loss (``batch_loss``), backward, the task's optimiser and schedule; per
+    epoch a validation pass feeding the task's metric (``update_metrics``) and a
+    ``torch.save``."""
     L.seed_everything(0, verbose=False)
-    dm = datamodule(args, csv, cache)
+    dm = make_data()
     dm.setup("fit")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = task(args, dm, args.channels_last).to(device)
+    model = make_task(dm, channels_last).to(device)
     optim = model.configure_optimizers()
     opt, sched = optim["optimizer"], optim["lr_scheduler"]["scheduler"]
     metric = model.make_metrics().to(device)
     train_loader, val_loader = dm.train_dataloader(), dm.val_dataloader()
-    bf16 = args.precision.startswith("bf16")
-    marks, cpu_marks = [], []
-    for _ in range(args.epochs):
+    bf16 = precision.startswith("bf16")
+    marks = []
+    for _ in range(epochs):
         _sync()
-        marks.append(time.perf_counter())
-        cpu_marks.append(time.process_time())
+        marks.append(clock())
         model.train()
         for batch in train_loader:
-            image = batch["image"].to(device, non_blocking=True)
-            target = batch["target"].to(device, non_blocking=True)
+            batch = _to(batch, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model({"image": image})
-            loss = model.loss(logits.float(), target)
+                logits = model(batch)
+            loss = model.batch_loss(logits.float(), batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -139,19 +166,33 @@ def plain_epoch(
         model.eval()
         with torch.no_grad():
             for batch in val_loader:
-                image = batch["image"].to(device, non_blocking=True)
+                batch = _to(batch, device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    logits = model({"image": image})
-                metric.update(model.probabilities(logits.float()), batch["target"].to(device))
+                    logits = model(batch)
+                model.update_metrics(metric, model.probabilities(logits.float()), batch)
             metric.compute()
             metric.reset()
         torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, root / "plain.pt")
     _sync()
-    marks.append(time.perf_counter())
-    cpu_marks.append(time.process_time())
-    return tuple(  # not epoch 0
-        statistics.median(b - a for a, b in itertools.pairwise(m[1:])) for m in (marks, cpu_marks)
-    )
+    marks.append(clock())
+    return statistics.median(b - a for a, b in itertools.pairwise(marks[1:]))  # not epoch 0
+
+
+def interleaved(runs: dict[str, Callable[[int], float]], repeats: int) -> dict[str, float]:
+    """The fastest of ``repeats`` rounds of every run (each called with the round's index), the
+    runs taking turns within a round, so machine noise hurts every run alike."""
+    best: dict[str, float] = {}
+    for r in range(repeats):
+        for name, run in runs.items():
+            best[name] = min(best.get(name, float("inf")), run(r))
+    return best
+
+
+def device_name() -> str:
+    """The accelerator, or the CPU with the loop's threads."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU ({torch.get_num_threads()} threads)"
 
 
 def main() -> None:
@@ -159,9 +200,6 @@ def main() -> None:
     p.add_argument("--backbone", default="timm/resnet18")
     p.add_argument("--patients", type=int, default=300)
     p.add_argument("--image-size", type=int, default=64)
-    p.add_argument(
-        "--source-size", type=int, default=256, help="side of the synthetic JPEGs written"
-    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--epochs", type=int, default=4, help="the first is not counted")
     p.add_argument("--workers", type=int, default=None, help="default: the datamodule's")
@@ -170,8 +208,17 @@ def main() -> None:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--precisions", action="store_true", help="GPU: fp32 / bf16 / bf16+NHWC")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads of the loop")
+    p.add_argument(
+        "--source-size", type=int, default=256, help="side of the synthetic JPEGs written"
+    )
     p.add_argument("--skip-callbacks", action="store_true", help="no run with callbacks")
+    p.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time epochs by this process's CPU time (a machine shared with other work)",
+    )
     args = p.parse_args()
+    clock = time.process_time if args.cpu_time else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
     if torch.cuda.is_available():
@@ -185,69 +232,53 @@ def main() -> None:
         dm.setup("fit")
         n_train = len(dm.train_set)
         n_batches = len(dm.train_dataloader())
-        best: dict[str, float] = {}
-        best_cpu: dict[str, float] = {}
+        make_data = partial(datamodule, args, csv, cache)
 
-        def keep(name: str, seconds: tuple[float, float]) -> None:
-            best[name] = min(best.get(name, float("inf")), seconds[0])
-            best_cpu[name] = min(best_cpu.get(name, float("inf")), seconds[1])
+        def make_task(dm: MedxferDataModule, channels_last: bool) -> TransferTask:
+            return task(args, dm, channels_last)  # type: ignore[arg-type]
 
-        for r in range(args.repeats):
-            keep("plain", plain_epoch(args, csv, cache, root))
-            keep(
-                "medxfer",
-                medxfer_epoch(
-                    args, csv, cache, root / f"m{r}", args.precision, args.channels_last, []
-                ),
+        def fit(name: str, precision: str, channels_last: bool, callbacks: Any = list) -> Any:
+            return lambda r: medxfer_epoch(
+                make_data,
+                make_task,
+                root / f"{name}{r}",
+                args.epochs,
+                precision,
+                channels_last,
+                callbacks(),
+                clock,
             )
-            if not args.skip_callbacks:
-                keep(
-                    "medxfer + callbacks",
-                    medxfer_epoch(
-                        args,
-                        csv,
-                        cache,
-                        root / f"c{r}",
-                        args.precision,
-                        args.channels_last,
-                        analysis_callbacks(),
-                    ),
-                )
-            if args.precisions and torch.cuda.is_available():
-                keep(
-                    "fp32 NCHW",
-                    medxfer_epoch(args, csv, cache, root / f"f{r}", "32-true", False, []),
-                )
-                keep(
-                    "bf16-mixed NCHW",
-                    medxfer_epoch(args, csv, cache, root / f"b{r}", "bf16-mixed", False, []),
-                )
-                keep(
-                    "bf16-mixed NHWC",
-                    medxfer_epoch(args, csv, cache, root / f"n{r}", "bf16-mixed", True, []),
-                )
-    device = (
-        torch.cuda.get_device_name()
-        if torch.cuda.is_available()
-        else f"CPU ({torch.get_num_threads()} threads)"
-    )
+
+        runs = {
+            "plain": lambda r: plain_epoch(
+                make_data, make_task, root, args.epochs, args.precision, args.channels_last, clock
+            ),
+            "medxfer": fit("m", args.precision, args.channels_last),
+        }
+        if not args.skip_callbacks:
+            runs["medxfer + callbacks"] = fit(
+                "c", args.precision, args.channels_last, analysis_callbacks
+            )
+        if args.precisions and torch.cuda.is_available():
+            runs["fp32 NCHW"] = fit("f", "32-true", False)
+            runs["bf16-mixed NCHW"] = fit("b", "bf16-mixed", False)
+            runs["bf16-mixed NHWC"] = fit("n", "bf16-mixed", True)
+        best = interleaved(runs, args.repeats)
+    device = device_name()
     print(
         f"{device}; {args.backbone}, {args.image_size} px, batch {args.batch_size}, "
         f"{args.precision}{' channels_last' if args.channels_last else ''}, {n_train} training "
-        f"images ({n_batches} batches) per epoch, {dm.num_workers} worker(s), "
-        f"best of {args.repeats}"
+        f"images ({n_batches} batches) per epoch, {dm.num_workers} worker(s), best of "
+        f"{args.repeats}, {'CPU' if args.cpu_time else 'wall'} time"
     )
-    print(f"{'':22} {'img/s':>8} {'s/epoch':>8} {'CPU s/epoch':>12}")
     for name, seconds in best.items():
-        print(f"{name:22} {n_train / seconds:8.1f} {seconds:8.2f} {best_cpu[name]:12.2f}")
-    print(f"{'':28} {'wall':>6} {'CPU':>6}")
-    targets = {"medxfer": 0.98 if n_batches >= 200 else 0.95, "medxfer + callbacks": 0.90}
-    for name, target in targets.items():
-        if name in best:
-            print(
-                f"{name + ' / plain':28} {best['plain'] / best[name]:6.3f} "
-                f"{best_cpu['plain'] / best_cpu[name]:6.3f}   (target >= {target})"
-            )
+        print(f"{name:22} {n_train / seconds:8.1f} img/s   {seconds:6.2f} s/epoch")
+    plain = best["plain"]
+    target = 0.98 if n_batches >= 200 else 0.95
+    print(f"medxfer / plain              {plain / best['medxfer']:.3f}   (target >= {target})")
+    if "medxfer + callbacks" in best:
+        ratio = plain / best["medxfer + callbacks"]
+        print(f"medxfer + callbacks / plain  {ratio:.3f}   (target >= 0.90)")
     if "fp32 NCHW" in best:
         print(f"bf16 / fp32                  {best['fp32 NCHW'] / best['bf16-mixed NCHW']:.2f}")
         print(

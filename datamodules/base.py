@@ -34,6 +34,7 @@ from medxfer.data.cache import (
     FileImages,
     ImageCache,
     ImageSource,
+    LabelDecoder,
     PrepareReport,
     prepare_cache,
 )
@@ -649,6 +650,12 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         """The settings a cache of this datamodule's images must have been built with."""
         return CacheSettings(self.reader, self.cache_side)
 
+    def cache_labels(self) -> LabelDecoder | None:
+        """The decoder of the label maps (segmentation masks) a cache stores beside each image,
+        from the image's table row (default: None, images only); :meth:`cache_settings` then
+        declares their channels."""
+        return None
+
     @property
     def images(self) -> ImageSource:
         """Where datasets read images: the cache when one is set (checked on first use), else
@@ -691,9 +698,13 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         bad images recorded when ``skip_bad_images`` is set. ``workers`` defaults to
         ``num_workers``; see :func:`medxfer.data.cache.prepare_cache` for the rest."""
         tables = self.all_tables()
+        rows, labels = image_rows(tables), self.cache_labels()
+        if labels is not None:  # each image's table row goes to the label decoder
+            records = tables.to_dict("records")
+            rows = rows.assign(record=[records[r] for r in rows["row"]])
         return prepare_cache(
             path,
-            image_rows(tables),
+            rows,
             self.cache_settings(),
             bits=bits,
             table=tables.assign(paths=tables["paths"].map("|".join))
@@ -704,6 +715,7 @@ class MedxferDataModule(L.LightningDataModule, ABC):
             workers=self.num_workers if workers is None else workers,
             batch_size=batch_size,
             progress=progress,
+            labels=labels,
         )
 
     def checked(self, table: pd.DataFrame, what: str, decode: bool = False) -> pd.DataFrame:

@@ -21,7 +21,7 @@ from monai.losses import DiceLoss
 from monai.networks.nets.flexible_unet import SegmentationHead, UNetDecoder
 from torch import nn
 
-from medxfer.metrics.segmentation import SegmentationMetrics
+from medxfer.metrics.segmentation import SegmentationMetrics, case_dice
 
 from .base import TransferTask
 
@@ -81,6 +81,11 @@ class Segmenter(TransferTask):
     Binary or multi-label masks (``multiclass=False``): sigmoid per class, targets
     ``(B, K, H, W)`` 0/1. Multi-class masks: softmax over the K classes, targets ``(B, H, W)``
     class indices. A batch's ``valid`` ``(B, H, W)`` (a field of view) restricts loss and metrics.
+
+    Validation and test steps return, beside the batch contract's ``probs`` ``(B, K, H, W)``,
+    ``target``, ``groups`` and ``id``: ``valid`` and ``dice`` (each image's Dice per class,
+    ``(B, K)``), which the subgroup callback scores per subgroup and the calibration callback
+    subsamples pixels with (:attr:`pixel_task` says how to read the probabilities).
 
     Args (beyond :class:`TransferTask`):
         decoder_channels: channels of the decoder blocks, deepest first (MONAI's defaults).
@@ -160,6 +165,20 @@ class Segmenter(TransferTask):
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.batch_loss(logits, {"target": target})
+
+    @property
+    def pixel_task(self) -> str:
+        """How each pixel's probabilities read: ``multiclass`` (softmax) or ``multilabel``."""
+        return "multiclass" if self.hparams.multiclass else "multilabel"
+
+    def _eval_step(self, batch: dict[str, Any], stage: str, dataloader_idx: int) -> dict[str, Any]:
+        """The task's step outputs plus the field of view and each image's Dice per class."""
+        out = super()._eval_step(batch, stage, dataloader_idx)
+        valid = batch.get("valid")
+        hp = self.hparams
+        out["valid"] = valid
+        out["dice"] = case_dice(out["probs"], batch["target"], valid, hp.multiclass, hp.threshold)
+        return out
 
     def make_metrics(self) -> SegmentationMetrics:
         return SegmentationMetrics(

@@ -4,7 +4,7 @@ and the datamodule on the template."""
 
 from __future__ import annotations
 
-from .datamodule import MaskDataset, SegmentationDataModule, load_mask
+from .datamodule import MaskDataset, SegmentationDataModule, load_masks, read_mask
 from .readers import read_drive, read_mask_table, read_montgomery, read_siim
 from .synthetic import write_synthetic_drive, write_synthetic_montgomery, write_synthetic_siim
 from .transforms import SegmentationTransform
@@ -13,8 +13,9 @@ __all__ = [
     "MaskDataset",
     "SegmentationDataModule",
     "SegmentationTransform",
-    "load_mask",
+    "load_masks",
     "read_drive",
+    "read_mask",
     "read_mask_table",
     "read_montgomery",
     "read_siim",

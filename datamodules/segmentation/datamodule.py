@@ -5,92 +5,145 @@ same patient split, subsets, image checks and shifted test sets as every medxfer
 Batches: ``image`` ``(B, C, S, S)``, ``target`` ``(B, K, S, S)`` 0/1 masks (``(B, S, S)`` class
 indices with ``multiclass``), ``valid`` ``(B, S, S)`` (the field of view; all true without one),
 ``groups``, ``id``.
+
+Mask and field-of-view files hold two declared values, background and foreground
+(``mask_values``, 0 / 255 in DRIVE, Montgomery and the synthetic copies); any other value is an
+error naming the file and the values, never thresholded away. With an HDF5 cache (``medxfer
+prepare``) the masks and the field of view are stored beside the image, resized
+nearest-neighbour, and read from there.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from medxfer.data.images import ImageDecodeError, read_grey_image, where
+from medxfer.data.cache import CacheSettings, ImageCache, LabelDecoder
+from medxfer.data.images import ImageDecodeError, read_label_image, where
 from medxfer.data.rle import rle_decode
 
 from ..base import DATAMODULES, ImageTableDataset, MedxferDataModule, age_group
 from .readers import read_drive, read_mask_table, read_montgomery, read_siim
 from .transforms import SegmentationTransform
 
-__all__ = ["MaskDataset", "SegmentationDataModule", "load_mask"]
+__all__ = ["MaskDataset", "SegmentationDataModule", "load_masks", "read_mask"]
 
 log = logging.getLogger(__name__)
 
 Layout = Literal["table", "drive", "montgomery", "siim"]
 
 
-def _binary(path: str, context: str) -> np.ndarray:
-    """A mask file (PNG, GIF, TIFF) as bool (H, W): the project's grey decoder, above half."""
-    return read_grey_image(path, context) > 0.5
+def read_mask(path: str, values: Sequence[int] = (0, 255), context: str = "") -> np.ndarray:
+    """A binary mask file (PNG, GIF, TIFF) as bool ``(H, W)``: its stored values (never scaled,
+    :func:`~medxfer.data.images.read_label_image`) must be the declared ``values``
+    (background, foreground).
+
+    Raises:
+        ImageDecodeError: a missing or undecodable file, or values outside ``values``, naming
+            the file, its row and the offending values.
+    """
+    raw = read_label_image(path, context)
+    background, foreground = (int(v) for v in values)
+    if raw.dtype == np.uint8:
+        present = np.flatnonzero(np.bincount(raw.ravel(), minlength=256))
+    else:
+        present = np.unique(raw)
+    bad = sorted(set(present.tolist()) - {background, foreground})
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (
+            f" ... ({len(bad)} values)" if len(bad) > 10 else ""
+        )
+        raise ImageDecodeError(
+            f"mask {where(path, context)} holds value(s) {shown} outside the declared classes "
+            f"(background {background}, foreground {foreground}); fix the file, or set "
+            "mask_values to the values your masks use"
+        )
+    return raw == foreground
 
 
-def load_mask(row: dict[str, Any], shape: tuple[int, int], context: str) -> np.ndarray:
-    """The masks of one row as uint8 ``(H, W, K)`` for an image of ``shape`` (H, W): each
-    channel the union of its files, or of its run-length strings. A mask of another size than
-    its image is an error naming both."""
+def load_masks(
+    row: dict[str, Any],
+    shape: tuple[int, int],
+    context: str,
+    values: Sequence[int] = (0, 255),
+) -> np.ndarray:
+    """The masks and field of view of one table row as uint8 0/1 ``(H, W, K + 1)`` for an image
+    of ``shape`` (H, W): each of the K mask channels the union of its files (or of its
+    run-length strings), then the field of view (all ones without one). Mask files hold the
+    declared ``values`` (:func:`read_mask`). A mask of another size than its image is an error
+    naming both. This is also what an HDF5 cache stores per image (resized nearest-neighbour).
+    """
     if "rle" in row and isinstance(row["rle"], list):
         mask = np.zeros(shape, dtype=bool)
         for text in row["rle"]:
             mask |= rle_decode(text, shape, row.get("encoding", "relative"))
-        return mask[..., None].astype(np.uint8)
-    channels = []
-    for files in row["masks"]:
-        union = np.zeros(shape, dtype=bool)
-        for f in files:
-            m = _binary(f, context)
-            if m.shape != shape:
-                raise ImageDecodeError(
-                    f"mask {where(f, context)} is {m.shape[1]}x{m.shape[0]} but its image is "
-                    f"{shape[1]}x{shape[0]}"
-                )
-            union |= m
-        channels.append(union)
-    return np.stack(channels, axis=-1).astype(np.uint8)
+        channels = [mask]
+    else:
+        channels = []
+        for files in row["masks"]:
+            union = np.zeros(shape, dtype=bool)
+            for f in files:
+                m = read_mask(f, values, context)
+                if m.shape != shape:
+                    raise ImageDecodeError(
+                        f"mask {where(f, context)} is {m.shape[1]}x{m.shape[0]} but its image is "
+                        f"{shape[1]}x{shape[0]}"
+                    )
+                union |= m
+            channels.append(union)
+    fov = row.get("valid")
+    if isinstance(fov, str) and fov:
+        valid = read_mask(fov, values, context)
+        if valid.shape != shape:
+            raise ImageDecodeError(
+                f"field of view {where(fov, context)} is {valid.shape[1]}x{valid.shape[0]} but "
+                f"its image is {shape[1]}x{shape[0]}"
+            )
+    else:
+        valid = np.ones(shape, dtype=bool)
+    return np.stack([*channels, valid], axis=-1).astype(np.uint8)
 
 
 class MaskDataset(ImageTableDataset):
     """:class:`ImageTableDataset` for images with masks: each sample adds ``valid`` and its
     ``target`` is the transformed mask instead of a label vector.
 
+    Masks come from the image source when it is a cache holding them (``medxfer prepare``),
+    else from their files (:func:`load_masks`).
+
     Args (beyond :class:`ImageTableDataset`):
         table: rows with ``masks`` (or ``rle``, ``shape``, ``encoding``) and ``valid``.
         multiclass: targets as class indices ``(S, S)`` (the arg-max channel) instead of 0/1.
+        mask_values: the background and foreground values of mask files (:func:`read_mask`).
     """
 
     def __init__(
-        self, table: pd.DataFrame, *args: Any, multiclass: bool = False, **kw: Any
+        self,
+        table: pd.DataFrame,
+        *args: Any,
+        multiclass: bool = False,
+        mask_values: Sequence[int] = (0, 255),
+        **kw: Any,
     ) -> None:
         super().__init__(table, *args, **kw)
         columns = [c for c in ("masks", "rle", "shape", "encoding", "valid") if c in table]
         self.rows = table[columns].to_dict("records")
         self.multiclass = multiclass
+        self.mask_values = tuple(mask_values)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         context = self.where[i]
         image = self.images(self.paths[i], context=context)
-        shape = image.shape[:2]
-        row = self.rows[i]
-        masks = load_mask(row, shape, context)
-        valid = (
-            _binary(row["valid"], context).astype(np.uint8)
-            if row.get("valid")
-            else np.ones(shape, np.uint8)
-        )
-        if valid.shape != shape:
-            raise ImageDecodeError(
-                f"field of view {where(row['valid'], context)} differs in size from its image"
-            )
+        if isinstance(self.images, ImageCache):
+            stack = self.images.labels(self.paths[i], context=context)
+        else:
+            stack = load_masks(self.rows[i], image.shape[:2], context, self.mask_values)
+        masks, valid = np.ascontiguousarray(stack[..., :-1]), np.ascontiguousarray(stack[..., -1])
         x, target, fov = self.transform(image, masks, valid)  # type: ignore[call-arg]
         if self.multiclass:
             target = target.argmax(0)
@@ -126,6 +179,9 @@ class SegmentationDataModule(MedxferDataModule):
         manual: DRIVE: the ``1st`` or ``2nd`` observer's vessels.
         multiclass: one class per pixel (targets are class indices; use ``Segmenter`` with
             ``multiclass: true``).
+        mask_values: the stored values of background and foreground in mask and field-of-view
+            files (DRIVE, Montgomery: 0 / 255; 0 / 1 masks: ``[0, 1]``); another value is an
+            error naming the file.
         color: colour images (DRIVE) or grey (radiographs, repeated to ``channels``).
         channels: output channels of grey images.
         recipe: augmentation, ``xray`` or ``fundus`` (default by layout).
@@ -134,7 +190,8 @@ class SegmentationDataModule(MedxferDataModule):
         augment: the recipe's random augmentation in training.
         age_bins: edges of the age groups (Montgomery).
         split, split_seed, seed, batch_size, **kwargs: as for every datamodule
-            (:class:`MedxferDataModule`: image checks, loader settings, subsets).
+            (:class:`MedxferDataModule`: image checks, loader settings, subsets, ``cache``:
+            an HDF5 cache from ``medxfer prepare``, holding images, masks and field of view).
     """
 
     def __init__(
@@ -157,6 +214,7 @@ class SegmentationDataModule(MedxferDataModule):
         unlisted: Literal["error", "negative"] = "error",
         manual: Literal["1st", "2nd"] = "1st",
         multiclass: bool = False,
+        mask_values: tuple[int, int] = (0, 255),
         color: bool | None = None,
         channels: int = 3,
         recipe: Literal["xray", "fundus"] | None = None,
@@ -169,10 +227,6 @@ class SegmentationDataModule(MedxferDataModule):
         batch_size: int = 8,
         **kwargs: Any,
     ) -> None:
-        if kwargs.get("cache"):
-            raise ValueError(
-                "the image cache does not hold masks yet: train segmentation from the files"
-            )
         super().__init__(
             train=train,
             val=val,
@@ -214,6 +268,21 @@ class SegmentationDataModule(MedxferDataModule):
     @property
     def cache_side(self) -> int:
         return self.hparams.image_size
+
+    def cache_settings(self) -> CacheSettings:
+        """Images as every datamodule caches them, with the K masks and the field of view as
+        K + 1 label maps; what decides them (layout, classes, observer, lungs, values, RLE
+        encoding) is recorded, so a cache of other masks is refused."""
+        hp = self.hparams
+        what = (
+            f"{hp.layout}: masks {','.join(self.labels)} + field of view; values "
+            f"{tuple(hp.mask_values)}; manual {hp.manual}; lungs {hp.lungs}; rle {hp.rle_encoding}"
+        )
+        return CacheSettings(self.reader, self.cache_side, len(self.labels) + 1, what)
+
+    def cache_labels(self) -> LabelDecoder:
+        """:func:`load_masks` with this datamodule's declared mask values."""
+        return partial(load_masks, values=tuple(self.hparams.mask_values))
 
     def read_table(self, table: str, evaluation: bool = False) -> pd.DataFrame:
         """Read one dataset in this datamodule's layout; check its mask channels match."""
@@ -276,5 +345,6 @@ class SegmentationDataModule(MedxferDataModule):
         )
 
     def dataset_options(self, train: bool) -> dict[str, Any]:
-        """:class:`MaskDataset` targets as class indices when ``multiclass``."""
-        return {"multiclass": self.hparams.multiclass}
+        """:class:`MaskDataset` targets as class indices when ``multiclass``; the declared mask
+        values."""
+        return {"multiclass": self.hparams.multiclass, "mask_values": self.hparams.mask_values}

@@ -52,7 +52,12 @@ class SegmentationTransform(SeededTransform):
         self.train = train
         self.normalize = Normalize(mean, std)
         steps: list[A.BasicTransform] = [
-            A.Resize(image_size, image_size, interpolation=cv2.INTER_AREA)
+            A.Resize(
+                image_size,
+                image_size,
+                interpolation=cv2.INTER_AREA,
+                mask_interpolation=cv2.INTER_NEAREST,  # as the cache: class values stay exact
+            )
         ]
         if train and recipe == "xray":
             steps += [

@@ -1,5 +1,6 @@
 """Calibration callback: ECE per evaluation set, logged, written as JSON and drawn as a
-reliability diagram (Guo et al., ICML 2017; Mustafa et al., 2021)."""
+reliability diagram (Guo et al., ICML 2017; Mustafa et al., 2021). Segmentation is calibrated
+per pixel, on a fixed-size seeded subsample of each image's valid pixels."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import lightning as L
 from typing_extensions import override
 
 from medxfer import artifacts
-from medxfer.metrics import CalibrationError, reliability_bins
+from medxfer.metrics import CalibrationError, reliability_bins, sample_pixels
 
 from .base import EvalSetCallback, analysis_dir, write_json
 
@@ -22,22 +23,39 @@ class CalibrationCallback(EvalSetCallback):
     (for test sets when tested; for validation once, at the end of fitting).
 
     The task's ``output_type`` picks the ECE flavour: multi-label probabilities against outcomes
-    per label, or multi-class top-label confidence against correctness.
+    per label, or multi-class top-label confidence against correctness. Segmentation
+    (``probs`` ``(B, K, H, W)``) scores pixels the same way -- per class for sigmoid masks,
+    top-label for softmax ones (the task's ``pixel_task``) -- on ``pixels_per_image`` valid
+    pixels of each image drawn with a generator seeded by ``pixel_seed`` and the case id
+    (:func:`medxfer.metrics.sample_pixels`): the same pixels on any number of ranks.
 
     Args:
         n_bins: equal-width bins.
         plot: write reliability diagrams.
         every_n_epochs: validation reporting period.
+        pixels_per_image: segmentation: valid pixels drawn per image (all when fewer).
+        pixel_seed: segmentation: seed of the draws.
     """
 
-    def __init__(self, n_bins: int = 15, plot: bool = True, every_n_epochs: int = 1) -> None:
+    def __init__(
+        self,
+        n_bins: int = 15,
+        plot: bool = True,
+        every_n_epochs: int = 1,
+        pixels_per_image: int = 1000,
+        pixel_seed: int = 0,
+    ) -> None:
         super().__init__(every_n_epochs)
         self.n_bins = n_bins
         self.plot = plot
+        self.pixels_per_image = pixels_per_image
+        self.pixel_seed = pixel_seed
         self._last_val: dict[str, tuple[dict, float]] = {}
 
     def make_metric(self, pl_module: L.LightningModule) -> CalibrationError:
         task = getattr(pl_module, "output_type", "multilabel")
+        if task == "segmentation":
+            task = getattr(pl_module, "pixel_task", "multilabel")
         return CalibrationError(
             self.n_bins,
             task,
@@ -45,7 +63,18 @@ class CalibrationCallback(EvalSetCallback):
         )
 
     def update(self, metric: CalibrationError, outputs: dict[str, Any]) -> None:
-        metric.update(outputs["probs"], outputs["target"])
+        probs, target = outputs["probs"], outputs["target"]
+        if probs.ndim == 4:  # segmentation: a seeded, fixed-size subsample of valid pixels
+            probs, target = sample_pixels(
+                probs,
+                target,
+                outputs.get("valid"),
+                outputs["id"],
+                self.pixels_per_image,
+                self.pixel_seed,
+                multiclass=metric.task == "multiclass",
+            )
+        metric.update(probs, target)
 
     def report(
         self,

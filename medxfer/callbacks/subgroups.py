@@ -26,8 +26,9 @@ class SubgroupCallback(EvalSetCallback):
 
     Args:
         attributes: batch ``groups`` keys to analyse (default: all the batch has).
-        metric: ``auto`` (AUROC for multi-label tasks, accuracy for multi-class), ``auroc`` or
-            ``accuracy``.
+        metric: ``auto`` (AUROC for multi-label tasks, accuracy for multi-class, Dice for
+            segmentation: the mean of each image's Dice, the task's ``dice`` step output),
+            ``auroc``, ``accuracy`` or ``dice``.
         min_size: subgroups with fewer cases are reported as too small, not scored.
         every_n_epochs: validation reporting period.
         include_unknown: let the cases whose attribute is unknown (``unknown``, e.g. an age not
@@ -38,7 +39,7 @@ class SubgroupCallback(EvalSetCallback):
     def __init__(
         self,
         attributes: Sequence[str] | None = None,
-        metric: Literal["auto", "auroc", "accuracy"] = "auto",
+        metric: Literal["auto", "auroc", "accuracy", "dice"] = "auto",
         min_size: int = 30,
         every_n_epochs: int = 1,
         include_unknown: bool = False,
@@ -53,11 +54,8 @@ class SubgroupCallback(EvalSetCallback):
     def make_metric(self, pl_module: L.LightningModule) -> SubgroupMetrics:
         metric = self.metric
         if metric == "auto":
-            metric = (
-                "accuracy"
-                if getattr(pl_module, "output_type", "multilabel") == "multiclass"
-                else "auroc"
-            )
+            output_type = getattr(pl_module, "output_type", "multilabel")
+            metric = {"multiclass": "accuracy", "segmentation": "dice"}.get(output_type, "auroc")
         return SubgroupMetrics(
             self.attributes or self._seen, metric, self.min_size, self.include_unknown
         )
@@ -68,7 +66,14 @@ class SubgroupCallback(EvalSetCallback):
         super()._on_batch_end(trainer, pl_module, outputs, stage, idx)
 
     def update(self, metric: SubgroupMetrics, outputs: dict[str, Any]) -> None:
-        metric.update(outputs["probs"], outputs["target"], outputs["groups"])
+        if metric.metric == "dice":  # per-case scores, not probabilities
+            if "dice" not in outputs:
+                raise ValueError(
+                    "subgroup metric dice needs the task's per-case 'dice' step output (Segmenter)"
+                )
+            metric.update(outputs["dice"], None, outputs["groups"])
+        else:
+            metric.update(outputs["probs"], outputs["target"], outputs["groups"])
 
     def report(
         self, trainer: L.Trainer, pl_module: L.LightningModule, prefix: str, metric: SubgroupMetrics

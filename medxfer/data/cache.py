@@ -8,6 +8,11 @@ writes it to an HDF5 file. Datasets then read through an :class:`ImageCache` ins
 :class:`FileImages`; the transform's resize becomes a no-op, so the cached path gives the
 direct path's pixels up to the quantisation step (half a grey level).
 
+A datamodule whose images come with label maps (segmentation masks, a field of view) stores
+them beside the pixels: decoded by the datamodule's own function at the image's size, resized
+with ``INTER_NEAREST`` (the transforms' mask interpolation: class values are never
+interpolated, so the cached masks equal the direct path's exactly) and kept as uint8.
+
 Layout of the file (``FORMAT_VERSION`` 1)::
 
     pixels    (N, S, S) or (N, S, S, 3) uint8/uint16, one chunk per image, allocated at creation
@@ -17,7 +22,10 @@ Layout of the file (``FORMAT_VERSION`` 1)::
     keys      (N,) str: the absolute, normalised source path of each image
     errors    (N,) str: the decoder's message for bad images
     table     str: the datamodule's tables as CSV (metadata beside the pixels)
-    attrs     format_version, reader, reader_version, side, bits, interpolation, tables
+    labels    (N, S, S, L) uint8, only with label maps, one chunk per image
+    label_checksum (N,) uint32: CRC-32 of each image's label maps
+    attrs     format_version, reader, reader_version, side, bits, interpolation, tables;
+              with label maps also label_channels, labels, label_interpolation
 
 Every chunk is allocated when the file is created, so writing an image never changes the
 file's metadata: a run killed at any moment leaves a valid file whose ``status`` says what is
@@ -58,6 +66,7 @@ __all__ = [
     "ImageSource",
     "image_key",
     "prepare_cache",
+    "resize_labels",
     "resize_square",
     "source_bits",
 ]
@@ -90,6 +99,23 @@ def resize_square(image: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
 
 
+def resize_labels(labels: np.ndarray, side: int) -> np.ndarray:
+    """Resize label maps ``(H, W, L)`` to ``side`` x ``side`` with ``INTER_NEAREST``: what
+    every medxfer transform does to masks (``albumentations.Resize``'s ``mask_interpolation``),
+    so class values stay exactly the stored ones."""
+    if labels.shape[:2] == (side, side):
+        return labels
+    out = cv2.resize(labels, (side, side), interpolation=cv2.INTER_NEAREST)
+    return out.reshape(side, side, labels.shape[2])
+
+
+#: A datamodule's label-map decoder: ``(row, (H, W) of the decoded image, context)`` -> uint8
+#: ``(H, W, L)``, ``row`` being the image's table row; raises ``ImageDecodeError`` naming the
+#: file. Must be picklable (a module-level function or a ``functools.partial`` of one): it runs
+#: in the decoding processes.
+LabelDecoder = Callable[[dict[str, Any], tuple[int, int], str], np.ndarray]
+
+
 def source_bits(path: str | os.PathLike[str]) -> int:
     """Bits per sample of an image file's stored pixels (8 or 16), from its header only."""
     from PIL import Image, UnidentifiedImageError
@@ -116,10 +142,16 @@ class CacheSettings:
         reader: a name in :data:`~medxfer.data.images.READERS` (``grey``, ``rgb``, and what
             modality packages register, e.g. ``mammogram``).
         side: the square side images are stored at.
+        label_channels: label maps stored per image (0: images only; segmentation: the mask
+            channels and the field of view).
+        labels: what the label maps are (their channels and how they were read), compared on
+            open like the rest, so a cache of other masks is refused.
     """
 
     reader: str
     side: int
+    label_channels: int = 0
+    labels: str = ""
 
     def __post_init__(self) -> None:
         if not known_reader(self.reader):
@@ -143,7 +175,15 @@ class CacheSettings:
             "reader_version": self.reader_version,
             "side": self.side,
             "interpolation": "INTER_AREA",
-        }
+        } | (
+            {
+                "label_channels": self.label_channels,
+                "labels": self.labels,
+                "label_interpolation": "INTER_NEAREST",
+            }
+            if self.label_channels
+            else {}
+        )
 
 
 class ImageSource(Protocol):
@@ -205,7 +245,10 @@ def _check_settings(f: Any, path: str, settings: CacheSettings) -> None:
             f"image cache {path} was built with other settings ({'; '.join(diff)}); "
             + _REBUILD.format(path=path)
         )
-    for name in ("pixels", "status", "checksum", "keys"):
+    names = ("pixels", "status", "checksum", "keys")
+    if settings.label_channels:
+        names += ("labels", "label_checksum")
+    for name in names:
         if name not in f:
             raise CacheError(
                 f"image cache {path} lacks its {name!r} dataset (not a medxfer cache, or "
@@ -247,6 +290,7 @@ class ImageCache:
                 )
             keys = f["keys"].asstr()[:]
             self.checksums = f["checksum"][:]
+            self.label_checksums = f["label_checksum"][:] if settings.label_channels else None
             self.shapes = f["shape"][:]
             self.bits = int(f.attrs["bits"])
             self.errors = {
@@ -255,6 +299,7 @@ class ImageCache:
         self.index = {k: i for i, k in enumerate(keys)}
         self._file: Any = None
         self._pixels: Any = None
+        self._labels: Any = None
         self._pid: int | None = None
 
     def __len__(self) -> int:
@@ -262,7 +307,7 @@ class ImageCache:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_file"], state["_pixels"], state["_pid"] = None, None, None  # one per process
+        state["_file"], state["_pixels"], state["_labels"], state["_pid"] = (None,) * 4
         return state
 
     def _handle(self) -> Any:
@@ -271,6 +316,7 @@ class ImageCache:
             self._file = _open(self.path)
             self._pid = os.getpid()
             self._pixels = self._file["pixels"]
+            self._labels = self._file["labels"] if self.settings.label_channels else None
             _OPEN.add(self)
         return self._pixels
 
@@ -278,7 +324,7 @@ class ImageCache:
         """Close this process's handle (the next read reopens it)."""
         if self._file is not None and self._pid == os.getpid():
             self._file.close()
-        self._file, self._pixels, self._pid = None, None, None
+        self._file, self._pixels, self._labels, self._pid = None, None, None, None
 
     def _row(self, path: str, context: str) -> int:
         key = image_key(path)
@@ -322,6 +368,34 @@ class ImageCache:
             )
         return pixels.astype(np.float32) / np.float32(2**self.bits - 1)
 
+    def labels(self, path: str, context: str = "") -> np.ndarray:
+        """The image's label maps as stored, uint8 ``(S, S, L)`` (resized nearest-neighbour
+        from the datamodule's decoder's output, checksum verified).
+
+        Raises:
+            CacheError: the cache holds no label maps, or this image's are corrupt.
+        """
+        row = self._row(path, context)
+        if self.label_checksums is None:
+            raise CacheError(
+                f"image cache {self.path} holds no label maps (masks); "
+                + _REBUILD.format(path=self.path)
+            )
+        self._handle()
+        try:
+            labels = self._labels[row]
+        except (OSError, KeyError, ValueError) as err:
+            raise CacheError(
+                f"image cache {self.path}: reading the label maps of {path} (row {row}) failed "
+                f"({err}); the file is corrupt; " + _REBUILD.format(path=self.path)
+            ) from None
+        if zlib.crc32(labels.tobytes()) != int(self.label_checksums[row]):
+            raise CacheError(
+                f"image cache {self.path}: label checksum mismatch for {path} (row {row}); the "
+                "file is corrupt; " + _REBUILD.format(path=self.path)
+            )
+        return labels
+
 
 def _close_before_fork() -> None:
     """HDF5 handles must not cross a fork: a DataLoader forking workers after the main process
@@ -352,16 +426,23 @@ class PrepareReport:
         )
 
 
-def _decode(reader: str, side: int, top: int, jobs: Sequence[tuple[int, str, str]]) -> list:
-    """Decode, resize and quantise a batch (runs in a worker process)."""
+Job = tuple[int, str, str, Any]  # row in the cache, path, context, table row (label maps)
+
+
+def _decode(
+    reader: str, side: int, top: int, labels: LabelDecoder | None, jobs: Sequence[Job]
+) -> list:
+    """Decode, resize and quantise a batch, with its label maps when ``labels`` decodes them
+    (runs in a worker process)."""
     known_reader(reader)  # a spawned worker loads the modality that registered it
     out = []
     dtype = np.uint8 if top == 255 else np.uint16
-    for i, path, context in jobs:
+    for i, path, context, record in jobs:
         try:
             image = READERS[reader](path, context)
+            maps = None if labels is None else labels(record, image.shape[:2], context)
         except ImageDecodeError as err:
-            out.append((i, None, None, str(err)))
+            out.append((i, None, None, None, str(err)))
             continue
         if top == 255 and reader != "rgb" and source_bits(path) > 8:
             raise CacheError(
@@ -369,7 +450,9 @@ def _decode(reader: str, side: int, top: int, jobs: Sequence[tuple[int, str, str
                 "delete the cache and prepare it with --bits 16"
             )
         small = np.clip(resize_square(image.astype(np.float32), side), 0.0, 1.0)
-        out.append((i, np.rint(small * top).astype(dtype), image.shape[:2], None))
+        if maps is not None:
+            maps = np.ascontiguousarray(resize_labels(maps.astype(np.uint8), side))
+        out.append((i, np.rint(small * top).astype(dtype), image.shape[:2], maps, None))
     return out
 
 
@@ -393,6 +476,17 @@ def _create(
         dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
         dtype = h5py.h5t.NATIVE_UINT8 if bits == 8 else h5py.h5t.NATIVE_UINT16
         h5py.h5d.create(f.id, b"pixels", dtype, h5py.h5s.create_simple(shape), dcpl=dcpl)
+        if settings.label_channels:
+            lshape = (n, s, s, settings.label_channels)
+            lcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            lcpl.set_chunk((1, *lshape[1:]))
+            lcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+            lcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+            h5py.h5d.create(
+                f.id, b"labels", h5py.h5t.NATIVE_UINT8, h5py.h5s.create_simple(lshape), dcpl=lcpl
+            )
+            f.create_dataset("label_checksum", shape=(n,), dtype=np.uint32, fillvalue=0)
+            f["label_checksum"][...] = 0
         for name, dshape, dt in (
             ("status", (n,), np.uint8),
             ("checksum", (n,), np.uint32),
@@ -412,9 +506,7 @@ def _create(
     os.replace(tmp, path)  # the cache appears only once fully created
 
 
-def _in_order(
-    decode: Callable[[list[tuple[int, str, str]]], list], batches: list, workers: int
-) -> Iterator[list]:
+def _in_order(decode: Callable[[list[Job]], list], batches: list, workers: int) -> Iterator[list]:
     """``decode`` of each batch, in order; with ``workers`` processes, at most two batches per
     worker in flight (decoded pixels never pile up ahead of the writer)."""
     if workers <= 0:
@@ -434,7 +526,7 @@ def _in_order(
                 future.cancel()
 
 
-def _batches(jobs: list[tuple[int, str, str]], size: int) -> Iterator[list[tuple[int, str, str]]]:
+def _batches(jobs: list[Job], size: int) -> Iterator[list[Job]]:
     for start in range(0, len(jobs), size):
         yield jobs[start : start + size]
 
@@ -450,6 +542,7 @@ def prepare_cache(
     workers: int = 0,
     batch_size: int = 64,
     progress: bool = True,
+    labels: LabelDecoder | None = None,
 ) -> PrepareReport:
     """Decode, resize and store every image of ``images`` in the cache ``path``, resuming an
     interrupted run of the same settings.
@@ -457,8 +550,9 @@ def prepare_cache(
     Args:
         path: the ``.h5`` file (created, or continued when it exists with the same settings
             and images).
-        images: one row per image: ``path``, and ``line`` / ``source`` naming its table row.
-        settings: reader and side.
+        images: one row per image: ``path``, and ``line`` / ``source`` naming its table row
+            (with ``labels``, also ``record``: the table row given to the decoder).
+        settings: reader and side (and the label maps' channels and description).
         bits: 8 or 16 bits per stored sample (default: 16 when the first image's file stores
             more than 8 bits, else 8; colour is always 8).
         table: metadata stored beside the pixels (the datamodule's tables).
@@ -468,6 +562,8 @@ def prepare_cache(
         workers: decoding processes (0: in this process).
         batch_size: images decoded and written between two flushes of the file.
         progress: show a progress bar.
+        labels: the label-map decoder (:data:`LabelDecoder`), needed when
+            ``settings.label_channels``; a decoding error makes the image bad like its own.
 
     Raises:
         CacheError: the file exists with other settings or other images.
@@ -481,6 +577,9 @@ def prepare_cache(
     keys = list(rows["_key"])
     if not keys:
         raise ValueError("no images to prepare")
+    if bool(settings.label_channels) != (labels is not None):
+        raise ValueError("label_channels in the settings and a labels decoder go together")
+    records = list(rows["record"]) if labels is not None else [None] * len(keys)
     contexts = [f"line {ln} of {src}" for ln, src in zip(rows["line"], rows["source"], strict=True)]
     if not path.exists():
         if bits is None:
@@ -505,12 +604,18 @@ def prepare_cache(
             )
         bits = int(f.attrs["bits"])
         status = f["status"][:]
-        todo = [(i, str(p), contexts[i]) for i, p in enumerate(rows["path"]) if status[i] == 0]
+        todo = [
+            (i, str(p), contexts[i], records[i])
+            for i, p in enumerate(rows["path"])
+            if status[i] == 0
+        ]
         report = PrepareReport(str(path), len(keys), 0, int((status != 0).sum()))
         report.bad = [str(e) for e in f["errors"].asstr()[status == 2]]
         top = 2**bits - 1
-        decode = partial(_decode, settings.reader, settings.side, top)
+        decode = partial(_decode, settings.reader, settings.side, top, labels)
         pixels_ds, checksum_ds, shape_ds = f["pixels"], f["checksum"], f["shape"]
+        labels_ds = f["labels"] if labels is not None else None
+        label_sum_ds = f["label_checksum"] if labels is not None else None
         status_ds, errors_ds = f["status"], f["errors"]
         bar = tqdm(
             total=len(keys),
@@ -522,7 +627,7 @@ def prepare_cache(
         try:
             for batch in _in_order(decode, list(_batches(todo, batch_size)), workers):
                 done, bad = [], []
-                for i, pixels, shape, error in batch:
+                for i, pixels, shape, maps, error in batch:
                     if error is not None:
                         if not skip_bad:
                             raise ImageDecodeError(
@@ -536,6 +641,14 @@ def prepare_cache(
                     pixels_ds[i] = pixels
                     checksum_ds[i] = zlib.crc32(pixels.tobytes())
                     shape_ds[i] = shape
+                    if labels_ds is not None:
+                        if maps.shape[2] != settings.label_channels:
+                            raise ValueError(
+                                f"the label decoder gave {maps.shape[2]} channels for {keys[i]}, "
+                                f"the settings say {settings.label_channels}"
+                            )
+                        labels_ds[i] = maps
+                        label_sum_ds[i] = zlib.crc32(maps.tobytes())
                     done.append(i)
                 f.flush()  # pixels first, then the status that says they are there
                 for value, rows_done in ((1, done), (2, bad)):

@@ -21,6 +21,7 @@ __all__ = [
     "ImageDecodeError",
     "known_reader",
     "read_grey_image",
+    "read_label_image",
     "read_rgb_image",
     "register_reader",
     "where",
@@ -85,6 +86,20 @@ def read_rgb_image(path: str | os.PathLike[str], context: str = "") -> np.ndarra
     """Read a colour photograph as float32 ``(H, W, 3)`` in [0, 1] (alpha dropped, grey
     repeated), for dermatology. Errors as in :func:`read_grey_image`."""
     return _decode(path, context, lambda img: np.asarray(img.convert("RGB"), np.float32) / 255.0)
+
+
+def read_label_image(path: str | os.PathLike[str], context: str = "") -> np.ndarray:
+    """Read a mask / label-map file as its stored integer values ``(H, W)``: never scaled or
+    interpolated, so a mask's class values can be checked exactly. 16-bit images keep their
+    values (``int32``); palette, 1-bit and colour images are read as 8-bit grey (``uint8``; a
+    0/255 palette GIF gives 0 and 255). Errors as in :func:`read_grey_image`."""
+
+    def convert(img: Image.Image) -> np.ndarray:
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            return np.asarray(img, dtype=np.int32)
+        return np.asarray(img.convert("L"), dtype=np.uint8)
+
+    return _decode(path, context, convert)
 
 
 def where(path: str | os.PathLike[str], context: str = "") -> str:

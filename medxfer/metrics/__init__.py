@@ -5,7 +5,8 @@
 * fairness: :func:`subgroup_gaps`, :class:`SubgroupMetrics`;
 * uncertainty: :func:`bootstrap_ci` (percentile bootstrap over cases, vectorised);
 * feature reuse: :func:`linear_cka`, :class:`MinibatchCKA`, :func:`weight_drift`;
-* segmentation: :func:`dice_iou`, :class:`SegmentationMetrics` (Dice and IoU per class).
+* segmentation: :func:`dice_iou`, :class:`SegmentationMetrics` (Dice and IoU per class),
+  :func:`case_dice` (per image, for subgroups), :func:`sample_pixels` (for pixel ECE).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from .calibration import CalibrationError, expected_calibration_error, reliabili
 from .cka import MinibatchCKA, gram, hsic_unbiased, linear_cka
 from .classification import MultilabelAUROC, masked_multilabel_auroc, metric_key
 from .drift import stage_drift, weight_drift
-from .segmentation import SegmentationMetrics, dice_iou
+from .segmentation import SegmentationMetrics, case_dice, dice_iou, sample_pixels
 from .subgroups import SubgroupMetrics, SubgroupReport, subgroup_gaps
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "SubgroupMetrics",
     "SubgroupReport",
     "bootstrap_ci",
+    "case_dice",
     "dice_iou",
     "expected_calibration_error",
     "gram",
@@ -36,6 +38,7 @@ __all__ = [
     "metric_key",
     "reliability_bins",
     "resampled_auroc",
+    "sample_pixels",
     "stage_drift",
     "subgroup_gaps",
     "weight_drift",

@@ -1,8 +1,8 @@
 """Performance per subgroup (sex, age bin, view, breast density, skin type...) and the gaps
 between subgroups, as in the fairness analyses of Mustafa et al. (2021).
 
-For each attribute the task's metric (mean AUROC over labels, or top-1 accuracy) is computed per
-subgroup. Over the subgroups large enough to be reported (``min_size`` cases) come their mean,
+For each attribute the task's metric (mean AUROC over labels, top-1 accuracy, or -- for
+segmentation -- the mean Dice of the subgroup's images) is computed per subgroup. Over the subgroups large enough to be reported (``min_size`` cases) come their mean,
 the paper's gap -- the largest relative deviation of a subgroup from that mean,
 ``max_g |m_g - mean| / mean`` -- the worst-group value and the max/min ratio. Smaller subgroups
 are listed as too small, never silently dropped. Cases whose attribute is unknown (``unknown``,
@@ -32,7 +32,7 @@ from .classification import masked_multilabel_auroc
 
 __all__ = ["UNKNOWN_GROUPS", "SubgroupMetrics", "SubgroupReport", "subgroup_gaps"]
 
-MetricName = Literal["auroc", "accuracy"]
+MetricName = Literal["auroc", "accuracy", "dice"]
 
 #: Subgroup names (compared in lower case) that mean "attribute unknown".
 UNKNOWN_GROUPS = frozenset({"unknown", "nan", ""})
@@ -50,9 +50,16 @@ def _accuracy(probs: torch.Tensor, target: torch.Tensor) -> float:
     )
 
 
+def _mean_dice(scores: torch.Tensor, target: torch.Tensor) -> float:
+    """Per-case Dice ``(N, K)`` (:func:`medxfer.metrics.case_dice`; ``target`` unused): the mean
+    over cases per class, then over classes -- the segmentation metric's ``dice_mean``."""
+    return float(torch.nanmean(scores.double().mean(dim=0))) if len(scores) else float("nan")
+
+
 METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor], float]] = {
     "auroc": _mean_auroc,
     "accuracy": _accuracy,
+    "dice": _mean_dice,
 }
 
 
@@ -119,7 +126,9 @@ def subgroup_gaps(
         probs: ``(N, K)`` probabilities.
         target: ``(N, K)`` targets (NaN = unknown for ``auroc``; one-hot / soft for ``accuracy``).
         groups: attribute -> the N cases' subgroup labels.
-        metric: ``auroc`` (mean over labels) or ``accuracy`` (top-1 against the target's argmax).
+        metric: ``auroc`` (mean over labels), ``accuracy`` (top-1 against the target's argmax)
+            or ``dice`` (``probs`` are per-case Dice scores ``(N, K)``, ``target`` is unused:
+            the mean over the subgroup's cases, then over classes).
         min_size: subgroups with fewer cases are reported as too small.
         include_unknown: let the unknown-attribute subgroup (:data:`UNKNOWN_GROUPS`) join the
             values, mean and gap like any other; by default it is scored apart (``unknown``).
@@ -188,10 +197,17 @@ class SubgroupMetrics(Metric):
             self.add_state(f"codes_{a}", default=[], dist_reduce_fx="cat")
 
     def update(
-        self, probs: torch.Tensor, target: torch.Tensor, groups: Mapping[str, Sequence[Any]]
+        self,
+        probs: torch.Tensor,
+        target: torch.Tensor | None,
+        groups: Mapping[str, Sequence[Any]],
     ) -> None:
+        """Add a batch: ``probs`` and ``target`` as in :func:`subgroup_gaps` (``target`` None
+        for ``dice``, whose ``probs`` are already per-case scores)."""
         self.probs.append(probs.detach().float())
-        self.target.append(target.detach().float())
+        self.target.append(
+            probs.new_zeros(len(probs), 0) if target is None else target.detach().float()
+        )
         for a in self.attributes:
             if a not in groups:
                 raise KeyError(f"batch groups have no attribute {a!r}; they have {sorted(groups)}")

@@ -238,3 +238,12 @@ def test_seg_demo_config_learns(tmp_path: Path) -> None:
         torch.tensor(values["test/montgomery/dice/lung"]),
         torch.tensor(values["test/montgomery/dice_mean"]),
     )
+    # Dice per subgroup (the test split's sexes), and pixel ECE, in results.json / results.md
+    subgroups = json.loads(
+        (results.parent / artifacts.ANALYSIS_DIR / "subgroups_test_montgomery.json").read_text()
+    )["attributes"]
+    sexes = subgroups["sex"]["values"]
+    assert sexes and all(values[f"test/montgomery/subgroup/sex/{g}"] >= 0.7 for g in sexes)
+    assert 0 <= values["test/montgomery/ece"] <= 1
+    md = (results.parent / artifacts.RESULTS_MD).read_text()
+    assert "| montgomery | sex |" in md and "| ece |" in md

@@ -1,0 +1,158 @@
+"""Segmentation through the existing analysis callbacks: Dice per subgroup (against NumPy on the
+model's own predictions) and pixel ECE on a seeded, fixed-size subsample of valid pixels (a
+hand-computed case; the same pixels whatever the batching)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medxfer.callbacks import CalibrationCallback, SubgroupCallback
+from medxfer.datamodules import SegmentationDataModule, write_synthetic_montgomery
+from medxfer.metrics import CalibrationError, sample_pixels
+from medxfer.tasks import Segmenter
+
+
+def _numpy_dice(pred: np.ndarray, true: np.ndarray) -> float:
+    """Dice of two bool masks; 1 when both are empty."""
+    total = pred.sum() + true.sum()
+    return 1.0 if total == 0 else 2.0 * (pred & true).sum() / total
+
+
+def test_subgroup_dice_equals_numpy_per_group(tiny_trainer, tmp_path: Path) -> None:
+    root = write_synthetic_montgomery(tmp_path / "mont", 20, size=40, seed=3)
+    dm = SegmentationDataModule(
+        str(root),
+        layout="montgomery",
+        lungs="left_right",
+        image_size=32,
+        augment=False,
+        batch_size=3,
+        num_workers=0,
+        split=(0.3, 0.1, 0.6),
+    )
+    torch.manual_seed(0)
+    task = Segmenter(
+        backbone="timm/resnet18",
+        num_classes=2,
+        label_names=["left_lung", "right_lung"],
+        decoder_channels=(32, 16, 8, 8, 8),
+    )
+    callback = SubgroupCallback(attributes=["sex", "tb"], min_size=1)
+    trainer = tiny_trainer(callbacks=[callback], limit_test_batches=None)
+    trainer.test(task, datamodule=dm, verbose=False)
+
+    # independent: the model's predictions on every test image, Dice per image and class in NumPy
+    ds = dm.test_sets["seg"]
+    task.eval()
+    per_case, groups = [], {"sex": [], "tb": []}
+    with torch.no_grad():
+        for i in range(len(ds)):
+            sample = ds[i]
+            probs = torch.sigmoid(task(sample["image"][None]))[0].numpy()
+            true = sample["target"].numpy() > 0.5
+            per_case.append([_numpy_dice(probs[k] >= 0.5, true[k]) for k in range(2)])
+            for g in groups:
+                groups[g].append(sample["groups"][g])
+    per_case_arr = np.array(per_case)
+    report = json.loads((tmp_path / "analysis/subgroups_test_seg.json").read_text())
+    assert report["metric"] == "dice"
+    logged = trainer.callback_metrics
+    for attr, labels in groups.items():
+        labels_arr = np.array(labels)
+        expected = {
+            g: float(per_case_arr[labels_arr == g].mean(axis=0).mean()) for g in sorted(set(labels))
+        }
+        assert len(expected) >= 2, f"synthetic data gave one {attr} group"
+        got = report["attributes"][attr]
+        assert got["values"] == pytest.approx(expected, abs=1e-6)
+        assert got["sizes"] == {g: labels.count(g) for g in expected}
+        mean = np.mean(list(expected.values()))
+        gap = max(abs(v - mean) for v in expected.values()) / mean
+        assert got["gap"] == pytest.approx(gap, abs=1e-6)
+        for g, v in expected.items():
+            assert float(logged[f"test/seg/subgroup/{attr}/{g}"]) == pytest.approx(v, abs=1e-5)
+    # the overall Dice the task logs is the mean of the same per-case values
+    assert float(logged["test/seg/dice_mean"]) == pytest.approx(per_case_arr.mean(), abs=1e-5)
+
+
+def _outputs() -> dict:
+    """Two 2 x 3 sigmoid masks; pixels outside the field of view are confident and wrong (they
+    would change the ECE if counted)."""
+    probs = torch.tensor(
+        [[[[0.9, 0.9, 0.2], [0.95, 0.95, 0.95]]], [[[0.75, 0.3, 0.95], [0.95, 0.95, 0.95]]]]
+    )
+    target = torch.tensor([[[[1.0, 0.0, 0.0], [0, 0, 0]]], [[[1.0, 1.0, 0.0], [0, 0, 0]]]])
+    valid = torch.tensor([[[1, 1, 1], [0, 0, 0]], [[1, 1, 0], [0, 0, 0]]], dtype=torch.bool)
+    return {"probs": probs, "target": target, "valid": valid, "id": ["a", "b"]}
+
+
+def test_pixel_ece_of_a_hand_made_case() -> None:
+    """10 bins over the five valid pixels: 0.9, 0.9 (outcomes 1, 0) -> |0.5 - 0.9| x 2; 0.2 (0)
+    -> 0.2; 0.75 (1) -> 0.25; 0.3 (1) -> 0.7. ECE = (0.8 + 0.2 + 0.25 + 0.7) / 5 = 0.39."""
+    callback = CalibrationCallback(n_bins=10, pixels_per_image=100)
+    metric = CalibrationError(10, "multilabel", ["lung"])
+    callback.update(metric, _outputs())
+    assert float(metric.compute()["ece"]) == pytest.approx(0.39, abs=1e-6)
+    assert float(metric.stats[..., 0].sum()) == 5  # only valid pixels
+
+
+def test_pixel_sample_is_fixed_size_seeded_by_case_and_independent_of_batching() -> None:
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand(4, 2, 8, 8, generator=g)
+    target = (torch.rand(4, 2, 8, 8, generator=g) > 0.5).float()
+    valid = torch.zeros(4, 8, 8, dtype=torch.bool)
+    valid[:, 2:6, 1:6] = True  # 20 valid pixels per image
+    ids = ["w", "x", "y", "z"]
+    p, t = sample_pixels(probs, target, valid, ids, per_image=6, seed=1)
+    assert p.shape == (24, 2) and t.shape == (24, 2)
+    # every drawn row is one of its image's valid pixels
+    for i in range(4):
+        rows = probs[i].flatten(1).T[valid[i].flatten()]
+        for r in p[6 * i : 6 * i + 6]:
+            assert (rows == r).all(1).any()
+        assert len({tuple(r.tolist()) for r in p[6 * i : 6 * i + 6]}) == 6  # no repeats
+    # the same pixels from two batches in another order
+    order = [2, 0, 3, 1]
+    halves = [
+        sample_pixels(probs[o], target[o], valid[o], [ids[k] for k in o], per_image=6, seed=1)
+        for o in (order[:2], order[2:])
+    ]
+    by_case = {
+        ids[k]: halves[j][0][6 * m : 6 * m + 6]
+        for j, o in enumerate((order[:2], order[2:]))
+        for m, k in enumerate(o)
+    }
+    for i, case in enumerate(ids):
+        torch.testing.assert_close(by_case[case], p[6 * i : 6 * i + 6], rtol=0, atol=0)
+    other, _ = sample_pixels(probs, target, valid, ids, per_image=6, seed=2)
+    assert not torch.equal(other, p)
+    # fewer valid pixels than asked: all of them
+    p_all, _ = sample_pixels(probs, target, valid, ids, per_image=100)
+    assert p_all.shape == (80, 2)
+
+
+def test_multiclass_pixel_ece_is_top_label_against_numpy() -> None:
+    g = torch.Generator().manual_seed(5)
+    probs = torch.softmax(torch.randn(3, 3, 5, 5, generator=g), 1)
+    target = torch.randint(0, 3, (3, 5, 5), generator=g)
+    valid = torch.rand(3, 5, 5, generator=g) > 0.3
+    callback = CalibrationCallback(n_bins=15, pixels_per_image=1000)
+    metric = CalibrationError(15, "multiclass")
+    callback.update(
+        metric, {"probs": probs, "target": target, "valid": valid, "id": ["a", "b", "c"]}
+    )
+    p = probs.permute(0, 2, 3, 1).numpy()[valid.numpy()]
+    t = target.numpy()[valid.numpy()]
+    conf, correct = p.max(1), (p.argmax(1) == t).astype(float)
+    bins = np.minimum((conf * 15).astype(int), 14)
+    ece = sum(
+        abs(correct[bins == b].mean() - conf[bins == b].mean()) * (bins == b).sum()
+        for b in range(15)
+        if (bins == b).any()
+    ) / len(conf)
+    assert float(metric.compute()["ece"]) == pytest.approx(ece, abs=1e-6)
