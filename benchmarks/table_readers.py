@@ -47,7 +47,10 @@ def write_chexpert(path: Path, rows: int, seed: int = 0) -> None:
     the AP / PA / LL / RL tags and the label value mix of the real file."""
     rng = np.random.default_rng(seed)
     patient = np.sort(rng.integers(1, rows // 3.5 + 2, rows))
-    study = rng.integers(1, 6, rows)
+    # each image its own study (the reader refuses an image listed twice): the image's running
+    # number within its patient (patients are sorted)
+    first = np.searchsorted(patient, patient)
+    study = np.arange(rows) - first + 1
     lateral = rng.random(rows) < 0.145
     view = np.where(lateral, "view2_lateral", "view1_frontal")
     sex = rng.choice(["Male", "Female", "Unknown"], rows, p=[0.59, 0.40999, 0.00001])
