@@ -185,9 +185,7 @@ def resolve_weights(arch: str, pretrained: str | os.PathLike[str]) -> Path:
             f"page timm/{arch[5:]}), or pass pretrained=<path>"
         )
     if sources and os.sep not in text and not path.suffix:
-        raise UnknownNameError(
-            f"{arch} has no weight source {text!r}; known: {', '.join(sources)}"
-        )
+        raise UnknownNameError(f"{arch} has no weight source {text!r}; known: {', '.join(sources)}")
     raise FileNotFoundError(f"weight file {path} does not exist")
 
 
