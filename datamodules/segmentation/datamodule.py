@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -26,6 +27,7 @@ import pandas as pd
 from medxfer.data.cache import CacheSettings, ImageCache, LabelDecoder
 from medxfer.data.images import ImageDecodeError, read_label_image, where
 from medxfer.data.rle import rle_decode
+from medxfer.data.tables import normalise_sex
 
 from ..base import DATAMODULES, ImageTableDataset, MedxferDataModule, age_group
 from .readers import read_drive, read_mask_table, read_montgomery, read_siim
@@ -284,6 +286,16 @@ class SegmentationDataModule(MedxferDataModule):
         """:func:`load_masks` with this datamodule's declared mask values."""
         return partial(load_masks, values=tuple(self.hparams.mask_values))
 
+    def _sex(self, df: pd.DataFrame, field: str) -> pd.Series:
+        """The ``sex`` column through the project's one list (:func:`normalise_sex`: F / M /
+        Female / Male / blank; DICOM's ``O`` and anything else are an error naming the image,
+        or ``Unknown`` with ``unknown_sex: true``)."""
+        return normalise_sex(
+            df["sex"].replace("unknown", ""),
+            lambda i: f"{df['source'].iloc[i]}, image {Path(df['path'].iloc[i]).name}, {field}",
+            self.unknown_sex,
+        )
+
     def read_table(self, table: str, evaluation: bool = False) -> pd.DataFrame:
         """Read one dataset in this datamodule's layout; check its mask channels match."""
         hp = self.hparams
@@ -291,9 +303,11 @@ class SegmentationDataModule(MedxferDataModule):
             df = read_drive(table, hp.manual)
         elif hp.layout == "montgomery":
             df = read_montgomery(table, hp.lungs)
+            df["sex"] = self._sex(df, "Patient's Sex of its ClinicalReadings file")
             df["age_group"] = [age_group(a, hp.age_bins) for a in df["age"]]
         elif hp.layout == "siim":
             df = read_siim(table, hp.dicom_root, hp.rle_encoding, hp.unlisted)
+            df["sex"] = self._sex(df, "the DICOM's PatientSex")
             df["encoding"] = hp.rle_encoding
         else:
             df = read_mask_table(

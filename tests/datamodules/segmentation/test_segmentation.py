@@ -56,7 +56,9 @@ def test_montgomery_layout_union_and_two_lungs(seg) -> None:
     np.testing.assert_array_equal(sample["target"][0].numpy() > 0, left | right)
     assert set(sample["groups"]) == {"sex", "age", "tb"}
     reading = (seg["montgomery"] / "ClinicalReadings" / name).with_suffix(".txt").read_text()
-    assert f"Sex: {sample['groups']['sex']}" in reading
+    # the reading's F / M read through the project's sex list
+    assert f"Sex: {sample['groups']['sex'][0]}" in reading
+    assert sample["groups"]["sex"] in ("Female", "Male")
     two = SegmentationDataModule(str(seg["montgomery"]), lungs="left_right", **kw)
     two.setup("fit")
     target = two.val_set[0]["target"]
@@ -247,3 +249,19 @@ def test_seg_demo_config_learns(tmp_path: Path) -> None:
     assert 0 <= values["test/montgomery/ece"] <= 1
     md = (results.parent / artifacts.RESULTS_MD).read_text()
     assert "| montgomery | sex |" in md and "| ece |" in md
+
+
+def test_montgomery_sex_through_the_project_list(tmp_path: Path) -> None:
+    """A reading's `O` is outside the documented sex list: an error naming the image (as for
+    every other dataset), or `Unknown` when `unknown_sex` asks for it."""
+    root = write_synthetic_montgomery(tmp_path / "mont", 8, size=32, seed=0)
+    reading = sorted((root / "ClinicalReadings").glob("*.txt"))[0]
+    text = reading.read_text()
+    reading.write_text(text.replace("Sex: F", "Sex: O").replace("Sex: M", "Sex: O"))
+    kw = dict(layout="montgomery", image_size=32, augment=False, num_workers=0)
+    with pytest.raises(TableError, match=f"{reading.stem}.png.*Patient's Sex.*'O'"):
+        SegmentationDataModule(str(root), **kw).setup("fit")
+    table = SegmentationDataModule(str(root), unknown_sex=True, **kw).read_table(str(root))
+    sex = dict(zip(table["path"].map(lambda p: Path(p).stem), table["sex"], strict=True))
+    assert sex.pop(reading.stem) == "Unknown"
+    assert set(sex.values()) <= {"Female", "Male"}
