@@ -41,6 +41,8 @@ from medxfer.data.cache import (
 from medxfer.data.images import ImageDecodeError
 from medxfer.data.splits import patient_split
 from medxfer.data.subsample import multilabel_strata, subsample_mask
+from medxfer.data.tables import TableError
+from medxfer.errors import ConfigError
 from medxfer.resume import KeyedDataset, ResumableLoader, ResumableSampler, run_seed
 from medxfer.transforms import SIGNED
 
@@ -264,8 +266,9 @@ def check_images(
         )
     out = table[keep]
     if out.empty:
-        raise ValueError(
-            f"{what}: no images left after skip_bad_images dropped {len(bad)} bad file(s)"
+        raise ImageDecodeError(
+            f"{what}: no images left after skip_bad_images dropped {len(bad)} bad file(s); "
+            f"first: {bad[0]}"
         )
     return out
 
@@ -602,7 +605,7 @@ class MedxferDataModule(L.LightningDataModule, ABC):
     @staticmethod
     def _check_not_empty(table: pd.DataFrame, what: str, after: str) -> None:
         if table.empty:
-            raise ValueError(f"{what}: the split is empty (after {after})")
+            raise ConfigError(f"{what}: the split is empty (after {after})")
 
     def _check_patients(self, parts: dict[str, pd.DataFrame]) -> None:
         """Explicit tables must not share a patient with another split (a leak)."""
@@ -612,7 +615,7 @@ class MedxferDataModule(L.LightningDataModule, ABC):
                 if pid in seen and seen[pid] != part:
                     rows = parts[part][parts[part]["patient_id"].astype(str) == pid]
                     first = rows.iloc[0]
-                    raise ValueError(
+                    raise TableError(
                         f"patient {pid!r} is in both the {seen[pid]} and the {part} split "
                         f"(line {first['line']} of {first['source']}): explicit splits must not share patients"
                     )
