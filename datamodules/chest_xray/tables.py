@@ -559,7 +559,7 @@ def read_chexpert_csv(
         [out, pd.DataFrame(chosen.T, index=raw.index, columns=labels, copy=False)], axis=1
     )
     out["source"], out["line"] = str(path), lines
-    if ids.duplicated().any():  # one column first: the whole row only when an image repeats
+    if not ids.is_unique:  # one column first: the whole row only when an image repeats
         keep = check_duplicates(
             raw.assign(id=ids), ["id"], lines, str(path), "image", drop_duplicates
         )
@@ -641,7 +641,8 @@ def read_nih_csv(
     def where(column: str) -> Callable[[int], str]:
         return lambda i: f"{path}: line {lines[i]}, column {column!r}"
 
-    for column, text in (("Image Index", images), ("Patient ID", raw["Patient ID"].str.strip())):
+    patients = raw["Patient ID"].str.strip()
+    for column, text in (("Image Index", images), ("Patient ID", patients)):
         if (text == "").any():
             raise TableError(f"{where(column)(int(np.flatnonzero(text == '')[0]))}: blank")
     # findings of each distinct Finding Labels value (a few hundred in the real file)
@@ -670,7 +671,7 @@ def read_nih_csv(
     columns = {
         "path": _join(image_dir, images),
         "id": images.str.removesuffix(".png"),
-        "patient_id": "nih" + raw["Patient ID"].str.strip(),  # numbers as pandas writes them
+        "patient_id": "nih" + patients,  # numbers as pandas writes them
         "sex": normalise_sex(sex, where(str(sex.name)), unknown_sex),
         "age": age,
         "view": _recode(raw["View Position"], _NIH_VIEW, path, lines),
@@ -684,7 +685,7 @@ def read_nih_csv(
             columns[lab] = np.full(len(raw), np.nan)
     out = pd.DataFrame(columns, index=raw.index)
     out["source"], out["line"] = str(path), lines
-    if images.duplicated().any():  # one column first: the whole row only when an image repeats
+    if not images.is_unique:  # one column first: the whole row only when an image repeats
         keep = check_duplicates(
             raw.assign(id=images), ["id"], lines, str(path), "image", drop_duplicates
         )

@@ -430,6 +430,8 @@ class ImageTable(MedxferDataModule):
 
     def group_columns(self) -> dict[str, str]:
         out = {g: f"group:{g}" for g in self.groups}
+        if self.hparams.sex_column:
+            out["sex"] = "group:sex"
         if self.hparams.age_column:
             out["age"] = "group:age"
         return out

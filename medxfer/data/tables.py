@@ -138,7 +138,7 @@ def normalise_sex(
             )
         counts = {uniques[k]: int((codes == k).sum()) for k in bad}
         log.warning("sex value(s) read as Unknown (unknown_sex): %s; first at %s", counts, where(i))
-    out = np.array([m or "Unknown" for m in mapped], dtype=object)[codes]
+    out = pd.array([m or "Unknown" for m in mapped], dtype=text.dtype).take(codes)
     return pd.Series(out, index=values.index, name=values.name)
 
 

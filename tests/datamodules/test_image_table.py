@@ -491,10 +491,10 @@ def test_sex_spellings_age_bins_and_dropped_duplicates(
     ]
     table = _table(tmp_path, rows)
     kw = {"target_column": "c", "sex_column": "sex", "age_column": "age", "age_bins": [40]}
+    dm = ImageTable(str(table), drop_duplicates=True, unknown_sex=True, **kw)
+    assert dm.group_columns() == {"sex": "group:sex", "age": "group:age"}  # in every batch
     with caplog.at_level(logging.WARNING):
-        df = ImageTable(str(table), drop_duplicates=True, unknown_sex=True, **kw).read_table(
-            str(table)
-        )
+        df = dm.read_table(str(table))
     assert df["line"].tolist() == [2, 3, 4, 5]
     assert df["group:sex"].tolist() == ["Female", "Male", "Female", "Unknown"]
     assert df["group:age"].tolist() == ["<40", "<40", "unknown", "40+"]
