@@ -132,9 +132,6 @@ def run_study(
 ) -> list[Path]:
     """Run (or resume) the replicas; returns their folders. A failing replica stops the study
     with its exit status and the path of its log."""
-    for file in config:
-        if not Path(file).is_file():
-            raise FileNotFoundError(f"config {file} not found")
     # one case-id key for the study: its replicas' prediction files then name cases alike
     artifacts.case_id_key(out)
     folders = []
@@ -182,5 +179,8 @@ def main(argv: Sequence[str]) -> int:
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     args = p.parse_args(argv)
+    for file in args.config:
+        if not Path(file).is_file():
+            raise FileNotFoundError(f"config {file} not found")
     run_study(args.config, args.out, args.name, args.seeds, extra)
     return 0

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from medxfer import artifacts
 from medxfer.cli import build_cli
 from medxfer.datamodules import write_synthetic_chexpert, write_synthetic_nih
 from medxfer.metrics import bootstrap_ci
@@ -40,6 +41,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_synthetic_chexpert(base / "data/synthetic/chexpert", n_patients=40, size=32, seed=0)
     write_synthetic_nih(base / "data/synthetic/nih", n_patients=10, size=32, seed=1)
     (base / "analyses.yaml").write_text(ANALYSES)
+    artifacts.case_id_key(base / "study")  # as run_study: one case-id key for the replicas
     cwd = os.getcwd()
     os.chdir(base)
     try:
