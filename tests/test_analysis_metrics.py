@@ -232,21 +232,7 @@ def test_weight_drift_is_zero_at_init_and_exact_on_a_perturbation() -> None:
 
 def test_subgroup_gaps_on_a_hand_built_table() -> None:
     # accuracy per subgroup: A 3/4, B 1/2, C 2/2
-    probs = torch.tensor(
-        [
-            [0.9, 0.1],
-            [0.8, 0.2],
-            [0.3, 0.7],
-            [0.6, 0.4],
-            [0.9, 0.1],
-            [0.2, 0.8],
-            [0.5, 0.4],
-            [0.1, 0.9],
-        ]
-    )
-    target = torch.tensor(
-        [[1, 0], [1, 0], [0, 1], [0, 1], [1, 0], [1, 0], [1, 0], [0, 1]], dtype=torch.float32
-    )
+    probs, target = _accuracy_table()
     site = ["A", "A", "A", "A", "B", "B", "C", "C"]
     rep = subgroup_gaps(probs, target, {"site": site}, metric="accuracy", min_size=2)["site"]
     assert rep.values == {"A": 0.75, "B": 0.5, "C": 1.0}
