@@ -287,7 +287,8 @@ def configure_logging(quiet: bool = False) -> None:
 
     Only the ``medxfer`` logger gets a handler (the package's modules, including the backbones,
     tasks and datamodules packages, log under ``medxfer.``), so other libraries keep their own
-    settings. Idempotent: a second call changes the level only.
+    settings. Records still propagate (to pytest's capture, or to handlers an embedding
+    application set on the root logger). Idempotent: a second call changes the level only.
     """
     import logging
 
@@ -298,7 +299,6 @@ def configure_logging(quiet: bool = False) -> None:
         handler.setFormatter(logging.Formatter("medxfer: %(message)s"))
         handler._medxfer = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
-        logger.propagate = False
 
 
 def usage() -> str:
