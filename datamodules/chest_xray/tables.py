@@ -334,9 +334,13 @@ def _join(root: Path, names: pd.Series) -> pd.Series:
     return joined
 
 
-def _chexpert_ids(paths: pd.Series, path: Path, lines: np.ndarray) -> tuple[pd.Series, pd.Series]:
+def _chexpert_ids(
+    paths: pd.Series, path: Path, lines: np.ndarray
+) -> tuple[pd.Series, pd.Series, np.ndarray | None]:
     """The image id ``patientN_studyN_<view>`` and the patient id of every CheXpert ``Path``,
-    from the first match of ``patient\\d+/study\\d+/[^/.]+`` in it.
+    from the first match of ``patient\\d+/study\\d+/[^/.]+`` in it, and an integer per
+    row that is equal for two rows exactly when their ids are (hashing integers is several
+    times cheaper than hashing the ids to find a repeated image), or None.
 
     Vectorised per layout: the first path not done yet gives one (the text before its match,
     the length of its patient part); every path with that prefix and a patient part of that
@@ -344,8 +348,9 @@ def _chexpert_ids(paths: pd.Series, path: Path, lines: np.ndarray) -> tuple[pd.S
     (``/studyN/<view>.jpg``) matched once per distinct value. A real table has one or two
     layouts; paths in rarer ones (under 1 % of those left) are matched one by one.
     """
-    ids = pd.Series("", index=paths.index, dtype=paths.dtype)
-    patients = ids.copy()
+    if paths.empty:
+        return paths.copy(), paths.copy(), np.zeros(0, dtype=np.int64)
+    ids = patients = None
     todo = np.arange(len(paths))
     while len(todo):
         group = paths if len(todo) == len(paths) else paths.iloc[todo]
@@ -368,12 +373,19 @@ def _chexpert_ids(paths: pd.Series, path: Path, lines: np.ndarray) -> tuple[pd.S
         rest_ids = ["_" + "_".join(m.groups()) if m else "" for m in matches]
         image_ids = patient + pd.array(rest_ids, dtype=paths.dtype).take(codes)
         if len(group) == len(paths) and done.all():  # every path in one layout: the usual case
-            return image_ids, patient
+            # distinct rests may share an id (view1.jpg, view1.png): number the ids of the rests
+            r_codes, r_ids = pd.factorize(pd.Series(rest_ids, dtype=object))
+            key = p_codes.astype(np.int64) * len(r_ids) + r_codes[codes]
+            return image_ids, patient, key
+        if ids is None:
+            ids = pd.Series("", index=paths.index, dtype=paths.dtype)
+            patients = ids.copy()
         ids.iloc[todo[done]] = image_ids[done].to_numpy()
         patients.iloc[todo[done]] = patient[done].to_numpy()
         todo = todo[~done]
         if 0 < len(todo) and done.sum() < len(group) // 100:
             break
+    assert ids is not None and patients is not None
     for i in todo:  # rare layouts: the reference definition, one path at a time
         m = _CHEXPERT_PATH.search(paths.iloc[i])
         if m is None:
@@ -382,7 +394,7 @@ def _chexpert_ids(paths: pd.Series, path: Path, lines: np.ndarray) -> tuple[pd.S
                 "<...>/patientNNNNN/studyN/viewN_<frontal|lateral>.jpg"
             )
         ids.iloc[i], patients.iloc[i] = "_".join(m.groups()), m.group(1)
-    return ids, patients
+    return ids, patients, None
 
 
 def _codes(
@@ -444,21 +456,26 @@ def _numeric(col: pd.Series, path: Path, lines: np.ndarray, name: str) -> pd.Ser
 
 def _chexpert_values(
     raw: pd.DataFrame, labels: Sequence[str], path: Path, lines: np.ndarray, data: bytes
-) -> np.ndarray:
-    """CheXpert label columns as floats ``(len(labels), rows)``: 1, 0, -1, NaN for blank. Any
-    other value (a number, or text that is not one) is an error naming the line and column."""
-    values = np.empty((len(labels), len(raw)))
-    for j, lab in enumerate(labels):
+) -> dict[str, np.ndarray]:
+    """CheXpert label columns as floats: 1, 0, -1, NaN for blank. Any other value (a number,
+    or text that is not one) is an error naming the line and column.
+
+    A value ``v`` is allowed when ``|v| (|v| - 1) == 0`` (exactly -1, 0 or 1): one test per
+    column, where comparing with each allowed value would take three."""
+    values = {}
+    for lab in labels:
         col = raw[lab]
         if col.dtype.kind in "iuf":
-            values[j] = col.to_numpy(dtype=float)
-            blank = np.isnan(values[j])
+            v = col.to_numpy(dtype=float)
+            blank = None  # NaN
         else:  # some value is not a number: pandas left the column as text
             text = col.fillna("").astype(str).str.strip()
-            values[j] = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)
+            v = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float)
             blank = (text == "").to_numpy()
-        v = values[j]
-        bad = ~((v == 1.0) | (v == 0.0) | (v == -1.0) | blank)
+        w = np.abs(v)
+        t = w * (w - 1.0)
+        bad = t != 0.0  # NaN too: blank, or text that is not a number
+        bad &= (t == t) if blank is None else ~blank
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             value = _raw_field(data, int(lines[i]), list(raw.columns).index(lab)).strip()
@@ -466,7 +483,28 @@ def _chexpert_values(
                 f"{path}: line {lines[i]}, column {lab!r}: value {value!r} is not one of "
                 "1.0, 0.0, -1.0 or blank"
             )
+        values[lab] = v
     return values
+
+
+def _label_block(
+    values: Mapping[str, np.ndarray], labels: Sequence[str], uncertainty: Uncertainty
+) -> np.ndarray:
+    """The chosen CheXpert labels under an uncertainty policy, as one ``(len(labels), rows)``
+    array (the layout of a pandas float block, so the table takes it without a copy): blank
+    -> 0 (not mentioned), -1 -> 1 (``ones``), 0 (``zeros``) or NaN (``ignore``).
+    ``np.fmax(x, 0)`` is 0 for NaN (blank)."""
+    rows = len(next(iter(values.values()))) if values else 0
+    block = np.empty((len(labels), rows))
+    for row, lab in zip(block, labels, strict=True):
+        v = values[lab]
+        if uncertainty == "ones":
+            np.fmax(np.abs(v, out=row), 0.0, out=row)
+        else:
+            np.fmax(v, 0.0, out=row)
+            if uncertainty == "ignore":
+                row[v == -1.0] = np.nan
+    return block
 
 
 # --- readers -------------------------------------------------------------------------------
@@ -528,7 +566,7 @@ def read_chexpert_csv(
     present = [lab for lab in CHEXPERT_LABELS if lab in raw.columns]
     values = _chexpert_values(raw, present, path, lines, data)  # every label, requested or not
     root = Path(root) if root is not None else path.resolve().parent.parent
-    ids, patients = _chexpert_ids(raw["Path"], path, lines)
+    ids, patients, key = _chexpert_ids(raw["Path"], path, lines)
     age = _numeric(raw["Age"], path, lines, "Age")
     check_age(age, lambda i: f"{path}: line {lines[i]}, column 'Age'")
     codes, kinds = _codes(raw["Frontal/Lateral"], _CHEXPERT_FRONTAL_LATERAL, path, lines)
@@ -547,19 +585,17 @@ def read_chexpert_csv(
         },
         index=raw.index,
     )
-    chosen = values[[present.index(lab) for lab in labels]]
-    # blank -> 0 (not mentioned), -1 -> the policy; np.fmax(x, 0) is 0 for NaN (blank)
-    if uncertainty == "ones":
-        chosen = np.fmax(np.abs(chosen), 0.0)
-    elif uncertainty == "zeros":
-        chosen = np.fmax(chosen, 0.0)
-    else:
-        chosen = np.where(chosen == -1.0, np.nan, np.fmax(chosen, 0.0))
+    block = _label_block(values, labels, uncertainty)
     out = pd.concat(
-        [out, pd.DataFrame(chosen.T, index=raw.index, columns=labels, copy=False)], axis=1
+        [
+            out,
+            pd.DataFrame(block.T, index=raw.index, columns=labels, copy=False),
+            pd.DataFrame({"source": str(path), "line": lines}, index=raw.index),
+        ],
+        axis=1,
     )
-    out["source"], out["line"] = str(path), lines
-    if not ids.is_unique:  # one column first: the whole row only when an image repeats
+    # one column first (an integer per id when there is one): the whole row only on a repeat
+    if not (ids.is_unique if key is None else pd.Index(key).is_unique):
         keep = check_duplicates(
             raw.assign(id=ids), ["id"], lines, str(path), "image", drop_duplicates
         )
@@ -683,8 +719,8 @@ def read_nih_csv(
             columns[lab] = hit.astype(float)[codes]
         else:  # a CheXpert observation NIH has no finding for: unknown
             columns[lab] = np.full(len(raw), np.nan)
+    columns["source"], columns["line"] = str(path), lines
     out = pd.DataFrame(columns, index=raw.index)
-    out["source"], out["line"] = str(path), lines
     if not images.is_unique:  # one column first: the whole row only when an image repeats
         keep = check_duplicates(
             raw.assign(id=images), ["id"], lines, str(path), "image", drop_duplicates
