@@ -1,8 +1,9 @@
 """Segmentation through the existing analysis callbacks: Dice per subgroup (against NumPy on the
-model's own predictions), pixel ECE on a seeded, fixed-size subsample of valid pixels (a
-hand-computed case; the same pixels whatever the batching), and CKA and weight drift of the
-U-Net's encoder (against NumPy: the unbiased HSIC as its U-statistic over 4-tuples, and the
-relative l2 / mean absolute change of the encoder's conv kernels)."""
+model's own predictions; in the subgroup file, the logged metrics and results.md), pixel ECE on
+a seeded, fixed-size subsample of valid pixels (a hand-computed case; the same pixels whatever
+the batching), and CKA and weight drift of the U-Net's encoder (against NumPy: the unbiased HSIC
+as its U-statistic over 4-tuples, and the relative l2 / mean absolute change of the encoder's
+conv kernels)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import copy
 import itertools
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,6 +23,7 @@ from medxfer.callbacks import (
     SubgroupCallback,
     WeightDriftCallback,
 )
+from medxfer.cli import MedxferCLI
 from medxfer.datamodules import SegmentationDataModule, write_synthetic_montgomery
 from medxfer.metrics import CalibrationError, sample_pixels
 from medxfer.tasks import Segmenter
@@ -87,6 +90,20 @@ def test_subgroup_dice_equals_numpy_per_group(tiny_trainer, tmp_path: Path) -> N
             assert float(logged[f"test/seg/subgroup/{attr}/{g}"]) == pytest.approx(v, abs=1e-5)
     # the overall Dice the task logs is the mean of the same per-case values
     assert float(logged["test/seg/dice_mean"]) == pytest.approx(per_case_arr.mean(), abs=1e-5)
+    # results.md (as `medxfer test` writes it): one row per set, attribute and group, n and Dice
+    MedxferCLI.write_results(SimpleNamespace(trainer=trainer), trainer.logged_metrics)
+    lines = (tmp_path / "results.md").read_text().splitlines()
+    header = lines.index("| set | attribute | group | n | dice |")
+    rows = [line.strip("|").split("|") for line in lines[header + 2 :]]
+    table = {(a.strip(), g.strip()): (int(n), float(v)) for _, a, g, n, v in rows}
+    assert {s.strip() for s, *_ in rows} == {"seg"}
+    assert set(table) == {(a, g) for a, labels in groups.items() for g in set(labels)}
+    for attr, labels in groups.items():
+        labels_arr = np.array(labels)
+        for g in set(labels):
+            n, value = table[attr, g]
+            assert n == labels.count(g)
+            assert value == pytest.approx(per_case_arr[labels_arr == g].mean(), abs=5e-5)
 
 
 def _outputs() -> dict:
