@@ -1,5 +1,6 @@
-"""Run artifacts: results.json is strict JSON, results.md shows n/a and per-label positives, and
-the analysis files are written where :mod:`medxfer.artifacts` says."""
+"""Run artifacts: results.json is strict JSON, results.md shows n/a, per-label positives and each
+subgroup's size and value, and the analysis files are written where :mod:`medxfer.artifacts`
+says."""
 
 from __future__ import annotations
 
