@@ -7,7 +7,7 @@ A run folder (``<study>/<name>/seed<k>/`` under ``medxfer study``)::
     config.yaml            the resolved config (LightningCLI)
     checkpoints/           best-*.ckpt, last.ckpt (what ``medxfer fit --resume`` continues)
     results.json           {"test/<set>/<metric>": value}, strict JSON (NaN -> null)
-    results.md             the same as Markdown tables
+    results.md             the same as Markdown tables, and each subgroup's size (subgroups_*.json)
     id_key                 the key of the keyed case ids in prediction files (or in a folder above)
     analysis/
       calibration_<prefix>.json   reliability_<prefix>.png

@@ -53,11 +53,19 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def format_results(flat: dict[str, float]) -> str:
+def format_results(
+    flat: dict[str, float], subgroups: dict[str, dict[str, Any]] | None = None
+) -> str:
     """Markdown tables of ``test/<set>/<metric>`` values: one row per test set with the headline
     metrics (AUROC, ECE, loss, per-label AUROC with its number of positives), then one row per
     set and attribute with the subgroup summary when subgroup metrics were logged. NaN (e.g. a
     gap with fewer than two scored subgroups) reads ``n/a``.
+
+    ``subgroups`` maps a test set to its ``analysis/subgroups_test_<set>.json`` (as written by
+    :class:`~medxfer.callbacks.SubgroupCallback`); each adds one row per set, attribute and group
+    with the group's size and metric value (AUROC, accuracy or Dice: the file's ``metric``), the
+    same for every task. A group under ``min_size`` reads ``too small``, one whose metric is
+    undefined ``n/a``, and an unknown-attribute group scored apart from the gap ``(apart)``.
 
     Example:
         >>> print(format_results({"test/nih/auroc/Edema": 0.75, "test/nih/positives/Edema": 12}))
@@ -109,7 +117,34 @@ def format_results(flat: dict[str, float]) -> str:
                         + " | ".join(cell(r.get(f"{SUBGROUP}/{a}/{s}")) for s in SUBGROUP_SUMMARY)
                         + " |"
                     )
+    if subgroups:
+        lines += _group_tables(subgroups, cell)
     return "\n".join(lines)
+
+
+def _group_tables(subgroups: dict[str, dict[str, Any]], cell: Any) -> list[str]:
+    """The per-group rows of :func:`format_results`: one table per subgroup metric (a run has
+    one; sets scored by different metrics would get a table each)."""
+    from medxfer import artifacts
+    from medxfer.metrics.subgroups import SubgroupReport  # torch: only when there are groups
+
+    lines: list[str] = []
+    for metric in dict.fromkeys(str(data["metric"]) for data in subgroups.values()):
+        lines += ["", f"| set | attribute | group | n | {metric} |", "|---" * 5 + "|"]
+        for name, data in subgroups.items():
+            if str(data["metric"]) != metric:
+                continue
+            for attr, raw in data[artifacts.ATTRIBUTES].items():
+                rep = SubgroupReport.from_dict(raw)
+                for group, n in rep.sizes.items():
+                    if group in rep.too_small:
+                        value = "too small"
+                    elif group in rep.unknown:
+                        value = f"{cell(rep.unknown[group])} (apart)"
+                    else:
+                        value = cell(rep.values.get(group))  # undefined: n/a
+                    lines.append(f"| {name} | {attr} | {group} | {n} | {value} |")
+    return lines
 
 
 class CommandParser(argparse.ArgumentParser):

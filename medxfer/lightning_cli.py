@@ -162,11 +162,31 @@ class MedxferCLI(LightningCLI):
         if not flat:
             return
         out.mkdir(parents=True, exist_ok=True)
-        table = format_results(flat)
+        table = format_results(flat, _subgroup_reports(out, flat))
         artifacts.write_text(out / artifacts.RESULTS_MD, table + "\n")
         # results.json last: its presence marks a finished run (medxfer study)
         artifacts.write_json(out / artifacts.RESULTS_JSON, flat, sort_keys=True)
         print(f"\n{table}\n\nwritten to {out / artifacts.RESULTS_MD}")
+
+
+def _subgroup_reports(out: Path, flat: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """The subgroup files of the test sets whose subgroup metrics this run logged, by set:
+    their per-group sizes and values go to ``results.md`` (``results.json`` keeps its keys).
+    ``out / analysis`` is the callbacks' :func:`~medxfer.callbacks.base.analysis_dir` (both
+    are ``trainer.log_dir``, which is ``default_root_dir`` without a logger). A set without
+    logged subgroup metrics is left out, so a file left by an earlier run is never shown."""
+    import json
+
+    from medxfer import artifacts
+    from medxfer.naming import SUBGROUP, eval_prefix
+
+    reports: dict[str, dict[str, Any]] = {}
+    for key in flat:
+        _, name, metric = key.split("/", 2)
+        path = out / artifacts.ANALYSIS_DIR / artifacts.subgroups_json(eval_prefix("test", name))
+        if metric.startswith(f"{SUBGROUP}/") and name not in reports and path.is_file():
+            reports[name] = json.loads(path.read_text())
+    return reports
 
 
 def resume_arguments(run_dir: str | Path) -> list[str]:

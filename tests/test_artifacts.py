@@ -1,5 +1,6 @@
-"""Run artifacts: results.json is strict JSON, results.md shows n/a and per-label positives, and
-the analysis files are written where :mod:`medxfer.artifacts` says."""
+"""Run artifacts: results.json is strict JSON, results.md shows n/a, per-label positives and each
+subgroup's size and value, and the analysis files are written where :mod:`medxfer.artifacts`
+says."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from medxfer.artifacts import jsonable, write_json
 from medxfer.cli import MedxferCLI, format_results
@@ -71,3 +73,41 @@ def test_results_table_shows_positives_and_na() -> None:
     assert lines[0] == "| set | auroc_mean | ece | auroc/Edema | auroc/Pleural_Effusion |"
     assert lines[2] == "| chexpert | 0.8000 | 0.0500 | 0.8123 (45 pos) | n/a (0 pos) |"
     assert "| chexpert | age | 0.8000 | n/a | 0.8000 | n/a |" in lines
+
+
+def test_results_md_lists_every_subgroup_with_its_size(tmp_path: Path) -> None:
+    """The subgroup callback's report of a hand-made test set, then ``write_results``: one row per
+    group in results.md. AUROC of one label with ``min_size=2``: F (0.9+, 0.8-, 0.7+, 0.6-) ranks
+    3 of its 4 positive-negative pairs right, 0.75; M has positives only (undefined, n/a);
+    ``unknown`` (0.1-, 0.5+) is 1.0, scored apart from the gap; X has one case (too small)."""
+    from medxfer.callbacks import SubgroupCallback
+
+    probs = torch.tensor([[0.9], [0.8], [0.7], [0.6], [0.2], [0.4], [0.1], [0.5], [0.3]])
+    target = torch.tensor([[1.0], [0], [1], [0], [1], [1], [0], [1], [0]])
+    sex = ["F", "F", "F", "F", "M", "M", "unknown", "unknown", "X"]
+    callback = SubgroupCallback(["sex"], min_size=2)
+    metric = callback.make_metric(SimpleNamespace(output_type="multilabel"))
+    callback.update(metric, {"probs": probs, "target": target, "groups": {"sex": sex}})
+    trainer = SimpleNamespace(
+        is_global_zero=True,
+        current_epoch=0,
+        loggers=[],
+        log_dir=str(tmp_path),
+        default_root_dir=str(tmp_path),
+    )
+    logged: dict[str, float] = {"test/nih/auroc_mean": 0.6}
+    module = SimpleNamespace(log_dict=lambda values, **_: logged.update(values))
+    callback.report(trainer, module, "test/nih", metric)
+    MedxferCLI.write_results(SimpleNamespace(trainer=trainer), [logged])
+
+    lines = (tmp_path / "results.md").read_text().splitlines()
+    start = lines.index("| set | attribute | group | n | auroc |")
+    assert lines[start + 2 :] == [
+        "| nih | sex | F | 4 | 0.7500 |",
+        "| nih | sex | M | 2 | n/a |",
+        "| nih | sex | X | 1 | too small |",
+        "| nih | sex | unknown | 2 | 1.0000 (apart) |",
+    ]
+    assert "| nih | sex | 0.7500 | n/a | 0.7500 | n/a |" in lines  # the summary stays
+    # results.json keeps its keys: what was logged, nothing from the subgroup file
+    assert set(json.loads((tmp_path / "results.json").read_text())) == set(logged)

@@ -1,17 +1,29 @@
 """Segmentation through the existing analysis callbacks: Dice per subgroup (against NumPy on the
-model's own predictions) and pixel ECE on a seeded, fixed-size subsample of valid pixels (a
-hand-computed case; the same pixels whatever the batching)."""
+model's own predictions; in the subgroup file, the logged metrics and results.md), pixel ECE on
+a seeded, fixed-size subsample of valid pixels (a hand-computed case; the same pixels whatever
+the batching), and CKA and weight drift of the U-Net's encoder (against NumPy: the unbiased HSIC
+as its U-statistic over 4-tuples, and the relative l2 / mean absolute change of the encoder's
+conv kernels)."""
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from medxfer.callbacks import CalibrationCallback, SubgroupCallback
+from medxfer.callbacks import (
+    CalibrationCallback,
+    CKACallback,
+    SubgroupCallback,
+    WeightDriftCallback,
+)
+from medxfer.cli import MedxferCLI
 from medxfer.datamodules import SegmentationDataModule, write_synthetic_montgomery
 from medxfer.metrics import CalibrationError, sample_pixels
 from medxfer.tasks import Segmenter
@@ -78,6 +90,20 @@ def test_subgroup_dice_equals_numpy_per_group(tiny_trainer, tmp_path: Path) -> N
             assert float(logged[f"test/seg/subgroup/{attr}/{g}"]) == pytest.approx(v, abs=1e-5)
     # the overall Dice the task logs is the mean of the same per-case values
     assert float(logged["test/seg/dice_mean"]) == pytest.approx(per_case_arr.mean(), abs=1e-5)
+    # results.md (as `medxfer test` writes it): one row per set, attribute and group, n and Dice
+    MedxferCLI.write_results(SimpleNamespace(trainer=trainer), trainer.logged_metrics)
+    lines = (tmp_path / "results.md").read_text().splitlines()
+    header = lines.index("| set | attribute | group | n | dice |")
+    rows = [line.strip("|").split("|") for line in lines[header + 2 :]]
+    table = {(a.strip(), g.strip()): (int(n), float(v)) for _, a, g, n, v in rows}
+    assert {s.strip() for s, *_ in rows} == {"seg"}
+    assert set(table) == {(a, g) for a, labels in groups.items() for g in set(labels)}
+    for attr, labels in groups.items():
+        labels_arr = np.array(labels)
+        for g in set(labels):
+            n, value = table[attr, g]
+            assert n == labels.count(g)
+            assert value == pytest.approx(per_case_arr[labels_arr == g].mean(), abs=5e-5)
 
 
 def _outputs() -> dict:
@@ -156,3 +182,91 @@ def test_multiclass_pixel_ece_is_top_label_against_numpy() -> None:
         if (bins == b).any()
     ) / len(conf)
     assert float(metric.compute()["ece"]) == pytest.approx(ece, abs=1e-6)
+
+
+def _hsic_u_statistic(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741
+    """Unbiased HSIC (Song et al. 2012, Theorem 3) as its U-statistic: the mean over ordered
+    4-tuples of distinct examples (i, j, q, r) of ``k_ij l_ij + k_ij l_qr - 2 k_ij l_iq``."""
+    terms = [
+        k[i, j] * l[i, j] + k[i, j] * l[q, r] - 2 * k[i, j] * l[i, q]
+        for i, j, q, r in itertools.permutations(range(len(k)), 4)
+    ]
+    return float(np.mean(terms))
+
+
+def test_cka_and_weight_drift_measure_the_unet_encoder(tiny_trainer, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    root = write_synthetic_montgomery(tmp_path / "mont", 16, size=40, seed=3)
+    dm = SegmentationDataModule(
+        str(root),
+        layout="montgomery",
+        lungs="left_right",
+        image_size=32,
+        augment=False,
+        batch_size=2,
+        num_workers=0,
+        split=(0.25, 0.5, 0.25),
+    )
+    torch.manual_seed(0)
+    task = Segmenter(
+        backbone="timm/resnet18",
+        num_classes=2,
+        label_names=["left_lung", "right_lung"],
+        decoder_channels=(32, 16, 8, 8, 8),
+        lr=0.05,
+    )
+    start = copy.deepcopy(task.backbone).eval()
+    cka, drift = CKACallback(probe_size=100, batch_size=4), WeightDriftCallback()
+    trainer = tiny_trainer(callbacks=[cka, drift], max_steps=4)
+    trainer.fit(task, datamodule=dm)
+    end = task.backbone.eval()
+    stages = ["act1", "layer1", "layer2", "layer3", "layer4"]  # timm resnet18's feature_info
+
+    # weight drift: the encoder's conv kernels, grouped by stage by hand (conv1 is the stem's)
+    w0 = dict(start.named_parameters())
+    sums = {s: np.zeros(4) for s in stages}
+    for name, w in end.named_parameters():
+        if w.ndim == 4:
+            top = name.split(".")[0]
+            delta = (w.detach() - w0[name].detach()).double().numpy()
+            init = w0[name].detach().double().numpy()
+            sums["act1" if top == "conv1" else top] += [
+                np.abs(delta).sum(),
+                (delta**2).sum(),
+                (init**2).sum(),
+                delta.size,
+            ]
+    report = json.loads((tmp_path / "analysis/weight_drift.json").read_text())
+    final = report["history"][-1]["drift"]
+    assert {g for g in final if g.startswith("stage/")} == {f"stage/{s}" for s in stages}
+    assert not any("decoder" in g or "head" in g for g in final)  # the U-Net's own parts
+    for s, (l1, d2, i2, n) in sums.items():
+        assert final[f"stage/{s}"]["n"] == n
+        assert final[f"stage/{s}"]["l1"] == pytest.approx(l1 / n, rel=1e-5)
+        assert final[f"stage/{s}"]["rel_l2"] == pytest.approx(np.sqrt(d2 / i2), rel=1e-5)
+        assert d2 > 0, f"stage {s} did not move: the test would not see a wrong model"
+        logged = float(trainer.callback_metrics[f"drift/rel_l2/{s}"])
+        assert logged == pytest.approx(np.sqrt(d2 / i2), rel=1e-5)  # last epoch = end weights
+
+    # CKA: the probe is the whole validation set in order (probe_size > its size), in
+    # minibatches of 4; features are each stage's (C, H, W) map flattened per image
+    images = torch.stack([dm.val_set[i]["image"] for i in range(len(dm.val_set))])
+    assert len(images) == 8
+    num = np.zeros(len(stages))
+    den0, den1 = np.zeros(len(stages)), np.zeros(len(stages))
+    with torch.no_grad():
+        for x in images.split(4):
+            f0 = start.forward_intermediates(x, indices=len(stages), intermediates_only=True)
+            f1 = end.forward_intermediates(x, indices=len(stages), intermediates_only=True)
+            for s, (a, b) in enumerate(zip(f0, f1, strict=True)):
+                a, b = a.flatten(1).double().numpy(), b.flatten(1).double().numpy()
+                k, l = a @ a.T, b @ b.T  # noqa: E741
+                num[s] += _hsic_u_statistic(k, l)
+                den0[s] += _hsic_u_statistic(k, k)
+                den1[s] += _hsic_u_statistic(l, l)
+    expected = num / np.sqrt(den0 * den1)
+    history = json.loads((tmp_path / "analysis/cka.json").read_text())["history"]
+    assert [h["when"] for h in history] == ["start", "epoch", "epoch", "end"]
+    assert history[0]["cka"] == pytest.approx(dict.fromkeys(stages, 1.0), abs=1e-6)
+    assert history[-1]["cka"] == pytest.approx(dict(zip(stages, expected, strict=True)), abs=1e-5)
+    assert min(expected) < 1 - 1e-4, "fine-tuning left every stage's features unchanged"

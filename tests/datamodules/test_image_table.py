@@ -269,7 +269,8 @@ def test_fit_from_yaml_on_a_class_table_with_groups_and_a_shifted_table(covid) -
                 {
                     "class_path": "medxfer.callbacks.SubgroupCallback",
                     "init_args": {"attributes": ["sex"], "min_size": 2},
-                }
+                },
+                {"class_path": "medxfer.callbacks.PredictionWriter"},
             ],
         },
         "model": {"class_path": "CaseClassifier", "init_args": {"backbone": "timm/resnet18"}},
@@ -298,6 +299,24 @@ def test_fit_from_yaml_on_a_class_table_with_groups_and_a_shifted_table(covid) -
     assert saved["model"]["init_args"]["input_norm"] == {"mean": [0.5] * 3, "std": [0.5] * 3}
     values = json.loads((results.parent / "results.json").read_text())
     assert "test/site_b/auroc_mean" in values
+    # results.md's per-group rows: size and top-1 accuracy of each sex in each test set, against
+    # NumPy on the per-case predictions of the same run (a group under min_size: "too small")
+    lines = text.splitlines()
+    header = lines.index("| set | attribute | group | n | accuracy |")
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[header + 2 :]]
+    table = {(name, group): (int(n), value) for name, attr, group, n, value in rows}
+    assert {attr for _, attr, *_ in rows} == {"sex"}
+    expected = {}
+    files = sorted((results.parent / "analysis").glob("predictions_*.npz"))
+    assert len(files) == 2 and "predictions_site_b.npz" in {f.name for f in files}
+    for path in files:
+        name, pred = path.stem.removeprefix("predictions_"), np.load(path)
+        right = pred["probs"].argmax(1) == pred["target"].argmax(1)
+        for g in sorted(set(pred["group_sex"])):
+            rows_g = pred["group_sex"] == g
+            n = int(rows_g.sum())
+            expected[name, g] = (n, f"{right[rows_g].mean():.4f}" if n >= 2 else "too small")
+    assert table == expected
 
 
 def test_fit_from_yaml_on_an_image_folder(tmp_path: Path) -> None:

@@ -249,6 +249,16 @@ def test_seg_demo_config_learns(tmp_path: Path) -> None:
     assert 0 <= values["test/montgomery/ece"] <= 1
     md = (results.parent / artifacts.RESULTS_MD).read_text()
     assert "| montgomery | sex |" in md and "| ece |" in md
+    # and one row per group: its images and Dice, as in the subgroup file of the same run
+    for attr, rep in subgroups.items():
+        for g, n in rep["sizes"].items():
+            if g in rep["too_small"]:
+                value = "too small"
+            elif g in rep["unknown"]:  # an unknown age or sex: scored apart from the gap
+                value = f"{rep['unknown'][g]:.4f} (apart)"
+            else:
+                value = f"{rep['values'][g]:.4f}"
+            assert f"| montgomery | {attr} | {g} | {n} | {value} |" in md.splitlines()
 
 
 def test_montgomery_sex_through_the_project_list(tmp_path: Path) -> None:
