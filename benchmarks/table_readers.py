@@ -71,8 +71,9 @@ def write_chexpert(path: Path, rows: int, seed: int = 0) -> None:
 
 
 def write_nih(path: Path, rows: int, seed: int = 0) -> None:
-    """A ``Data_Entry_2017_v2020.csv`` of ``rows`` rows: ~3.6 images per patient, 1-3
-    findings joined by ``|`` (or ``No Finding``), ages, sexes, PA / AP, sizes and spacings."""
+    """A ``Data_Entry_2017_v2020.csv`` of ``rows`` rows sorted by ``Image Index`` as the real
+    one: ~3.6 images per patient, 1-3 findings in alphabetical order joined by ``|`` (or
+    ``No Finding``), ages, sexes, PA / AP, sizes and spacings."""
     rng = np.random.default_rng(seed)
     findings = [f for f in NIH_FINDINGS if f != "No Finding"]
     patient = np.sort(rng.integers(1, rows // 3.6 + 2, rows))
@@ -81,7 +82,8 @@ def write_nih(path: Path, rows: int, seed: int = 0) -> None:
     for i in range(rows):
         follow_up = follow_up + 1 if i and patient[i] == patient[i - 1] else 0
         k = rng.choice(4, p=[0.54, 0.3, 0.11, 0.05])
-        labels = "|".join(rng.choice(findings, k, replace=False)) if k else "No Finding"
+        # sorted, as in the real file (every multi-finding row of ../shared/data's is)
+        labels = "|".join(sorted(rng.choice(findings, k, replace=False))) if k else "No Finding"
         lines.append(
             f"{patient[i]:08d}_{follow_up:03d}.png,{labels},{follow_up},{patient[i]},"
             f"{rng.integers(1, 96)},{'M' if rng.random() < 0.56 else 'F'},"

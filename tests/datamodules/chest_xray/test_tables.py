@@ -586,6 +586,17 @@ def test_chexpert_image_listed_twice_names_both_lines(
         read_chexpert_csv(path, drop_duplicates=True)
 
 
+def test_chexpert_paths_that_differ_after_the_view_are_the_same_image(tmp_path: Path) -> None:
+    # both name patient00001_study1_view1_frontal: the id, not the path, must be unique
+    png = ROW.replace("view1_frontal.jpg", "view1_frontal.png")
+    assert png != ROW
+    path = _write(tmp_path / "CheXpert-v1.0" / "train.csv", HEADER, [ROW, png])
+    with pytest.raises(
+        TableError, match=r"lines 2, 3 hold the same image \(id='patient00001_study"
+    ):
+        read_chexpert_csv(path)
+
+
 @pytest.mark.parametrize("age", [pytest.param("-1", id="negative"), pytest.param("121", id="121")])
 def test_chexpert_age_outside_0_120_names_line_and_column(tmp_path: Path, age: str) -> None:
     bad = _row(FRONT.replace("view1", "view2"), "Male", 0, "Frontal", "PA").replace(
@@ -645,6 +656,11 @@ def test_chexpert_sex_spellings_and_unknown_sex(tmp_path: Path) -> None:
             "a.png,Effusion,0,1,50,M,PA,1,1,1,1",
             "lines 2, 4 hold the same image (id='a.png')",
             id="duplicate",
+        ),
+        pytest.param(  # the table in sorted order, as the real one: a shortcut must not miss it
+            "b.png,Mass,0,2,50,F,AP,1,1,1,1",
+            "lines 3, 4 hold the same image (id='b.png')",
+            id="duplicate-sorted",
         ),
     ],
 )
