@@ -336,8 +336,31 @@ def _join(root: Path, names: pd.Series) -> pd.Series:
     return joined
 
 
+def _arrow_backed(text: pd.Series) -> bool:
+    """Whether a text column is stored by pyarrow (pandas' default ``str`` when pyarrow is
+    installed), so that pyarrow's kernels can work on it directly."""
+    return isinstance(text.dtype, pd.StringDtype) and text.dtype.storage == "pyarrow"
+
+
+def _slice(text: pd.Series, start: int, stop: int | None = None, *, ascii: bool) -> pd.Series:
+    """``text.str.slice(start, stop)`` (``start``, ``stop`` >= 0). When the table is ASCII
+    (``ascii``: characters are bytes) and the column is stored by pyarrow, the strings are cut
+    by bytes with pyarrow's ``binary_slice``: about 10x cheaper than pandas' slicing by
+    characters, which decodes UTF-8 (15 ms for CheXpert's 223k paths)."""
+    if not (ascii and _arrow_backed(text) and len(text)):
+        return text.str.slice(start, stop)
+    import pyarrow as pa  # there: the column is stored by it
+    import pyarrow.compute as pc
+
+    raw = pa.array(text.array).cast(pa.large_binary())
+    if stop is None:  # binary_slice needs a bound; the longest value is one
+        stop = max(start, pc.max(pc.binary_length(raw)).as_py() or 0)
+    cut = pc.binary_slice(raw, start, stop).cast(pa.large_string())
+    return pd.Series(pd.array(cut, dtype=text.dtype), index=text.index, name=text.name)
+
+
 def _chexpert_ids(
-    paths: pd.Series, path: Path, lines: np.ndarray
+    paths: pd.Series, path: Path, lines: np.ndarray, ascii: bool = False
 ) -> tuple[pd.Series, pd.Series, np.ndarray | None]:
     """The image id ``patientN_studyN_<view>`` and the patient id of every CheXpert ``Path``,
     from the first match of ``patient\\d+/study\\d+/[^/.]+`` in it, and an integer per
@@ -363,8 +386,8 @@ def _chexpert_ids(
                 "form <...>/patientNNNNN/studyN/viewN_<frontal|lateral>.jpg"
             )
         k, f = m.start(), m.end(1)
-        patient = group.str.slice(k, f)
-        codes, rests = pd.factorize(group.str.slice(f))
+        patient = _slice(group, k, f, ascii=ascii)
+        codes, rests = pd.factorize(_slice(group, f, ascii=ascii))
         p_codes, p_uniques = pd.factorize(patient)
         matches = [_CHEXPERT_REST.match(rest) for rest in rests.tolist()]
         done = (
@@ -385,7 +408,7 @@ def _chexpert_ids(
         ids.iloc[todo[done]] = image_ids[done].to_numpy()
         patients.iloc[todo[done]] = patient[done].to_numpy()
         todo = todo[~done]
-        if 0 < len(todo) and done.sum() < len(group) // 100:
+        if 0 < len(todo) and done.sum() < max(1, len(group) // 100):  # rare: one by one
             break
     assert ids is not None and patients is not None
     for i in todo:  # rare layouts: the reference definition, one path at a time
@@ -403,7 +426,7 @@ def _is_unique(text: pd.Series) -> bool:
     """Whether no value of a text column repeats. A column in strictly increasing order (NIH's
     ``Image Index``: the real table is sorted by it) is checked by one comparison of
     neighbours, about 15x cheaper than hashing every value; otherwise by hashing."""
-    if isinstance(text.dtype, pd.StringDtype) and text.dtype.storage == "pyarrow" and len(text):
+    if _arrow_backed(text) and len(text):
         import pyarrow as pa  # there: the column is stored by it
         import pyarrow.compute as pc
 
@@ -582,7 +605,7 @@ def read_chexpert_csv(
     present = [lab for lab in CHEXPERT_LABELS if lab in raw.columns]
     values = _chexpert_values(raw, present, path, lines, data)  # every label, requested or not
     root = Path(root) if root is not None else path.resolve().parent.parent
-    ids, patients, key = _chexpert_ids(raw["Path"], path, lines)
+    ids, patients, key = _chexpert_ids(raw["Path"], path, lines, data.isascii())
     age = _numeric(raw["Age"], path, lines, "Age")
     check_age(age, lambda i: f"{path}: line {lines[i]}, column 'Age'")
     codes, kinds = _codes(raw["Frontal/Lateral"], _CHEXPERT_FRONTAL_LATERAL, path, lines)
@@ -611,7 +634,8 @@ def read_chexpert_csv(
         axis=1,
     )
     # one column first (an integer per id when there is one): the whole row only on a repeat
-    if not (ids.is_unique if key is None else pd.Index(key).is_unique):
+    repeated = not ids.is_unique if key is None else pd.Series(key).duplicated().any()
+    if repeated:
         keep = check_duplicates(
             raw.assign(id=ids), ["id"], lines, str(path), "image", drop_duplicates
         )

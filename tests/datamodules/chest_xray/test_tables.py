@@ -586,6 +586,24 @@ def test_chexpert_image_listed_twice_names_both_lines(
         read_chexpert_csv(path, drop_duplicates=True)
 
 
+@pytest.mark.parametrize("folder", ["CheXpert-v1.0", "Données/CheXpert-v1.0"])
+def test_chexpert_ids_of_ascii_and_non_ascii_paths(tmp_path: Path, folder: str) -> None:
+    # characters, not bytes: "é" is two bytes in UTF-8, so a byte cut would shift the ids
+    paths = [
+        f"{folder}/train/patient0004{k}/study{k + 1}/view{k % 2 + 1}_frontal.jpg" for k in range(3)
+    ]
+    rows = [_row(p, "Male", 50, "Frontal", "PA") for p in paths]
+    path = _write(tmp_path / "CheXpert-v1.0" / "train.csv", HEADER, rows)
+    table = read_chexpert_csv(path, root=tmp_path)
+    # the reference definition, one path at a time
+    assert table["id"].tolist() == [
+        "_".join(re.search(r"(patient\d+)/(study\d+)/([^/.]+)", p).groups()) for p in paths
+    ]
+    assert table["id"].tolist()[0] == "patient00040_study1_view1_frontal"
+    assert table["patient_id"].tolist() == [f"patient0004{k}" for k in range(3)]
+    assert table["path"].tolist() == [str(tmp_path / p) for p in paths]
+
+
 def test_chexpert_paths_that_differ_after_the_view_are_the_same_image(tmp_path: Path) -> None:
     # both name patient00001_study1_view1_frontal: the id, not the path, must be unique
     png = ROW.replace("view1_frontal.jpg", "view1_frontal.png")
