@@ -17,7 +17,7 @@ Plain functions, no image IO (DESIGN.md), each returning one validated table wit
 Both readers open a table the same way (plain or gzip-compressed, UTF-8) and require every row
 to have the header's number of fields; errors name the file, line and column. They work on
 whole columns (pandas string operations), not on one Python object per row: each reads its
-table in 2.2-2.6 times the CPU time of ``pandas.read_csv`` (``benchmarks/table_readers.py``;
+table in 2.0-2.5 times the CPU time of ``pandas.read_csv`` (``benchmarks/table_readers.py``;
 figures in docs/performance.md).
 """
 
