@@ -35,25 +35,37 @@ def _numpy_dice(pred: np.ndarray, true: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * (pred & true).sum() / total
 
 
-def test_subgroup_dice_equals_numpy_per_group(tiny_trainer, tmp_path: Path) -> None:
-    root = write_synthetic_montgomery(tmp_path / "mont", 20, size=40, seed=3)
-    dm = SegmentationDataModule(
-        str(root),
+def _two_lungs(
+    root: Path, cases: int, batch_size: int, split: tuple[float, float, float]
+) -> SegmentationDataModule:
+    """Synthetic Montgomery radiographs at 32 px, left and right lung as two classes."""
+    return SegmentationDataModule(
+        str(write_synthetic_montgomery(root, cases, size=40, seed=3)),
         layout="montgomery",
         lungs="left_right",
         image_size=32,
         augment=False,
-        batch_size=3,
+        batch_size=batch_size,
         num_workers=0,
-        split=(0.3, 0.1, 0.6),
+        split=split,
     )
+
+
+def _tiny_unet(**kwargs: float) -> Segmenter:
+    """A seeded two-class U-Net on a ResNet-18 encoder with a tiny decoder."""
     torch.manual_seed(0)
-    task = Segmenter(
+    return Segmenter(
         backbone="timm/resnet18",
         num_classes=2,
         label_names=["left_lung", "right_lung"],
         decoder_channels=(32, 16, 8, 8, 8),
+        **kwargs,
     )
+
+
+def test_subgroup_dice_equals_numpy_per_group(tiny_trainer, tmp_path: Path) -> None:
+    dm = _two_lungs(tmp_path / "mont", 20, batch_size=3, split=(0.3, 0.1, 0.6))
+    task = _tiny_unet()
     callback = SubgroupCallback(attributes=["sex", "tb"], min_size=1)
     trainer = tiny_trainer(callbacks=[callback], limit_test_batches=None)
     trainer.test(task, datamodule=dm, verbose=False)
@@ -195,26 +207,8 @@ def _hsic_u_statistic(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741
 
 
 def test_cka_and_weight_drift_measure_the_unet_encoder(tiny_trainer, tmp_path: Path) -> None:
-    torch.set_num_threads(1)
-    root = write_synthetic_montgomery(tmp_path / "mont", 16, size=40, seed=3)
-    dm = SegmentationDataModule(
-        str(root),
-        layout="montgomery",
-        lungs="left_right",
-        image_size=32,
-        augment=False,
-        batch_size=2,
-        num_workers=0,
-        split=(0.25, 0.5, 0.25),
-    )
-    torch.manual_seed(0)
-    task = Segmenter(
-        backbone="timm/resnet18",
-        num_classes=2,
-        label_names=["left_lung", "right_lung"],
-        decoder_channels=(32, 16, 8, 8, 8),
-        lr=0.05,
-    )
+    dm = _two_lungs(tmp_path / "mont", 16, batch_size=2, split=(0.25, 0.5, 0.25))
+    task = _tiny_unet(lr=0.05)
     start = copy.deepcopy(task.backbone).eval()
     cka, drift = CKACallback(probe_size=100, batch_size=4), WeightDriftCallback()
     trainer = tiny_trainer(callbacks=[cka, drift], max_steps=4)
