@@ -15,7 +15,6 @@ these four subcommands, so ``medxfer --help`` and ``medxfer list`` answer at onc
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -297,8 +296,11 @@ def build_cli(argv: Sequence[str], run: bool = True) -> MedxferCLI:
     # Parse errors raise (the command prints them in one line, exit status 2) instead of
     # printing jsonargparse's usage block; every subcommand's parser gets the setting.
     no_exit = {"exit_on_error": False}
-    argv0, sys.argv[1:] = sys.argv[1:], []  # `args` is the command line: no mixed-input warning
-    try:
+    # `args` is the command line. sys.argv stays as the process was started: Lightning's DDP
+    # launcher starts the other ranks by running it again (`medxfer fit ...`), so emptying it
+    # would start them with no command. LightningCLI's warning about both is for Python callers.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         return MedxferCLI(
             TransferTask,
             MedxferDataModule,
@@ -309,5 +311,3 @@ def build_cli(argv: Sequence[str], run: bool = True) -> MedxferCLI:
             save_config_kwargs={"overwrite": True},
             parser_kwargs={**no_exit, **{c: dict(no_exit) for c in MedxferCLI.subcommands()}},
         )
-    finally:
-        sys.argv[1:] = argv0

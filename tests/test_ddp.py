@@ -1,16 +1,25 @@
 """Exactness under DDP: 2 CPU processes (gloo, strategy="ddp", uneven last batches) log the
-same AUROC, ECE, subgroup, Dice and IoU figures as one process, to 1e-6."""
+same AUROC, ECE, subgroup, Dice and IoU figures as one process, to 1e-6; and ``medxfer fit``
+itself, as a user runs it, on two ranks with every analysis callback."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from medxfer.datamodules import COMPETITION_LABELS
+
 SCRIPT = Path(__file__).with_name("ddp_check.py")
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(data: Path, out: Path, devices: int, kind: str = "cxr") -> dict:
@@ -62,3 +71,54 @@ def test_two_ddp_ranks_give_the_dice_of_one_process(tmp_path: Path) -> None:
     for key in keys:
         a, b = one["logged"][key], two["logged"][key]
         assert (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-6, (key, a, b)
+
+
+def test_medxfer_fit_on_two_ranks_with_every_analysis(tmp_path: Path) -> None:
+    """The console script under ``--trainer.strategy=ddp``: Lightning starts rank 1 by running
+    the same command line again (it once ran with no command), and the callbacks write their
+    files on rank 0 while rank 1 goes on (rank 0 once waited forever in ``trainer.log_dir``'s
+    broadcast). The gathered predictions hold every test case once, and their AUROC
+    (scikit-learn) is what the ranks logged together."""
+    script = Path(sys.executable).parent / "medxfer"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    synth = [str(script), "synthesize", "cxr", "data/synthetic"]
+    synth += ["--patients", "40", "--shift-patients", "10", "--size", "40"]
+    subprocess.run(synth, cwd=tmp_path, check=True, capture_output=True, env=env)
+    callbacks = ["CalibrationCallback", "SubgroupCallback", "WeightDriftCallback", "CKACallback"]
+    callbacks += ["PredictionWriter"]
+    fit = [str(script), "fit", "-c", str(REPO / "configs/tiny.yaml")]
+    fit += ["--trainer.devices=2", "--trainer.strategy=ddp"]
+    fit += [f"--trainer.callbacks+=medxfer.callbacks.{c}" for c in callbacks]
+    proc = subprocess.Popen(
+        fit,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # both ranks in one process group, killed together
+    )
+    try:
+        out, _ = proc.communicate(timeout=420)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"medxfer fit on 2 ranks did not finish in 420 s:\n{out[-3000:]}")
+    assert proc.returncode == 0, out[-4000:]
+    assert "GLOBAL_RANK: 1" in out  # two ranks really ran
+    run = tmp_path / "runs/tiny/lightning_logs/version_0"
+    analysis = run / "analysis"
+    for name in ("calibration_test_nih.json", "subgroups_test_nih.json", "cka.json"):
+        assert (analysis / name).is_file(), name
+    assert json.loads((analysis / "weight_drift.json").read_text())["history"]
+    written = json.loads((run / "results.json").read_text())
+    sizes = {"chexpert": 21, "nih": 37}  # the test split's rows and the shifted table's
+    for name, size in sizes.items():
+        with np.load(analysis / f"predictions_{name}.npz") as npz:
+            assert len(set(npz["id"].tolist())) == len(npz["id"]) == size
+            probs, target = npz["probs"], npz["target"]
+        for k, label in enumerate(COMPETITION_LABELS):
+            known = ~np.isnan(target[:, k])
+            expected = roc_auc_score(target[known, k], probs[known, k])
+            got = written[f"test/{name}/auroc/{label.replace(' ', '_')}"]
+            assert got == pytest.approx(expected, abs=1e-6), (name, label)

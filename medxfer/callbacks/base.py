@@ -22,8 +22,17 @@ __all__ = ["EvalSetCallback", "analysis_dir", "is_last_validation", "write_json"
 
 def analysis_dir(trainer: L.Trainer) -> Path:
     """``<run folder>/analysis``: beside the logger's files (its version folder) when there is a
-    logger, else under ``default_root_dir``."""
-    root = trainer.log_dir if trainer.loggers else None
+    logger, else under ``default_root_dir``. Global rank zero's answer, found on the rank that
+    asks: this is ``trainer.log_dir``'s rule without its broadcast, which would wait for every
+    rank while the callbacks write their files on rank zero only (a DDP run would hang)."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    root = None
+    if trainer.loggers:
+        first = trainer.loggers[0]
+        root = (
+            first.log_dir if isinstance(first, (CSVLogger, TensorBoardLogger)) else first.save_dir
+        )
     return Path(root or trainer.default_root_dir) / artifacts.ANALYSIS_DIR
 
 
