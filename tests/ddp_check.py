@@ -2,10 +2,11 @@
 
 Run as a script (Lightning's DDP launcher re-executes it once per rank)::
 
-    python tests/ddp_check.py DATA_DIR OUT.json DEVICES [cxr|seg]
+    python tests/ddp_check.py DATA_DIR OUT.json DEVICES [cxr|seg|masks]
 
 ``cxr``: a multi-label classifier on the synthetic CheXpert / NIH folders (AUROC, ECE,
-subgroups); ``seg``: a U-Net on a synthetic Montgomery folder (Dice, IoU).
+subgroups); ``seg``: a U-Net on a synthetic Montgomery folder (Dice, IoU); ``masks``: the same
+U-Net's ``predict`` with a CSV logger and the ``MaskWriter`` (every PNG and its foreground).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 
-from medxfer.callbacks import CalibrationCallback, SubgroupCallback
+from medxfer.callbacks import CalibrationCallback, MaskWriter, SubgroupCallback
 from medxfer.datamodules import ChestXrayDataModule, CXRTable, SegmentationDataModule
 from medxfer.tasks import MultiLabelClassifier, Segmenter
 
@@ -35,7 +37,35 @@ def segmentation(data: Path) -> tuple[L.LightningDataModule, L.LightningModule, 
     return dm, Segmenter(backbone="timm/test_resnet", num_classes=1, label_names=dm.label_names), []
 
 
+def masks(data: Path, out: Path, devices: int) -> None:
+    """Predict masks into a CSV logger's run folder and dump every PNG's foreground count."""
+    from lightning.pytorch.loggers import CSVLogger
+    from PIL import Image
+
+    L.seed_everything(0)
+    dm, model, _ = segmentation(data)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        logger=CSVLogger(out.parent / f"logs{devices}"),
+        callbacks=[MaskWriter()],  # keyed names: the key in a folder above both runs
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.predict(model, dm, return_predictions=False)
+    folder = Path(trainer.log_dir) / "predictions"  # a broadcast: every rank asks
+    if trainer.is_global_zero:
+        written = {
+            str(f.relative_to(folder)): int((np.asarray(Image.open(f)) > 0).sum())
+            for f in sorted(folder.rglob("*.png"))
+        }
+        out.write_text(json.dumps({"masks": written, "world_size": trainer.world_size}))
+
+
 def main(data: Path, out: Path, devices: int, kind: str = "cxr") -> None:
+    if kind == "masks":
+        return masks(data, out, devices)
     L.seed_everything(0)
     if kind == "seg":
         dm, model, callbacks = segmentation(data)

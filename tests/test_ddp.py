@@ -73,6 +73,19 @@ def test_two_ddp_ranks_give_the_dice_of_one_process(tmp_path: Path) -> None:
         assert (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-6, (key, a, b)
 
 
+def test_two_ddp_ranks_write_the_masks_of_one_process(tmp_path: Path) -> None:
+    """``MaskWriter`` under DDP: every rank finds the run folder once (``trainer.log_dir``
+    broadcasts, so a rank asking alone would wait forever) and writes its own cases' PNGs."""
+    from medxfer.datamodules import write_synthetic_montgomery
+
+    data = write_synthetic_montgomery(tmp_path / "mont", 22, size=32, seed=0)
+    (tmp_path / "id_key").write_text("ab" * 32 + "\n")  # one key above both runs' folders
+    one = _run(data, tmp_path / "one.json", 1, "masks")
+    two = _run(data, tmp_path / "two.json", 2, "masks")
+    assert two["world_size"] == 2
+    assert one["masks"] and two["masks"] == one["masks"]
+
+
 def test_medxfer_fit_on_two_ranks_with_every_analysis(tmp_path: Path) -> None:
     """The console script under ``--trainer.strategy=ddp``: Lightning starts rank 1 by running
     the same command line again (it once ran with no command), and the callbacks write their

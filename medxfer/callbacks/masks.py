@@ -40,19 +40,25 @@ class MaskWriter(BasePredictionWriter):
         self.threshold = threshold
         self.source_ids = source_ids
         self._key: bytes | None = None
+        self._run: Path | None = None
 
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Read (rank 0: create first) the run's case-id key, so that every rank uses one."""
+        """Find the run folder and read (rank 0: create first) its case-id key, so that every
+        rank writes into one folder under one key. The folder is asked for here, once, on every
+        rank: ``trainer.log_dir`` broadcasts rank 0's answer, so asking on one rank only, or
+        per batch (ranks may predict different numbers of batches), would leave ranks waiting
+        on each other."""
+        self._run = Path(trainer.log_dir or trainer.default_root_dir)
         if self.source_ids:
             return
         if trainer.is_global_zero:
-            artifacts.case_id_key(self._run_dir(trainer))
+            artifacts.case_id_key(self._run)
         trainer.strategy.barrier()
-        self._key = artifacts.case_id_key(self._run_dir(trainer))
+        self._key = artifacts.case_id_key(self._run)
 
     def _run_dir(self, trainer: L.Trainer) -> Path:
-        return Path(trainer.log_dir or trainer.default_root_dir)
+        return self._run or Path(trainer.default_root_dir)
 
     def _folder(self, trainer: L.Trainer, dataloader_idx: int) -> Path:
         root = Path(self.out_dir or self._run_dir(trainer) / "predictions")
