@@ -26,14 +26,20 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from functools import partial
 from pathlib import Path
 
 import torch
 
 # the loops, their timing and the interleaving of the classification benchmark beside this file
-from training_throughput import device_name, interleaved, medxfer_epoch, plain_epoch
+from training_throughput import (
+    device_name,
+    interleaved,
+    loop_arguments,
+    loop_clock,
+    medxfer_epoch,
+    plain_epoch,
+)
 
 from medxfer.datamodules import (
     MedxferDataModule,
@@ -72,31 +78,14 @@ def task(args: argparse.Namespace, dm: MedxferDataModule, channels_last: bool) -
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--backbone", default="timm/resnet18")
+    # an epoch of the default data is ~1.4 s: the median of 5 is steadier than of 2
+    loop_arguments(p, batch_size=16, epochs=6)
     p.add_argument("--decoder-channels", type=int, nargs="+", default=[128, 64, 32, 16, 8])
     p.add_argument("--images", type=int, default=160)
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=16)
-    # an epoch of the default data is ~1.4 s: the median of 5 is steadier than of 2
-    p.add_argument("--epochs", type=int, default=6, help="the first is not counted")
-    p.add_argument("--workers", type=int, default=None, help="default: the datamodule's")
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--precision", default="32-true")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads of the loop")
-    p.add_argument(
-        "--cpu-time",
-        action="store_true",
-        help="time epochs by this process's CPU time (CPU only; with --workers 0 --threads 1)",
-    )
     args = p.parse_args()
     if args.cpu_time and (args.workers != 0 or torch.cuda.is_available()):
         p.error("--cpu-time measures a CPU run with --workers 0 (all work in this process)")
-    clock = time.process_time if args.cpu_time else time.perf_counter
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
+    clock = loop_clock(args)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = write_synthetic_montgomery(root / "data", args.images, size=96, seed=0)

@@ -195,34 +195,47 @@ def device_name() -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def loop_arguments(p: argparse.ArgumentParser, batch_size: int, epochs: int) -> None:
+    """The options of both training benchmarks (this one and ``segmentation_throughput.py``):
+    model, image size, batch, epochs, loader workers, repeats, precision, memory format, CPU
+    threads and the clock."""
     p.add_argument("--backbone", default="timm/resnet18")
-    p.add_argument("--patients", type=int, default=300)
     p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=4, help="the first is not counted")
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--epochs", type=int, default=epochs, help="the first is not counted")
     p.add_argument("--workers", type=int, default=None, help="default: the datamodule's")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--precision", default="32-true")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--precisions", action="store_true", help="GPU: fp32 / bf16 / bf16+NHWC")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads of the loop")
-    p.add_argument(
-        "--source-size", type=int, default=256, help="side of the synthetic JPEGs written"
-    )
-    p.add_argument("--skip-callbacks", action="store_true", help="no run with callbacks")
     p.add_argument(
         "--cpu-time",
         action="store_true",
         help="time epochs by this process's CPU time (a machine shared with other work)",
     )
-    args = p.parse_args()
-    clock = time.process_time if args.cpu_time else time.perf_counter
+
+
+def loop_clock(args: argparse.Namespace) -> Callable[[], float]:
+    """The epoch clock of :func:`loop_arguments`' options, after setting the loop's CPU threads
+    and cudnn autotuning on a GPU."""
     if args.threads:
         torch.set_num_threads(args.threads)
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
+    return time.process_time if args.cpu_time else time.perf_counter
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    loop_arguments(p, batch_size=32, epochs=4)
+    p.add_argument("--patients", type=int, default=300)
+    p.add_argument("--precisions", action="store_true", help="GPU: fp32 / bf16 / bf16+NHWC")
+    p.add_argument(
+        "--source-size", type=int, default=256, help="side of the synthetic JPEGs written"
+    )
+    p.add_argument("--skip-callbacks", action="store_true", help="no run with callbacks")
+    args = p.parse_args()
+    clock = loop_clock(args)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         csv = write_synthetic_chexpert(root / "data", args.patients, size=args.source_size, seed=0)
