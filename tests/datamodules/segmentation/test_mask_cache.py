@@ -20,23 +20,11 @@ from medxfer.data.cache import CacheError
 from medxfer.data.images import ImageDecodeError
 from medxfer.datamodules import (
     SegmentationDataModule,
-    write_synthetic_drive,
     write_synthetic_montgomery,
-    write_synthetic_siim,
 )
 from medxfer.datamodules.segmentation import read_mask
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="module")
-def seg(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("segcache")
-    return {
-        "montgomery": write_synthetic_montgomery(root / "montgomery", 12, size=48, seed=1),
-        "drive": write_synthetic_drive(root / "drive", 6, 3, size=48, seed=1),
-        "siim": write_synthetic_siim(root / "siim", 12, size=48, seed=1),
-    }
 
 
 def _options(layout: str, seg: dict[str, Path]) -> tuple[str, dict]:

@@ -21,23 +21,11 @@ from medxfer.data.rle import rle_decode
 from medxfer.data.tables import TableError
 from medxfer.datamodules import (
     SegmentationDataModule,
-    write_synthetic_drive,
     write_synthetic_montgomery,
-    write_synthetic_siim,
 )
 from medxfer.datamodules.segmentation import SegmentationTransform, read_siim
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="module")
-def seg(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("seg")
-    return {
-        "montgomery": write_synthetic_montgomery(root / "montgomery", 24, size=48, seed=0),
-        "drive": write_synthetic_drive(root / "drive", 10, 4, size=48, seed=0),
-        "siim": write_synthetic_siim(root / "siim", 24, size=48, seed=0),
-    }
 
 
 def _mask_png(path: str) -> np.ndarray:
