@@ -150,11 +150,11 @@ class MedxferCLI(LightningCLI):
         """Write test metrics to ``results.json`` (strict JSON: NaN as ``null``) and
         ``results.md`` in the run folder, and print them."""
         from medxfer import artifacts
+        from medxfer.callbacks.base import run_folder
 
-        # trainer.log_dir broadcasts under DDP: every rank asks, before the others return
-        out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         if not self.trainer.is_global_zero:
             return
+        out = run_folder(self.trainer)
         flat: dict[str, float] = {}
         for part in [results] if isinstance(results, dict) else results:
             flat.update({k: float(v) for k, v in part.items() if str(k).startswith("test/")})
@@ -172,7 +172,7 @@ def _subgroup_reports(out: Path, flat: dict[str, float]) -> dict[str, dict[str, 
     """The subgroup files of the test sets whose subgroup metrics this run logged, by set:
     their per-group sizes and values go to ``results.md`` (``results.json`` keeps its keys).
     ``out / analysis`` is the callbacks' :func:`~medxfer.callbacks.base.analysis_dir` (both
-    are ``trainer.log_dir``, which is ``default_root_dir`` without a logger). A set without
+    in :func:`~medxfer.callbacks.base.run_folder`). A set without
     logged subgroup metrics is left out, so a file left by an earlier run is never shown."""
     import json
 

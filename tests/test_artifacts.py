@@ -26,7 +26,7 @@ def _strict(text: str) -> object:
 
 
 def test_results_json_is_strict_json(tmp_path: Path) -> None:
-    trainer = SimpleNamespace(is_global_zero=True, log_dir=str(tmp_path), default_root_dir=None)
+    trainer = SimpleNamespace(is_global_zero=True, loggers=[], default_root_dir=str(tmp_path))
     results = {
         "test/nih/auroc_mean": 0.75,
         "test/nih/subgroup/sex/gap": math.nan,
@@ -92,7 +92,6 @@ def test_results_md_lists_every_subgroup_with_its_size(tmp_path: Path) -> None:
         is_global_zero=True,
         current_epoch=0,
         loggers=[],
-        log_dir=str(tmp_path),
         default_root_dir=str(tmp_path),
     )
     logged: dict[str, float] = {"test/nih/auroc_mean": 0.6}

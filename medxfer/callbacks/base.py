@@ -17,14 +17,14 @@ from typing_extensions import override
 from medxfer import artifacts
 from medxfer.naming import eval_prefix
 
-__all__ = ["EvalSetCallback", "analysis_dir", "is_last_validation", "write_json"]
+__all__ = ["EvalSetCallback", "analysis_dir", "is_last_validation", "run_folder", "write_json"]
 
 
-def analysis_dir(trainer: L.Trainer) -> Path:
-    """``<run folder>/analysis``: beside the logger's files (its version folder) when there is a
-    logger, else under ``default_root_dir``. Global rank zero's answer, found on the rank that
-    asks: this is ``trainer.log_dir``'s rule without its broadcast, which would wait for every
-    rank while the callbacks write their files on rank zero only (a DDP run would hang)."""
+def run_folder(trainer: L.Trainer) -> Path:
+    """The run folder as global rank zero sees it: the logger's version folder when there is
+    a logger, else ``default_root_dir``. This is ``trainer.log_dir``'s rule without its
+    broadcast, which waits for every rank: results and analyses are written on rank zero only,
+    so asking there alone would leave a DDP run waiting forever."""
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     root = None
@@ -33,7 +33,12 @@ def analysis_dir(trainer: L.Trainer) -> Path:
         root = (
             first.log_dir if isinstance(first, (CSVLogger, TensorBoardLogger)) else first.save_dir
         )
-    return Path(root or trainer.default_root_dir) / artifacts.ANALYSIS_DIR
+    return Path(root or trainer.default_root_dir)
+
+
+def analysis_dir(trainer: L.Trainer) -> Path:
+    """``<run folder>/analysis`` (:func:`run_folder`; ask on global rank zero)."""
+    return run_folder(trainer) / artifacts.ANALYSIS_DIR
 
 
 def write_json(trainer: L.Trainer, filename: str, data: Any) -> Path | None:
