@@ -38,13 +38,24 @@ from typing import Literal, NamedTuple
 import numpy as np
 import pandas as pd
 
+from medxfer.data.parallel import in_parallel
 from medxfer.data.tables import (
     TableError,
     check_age,
     check_columns,
     check_duplicates,
-    factorize_text,
     normalise_sex,
+)
+from medxfer.data.text import (
+    arrow_backed,
+    factorize_text,
+    is_unique,
+    prefix_text,
+    remove_suffix,
+    repeat_text,
+    slice_text,
+    strip_text,
+    take_text,
 )
 
 __all__ = [
@@ -350,61 +361,13 @@ def _join(root: Path, names: pd.Series) -> pd.Series:
     """``str(root / name)`` of every name, without a ``Path`` per row: the name is appended as
     written (an absolute name replaces ``root``, as with pathlib)."""
     prefix = os.path.join(str(root), "")
-    joined = prefix + (names if os.sep == "/" else names.str.replace("/", os.sep, regex=False))
+    joined = prefix_text(
+        prefix, names if os.sep == "/" else names.str.replace("/", os.sep, regex=False)
+    )
     absolute = names.str.startswith("/") if os.sep == "/" else names.str.match(r"[/\\]|\w:")
     if absolute.any():
         joined[absolute] = [str(root / name) for name in names[absolute]]
     return joined
-
-
-def _repeat(value: str, like: pd.Series) -> pd.Series:
-    """A text column holding ``value`` on every row, with ``like``'s dtype and index; built by
-    pyarrow when it stores text (pandas broadcasts the string through a Python reference per
-    row: 3 ms for CheXpert's 223k rows, against 0.3 ms)."""
-    if not (_arrow_backed(like) and len(like)):
-        return pd.Series(value, index=like.index, dtype=like.dtype)
-    import pyarrow as pa  # there: the column is stored by it
-
-    column = pa.repeat(pa.scalar(value, pa.large_string()), len(like))
-    return pd.Series(pd.array(column, dtype=like.dtype), index=like.index)
-
-
-def _removesuffix(text: pd.Series, suffix: str) -> pd.Series:
-    """``text.str.removesuffix(suffix)``; when pyarrow stores the column and every value ends
-    in the (ASCII) suffix, by cutting its bytes off (NIH's ``.png``: 3x cheaper)."""
-    if _arrow_backed(text) and len(text) and suffix.isascii():
-        import pyarrow as pa  # there: the column is stored by it
-        import pyarrow.compute as pc
-
-        values = pa.array(text.array)
-        if pc.all(pc.ends_with(values, suffix)).as_py():
-            cut = pc.binary_slice(values.cast(pa.large_binary()), 0, -len(suffix))
-            cut = cut.cast(pa.large_string())
-            return pd.Series(pd.array(cut, dtype=text.dtype), index=text.index, name=text.name)
-    return text.str.removesuffix(suffix)
-
-
-def _arrow_backed(text: pd.Series) -> bool:
-    """Whether a text column is stored by pyarrow (pandas' default ``str`` when pyarrow is
-    installed), so that pyarrow's kernels can work on it directly."""
-    return isinstance(text.dtype, pd.StringDtype) and text.dtype.storage == "pyarrow"
-
-
-def _slice(text: pd.Series, start: int, stop: int | None = None, *, ascii: bool) -> pd.Series:
-    """``text.str.slice(start, stop)`` (``start``, ``stop`` >= 0). When the table is ASCII
-    (``ascii``: characters are bytes) and the column is stored by pyarrow, the strings are cut
-    by bytes with pyarrow's ``binary_slice``: about 10x cheaper than pandas' slicing by
-    characters, which decodes UTF-8 (15 ms for CheXpert's 223k paths)."""
-    if not (ascii and _arrow_backed(text) and len(text)):
-        return text.str.slice(start, stop)
-    import pyarrow as pa  # there: the column is stored by it
-    import pyarrow.compute as pc
-
-    raw = pa.array(text.array).cast(pa.large_binary())
-    if stop is None:  # binary_slice needs a bound; the longest value is one
-        stop = max(start, pc.max(pc.binary_length(raw)).as_py() or 0)
-    cut = pc.binary_slice(raw, start, stop).cast(pa.large_string())
-    return pd.Series(pd.array(cut, dtype=text.dtype), index=text.index, name=text.name)
 
 
 def _patient_codes(patient: pd.Series, width: int, ascii: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -417,7 +380,7 @@ def _patient_codes(patient: pd.Series, width: int, ascii: bool) -> tuple[np.ndar
     hashing the values and matching each distinct one with a regex (the general way, kept for
     other tables) takes about 12 ms.
     """
-    if ascii and _arrow_backed(patient) and len(patient) and 8 <= width <= 25:
+    if ascii and arrow_backed(patient) and len(patient) and 8 <= width <= 25:
         import pyarrow as pa  # there: the column is stored by it
         import pyarrow.compute as pc
 
@@ -462,8 +425,8 @@ def _chexpert_ids(
                 "form <...>/patientNNNNN/studyN/viewN_<frontal|lateral>.jpg"
             )
         k, f = m.start(), m.end(1)
-        patient = _slice(group, k, f, ascii=ascii)
-        codes, rests = factorize_text(_slice(group, f, ascii=ascii))
+        patient = slice_text(group, k, f, ascii=ascii)
+        codes, rests = factorize_text(slice_text(group, f, ascii=ascii))
         p_ok, p_codes = _patient_codes(patient, f - k, ascii)
         matches = [_CHEXPERT_REST.match(rest) for rest in rests]
         done = (
@@ -500,20 +463,6 @@ def _chexpert_ids(
     return ids, patients, None
 
 
-def _is_unique(text: pd.Series) -> bool:
-    """Whether no value of a text column repeats. A column in strictly increasing order (NIH's
-    ``Image Index``: the real table is sorted by it) is checked by one comparison of
-    neighbours, about 15x cheaper than hashing every value; otherwise by hashing."""
-    if _arrow_backed(text) and len(text):
-        import pyarrow as pa  # there: the column is stored by it
-        import pyarrow.compute as pc
-
-        values = pa.array(text.array)
-        if pc.all(pc.less(values[:-1], values[1:]), skip_nulls=False).as_py() is True:
-            return True
-    return text.is_unique
-
-
 def _codes(
     text: pd.Series,
     table: Mapping[str, str],
@@ -538,11 +487,6 @@ def _codes(
     return codes, new
 
 
-def _take(values: list[str], codes: np.ndarray, like: pd.Series) -> pd.Series:
-    """A text column holding ``values[codes]`` (the dtype and index of ``like``)."""
-    return pd.Series(pd.array(values, dtype=like.dtype).take(codes), index=like.index)
-
-
 def _recode(
     text: pd.Series,
     table: Mapping[str, str],
@@ -552,7 +496,7 @@ def _recode(
 ) -> pd.Series:
     """``text`` through ``table`` (see :func:`_codes`)."""
     codes, values = _codes(text, table, path, lines, default)
-    return _take(values, codes, text)
+    return take_text(values, codes, text)
 
 
 def _numeric(col: pd.Series, path: Path, lines: np.ndarray, name: str) -> pd.Series:
@@ -572,7 +516,7 @@ def _numeric(col: pd.Series, path: Path, lines: np.ndarray, name: str) -> pd.Ser
 
 
 def _chexpert_values(
-    raw: pd.DataFrame,
+    raw: Mapping[str, pd.Series],
     labels: Sequence[str],
     path: Path,
     lines: np.ndarray,
@@ -585,7 +529,9 @@ def _chexpert_values(
     column, where comparing with each allowed value would take three; ``|t| > 0`` is False
     for NaN (blank). The test runs in two scratch rows reused for every column."""
     values = {}
-    t, bad = np.empty(len(raw)), np.empty(len(raw), dtype=bool)
+    names = list(raw)  # the file's columns, in order
+    rows = len(raw[names[0]])
+    t, bad = np.empty(rows), np.empty(rows, dtype=bool)
     for lab in labels:
         col = raw[lab]
         if col.dtype.kind in "iuf":
@@ -602,7 +548,7 @@ def _chexpert_values(
             bad |= np.isnan(v) & ~blank
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            value = _raw_field(data, int(lines[i]), list(raw.columns).index(lab)).strip()
+            value = _raw_field(data, int(lines[i]), names.index(lab)).strip()
             raise TableError(
                 f"{path}: line {lines[i]}, column {lab!r}: value {value!r} is not one of "
                 "1.0, 0.0, -1.0 or blank"
@@ -688,38 +634,58 @@ def read_chexpert_csv(
         numeric=("Age", *CHEXPERT_LABELS),
     )
     present = [lab for lab in CHEXPERT_LABELS if lab in raw.columns]
-    values = _chexpert_values(raw, present, path, lines, text.data)  # every label, requested or not
     root = Path(root) if root is not None else path.resolve().parent.parent
-    ids, patients, key = _chexpert_ids(raw["Path"], path, lines, text.ascii)
-    age = _numeric(raw["Age"], path, lines, "Age")
-    check_age(age, lambda i: f"{path}: line {lines[i]}, column 'Age'")
-    codes, kinds = _codes(raw["Frontal/Lateral"], _CHEXPERT_FRONTAL_LATERAL, path, lines)
-    lateral = (np.array(kinds) == "Lateral")[codes]
-    codes, views = _codes(raw["AP/PA"], _CHEXPERT_VIEW, path, lines)
-    out = pd.DataFrame(
-        {
-            "path": _join(root, raw["Path"]),
-            "id": ids,
-            "patient_id": patients,
-            "sex": normalise_sex(
-                raw["Sex"], lambda i: f"{path}: line {lines[i]}, column 'Sex'", unknown_sex
-            ),
-            "age": age.where(age != 0),  # 0: unknown in the real file
-            "view": _take([*views, "Lateral"], np.where(lateral, len(views), codes), raw["AP/PA"]),
-        },
-        index=raw.index,
+    columns = {c: raw[c] for c in raw.columns}  # taken here: the jobs below share no frame
+
+    def check_labels() -> np.ndarray:  # every label is checked, requested or not
+        values = _chexpert_values(columns, present, path, lines, text.data)
+        return _label_block(values, labels, uncertainty)
+
+    def check_paths() -> tuple[pd.Series, pd.Series, bool]:
+        ids, patients, key = _chexpert_ids(columns["Path"], path, lines, text.ascii)
+        # one column (an integer per id when there is one): the whole row only on a repeat
+        repeated = not ids.is_unique if key is None else pd.Series(key).duplicated().any()
+        return ids, patients, bool(repeated)
+
+    def check_groups() -> tuple[pd.Series, pd.Series, pd.Series, np.ndarray]:
+        age = _numeric(columns["Age"], path, lines, "Age")
+        check_age(age, lambda i: f"{path}: line {lines[i]}, column 'Age'")
+        fl = columns["Frontal/Lateral"]
+        codes, kinds = _codes(fl, _CHEXPERT_FRONTAL_LATERAL, path, lines)
+        lateral = (np.array(kinds) == "Lateral")[codes]
+        ap = columns["AP/PA"]
+        codes, views = _codes(ap, _CHEXPERT_VIEW, path, lines)
+        view = take_text([*views, "Lateral"], np.where(lateral, len(views), codes), ap)
+        sex = normalise_sex(
+            columns["Sex"], lambda i: f"{path}: line {lines[i]}, column 'Sex'", unknown_sex
+        )
+        return sex, age.where(age != 0), view, lateral  # age 0: unknown in the real file
+
+    def files() -> tuple[pd.Series, pd.Series]:  # nothing to check
+        return _join(root, columns["Path"]), repeat_text(str(path), columns["Path"])
+
+    # in the order a run one after another checks them: the first problem is the one named
+    block, (ids, patients, repeated), (sex, age, view, lateral), (paths, source) = in_parallel(
+        check_labels, check_paths, check_groups, files
     )
-    block = _label_block(values, labels, uncertainty)
     out = pd.concat(
         [
-            out,
+            pd.DataFrame(
+                {
+                    "path": paths,
+                    "id": ids,
+                    "patient_id": patients,
+                    "sex": sex,
+                    "age": age,
+                    "view": view,
+                },
+                index=raw.index,
+            ),
             pd.DataFrame(block.T, index=raw.index, columns=labels, copy=False),
-            pd.DataFrame({"source": _repeat(str(path), raw["Path"]), "line": lines}),
+            pd.DataFrame({"source": source, "line": lines}),
         ],
         axis=1,
     )
-    # one column first (an integer per id when there is one): the whole row only on a repeat
-    repeated = not ids.is_unique if key is None else pd.Series(key).duplicated().any()
     if repeated:
         keep = check_duplicates(
             raw.assign(id=ids), ["id"], lines, str(path), "image", drop_duplicates
@@ -797,56 +763,91 @@ def read_nih_csv(
         trailing_empty=True,
     )
     image_dir = Path(image_dir) if image_dir is not None else path.parent / "images"
-    images = raw["Image Index"].str.strip()
+    columns = {c: raw[c] for c in raw.columns}  # taken here: the jobs below share no frame
 
     def where(column: str) -> Callable[[int], str]:
         return lambda i: f"{path}: line {lines[i]}, column {column!r}"
 
-    ids = raw["Patient ID"]
-    if ids.dtype.kind in "iu":  # the real file: integers, so none is blank
-        patients = "nih" + ids.astype(images.dtype)
-    else:  # text as pandas writes it (a blank is NaN)
-        patients = "nih" + ids.astype(images.dtype).str.strip().where(ids.notna(), "")
-    for column, blank in (("Image Index", images == ""), ("Patient ID", patients == "nih")):
-        if blank.any():
-            raise TableError(f"{where(column)(int(np.flatnonzero(blank)[0]))}: blank")
-    # findings of each distinct Finding Labels value (a few hundred in the real file)
-    codes, uniques = factorize_text(raw["Finding Labels"])
-    column = {f: j for j, f in enumerate(NIH_FINDINGS)}
-    pairs = np.array(
-        [(u, column.get(f, -1)) for u, v in enumerate(uniques) for f in v.strip().split("|")],
-        dtype=np.intp,
-    ).reshape(-1, 2)
-    if (pairs[:, 1] < 0).any():
-        i = int(np.flatnonzero(np.isin(codes, pairs[pairs[:, 1] < 0, 0]))[0])
-        unknown = [f for f in uniques[codes[i]].strip().split("|") if f not in column]
-        raise TableError(
-            f"{path}: line {lines[i]}, column 'Finding Labels': unknown finding(s) {unknown}; "
-            f"expected names from {list(NIH_FINDINGS)}"
-        )
-    member = np.zeros((len(uniques), len(NIH_FINDINGS)), dtype=bool)  # distinct value x finding
-    member[pairs[:, 0], pairs[:, 1]] = True
-    sex = raw[sex_column(raw.columns)]
-    age = _numeric(raw["Patient Age"], path, lines, "Patient Age")
-    check_age(age, where("Patient Age"))
-    columns = {
-        "path": _join(image_dir, images),
-        "id": _removesuffix(images, ".png"),
-        "patient_id": patients,
-        "sex": normalise_sex(sex, where(str(sex.name)), unknown_sex),
-        "age": age,
-        "view": _recode(raw["View Position"], _NIH_VIEW, path, lines),
-    }
-    for lab in labels:
-        sources = [lab] if lab in column else [f for f, c in NIH_TO_CHEXPERT.items() if c == lab]
-        if sources:
-            hit = member[:, [column[f] for f in sources]].any(axis=1)
-            columns[lab] = hit.astype(float)[codes]
-        else:  # a CheXpert observation NIH has no finding for: unknown
-            columns[lab] = np.full(len(raw), np.nan)
-    columns["source"], columns["line"] = _repeat(str(path), images), lines
-    out = pd.DataFrame(columns, index=raw.index)
-    if not _is_unique(images):  # one column first: the whole row only when an image repeats
+    def blank(column: str, values: pd.Series) -> None:
+        if (values == "").any():
+            raise TableError(f"{where(column)(int(np.flatnonzero(values == '')[0]))}: blank")
+
+    def check_images() -> tuple[pd.Series, pd.Series, pd.Series, pd.Series, bool]:
+        images = strip_text(columns["Image Index"])
+        blank("Image Index", images)
+        paths, ids = _join(image_dir, images), remove_suffix(images, ".png")
+        return images, paths, ids, repeat_text(str(path), images), is_unique(images)
+
+    def check_patients() -> pd.Series:
+        ids, like = columns["Patient ID"], columns["Image Index"]
+        if ids.dtype.kind in "iu":  # the real file: integers, so none is blank
+            # each patient's text once (30k patients in the real file's 112k rows)
+            codes, numbers = pd.factorize(ids.to_numpy())
+            distinct = "nih" + pd.Series(numbers).astype(like.dtype)
+            return pd.Series(distinct.array.take(codes), index=ids.index)
+        text = ids.astype(like.dtype).str.strip().where(ids.notna(), "")  # blank: NaN
+        blank("Patient ID", text)
+        return "nih" + text
+
+    def check_findings() -> np.ndarray:
+        # the findings of each distinct Finding Labels value (a few hundred in the real file)
+        codes, uniques = factorize_text(columns["Finding Labels"])
+        column = {f: j for j, f in enumerate(NIH_FINDINGS)}
+        pairs = np.array(
+            [(u, column.get(f, -1)) for u, v in enumerate(uniques) for f in v.strip().split("|")],
+            dtype=np.intp,
+        ).reshape(-1, 2)
+        if (pairs[:, 1] < 0).any():
+            i = int(np.flatnonzero(np.isin(codes, pairs[pairs[:, 1] < 0, 0]))[0])
+            unknown = [f for f in uniques[codes[i]].strip().split("|") if f not in column]
+            raise TableError(
+                f"{path}: line {lines[i]}, column 'Finding Labels': unknown finding(s) "
+                f"{unknown}; expected names from {list(NIH_FINDINGS)}"
+            )
+        member = np.zeros((len(uniques), len(NIH_FINDINGS)), dtype=bool)  # value x finding
+        member[pairs[:, 0], pairs[:, 1]] = True
+        block = np.empty((len(labels), len(codes)))  # a pandas float block: taken without a copy
+        for row, lab in zip(block, labels, strict=True):
+            sources = (
+                [lab] if lab in column else [f for f, c in NIH_TO_CHEXPERT.items() if c == lab]
+            )
+            if sources:
+                hit = member[:, [column[f] for f in sources]].any(axis=1).astype(float)
+                np.take(hit, codes, out=row)
+            else:  # a CheXpert observation NIH has no finding for: unknown
+                row.fill(np.nan)
+        return block
+
+    def check_groups() -> tuple[pd.Series, pd.Series, pd.Series]:
+        age = _numeric(columns["Patient Age"], path, lines, "Patient Age")
+        check_age(age, where("Patient Age"))
+        sex = columns[sex_column(list(columns))]
+        sex = normalise_sex(sex, where(str(sex.name)), unknown_sex)
+        return sex, age, _recode(columns["View Position"], _NIH_VIEW, path, lines)
+
+    # in the order a run one after another checks them: the first problem is the one named
+    (images, paths, ids, source, unique), patient_ids, block, (sex, age, view) = in_parallel(
+        check_images, check_patients, check_findings, check_groups
+    )
+    out = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "path": paths,
+                    "id": ids,
+                    "patient_id": patient_ids,
+                    "sex": sex,
+                    "age": age,
+                    "view": view,
+                },
+                index=raw.index,
+            ),
+            pd.DataFrame(block.T, index=raw.index, columns=labels, copy=False),
+            pd.DataFrame({"source": source, "line": lines}, index=raw.index),
+        ],
+        axis=1,
+    )
+    if not unique:  # one column first: the whole row only when an image repeats
         keep = check_duplicates(
             raw.assign(id=images), ["id"], lines, str(path), "image", drop_duplicates
         )
