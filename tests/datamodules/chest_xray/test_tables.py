@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medxfer.data import TableError
+from medxfer.data import TableError, parallel
 from medxfer.datamodules import CHEXPERT_LABELS, age_group, read_chexpert_csv, read_nih_csv
 
 HEADER = "Path,Sex,Age,Frontal/Lateral,AP/PA," + ",".join(CHEXPERT_LABELS)
@@ -697,3 +697,108 @@ def test_negative_age_is_never_binned() -> None:
     assert age_group(0.0, (40, 60)) == "<40"
     with pytest.raises(ValueError, match="negative"):
         age_group(-1.0, (40, 60))
+
+
+# --- the column checks run on two threads --------------------------------------------------
+
+
+def _cpus(monkeypatch: pytest.MonkeyPatch, cpus: int) -> None:
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: cpus)
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        pytest.param(  # a bad sex on line 2 and a bad label on line 3: the labels come first
+            [
+                _row(FRONT, "X", 40, "Frontal", "AP"),
+                _row(FRONT.replace("00001", "00002"), "Male", 40, "Frontal", "AP", Edema="2.0"),
+            ],
+            "line 3, column 'Edema': value '2.0' is not one of",
+            id="label-before-sex",
+        ),
+        pytest.param(  # a bad view on line 2 and a bad path on line 3: the paths come first
+            [
+                _row(FRONT, "Male", 40, "Frontal", "XY"),
+                _row("CheXpert-v1.0/train/study1/view1.jpg", "Male", 40, "Frontal", "AP"),
+            ],
+            "line 3, column Path: 'CheXpert-v1.0/train/study1/view1.jpg' is not of the form",
+            id="path-before-view",
+        ),
+        pytest.param(  # a bad sex and a bad age on line 2: the age comes first
+            [_row(FRONT, "X", 130, "Frontal", "AP")],
+            "line 2, column 'Age': age 130 is outside",
+            id="age-before-sex",
+        ),
+    ],
+)
+def test_chexpert_problems_are_named_in_the_order_of_one_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: list[str], expected: str
+) -> None:
+    path = _write(tmp_path / "CheXpert-v1.0" / "train.csv", HEADER, rows)
+    messages = []
+    for cpus in (2, 1):
+        _cpus(monkeypatch, cpus)
+        with pytest.raises(TableError) as err:
+            read_chexpert_csv(path)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    assert messages[0].startswith(f"{path}: {expected}")
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        pytest.param(
+            ["a.png,Cancer,0,1,50,M,PA,1,1,1,1", " ,Mass,0,2,50,F,AP,1,1,1,1"],
+            "line 3, column 'Image Index': blank",
+            id="image-before-finding",
+        ),
+        pytest.param(
+            ["a.png,Mass,0,1,50,Q,PA,1,1,1,1", "b.png,Cancer,0,,50,F,AP,1,1,1,1"],
+            "line 3, column 'Patient ID': blank",
+            id="patient-before-finding-and-sex",
+        ),
+        pytest.param(
+            ["a.png,Mass,0,1,50,Q,PA,1,1,1,1", "b.png,Cancer,0,2,50,F,AP,1,1,1,1"],
+            "line 3, column 'Finding Labels': unknown finding(s) ['Cancer']",
+            id="finding-before-sex",
+        ),
+    ],
+)
+def test_nih_problems_are_named_in_the_order_of_one_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows: list[str], expected: str
+) -> None:
+    path = _write(tmp_path / "Data_Entry_2017_v2020.csv", NIH_HEADER, rows)
+    messages = []
+    for cpus in (2, 1):
+        _cpus(monkeypatch, cpus)
+        with pytest.raises(TableError) as err:
+            read_nih_csv(path)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]
+    assert messages[0].startswith(f"{path}: {expected}")
+
+
+def test_two_threads_read_the_table_one_thread_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nih_subset: Path
+) -> None:
+    rng = np.random.default_rng(0)
+    paths = _chexpert_paths(rng, 2000)
+    ids = [re.search(r"(patient\d+)/(study\d+)/([^/.]+)", p).groups() for p in paths]  # type: ignore[union-attr]
+    rows = [
+        _row(p, rng.choice(["Male", "Female", ""]), int(rng.integers(0, 90)), "Frontal", "AP")
+        for p, repeat in zip(paths, pd.Series(ids).duplicated(), strict=True)
+        if not repeat
+    ]
+    chexpert = _write(tmp_path / "CheXpert-v1.0" / "train.csv", HEADER, rows)
+    readers = [
+        lambda: read_chexpert_csv(chexpert, CHEXPERT_LABELS, uncertainty="ignore"),
+        lambda: read_nih_csv(nih_subset, ["Effusion", "Pleural Effusion", "Fracture"]),
+    ]
+    for read in readers:
+        tables = []
+        for cpus in (2, 1):
+            _cpus(monkeypatch, cpus)
+            tables.append(read())
+        pd.testing.assert_frame_equal(tables[0], tables[1])
