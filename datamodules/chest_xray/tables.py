@@ -30,6 +30,8 @@ import logging
 import mmap
 import os
 import re
+import stat
+import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -137,24 +139,37 @@ def _check_labels(labels: Sequence[str], known: Sequence[str], what: str) -> lis
 class _Text(NamedTuple):
     """A table's bytes as :func:`_read_bytes` opened them."""
 
-    data: bytes | mmap.mmap  # a plain file is mapped, not copied
+    data: bytes | mmap.mmap  # a regular file is mapped, not copied
     compressed: bool
     ascii: bool  # every byte < 128: characters are bytes
+
+    def close(self) -> None:
+        """Unmap the file (its descriptor too), unless a view of it is still alive (a
+        traceback holding a frame): then it is unmapped when that goes."""
+        if isinstance(self.data, mmap.mmap):
+            try:
+                self.data.close()
+            except BufferError:
+                pass
 
 
 def _read_bytes(path: Path) -> _Text:
     """The text of a plain or gzip-compressed table (recognised by its content, whatever its
     name), checked to be UTF-8: the one way both readers open a table.
 
-    A plain file is memory-mapped rather than read: the checks that follow scan it without a
-    copy (reading CheXpert's 23 MB train.csv into a new buffer costs ~10 ms of page faults,
-    as much as the rest of the checks), and pandas parses it from its path."""
+    A regular file is memory-mapped rather than read (a pipe is read): the checks that follow
+    scan it without a copy (reading CheXpert's 23 MB train.csv into a new buffer costs ~10 ms
+    of page faults, as much as the rest of the checks), and pandas parses it from its path,
+    mapping it too. As with pandas, a file truncated by another process while it is mapped
+    stops this one (SIGBUS): write tables to a new file and rename it over the old one.
+    :meth:`_Text.close` unmaps it."""
     try:
         with path.open("rb") as file:
+            status = os.fstat(file.fileno())
             data: bytes | mmap.mmap = (
                 mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-                if os.fstat(file.fileno()).st_size
-                else b""  # an empty file cannot be mapped
+                if stat.S_ISREG(status.st_mode) and status.st_size  # an empty one cannot be
+                else file.read()
             )
     except FileNotFoundError:
         raise FileNotFoundError(f"table not found: {path}") from None
@@ -206,7 +221,7 @@ def _read_rows(
     numeric: Sequence[str],
     *,
     trailing_empty: bool = False,
-) -> tuple[pd.DataFrame, np.ndarray, _Text]:
+) -> tuple[pd.DataFrame, np.ndarray, bool]:
     """The rows of a table whose every row has the header's number of fields.
 
     Args:
@@ -220,14 +235,30 @@ def _read_rows(
             every line with a comma).
 
     Returns:
-        The rows, the file line of each row (header = line 1; blank lines are skipped) and the
-        file's text (for error messages and the ASCII shortcuts).
+        The rows, the file line of each row (header = line 1; blank lines are skipped) and
+        whether the file is ASCII (characters are bytes: the readers' shortcuts).
 
     Raises:
         TableError: a missing column, or a row with more or fewer fields than the header
             (naming the line and the first missing or extra column).
     """
     text = _read_bytes(path)
+    try:
+        frame, lines = _rows(path, text, split_header, required, numeric, trailing_empty)
+    finally:
+        text.close()  # the rows hold no view of it
+    return frame, lines, text.ascii
+
+
+def _rows(
+    path: Path,
+    text: _Text,
+    split_header: Callable[[str], list[str]],
+    required: Callable[[list[str]], Sequence[str]],
+    numeric: Sequence[str],
+    trailing_empty: bool,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """:func:`_read_rows` on the opened file ``text``."""
     data = text.data
     end = data.find(b"\n")
     end = len(data) if end < 0 else end
@@ -249,13 +280,13 @@ def _read_rows(
     # raises on a row after the first with too many, the first is checked here, and the total
     # comma count then pins every row's
     if data.find(b'"') < 0 and first_row.count(b",") == len(fields) - 1:
-        # from its path, pandas reads a plain file faster than from memory (given a free core)
-        source = io.BytesIO(data) if text.compressed else path
+        # from its path, pandas reads a regular file on every core, from memory on one
+        source = path if isinstance(data, mmap.mmap) else io.BytesIO(data)
         frame = _parse(source, [*names, *extra], numeric, [*strings, *extra], skip=1)
         if frame is not None and _one_row_per_line(data, end + 1, len(fields), len(frame)):
             if all((frame[e] == "").all() for e in extra):
                 frame = frame.drop(columns=extra) if extra else frame
-                return frame, np.arange(len(frame)) + 2, text
+                return frame, np.arange(len(frame)) + 2
     # slow and exact: quoted fields, blank lines, rows of the wrong length (an error)
     rows, lines = _csv_rows(path, data, names, trailing_empty)
     buffer = io.StringIO()
@@ -264,7 +295,7 @@ def _read_rows(
     frame = _parse(buffer, names, numeric, strings)
     if frame is None or len(frame) != len(rows):
         raise TableError(f"{path}: not a readable CSV table")
-    return frame, np.asarray(lines, dtype=np.int64), text
+    return frame, np.asarray(lines, dtype=np.int64)
 
 
 def _parse(
@@ -277,25 +308,31 @@ def _parse(
     """pandas' C parser on the rows after the ``skip`` header lines; ``None`` when it finds a
     row after the first with more fields than ``names`` (every column is read: with
     ``usecols`` it would not look). ``text`` columns are left to pandas' inference (much faster
-    than ``dtype=str``) and turned back into text where it read numbers."""
+    than ``dtype=str``) and turned into text where it read numbers, or where its chunks of
+    the file disagreed (numbers in one, text in another) or there is no row."""
     try:
-        frame = pd.read_csv(
-            source,
-            header=None,
-            skiprows=skip,
-            names=names,
-            compression=None,  # already decided by content
-            index_col=False,
-            keep_default_na=False,
-            na_values={n: [""] for n in names if n in numeric},
-        )
+        with warnings.catch_warnings():  # a column of mixed types is made text below
+            warnings.simplefilter("ignore", pd.errors.DtypeWarning)
+            frame = pd.read_csv(
+                source,
+                header=None,
+                skiprows=skip,
+                names=names,
+                compression=None,  # already decided by content
+                index_col=False,
+                keep_default_na=False,
+                na_values={n: [""] for n in names if n in numeric},
+            )
     except pd.errors.ParserError:
         return None
     except pd.errors.EmptyDataError:
         return pd.DataFrame({n: pd.Series(dtype=float if n in numeric else str) for n in names})
     for n in text:
-        if frame[n].dtype.kind in "biuf":
-            frame[n] = frame[n].astype(str)
+        column = frame[n]
+        if column.dtype.kind in "biuf" or (
+            column.dtype == object and pd.api.types.infer_dtype(column) != "string"
+        ):
+            frame[n] = column.astype(str)
     return frame
 
 
@@ -345,9 +382,14 @@ def _csv_rows(
     return rows, lines
 
 
-def _raw_field(data: bytes | mmap.mmap, line: int, index: int) -> str:
-    """The text of field ``index`` of the row starting on ``line`` (for error messages)."""
-    stream = io.StringIO(bytes(data).decode("utf-8-sig"), newline="")
+def _raw_field(path: Path, line: int, index: int) -> str:
+    """The text of field ``index`` of the row starting on ``line`` of a table, as written (for
+    error messages: the file is read again)."""
+    text = _read_bytes(path)
+    try:
+        stream = io.StringIO(bytes(text.data).decode("utf-8-sig"), newline="")
+    finally:
+        text.close()
     for _ in range(line - 1):
         stream.readline()
     row = next(csv.reader(stream), [])
@@ -520,7 +562,6 @@ def _chexpert_values(
     labels: Sequence[str],
     path: Path,
     lines: np.ndarray,
-    data: bytes | mmap.mmap,
 ) -> dict[str, np.ndarray]:
     """CheXpert label columns as floats: 1, 0, -1, NaN for blank. Any other value (a number,
     or text that is not one) is an error naming the line and column.
@@ -548,7 +589,7 @@ def _chexpert_values(
             bad |= np.isnan(v) & ~blank
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            value = _raw_field(data, int(lines[i]), names.index(lab)).strip()
+            value = _raw_field(path, int(lines[i]), names.index(lab)).strip()
             raise TableError(
                 f"{path}: line {lines[i]}, column {lab!r}: value {value!r} is not one of "
                 "1.0, 0.0, -1.0 or blank"
@@ -627,7 +668,7 @@ def read_chexpert_csv(
     labels = _check_labels(labels, CHEXPERT_LABELS, "CheXpert")
     if uncertainty not in ("ones", "zeros", "ignore"):
         raise ValueError(f"uncertainty must be 'ones', 'zeros' or 'ignore', got {uncertainty!r}")
-    raw, lines, text = _read_rows(
+    raw, lines, ascii = _read_rows(
         path,
         _split_csv_header,
         required=lambda names: [*_CHEXPERT_META, *labels],
@@ -638,11 +679,11 @@ def read_chexpert_csv(
     columns = {c: raw[c] for c in raw.columns}  # taken here: the jobs below share no frame
 
     def check_labels() -> np.ndarray:  # every label is checked, requested or not
-        values = _chexpert_values(columns, present, path, lines, text.data)
+        values = _chexpert_values(columns, present, path, lines)
         return _label_block(values, labels, uncertainty)
 
     def check_paths() -> tuple[pd.Series, pd.Series, bool]:
-        ids, patients, key = _chexpert_ids(columns["Path"], path, lines, text.ascii)
+        ids, patients, key = _chexpert_ids(columns["Path"], path, lines, ascii)
         # one column (an integer per id when there is one): the whole row only on a repeat
         repeated = not ids.is_unique if key is None else pd.Series(key).duplicated().any()
         return ids, patients, bool(repeated)
@@ -764,6 +805,7 @@ def read_nih_csv(
     )
     image_dir = Path(image_dir) if image_dir is not None else path.parent / "images"
     columns = {c: raw[c] for c in raw.columns}  # taken here: the jobs below share no frame
+    distinct = list(dict.fromkeys(labels))  # a label asked for twice is one column
 
     def where(column: str) -> Callable[[int], str]:
         return lambda i: f"{path}: line {lines[i]}, column {column!r}"
@@ -806,8 +848,8 @@ def read_nih_csv(
             )
         member = np.zeros((len(uniques), len(NIH_FINDINGS)), dtype=bool)  # value x finding
         member[pairs[:, 0], pairs[:, 1]] = True
-        block = np.empty((len(labels), len(codes)))  # a pandas float block: taken without a copy
-        for row, lab in zip(block, labels, strict=True):
+        block = np.empty((len(distinct), len(codes)))  # a pandas float block: taken as it is
+        for row, lab in zip(block, distinct, strict=True):
             sources = (
                 [lab] if lab in column else [f for f, c in NIH_TO_CHEXPERT.items() if c == lab]
             )
@@ -842,7 +884,7 @@ def read_nih_csv(
                 },
                 index=raw.index,
             ),
-            pd.DataFrame(block.T, index=raw.index, columns=labels, copy=False),
+            pd.DataFrame(block.T, index=raw.index, columns=distinct, copy=False),
             pd.DataFrame({"source": source, "line": lines}, index=raw.index),
         ],
         axis=1,

@@ -6,8 +6,10 @@ from __future__ import annotations
 import gzip
 import logging
 import math
+import os
 import pathlib
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -802,3 +804,66 @@ def test_two_threads_read_the_table_one_thread_reads(
             _cpus(monkeypatch, cpus)
             tables.append(read())
         pd.testing.assert_frame_equal(tables[0], tables[1])
+
+
+# --- the file as the readers open it -------------------------------------------------------
+
+
+def test_a_header_only_table_has_the_text_columns_of_a_full_one(tmp_path: Path) -> None:
+    one = _write(tmp_path / "one" / "CheXpert-v1.0" / "train.csv", HEADER, [ROW])
+    none = _write(tmp_path / "none" / "CheXpert-v1.0" / "train.csv", HEADER, [])
+    nih_one = _write(tmp_path / "one.csv", NIH_HEADER, ["a.png,Mass,0,1,50,M,PA,1,1,1,1"])
+    nih_none = _write(tmp_path / "none.csv", NIH_HEADER, [])
+    for full, empty in ((read_chexpert_csv(one), read_chexpert_csv(none)),
+                        (read_nih_csv(nih_one), read_nih_csv(nih_none))):  # fmt: skip
+        assert empty.empty
+        assert dict(empty.dtypes) == dict(full.dtypes)
+
+
+def test_nih_label_asked_for_twice_is_one_column(tmp_path: Path) -> None:
+    path = _write(tmp_path / "d.csv", NIH_HEADER, ["a.png,Edema|Mass,0,1,50,M,PA,1,1,1,1"])
+    table = read_nih_csv(path, ["Edema", "Mass", "Edema"])
+    assert [c for c in table.columns if c in ("Edema", "Mass")] == ["Edema", "Mass"]
+    assert table[["Edema", "Mass"]].to_numpy().tolist() == [[1.0, 1.0]]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_table_read_from_a_pipe(tmp_path: Path) -> None:
+    rows = ["b.png,Mass,0,2,50,F,AP,1,1,1,1", '"a.png",Edema,0,1,50,M,PA,1,1,1,1']
+    for i, body in enumerate((rows[:1], rows)):  # unquoted (pandas' fast path), quoted
+        regular = _write(tmp_path / f"regular{i}.csv", NIH_HEADER, body)
+        fifo = tmp_path / f"fifo{i}.csv"
+        os.mkfifo(fifo)
+        writer = threading.Thread(target=fifo.write_bytes, args=(regular.read_bytes(),))
+        writer.start()
+        try:
+            from_pipe = read_nih_csv(fifo, image_dir=tmp_path)
+        finally:
+            writer.join(timeout=10)
+        expected = read_nih_csv(regular, image_dir=tmp_path)
+        pd.testing.assert_frame_equal(
+            from_pipe.drop(columns="source"), expected.drop(columns="source")
+        )
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/self/maps")
+def test_the_table_is_unmapped_when_the_reader_raises(tmp_path: Path) -> None:
+    bad = _row(FRONT, "Male", 40, "Frontal", "AP", Edema="2.0")
+    path = _write(
+        tmp_path / "CheXpert-v1.0" / "train.csv", HEADER, [ROW.replace("00001", "7"), bad]
+    )
+    with pytest.raises(TableError, match="column 'Edema'") as err:
+        read_chexpert_csv(path)
+    assert err.value.__traceback__ is not None  # the frames that held the map are still alive
+    assert str(path) not in Path("/proc/self/maps").read_text()
+
+
+def test_nih_image_names_read_as_numbers_in_one_part_of_a_large_file(tmp_path: Path) -> None:
+    # > 5 MB: pandas parses the file in parts on several threads; the first parts hold
+    # numbers only, the last text, so the column comes back as a mix of both
+    rows = [f"{i},No Finding,0,{i},50,M,PA,2500,2048,0.143,0.143" for i in range(1, 100_001)]
+    rows += [f"x{i}.png,Mass,0,{i},50,F,AP,2500,2048,0.143,0.143" for i in range(20_000)]
+    path = _write(tmp_path / "Data_Entry_2017_v2020.csv", NIH_HEADER, rows)
+    table = read_nih_csv(path)
+    assert table["id"].iloc[[0, 99_999, 100_000, -1]].tolist() == ["1", "100000", "x0", "x19999"]
+    assert table["patient_id"].iloc[[0, -1]].tolist() == ["nih1", "nih19999"]
