@@ -17,6 +17,7 @@ reader / pandas <= 2.
 from __future__ import annotations
 
 import argparse
+import gc
 import gzip
 import shutil
 import tempfile
@@ -92,25 +93,29 @@ def write_nih(path: Path, rows: int, seed: int = 0) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def best_of(fns: list[Callable[[], object]], repeats: int) -> list[tuple[float, float]]:
-    """The shortest of ``repeats`` wall times and CPU times of each of ``fns``, in seconds;
-    the functions take turns, so that both sides of a ratio see the same load on a shared
-    machine."""
-    best = [(float("inf"), float("inf"))] * len(fns)
-    for _ in range(repeats):
+def timings(fns: list[Callable[[], object]], repeats: int) -> np.ndarray:
+    """Wall and CPU seconds of ``repeats`` calls of each of ``fns``, shape
+    ``(repeats, len(fns), 2)``. The functions take turns, so that both sides of a ratio see
+    the same load; as in timeit, garbage is collected before a call and not during it."""
+    out = np.empty((repeats, len(fns), 2))
+    for r in range(repeats):
         for i, fn in enumerate(fns):
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            best[i] = (min(best[i][0], wall), min(best[i][1], cpu))
-    return best
+            gc.collect()
+            gc.disable()
+            try:
+                t0, c0 = time.perf_counter(), time.process_time()
+                fn()
+                out[r, i] = time.perf_counter() - t0, time.process_time() - c0
+            finally:
+                gc.enable()
+    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--chexpert-rows", type=int, default=223_414)
     p.add_argument("--nih-rows", type=int, default=112_120)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--gzip", action="store_true", help="also time the .csv.gz of each table")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,22 +137,24 @@ def main() -> None:
                     shutil.copyfileobj(src, dst)
                 cases.append((f"{name}, .csv.gz", packed, reader))
         print(
-            f"{args.chexpert_rows} CheXpert rows, {args.nih_rows} NIH rows, best of {args.repeats}"
+            f"{args.chexpert_rows} CheXpert rows, {args.nih_rows} NIH rows, {args.repeats} "
+            "rounds; best times, their ratio, and the median of the rounds' ratios"
         )
-        print(
-            f"{'':28s} {'------------ wall ------------':>31s} {'------------ CPU -------------':>31s}"
-        )
-        print(f"{'table':28s} {'read_csv':>10s} {'reader':>10s} {'ratio':>9s}" * 1, end="")
-        print(f" {'read_csv':>10s} {'reader':>10s} {'ratio':>9s}")
+        print(f"{'':22s} {'-' * 17} wall {'-' * 17} {'-' * 17} CPU {'-' * 18}")
+        head = f" {'read_csv':>9s} {'reader':>9s} {'ratio':>6s} {'median':>6s}"
+        print(f"{'table':22s}{head}{head}")
         for name, path, reader in cases:
-            pandas_t, reader_t = best_of(
+            times = timings(
                 [lambda path=path: pd.read_csv(path), lambda path=path, r=reader: r(path)],
                 args.repeats,
             )
-            print(f"{name:28s}", end="")
+            best = times.min(axis=0)
+            ratios = np.median(times[:, 1] / times[:, 0], axis=0)
+            print(f"{name:22s}", end="")
             for k in (0, 1):
                 print(
-                    f" {pandas_t[k]:8.3f} s {reader_t[k]:8.3f} s {reader_t[k] / pandas_t[k]:8.2f}x",
+                    f" {best[0, k]:7.3f} s {best[1, k]:7.3f} s {best[1, k] / best[0, k]:5.2f}x"
+                    f" {ratios[k]:5.2f}x",
                     end="",
                 )
             print()

@@ -39,7 +39,6 @@ from medxfer.data.cache import (
     prepare_cache,
 )
 from medxfer.data.images import ImageDecodeError
-from medxfer.data.parallel import usable_cpus
 from medxfer.data.splits import patient_split
 from medxfer.data.subsample import multilabel_strata, subsample_mask
 from medxfer.data.tables import TableError
@@ -279,13 +278,13 @@ def default_workers() -> int:
     respects cgroup / SLURM pinning, unlike ``os.cpu_count``) shared among the processes of the
     node (``LOCAL_WORLD_SIZE`` under torchrun, ``SLURM_NTASKS_PER_NODE`` under SLURM), minus
     one for the training loop, at most 8."""
-    cpus = usable_cpus()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     per_node = os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE")
     try:
         procs = max(1, int(per_node)) if per_node else 1
     except ValueError:
         procs = 1
-    return min(8, max(0, cpus // procs - 1))
+    return min(8, max(0, (cpus or 1) // procs - 1))
 
 
 def _epoch_progress(trainer: L.Trainer) -> tuple[int, bool]:

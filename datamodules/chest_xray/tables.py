@@ -40,7 +40,6 @@ from typing import Literal, NamedTuple
 import numpy as np
 import pandas as pd
 
-from medxfer.data.parallel import in_parallel
 from medxfer.data.tables import (
     TableError,
     check_age,
@@ -558,7 +557,7 @@ def _numeric(col: pd.Series, path: Path, lines: np.ndarray, name: str) -> pd.Ser
 
 
 def _chexpert_values(
-    raw: Mapping[str, pd.Series],
+    raw: pd.DataFrame,
     labels: Sequence[str],
     path: Path,
     lines: np.ndarray,
@@ -675,58 +674,42 @@ def read_chexpert_csv(
         numeric=("Age", *CHEXPERT_LABELS),
     )
     present = [lab for lab in CHEXPERT_LABELS if lab in raw.columns]
+    values = _chexpert_values(raw, present, path, lines)  # every label, requested or not
     root = Path(root) if root is not None else path.resolve().parent.parent
-    columns = {c: raw[c] for c in raw.columns}  # taken here: the jobs below share no frame
-
-    def check_labels() -> np.ndarray:  # every label is checked, requested or not
-        values = _chexpert_values(columns, present, path, lines)
-        return _label_block(values, labels, uncertainty)
-
-    def check_paths() -> tuple[pd.Series, pd.Series, bool]:
-        ids, patients, key = _chexpert_ids(columns["Path"], path, lines, ascii)
-        # one column (an integer per id when there is one): the whole row only on a repeat
-        repeated = not ids.is_unique if key is None else pd.Series(key).duplicated().any()
-        return ids, patients, bool(repeated)
-
-    def check_groups() -> tuple[pd.Series, pd.Series, pd.Series, np.ndarray]:
-        age = _numeric(columns["Age"], path, lines, "Age")
-        check_age(age, lambda i: f"{path}: line {lines[i]}, column 'Age'")
-        fl = columns["Frontal/Lateral"]
-        codes, kinds = _codes(fl, _CHEXPERT_FRONTAL_LATERAL, path, lines)
-        lateral = (np.array(kinds) == "Lateral")[codes]
-        ap = columns["AP/PA"]
-        codes, views = _codes(ap, _CHEXPERT_VIEW, path, lines)
-        view = take_text([*views, "Lateral"], np.where(lateral, len(views), codes), ap)
-        sex = normalise_sex(
-            columns["Sex"], lambda i: f"{path}: line {lines[i]}, column 'Sex'", unknown_sex
-        )
-        return sex, age.where(age != 0), view, lateral  # age 0: unknown in the real file
-
-    def files() -> tuple[pd.Series, pd.Series]:  # nothing to check
-        return _join(root, columns["Path"]), repeat_text(str(path), columns["Path"])
-
-    # in the order a run one after another checks them: the first problem is the one named
-    block, (ids, patients, repeated), (sex, age, view, lateral), (paths, source) = in_parallel(
-        check_labels, check_paths, check_groups, files
-    )
+    ids, patients, key = _chexpert_ids(raw["Path"], path, lines, ascii)
+    age = _numeric(raw["Age"], path, lines, "Age")
+    check_age(age, lambda i: f"{path}: line {lines[i]}, column 'Age'")
+    codes, kinds = _codes(raw["Frontal/Lateral"], _CHEXPERT_FRONTAL_LATERAL, path, lines)
+    lateral = (np.array(kinds) == "Lateral")[codes]
+    codes, views = _codes(raw["AP/PA"], _CHEXPERT_VIEW, path, lines)
+    sex = normalise_sex(raw["Sex"], lambda i: f"{path}: line {lines[i]}, column 'Sex'", unknown_sex)
     out = pd.concat(
         [
             pd.DataFrame(
                 {
-                    "path": paths,
+                    "path": _join(root, raw["Path"]),
                     "id": ids,
                     "patient_id": patients,
                     "sex": sex,
-                    "age": age,
-                    "view": view,
+                    "age": age.where(age != 0),  # 0: unknown in the real file
+                    "view": take_text(
+                        [*views, "Lateral"], np.where(lateral, len(views), codes), raw["AP/PA"]
+                    ),
                 },
                 index=raw.index,
             ),
-            pd.DataFrame(block.T, index=raw.index, columns=labels, copy=False),
-            pd.DataFrame({"source": source, "line": lines}),
+            pd.DataFrame(
+                _label_block(values, labels, uncertainty).T,
+                index=raw.index,
+                columns=labels,
+                copy=False,
+            ),
+            pd.DataFrame({"source": repeat_text(str(path), raw["Path"]), "line": lines}),
         ],
         axis=1,
     )
+    # one column first (an integer per id when there is one): the whole row only on a repeat
+    repeated = not ids.is_unique if key is None else pd.Series(key).duplicated().any()
     if repeated:
         keep = check_duplicates(
             raw.assign(id=ids), ["id"], lines, str(path), "image", drop_duplicates
@@ -804,92 +787,73 @@ def read_nih_csv(
         trailing_empty=True,
     )
     image_dir = Path(image_dir) if image_dir is not None else path.parent / "images"
-    columns = {c: raw[c] for c in raw.columns}  # taken here: the jobs below share no frame
-    distinct = list(dict.fromkeys(labels))  # a label asked for twice is one column
 
     def where(column: str) -> Callable[[int], str]:
         return lambda i: f"{path}: line {lines[i]}, column {column!r}"
 
-    def blank(column: str, values: pd.Series) -> None:
+    def check_not_blank(column: str, values: pd.Series) -> None:
         if (values == "").any():
             raise TableError(f"{where(column)(int(np.flatnonzero(values == '')[0]))}: blank")
 
-    def check_images() -> tuple[pd.Series, pd.Series, pd.Series, pd.Series, bool]:
-        images = strip_text(columns["Image Index"])
-        blank("Image Index", images)
-        paths, ids = _join(image_dir, images), remove_suffix(images, ".png")
-        return images, paths, ids, repeat_text(str(path), images), is_unique(images)
-
-    def check_patients() -> pd.Series:
-        ids, like = columns["Patient ID"], columns["Image Index"]
-        if ids.dtype.kind in "iu":  # the real file: integers, so none is blank
-            # each patient's text once (30k patients in the real file's 112k rows)
-            codes, numbers = pd.factorize(ids.to_numpy())
-            distinct = "nih" + pd.Series(numbers).astype(like.dtype)
-            return pd.Series(distinct.array.take(codes), index=ids.index)
-        text = ids.astype(like.dtype).str.strip().where(ids.notna(), "")  # blank: NaN
-        blank("Patient ID", text)
-        return "nih" + text
-
-    def check_findings() -> np.ndarray:
-        # the findings of each distinct Finding Labels value (a few hundred in the real file)
-        codes, uniques = factorize_text(columns["Finding Labels"])
-        column = {f: j for j, f in enumerate(NIH_FINDINGS)}
-        pairs = np.array(
-            [(u, column.get(f, -1)) for u, v in enumerate(uniques) for f in v.strip().split("|")],
-            dtype=np.intp,
-        ).reshape(-1, 2)
-        if (pairs[:, 1] < 0).any():
-            i = int(np.flatnonzero(np.isin(codes, pairs[pairs[:, 1] < 0, 0]))[0])
-            unknown = [f for f in uniques[codes[i]].strip().split("|") if f not in column]
-            raise TableError(
-                f"{path}: line {lines[i]}, column 'Finding Labels': unknown finding(s) "
-                f"{unknown}; expected names from {list(NIH_FINDINGS)}"
+    images = strip_text(raw["Image Index"])
+    check_not_blank("Image Index", images)
+    ids = raw["Patient ID"]
+    if ids.dtype.kind in "iu":  # the real file: integers, so none is blank
+        # each patient's text once (30k patients in the real file's 112k rows)
+        codes, numbers = pd.factorize(ids.to_numpy())
+        patients = pd.Series(("nih" + pd.Series(numbers).astype(images.dtype)).array.take(codes))
+    else:
+        patients = ids.astype(images.dtype).str.strip().where(ids.notna(), "")  # blank: NaN
+        check_not_blank("Patient ID", patients)
+        patients = "nih" + patients
+    # the findings of each distinct Finding Labels value (a few hundred in the real file)
+    codes, uniques = factorize_text(raw["Finding Labels"])
+    column = {f: j for j, f in enumerate(NIH_FINDINGS)}
+    pairs = np.array(
+        [(u, column.get(f, -1)) for u, v in enumerate(uniques) for f in v.strip().split("|")],
+        dtype=np.intp,
+    ).reshape(-1, 2)
+    if (pairs[:, 1] < 0).any():
+        i = int(np.flatnonzero(np.isin(codes, pairs[pairs[:, 1] < 0, 0]))[0])
+        unknown = [f for f in uniques[codes[i]].strip().split("|") if f not in column]
+        raise TableError(
+            f"{path}: line {lines[i]}, column 'Finding Labels': unknown finding(s) {unknown}; "
+            f"expected names from {list(NIH_FINDINGS)}"
+        )
+    member = np.zeros((len(uniques), len(NIH_FINDINGS)), dtype=bool)  # distinct value x finding
+    member[pairs[:, 0], pairs[:, 1]] = True
+    distinct = list(dict.fromkeys(labels))  # a label asked for twice is one column
+    block = np.empty((len(distinct), len(raw)))  # a pandas float block: taken as it is
+    for row, lab in zip(block, distinct, strict=True):
+        sources = [lab] if lab in column else [f for f, c in NIH_TO_CHEXPERT.items() if c == lab]
+        if sources:
+            np.take(
+                member[:, [column[f] for f in sources]].any(axis=1).astype(float), codes, out=row
             )
-        member = np.zeros((len(uniques), len(NIH_FINDINGS)), dtype=bool)  # value x finding
-        member[pairs[:, 0], pairs[:, 1]] = True
-        block = np.empty((len(distinct), len(codes)))  # a pandas float block: taken as it is
-        for row, lab in zip(block, distinct, strict=True):
-            sources = (
-                [lab] if lab in column else [f for f, c in NIH_TO_CHEXPERT.items() if c == lab]
-            )
-            if sources:
-                hit = member[:, [column[f] for f in sources]].any(axis=1).astype(float)
-                np.take(hit, codes, out=row)
-            else:  # a CheXpert observation NIH has no finding for: unknown
-                row.fill(np.nan)
-        return block
-
-    def check_groups() -> tuple[pd.Series, pd.Series, pd.Series]:
-        age = _numeric(columns["Patient Age"], path, lines, "Patient Age")
-        check_age(age, where("Patient Age"))
-        sex = columns[sex_column(list(columns))]
-        sex = normalise_sex(sex, where(str(sex.name)), unknown_sex)
-        return sex, age, _recode(columns["View Position"], _NIH_VIEW, path, lines)
-
-    # in the order a run one after another checks them: the first problem is the one named
-    (images, paths, ids, source, unique), patient_ids, block, (sex, age, view) = in_parallel(
-        check_images, check_patients, check_findings, check_groups
-    )
+        else:  # a CheXpert observation NIH has no finding for: unknown
+            row.fill(np.nan)
+    age = _numeric(raw["Patient Age"], path, lines, "Patient Age")
+    check_age(age, where("Patient Age"))
+    sex = raw[sex_column(raw.columns)]
     out = pd.concat(
         [
             pd.DataFrame(
                 {
-                    "path": paths,
-                    "id": ids,
-                    "patient_id": patient_ids,
-                    "sex": sex,
+                    "path": _join(image_dir, images),
+                    "id": remove_suffix(images, ".png"),
+                    "patient_id": patients.set_axis(raw.index),
+                    "sex": normalise_sex(sex, where(str(sex.name)), unknown_sex),
                     "age": age,
-                    "view": view,
+                    "view": _recode(raw["View Position"], _NIH_VIEW, path, lines),
                 },
                 index=raw.index,
             ),
             pd.DataFrame(block.T, index=raw.index, columns=distinct, copy=False),
-            pd.DataFrame({"source": source, "line": lines}, index=raw.index),
+            pd.DataFrame({"source": repeat_text(str(path), images), "line": lines}),
         ],
         axis=1,
     )
-    if not unique:  # one column first: the whole row only when an image repeats
+    if not is_unique(images):  # one column first: the whole row only when an image repeats
         keep = check_duplicates(
             raw.assign(id=images), ["id"], lines, str(path), "image", drop_duplicates
         )
