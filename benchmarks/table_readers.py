@@ -1,17 +1,19 @@
 """Time of medxfer's chest X-ray table readers against plain ``pandas.read_csv`` of the same
 file, at the real tables' size, in one run (a benchmark, not a test)::
 
-    python benchmarks/table_readers.py --repeats 5
+    python benchmarks/table_readers.py               # add --gzip for the .csv.gz of each table
 
 Tables with the real headers are generated in a temporary folder: CheXpert ``train.csv``
 (223,414 rows, ``Path,Sex,Age,Frontal/Lateral,AP/PA`` and the 14 observations, blanks and
 -1.0 mixed in as in the real file) and NIH ChestX-ray14 ``Data_Entry_2017_v2020.csv``
 (112,120 rows, the header whose ``OriginalImage[Width,Height]`` and
 ``OriginalImagePixelSpacing[x,y]`` hold commas). Each reader and ``pandas.read_csv`` (default
-arguments) read each file ``--repeats`` times, taking turns; the best wall time of each and
-their ratio are printed, and the same for the CPU time of the process (all threads): on a
-machine shared with other jobs the wall clock also measures the neighbours. Target:
-reader / pandas <= 2.
+arguments) read each file ``--repeats`` times (15), taking turns; printed for wall and for CPU
+time of the process (all threads): the best time of each, their ratio, and the median of the
+ratios of the rounds (each round's two calls see the same load, so on a shared machine the
+median moves less than the best times do). pandas >= 3.1 parses a large file on every core,
+the readers' checks after it run on one: the CPU ratio is the reader's cost, the wall ratio
+also the cores it leaves idle. Target: reader / pandas <= 2.
 """
 
 from __future__ import annotations

@@ -16,9 +16,10 @@ Plain functions, no image IO (DESIGN.md), each returning one validated table wit
 
 Both readers open a table the same way (plain or gzip-compressed, UTF-8) and require every row
 to have the header's number of fields; errors name the file, line and column. They work on
-whole columns (pandas string operations), not on one Python object per row: each reads its
-table in 2.0-2.5 times the CPU time of ``pandas.read_csv`` (``benchmarks/table_readers.py``;
-figures in docs/performance.md).
+whole columns (:mod:`medxfer.data.text`: pyarrow's kernels and numpy on the bytes), not on one
+Python object per row: each reads its table in 1.7-1.9 times the CPU time of
+``pandas.read_csv`` (2.2-2.6 times its wall time: pandas parses on two cores, the checks run
+on one; ``benchmarks/table_readers.py``, figures in docs/performance.md).
 """
 
 from __future__ import annotations
