@@ -140,7 +140,6 @@ class _Text(NamedTuple):
     """A table's bytes as :func:`_read_bytes` opened them."""
 
     data: bytes | mmap.mmap  # a regular file is mapped, not copied
-    compressed: bool
     ascii: bool  # every byte < 128: characters are bytes
 
     def close(self) -> None:
@@ -190,7 +189,7 @@ def _read_bytes(path: Path) -> _Text:
                 f"{path}: line {line} is not UTF-8 text ({err.reason} at byte {err.start}); "
                 "save the table as UTF-8"
             ) from None
-    return _Text(data, compressed, ascii)
+    return _Text(data, ascii)
 
 
 def _split_csv_header(line: str) -> list[str]:
@@ -570,9 +569,7 @@ def _chexpert_values(
     column, where comparing with each allowed value would take three; ``|t| > 0`` is False
     for NaN (blank). The test runs in two scratch rows reused for every column."""
     values = {}
-    names = list(raw)  # the file's columns, in order
-    rows = len(raw[names[0]])
-    t, bad = np.empty(rows), np.empty(rows, dtype=bool)
+    t, bad = np.empty(len(raw)), np.empty(len(raw), dtype=bool)
     for lab in labels:
         col = raw[lab]
         if col.dtype.kind in "iuf":
@@ -589,7 +586,7 @@ def _chexpert_values(
             bad |= np.isnan(v) & ~blank
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            value = _raw_field(path, int(lines[i]), names.index(lab)).strip()
+            value = _raw_field(path, int(lines[i]), list(raw.columns).index(lab)).strip()
             raise TableError(
                 f"{path}: line {lines[i]}, column {lab!r}: value {value!r} is not one of "
                 "1.0, 0.0, -1.0 or blank"
@@ -802,7 +799,8 @@ def read_nih_csv(
     if ids.dtype.kind in "iu":  # the real file: integers, so none is blank
         # each patient's text once (30k patients in the real file's 112k rows)
         codes, numbers = pd.factorize(ids.to_numpy())
-        patients = pd.Series(("nih" + pd.Series(numbers).astype(images.dtype)).array.take(codes))
+        names = "nih" + pd.Series(numbers).astype(images.dtype)
+        patients = pd.Series(names.array.take(codes), index=raw.index)
     else:
         patients = ids.astype(images.dtype).str.strip().where(ids.notna(), "")  # blank: NaN
         check_not_blank("Patient ID", patients)
@@ -842,7 +840,7 @@ def read_nih_csv(
                 {
                     "path": _join(image_dir, images),
                     "id": remove_suffix(images, ".png"),
-                    "patient_id": patients.set_axis(raw.index),
+                    "patient_id": patients,
                     "sex": normalise_sex(sex, where(str(sex.name)), unknown_sex),
                     "age": age,
                     "view": _recode(raw["View Position"], _NIH_VIEW, path, lines),

@@ -48,22 +48,22 @@ def _series(values: object, like: pd.Series) -> pd.Series:
     return pd.Series(pd.array(values, dtype=like.dtype), index=like.index, name=like.name)
 
 
-def fixed_width(text: pd.Series) -> np.ndarray | None:
-    """The UTF-8 bytes of a text column whose values all have one length in bytes (at least
-    1), as a read-only ``(rows, width)`` uint8 array over pyarrow's buffer, or None: another
-    storage, a missing value or values of different lengths.
-
-    Example:
-        >>> fixed_width(pd.Series(["PA", "AP"])).tolist()
-        [[80, 65], [65, 80]]
-    """
-    if _column(text) is None:
-        return None
+def _one_array(text: pd.Series) -> object:
+    """The pyarrow array behind a pyarrow-stored column, in one piece (a column of several
+    chunks, as a parallel parse leaves it, is concatenated once)."""
     import pyarrow as pa  # there: the column is stored by it
 
     values = pa.array(text.array)
     if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+        values = values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
+    return values
+
+
+def _rows_of(values: object) -> np.ndarray | None:
+    """:func:`fixed_width` of one pyarrow array."""
+    import pyarrow as pa  # there: only called for arrays of it
+
+    assert isinstance(values, pa.Array)
     if values.null_count or not (
         pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
     ):
@@ -77,6 +77,18 @@ def fixed_width(text: pd.Series) -> np.ndarray | None:
         return None
     data = np.frombuffer(data_buffer, np.uint8, len(values) * width, int(offsets[0]))
     return data.reshape(len(values), width)
+
+
+def fixed_width(text: pd.Series) -> np.ndarray | None:
+    """The UTF-8 bytes of a text column whose values all have one length in bytes (at least
+    1), as a read-only ``(rows, width)`` uint8 array over pyarrow's buffer, or None: another
+    storage, a missing value or values of different lengths.
+
+    Example:
+        >>> fixed_width(pd.Series(["PA", "AP"])).tolist()
+        [[80, 65], [65, 80]]
+    """
+    return None if _column(text) is None else _rows_of(_one_array(text))
 
 
 def _words(rows: np.ndarray) -> np.ndarray:
@@ -148,12 +160,15 @@ _MAY_BE_SPACE = np.array([b <= 0x20 or b >= 0x7F for b in range(256)])
 
 def strip_text(text: pd.Series) -> pd.Series:
     """``text.str.strip()``; a column of one width whose values neither begin nor end with
-    whitespace (NIH's image names) is returned as a shallow copy, its strings not rebuilt."""
-    rows = fixed_width(text)
-    if rows is not None and not (
-        _MAY_BE_SPACE[rows[:, 0]].any() or _MAY_BE_SPACE[rows[:, -1]].any()
-    ):
-        return text.copy(deep=False)
+    whitespace (NIH's image names) keeps its strings, in one piece, so that the functions
+    called on it next (:func:`prefix_text`, :func:`remove_suffix`) read its bytes in place."""
+    if _column(text) is not None:
+        values = _one_array(text)
+        rows = _rows_of(values)
+        if rows is not None and not (
+            _MAY_BE_SPACE[rows[:, 0]].any() or _MAY_BE_SPACE[rows[:, -1]].any()
+        ):
+            return _series(values, text)
     return text.str.strip()
 
 

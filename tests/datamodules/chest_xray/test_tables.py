@@ -705,9 +705,10 @@ def test_negative_age_is_never_binned() -> None:
 
 
 @pytest.mark.parametrize(
-    ("rows", "expected"),
+    ("reader", "rows", "expected"),
     [
         pytest.param(  # a bad sex on line 2 and a bad label on line 3: the labels come first
+            "chexpert",
             [
                 _row(FRONT, "X", 40, "Frontal", "AP"),
                 _row(FRONT.replace("00001", "00002"), "Male", 40, "Frontal", "AP", Edema="2.0"),
@@ -716,6 +717,7 @@ def test_negative_age_is_never_binned() -> None:
             id="label-before-sex",
         ),
         pytest.param(  # a bad view on line 2 and a bad path on line 3: the paths come first
+            "chexpert",
             [
                 _row(FRONT, "Male", 40, "Frontal", "XY"),
                 _row("CheXpert-v1.0/train/study1/view1.jpg", "Male", 40, "Frontal", "AP"),
@@ -724,47 +726,40 @@ def test_negative_age_is_never_binned() -> None:
             id="path-before-view",
         ),
         pytest.param(  # a bad sex and a bad age on line 2: the age comes first
+            "chexpert",
             [_row(FRONT, "X", 130, "Frontal", "AP")],
             "line 2, column 'Age': age 130 is outside",
             id="age-before-sex",
         ),
-    ],
-)
-def test_chexpert_problems_are_named_in_the_order_they_are_checked(
-    tmp_path: Path, rows: list[str], expected: str
-) -> None:
-    path = _write(tmp_path / "CheXpert-v1.0" / "train.csv", HEADER, rows)
-    with pytest.raises(TableError) as err:
-        read_chexpert_csv(path)
-    assert str(err.value).startswith(f"{path}: {expected}")
-
-
-@pytest.mark.parametrize(
-    ("rows", "expected"),
-    [
         pytest.param(
+            "nih",
             ["a.png,Cancer,0,1,50,M,PA,1,1,1,1", " ,Mass,0,2,50,F,AP,1,1,1,1"],
             "line 3, column 'Image Index': blank",
             id="image-before-finding",
         ),
         pytest.param(
+            "nih",
             ["a.png,Mass,0,1,50,Q,PA,1,1,1,1", "b.png,Cancer,0,,50,F,AP,1,1,1,1"],
             "line 3, column 'Patient ID': blank",
             id="patient-before-finding-and-sex",
         ),
         pytest.param(
+            "nih",
             ["a.png,Mass,0,1,50,Q,PA,1,1,1,1", "b.png,Cancer,0,2,50,F,AP,1,1,1,1"],
             "line 3, column 'Finding Labels': unknown finding(s) ['Cancer']",
             id="finding-before-sex",
         ),
     ],
 )
-def test_nih_problems_are_named_in_the_order_they_are_checked(
-    tmp_path: Path, rows: list[str], expected: str
+def test_of_several_problems_the_first_one_checked_is_named(
+    tmp_path: Path, reader: str, rows: list[str], expected: str
 ) -> None:
-    path = _write(tmp_path / "Data_Entry_2017_v2020.csv", NIH_HEADER, rows)
+    if reader == "chexpert":
+        path = _write(tmp_path / "CheXpert-v1.0" / "train.csv", HEADER, rows)
+    else:
+        path = _write(tmp_path / "Data_Entry_2017_v2020.csv", NIH_HEADER, rows)
     with pytest.raises(TableError) as err:
-        read_nih_csv(path)
+        read_chexpert_csv(path) if reader == "chexpert" else read_nih_csv(path)
     assert str(err.value).startswith(f"{path}: {expected}")
 
 
