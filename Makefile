@@ -24,7 +24,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(PY) -m medxfer.demo
+	$(PY) -m medxfer.commands.demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -35,7 +35,7 @@ from medxfer.callbacks import (
     SubgroupCallback,
     WeightDriftCallback,
 )
-from medxfer.datamodules import ChestXrayDataModule, CXRTable, write_synthetic_chexpert
+from medxfer.datamodules.chest_xray import ChestXrayDataModule, CXRTable, write_synthetic_chexpert
 from medxfer.tasks import MultiLabelClassifier
 
 PER_FIT = {"on_fit_start", "on_fit_end", "setup", "teardown"}

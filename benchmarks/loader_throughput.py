@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from medxfer.datamodules import (
+from medxfer.datamodules.chest_xray import (
     ChestXrayDataModule,
     CXRTable,
     write_synthetic_chexpert,

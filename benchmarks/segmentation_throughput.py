@@ -41,11 +41,8 @@ from training_throughput import (
     plain_epoch,
 )
 
-from medxfer.datamodules import (
-    MedxferDataModule,
-    SegmentationDataModule,
-    write_synthetic_montgomery,
-)
+from medxfer.datamodules import MedxferDataModule
+from medxfer.datamodules.segmentation import SegmentationDataModule, write_synthetic_montgomery
 from medxfer.tasks import Segmenter
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medxfer.datamodules import (
+from medxfer.datamodules.chest_xray import (
     CHEXPERT_LABELS,
     NIH_FINDINGS,
     read_chexpert_csv,

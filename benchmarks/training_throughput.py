@@ -46,12 +46,8 @@ from callback_overhead import EpochTimer, analysis_callbacks
 from lightning.pytorch.loggers import CSVLogger
 
 from medxfer.checkpointing import use_local_checkpoint_io
-from medxfer.datamodules import (
-    ChestXrayDataModule,
-    CXRTable,
-    MedxferDataModule,
-    write_synthetic_chexpert,
-)
+from medxfer.datamodules import MedxferDataModule
+from medxfer.datamodules.chest_xray import ChestXrayDataModule, CXRTable, write_synthetic_chexpert
 from medxfer.tasks import MultiLabelClassifier, TransferTask
 
 #: A fresh datamodule, and a fresh seeded task for it (``channels_last`` as asked).

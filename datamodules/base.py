@@ -28,7 +28,6 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from medxfer.catalog import DATAMODULES
 from medxfer.data.cache import (
     CacheSettings,
     FileImages,
@@ -47,7 +46,6 @@ from medxfer.resume import KeyedDataset, ResumableLoader, ResumableSampler, run_
 from medxfer.transforms import SIGNED
 
 __all__ = [
-    "DATAMODULES",
     "ImageTableDataset",
     "MedxferDataModule",
     "age_group",

@@ -1,5 +1,5 @@
 """``python -m medxfer`` runs the ``medxfer`` command."""
 
-from medxfer.cli import main
+from medxfer.commands import main
 
 raise SystemExit(main())

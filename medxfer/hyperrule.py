@@ -28,10 +28,12 @@ crop (mammography, 2048 px by default; dermatology, 448 px) keep their configure
 ``image_size`` -- shrinking a mammogram to 480 px would lose the findings -- and a warning says
 so; the rest of the rule still applies.
 
-The rule is resolved from the ``data`` section alone, before the task and the trainer are built
-(:func:`resolve_data`), so ``medxfer prepare --hyperrule true`` caches images at the resolution
-``medxfer fit --hyperrule true`` trains at; the learning rate and step counts need the global
-batch and are set on the built run (:func:`apply_hyperrule`).
+The rule reads the training split (its size after ``train_fraction`` / ``shots_per_class``, and
+its first image's size) from a datamodule's tables, without the model or the trainer
+(:func:`hyperrule_of`), and turns into config overrides (:func:`hyperrule_overrides`) that
+``medxfer fit --hyperrule true`` applies before anything is built -- so ``medxfer prepare
+--hyperrule true`` caches images at the resolution the fit trains at, and the saved config
+holds what ran. This module is the pure rule; the commands read the config.
 """
 
 from __future__ import annotations
@@ -45,13 +47,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 __all__ = [
     "HyperRule",
-    "apply_hyperrule",
     "bit_hyperrule",
+    "describe_rule",
     "describe_run",
     "global_batch",
     "hyperrule_of",
+    "hyperrule_overrides",
     "resolution_settings",
-    "resolve_data",
 ]
 
 #: The rule's (resize, crop) sides: below 96 x 96 pixels, and from there on.
@@ -232,70 +234,57 @@ def resolution_settings(datamodule: Any, rule: HyperRule) -> dict[str, int]:
     return {}
 
 
-def resolve_data(data: Any) -> HyperRule:
-    """Resolve the rule from a parsed ``data`` config section (``class_path`` / ``init_args``)
-    before anything else is built: builds the datamodule alone, reads its tables and first
-    image, writes the resolution into ``data.init_args`` in place and prints what it set.
-    Returns the rule (at the published batch of 512)."""
-    from medxfer.prepare import datamodule_from_section
+# ------------------------------------------------------------------------------- the run side
+def global_batch(batch_size: int, processes: int = 1, accumulate: int = 1) -> int:
+    """Examples per optimizer step: per-process batch x processes x accumulated batches.
 
-    datamodule = datamodule_from_section(data)
-    rule = hyperrule_of(datamodule)
-    settings = resolution_settings(datamodule, rule)
-    for key, value in settings.items():
-        data["init_args"][key] = value
+    Example:
+        >>> global_batch(16, processes=2, accumulate=3)
+        96
+    """
+    return int(batch_size) * int(processes) * int(accumulate)
+
+
+def hyperrule_overrides(resolution: dict[str, int], run: HyperRule) -> dict[str, Any]:
+    """The config values BiT-HyperRule sets, as dotted keys of a ``medxfer fit`` config, for a
+    run at global batch ``run.batch_size`` (``rule.for_batch(global_batch(...))``):
+    ``resolution`` (from :func:`resolution_settings`) under ``data.init_args``, the task's
+    optimiser, lr, schedule and MixUp under ``model.init_args``, and the trainer's
+    ``max_steps`` with ``max_epochs=-1`` (the rule's step count decides). The command applies
+    them to the config before anything is built, so the saved config holds what ran.
+
+    Example:
+        >>> run = bit_hyperrule(10_000, 40).for_batch(32)
+        >>> over = hyperrule_overrides({"resize": 160, "image_size": 128}, run)
+        >>> over["data.init_args.image_size"], over["model.init_args.lr"], over["trainer.max_steps"]
+        (128, 0.0001875, 8000)
+    """
+    out: dict[str, Any] = {f"data.init_args.{k}": v for k, v in resolution.items()}
+    out.update({f"model.init_args.{k}": v for k, v in run.task_settings().items()})
+    out["trainer.max_steps"], out["trainer.max_epochs"] = run.total_steps, -1
+    return out
+
+
+def describe_rule(rule: HyperRule, datamodule: Any, resolution: dict[str, int]) -> str:
+    """One line on the rule of a datamodule's training split and the resolution it sets."""
     h, w = rule.image_size or (0, 0)
-    where = ", ".join(f"{k}={v}" for k, v in settings.items()) or (
+    where = ", ".join(f"{k}={v}" for k, v in resolution.items()) or (
         f"image_size={datamodule.hparams.get('image_size')} kept (no crop step)"
     )
-    _say(
+    return (
         f"BiT-HyperRule: {rule.dataset_size:,} training examples, first image {h}x{w} px -> "
         f"{type(datamodule).__name__} {where}; MixUp {rule.mixup:g}; the rule's "
-        f"{rule.total_steps} steps at batch {rule.batch_size} (lr, steps: at the run's global "
-        "batch)"
-    )
-    return rule
-
-
-# ------------------------------------------------------------------------------- the run side
-def global_batch(datamodule: Any, trainer: Any) -> int:
-    """Examples per optimizer step: per-process batch x processes x accumulated batches."""
-    return (
-        int(datamodule.batch_size) * int(trainer.world_size) * int(trainer.accumulate_grad_batches)
+        f"{rule.total_steps} steps at batch {rule.batch_size}"
     )
 
 
-def apply_hyperrule(
-    model: Any, datamodule: Any, trainer: Any, rule: HyperRule | None = None
-) -> HyperRule:
-    """Set a built run's hyper-parameters by BiT-HyperRule at its global batch.
-
-    Sets the task's optimiser (SGD, momentum 0.9), learning rate, warm-up, decay boundaries
-    (÷10) and MixUp alpha, and the trainer's ``max_steps`` (``max_epochs`` off: the rule's step
-    count decides), from ``rule.for_batch(global_batch(datamodule, trainer))``. ``rule=None``
-    (the Python API): the rule is read from ``datamodule`` and its resolution set on it (its
-    datasets are rebuilt); ``medxfer fit --hyperrule true`` passes the rule it resolved from the
-    config (:func:`resolve_data`). Returns the run's rule.
-    """
-    if rule is None:
-        rule = hyperrule_of(datamodule)
-        settings = resolution_settings(datamodule, rule)
-        if settings:
-            datamodule.hparams.update(settings)
-            datamodule.reset()
-    run = rule.for_batch(global_batch(datamodule, trainer))
-    model.hparams.update(run.task_settings())
-    trainer.fit_loop.epoch_loop.max_steps = run.total_steps
-    trainer.fit_loop.max_epochs = -1
-    return run
-
-
-def describe_run(run: HyperRule, datamodule: Any, trainer: Any) -> str:
-    """One line on what :func:`apply_hyperrule` set (``run``), with the global batch spelled
-    out and the published rule's examples beside the run's."""
+def describe_run(run: HyperRule, batch_size: int, processes: int = 1, accumulate: int = 1) -> str:
+    """One line on what :func:`hyperrule_overrides` sets for ``run``, with the global batch
+    spelled out (``batch_size`` per process x ``processes`` x ``accumulate``) and the published
+    rule's examples beside the run's."""
     line = (
-        f"BiT-HyperRule at global batch {run.batch_size} ({datamodule.batch_size} per process x "
-        f"{trainer.world_size} process(es) x {trainer.accumulate_grad_batches} accumulated): "
+        f"BiT-HyperRule at global batch {run.batch_size} ({batch_size} per process x "
+        f"{processes} process(es) x {accumulate} accumulated): "
         f"SGD momentum {run.momentum:g}, lr {run.base_lr:.6g}, "
         f"warm-up {run.schedule[0]} steps, lr x {run.decay_factor:g} after steps "
         f"{', '.join(map(str, run.schedule[1:-1]))}; {run.total_steps} steps = "
@@ -308,11 +297,3 @@ def describe_run(run: HyperRule, datamodule: Any, trainer: Any) -> str:
             f"{rule.base_lr:g})"
         )
     return line
-
-
-def _say(message: str) -> None:
-    """Print on the global-rank-zero process only."""
-    from lightning.pytorch.utilities import rank_zero_only
-
-    if rank_zero_only.rank == 0:
-        print(message, flush=True)

@@ -461,27 +461,3 @@ def _html(markdown: str) -> str:
     flush()
     style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}img{max-width:100%}"
     return f"<!doctype html><html><head><meta charset='utf-8'><title>medxfer report</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
-
-
-def main(argv: Sequence[str]) -> int:
-    """``medxfer report STUDY [--out DIR] [--baseline NAME] [--compare A B]``."""
-    from medxfer.cli import CommandParser
-
-    p = CommandParser(prog="medxfer report", description="Tables and plots of a study folder.")
-    p.add_argument("study", type=Path)
-    p.add_argument("--out", type=Path, default=None, help="default: STUDY/report")
-    p.add_argument(
-        "--baseline", default=None, help="configuration whose AUROC the others must match"
-    )
-    p.add_argument(
-        "--compare",
-        nargs=2,
-        metavar=("A", "B"),
-        default=None,
-        help="t-test between two configurations",
-    )
-    p.add_argument("--resamples", type=int, default=1000)
-    args = p.parse_args(argv)
-    path = build_report(args.study, args.out, args.baseline, args.compare, args.resamples)
-    print(f"wrote {path} and {path.with_suffix('.html')}")
-    return 0

@@ -23,7 +23,7 @@ training, never by history:
 
 The best-model tracking lives in Lightning's ``ModelCheckpoint`` state, restored only when the
 resumed run writes into the same checkpoint folder: ``medxfer fit --resume RUN_DIR`` (see
-:func:`medxfer.lightning_cli.resume_arguments`) makes sure it does.
+:func:`medxfer.commands.lightning.resume_arguments`) makes sure it does.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Task LightningModules of medxfer, named by the shape of what they classify and registered by
-name for ``medxfer list tasks`` and for short class names in configs:
+"""Task LightningModules of medxfer, named by the shape of what they classify and declared as
+entry points (``medxfer list tasks``; short class names in configs):
 
 * :class:`MultiLabelClassifier` -- one image, independent labels (sigmoid);
 * :class:`CaseClassifier` -- one image or a case of several (masked mean), one distribution
@@ -12,8 +12,6 @@ Subclass :class:`TransferTask` for a new shape (see docs/getting-started.md)."""
 
 from __future__ import annotations
 
-from medxfer.catalog import TASKS  # the registry; medxfer's tasks are declared there by path
-
 from .base import TransferTask, mixup_batch, resolve_input_norm
 from .multi_image import CaseClassifier, CaseMetrics, masked_mean
 from .multi_view import MultiViewClassifier, masked_focal_loss
@@ -21,7 +19,6 @@ from .segmentation import Segmenter, unet_stages
 from .single_image import MultiLabelClassifier, masked_bce_with_logits
 
 __all__ = [
-    "TASKS",
     "CaseClassifier",
     "CaseMetrics",
     "MultiLabelClassifier",

@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-from medxfer.datamodules import write_synthetic_chexpert, write_synthetic_nih
+from medxfer.datamodules.chest_xray import write_synthetic_chexpert, write_synthetic_nih
 
 REPO = Path(__file__).resolve().parents[1]
 NIH_SUBSET = REPO.parent / "shared" / "data" / "nih-chestxray14-subset"

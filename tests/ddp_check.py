@@ -19,7 +19,8 @@ import lightning as L
 import numpy as np
 
 from medxfer.callbacks import CalibrationCallback, MaskWriter, SubgroupCallback
-from medxfer.datamodules import ChestXrayDataModule, CXRTable, SegmentationDataModule
+from medxfer.datamodules.chest_xray import ChestXrayDataModule, CXRTable
+from medxfer.datamodules.segmentation import SegmentationDataModule
 from medxfer.tasks import MultiLabelClassifier, Segmenter
 
 

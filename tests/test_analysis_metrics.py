@@ -14,7 +14,7 @@ from torchmetrics.functional.classification import (
     multiclass_calibration_error,
 )
 
-from medxfer.backbones import create_backbone
+from medxfer.backbones import create_backbone, parameter_stages
 from medxfer.metrics import (
     CalibrationError,
     MinibatchCKA,
@@ -195,14 +195,14 @@ def test_minibatch_cka_agrees_with_the_full_batch_estimate() -> None:
 def test_weight_drift_is_zero_at_init_and_exact_on_a_perturbation() -> None:
     model = create_backbone("timm/test_resnet")
     initial = {n: p.detach().clone() for n, p in model.named_parameters()}
-    drift = weight_drift(model, initial)
+    drift = weight_drift(model, initial, parameter_stages(model))
     assert all(v["l1"] == 0 and v["rel_l2"] == 0 for v in drift.values())
     w = model.layer2[0].conv1.weight
     with torch.no_grad():
         w[0, 0, 0, 0] += 0.5
         w[1, 0, 0, 0] -= 0.25
         model.bn1.weight += 1.0  # not a conv kernel: ignored
-    drift = weight_drift(model, initial)
+    drift = weight_drift(model, initial, parameter_stages(model))
     stage_convs = [
         p for n, p in model.named_parameters() if n.startswith("layer2.") and p.ndim == 4
     ]

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from medxfer.artifacts import jsonable, write_json
-from medxfer.cli import MedxferCLI, format_results
+from medxfer.commands.lightning import MedxferCLI
+from medxfer.results import format_results
 
 
 def _strict(text: str) -> object:

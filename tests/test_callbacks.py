@@ -17,7 +17,7 @@ from medxfer.callbacks import (
     SubgroupCallback,
     WeightDriftCallback,
 )
-from medxfer.datamodules import ChestXrayDataModule, CXRTable
+from medxfer.datamodules.chest_xray import ChestXrayDataModule, CXRTable
 from medxfer.tasks import MultiLabelClassifier
 
 

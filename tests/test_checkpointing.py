@@ -75,7 +75,7 @@ def test_installed_only_in_place_of_lightnings_default(tmp_path: Path) -> None:
 
 
 def test_the_cli_trainer_uses_it(synthetic_cxr: dict[str, Path], tmp_path: Path) -> None:
-    from medxfer.lightning_cli import build_cli
+    from medxfer.commands.lightning import build_cli
 
     cli = build_cli(
         [

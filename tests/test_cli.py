@@ -14,17 +14,19 @@ import torch
 from bit_format import write_bit_npz
 
 from medxfer.backbones import create_backbone
-from medxfer.datamodules import (
+from medxfer.datamodules.chest_xray import (
     ChestXrayDataModule,
     CXRTable,
     write_synthetic_chexpert,
-    write_synthetic_derm,
-    write_synthetic_drive,
-    write_synthetic_mammo,
-    write_synthetic_montgomery,
     write_synthetic_nih,
+)
+from medxfer.datamodules.dermatology import write_synthetic_derm
+from medxfer.datamodules.image_table import write_synthetic_table
+from medxfer.datamodules.mammography import write_synthetic_mammo
+from medxfer.datamodules.segmentation import (
+    write_synthetic_drive,
+    write_synthetic_montgomery,
     write_synthetic_siim,
-    write_synthetic_table,
 )
 from medxfer.tasks import MultiLabelClassifier
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from medxfer.datamodules import COMPETITION_LABELS
+from medxfer.datamodules.chest_xray import COMPETITION_LABELS
 
 SCRIPT = Path(__file__).with_name("ddp_check.py")
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def test_two_ddp_ranks_log_what_one_process_logs(
 
 
 def test_two_ddp_ranks_give_the_dice_of_one_process(tmp_path: Path) -> None:
-    from medxfer.datamodules import write_synthetic_montgomery
+    from medxfer.datamodules.segmentation import write_synthetic_montgomery
 
     data = write_synthetic_montgomery(tmp_path / "mont", 22, size=32, seed=0)
     one = _run(data, tmp_path / "one.json", 1, "seg")
@@ -76,7 +76,7 @@ def test_two_ddp_ranks_give_the_dice_of_one_process(tmp_path: Path) -> None:
 def test_two_ddp_ranks_write_the_masks_of_one_process(tmp_path: Path) -> None:
     """``MaskWriter`` under DDP: every rank finds the run folder once (``trainer.log_dir``
     broadcasts, so a rank asking alone would wait forever) and writes its own cases' PNGs."""
-    from medxfer.datamodules import write_synthetic_montgomery
+    from medxfer.datamodules.segmentation import write_synthetic_montgomery
 
     data = write_synthetic_montgomery(tmp_path / "mont", 22, size=32, seed=0)
     (tmp_path / "id_key").write_text("ab" * 32 + "\n")  # one key above both runs' folders

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from medxfer.datamodules import write_synthetic_chexpert, write_synthetic_nih
+from medxfer.datamodules.chest_xray import write_synthetic_chexpert, write_synthetic_nih
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")

@@ -1,6 +1,7 @@
-"""Third-party plug-ins: a package installed beside medxfer that registers a task and a
-datamodule through the ``medxfer.tasks`` / ``medxfer.datamodules`` entry-point groups is listed
-by ``medxfer list`` and usable in a config by its short (class) name."""
+"""Third-party plug-ins: a package installed beside medxfer that declares a task, a datamodule
+and an image reader in the ``medxfer.tasks`` / ``medxfer.datamodules`` /
+``medxfer.image_readers`` entry-point groups -- as medxfer declares its own -- is listed by
+``medxfer list`` (without being imported) and usable in a config by its short (class) name."""
 
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ import yaml
 
 PLUGIN = '''"""A medxfer plug-in: one task and one datamodule."""
 
-from medxfer.datamodules import DATAMODULES, ChestXrayDataModule
-from medxfer.tasks import TASKS, MultiLabelClassifier
+import sys
+
+from medxfer.datamodules.chest_xray import ChestXrayDataModule
+from medxfer.tasks import MultiLabelClassifier
+
+print("PLUGIN IMPORTED", file=sys.stderr)
 
 
 class PluginClassifier(MultiLabelClassifier):
@@ -24,11 +29,6 @@ class PluginClassifier(MultiLabelClassifier):
 
 class PluginChestXray(ChestXrayDataModule):
     """A datamodule from a plug-in."""
-
-
-TASKS.add("PluginClassifier", PluginClassifier)
-TASKS.add("plugin-alias", PluginClassifier)  # not its class name: configs cannot use it
-DATAMODULES.add("PluginChestXray", PluginChestXray)
 '''
 
 
@@ -44,8 +44,9 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "Metadata-Version: 2.1\nName: medxfer-plugin-demo\nVersion: 0.1\n"
     )
     (info / "entry_points.txt").write_text(
-        "[medxfer.tasks]\nplugin = medxfer_plugin_demo\n\n"
-        "[medxfer.datamodules]\nplugin = medxfer_plugin_demo\n"
+        "[medxfer.tasks]\nPluginClassifier = medxfer_plugin_demo:PluginClassifier\n"
+        "plugin-alias = medxfer_plugin_demo:PluginClassifier\n\n"
+        "[medxfer.datamodules]\nPluginChestXray = medxfer_plugin_demo:PluginChestXray\n"
     )
     return root
 
@@ -65,7 +66,13 @@ def _medxfer(args: list[str], plugin_path: Path, cwd: Path) -> subprocess.Comple
 def test_list_shows_plugin(plugin_path: Path, tmp_path: Path) -> None:
     out = _medxfer(["list", "tasks"], plugin_path, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "PluginClassifier" in out.stdout.split()
+    listed = {line.split()[0]: line.split()[1:] for line in out.stdout.splitlines()}
+    assert listed["PluginClassifier"] == [
+        "medxfer_plugin_demo:PluginClassifier",
+        "[medxfer-plugin-demo]",
+    ]
+    assert listed["MultiLabelClassifier"] == ["medxfer.tasks.single_image:MultiLabelClassifier"]
+    assert "PLUGIN IMPORTED" not in out.stderr  # listed from its metadata alone
 
 
 def test_config_resolves_plugin_short_names(
@@ -86,4 +93,4 @@ def test_config_resolves_plugin_short_names(
     printed = yaml.safe_load(out.stdout)
     assert printed["model"]["class_path"] == "medxfer_plugin_demo.PluginClassifier"
     assert printed["data"]["class_path"] == "medxfer_plugin_demo.PluginChestXray"
-    assert "plugin-alias" in out.stderr  # a registered name that configs cannot resolve warns
+    assert "plugin-alias" in out.stderr  # a declared name that configs cannot resolve warns

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medxfer.datamodules import write_synthetic_chexpert, write_synthetic_nih
+from medxfer.datamodules.chest_xray import write_synthetic_chexpert, write_synthetic_nih
 
 REPO = Path(__file__).resolve().parents[1]
 PATIENT_ID = re.compile(rb"patient\d{5}")

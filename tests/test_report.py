@@ -14,8 +14,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from medxfer import artifacts
-from medxfer.cli import build_cli
-from medxfer.datamodules import write_synthetic_chexpert, write_synthetic_nih
+from medxfer.commands.lightning import build_cli
+from medxfer.datamodules.chest_xray import write_synthetic_chexpert, write_synthetic_nih
 from medxfer.metrics import bootstrap_ci
 from medxfer.report import _matching_fraction, build_report, find_runs
 from medxfer.study import replica_command

@@ -22,7 +22,7 @@ import yaml
 from torch.utils.data import TensorDataset, WeightedRandomSampler
 
 from medxfer import artifacts, study
-from medxfer.lightning_cli import expand_resume, resume_arguments
+from medxfer.commands.lightning import expand_resume, resume_arguments
 from medxfer.resume import (
     KeyedDataset,
     RandomState,

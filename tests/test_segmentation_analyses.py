@@ -23,8 +23,8 @@ from medxfer.callbacks import (
     SubgroupCallback,
     WeightDriftCallback,
 )
-from medxfer.cli import MedxferCLI
-from medxfer.datamodules import SegmentationDataModule, write_synthetic_montgomery
+from medxfer.commands.lightning import MedxferCLI
+from medxfer.datamodules.segmentation import SegmentationDataModule, write_synthetic_montgomery
 from medxfer.metrics import CalibrationError, sample_pixels
 from medxfer.tasks import Segmenter
 

@@ -1,5 +1,5 @@
 """Start-up: ``medxfer --help`` and ``medxfer list`` import neither torch, Lightning nor timm;
-``import medxfer.metrics`` imports no backbone; the declared registry entries (listed without
+``import medxfer.metrics`` imports no backbone; the entry points medxfer declares (listed without
 importing their classes) are the classes they name. Checked by what a fresh process has in
 ``sys.modules``, not by timing (``benchmarks/startup.py`` times them)."""
 
@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
-import warnings
-from pathlib import Path
 
 import pytest
 
 from medxfer.registry import Registry
 
-#: Runs ``medxfer.cli.main(argv)`` and prints the heavy modules it left in ``sys.modules``.
+#: Runs ``medxfer.commands.main(argv)`` and prints the heavy modules it left in ``sys.modules``.
 RUN_MAIN = """
 import sys
-from medxfer.cli import main
+from medxfer.commands import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as exit:  # argparse's --help
@@ -78,89 +75,62 @@ def test_metrics_import_no_backbone() -> None:
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize(
-    ("package", "registry", "some"),
-    [
-        pytest.param("tasks", "TASKS", {"TransferTask", "Segmenter"}, id="tasks"),
-        pytest.param(
-            "datamodules", "DATAMODULES", {"ChestXrayDataModule", "ImageTable"}, id="datamodules"
-        ),
-    ],
-)
-def test_declared_entries_are_the_classes_they_name(
-    package: str, registry: str, some: set[str]
-) -> None:
-    """Each built-in entry names its class's defining module (so that the class registering
-    itself completes the declaration), and its description is where the class's docstring
-    starts (so the listing cannot drift from the docs)."""
-    import importlib
-
-    module = importlib.import_module(f"medxfer.{package}")
-    declared = [e for e in getattr(module, registry) if e.target is not None]
-    assert some <= {e.name for e in declared}
-    for entry in declared:
-        cls = getattr(module, entry.name)
-        assert entry.obj is cls
-        assert entry.target == f"{cls.__module__}:{cls.__qualname__}"
-        first_paragraph = " ".join(cls.__doc__.strip().split("\n\n")[0].split())
-        assert first_paragraph.startswith(entry.description), entry.name
+#: medxfer's built-in plug-ins, written out by hand (the entry points must declare exactly these).
+BUILT_IN = {
+    "tasks": {
+        "TransferTask",
+        "MultiLabelClassifier",
+        "CaseClassifier",
+        "MultiViewClassifier",
+        "Segmenter",
+    },
+    "datamodules": {
+        "ChestXrayDataModule",
+        "DermatologyDataModule",
+        "ImageTable",
+        "MammographyDataModule",
+        "SegmentationDataModule",
+    },
+}
 
 
-@pytest.fixture
-def demo_modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Two importable modules: a registry declaring ``Widget``, and the module defining it,
-    which registers it when imported (as a modality registers its datamodule)."""
-    prefix = f"startup_demo_{tmp_path.name.replace('-', '_')}"
-    (tmp_path / f"{prefix}_registry.py").write_text(
-        textwrap.dedent(f"""
-        from medxfer.registry import Registry
-        REG = Registry("widget", group="medxfer.no-such-group")
-        REG.declare("Widget", "{prefix}_widget:Widget", description="A widget.", size=3)
-        """)
-    )
-    (tmp_path / f"{prefix}_widget.py").write_text(
-        textwrap.dedent(f"""
-        from {prefix}_registry import REG
+@pytest.mark.parametrize("kind", sorted(BUILT_IN))
+def test_each_entry_point_is_the_class_it_names(kind: str) -> None:
+    """One declaration per plug-in: medxfer's own entry points name their classes by class name
+    (what a config's ``class_path`` writes) and load the task / datamodule classes."""
+    from medxfer.datamodules import MedxferDataModule
+    from medxfer.plugins import declared, load
+    from medxfer.tasks import TransferTask
 
-        @REG.register()
-        class Widget:
-            '''A widget, described by its docstring.'''
-        """)
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return prefix
+    base = {"tasks": TransferTask, "datamodules": MedxferDataModule}[kind]
+    own = {n for n, ep in declared(kind).items() if ep.value.startswith("medxfer.")}
+    assert own == BUILT_IN[kind]
+    for name in own:
+        cls = load(kind, name)
+        assert cls.__name__ == name and issubclass(cls, base)
 
 
-def test_declared_entry_is_imported_on_get_and_completed_silently(demo_modules: str) -> None:
-    import importlib
+def test_an_unknown_plugin_name_lists_close_ones() -> None:
+    from medxfer.errors import UnknownNameError
+    from medxfer.plugins import load
 
-    reg: Registry = importlib.import_module(f"{demo_modules}_registry").REG
-    widget_module = f"{demo_modules}_widget"
-    entry = reg.entry("Widget")
-    assert reg.names() == ["Widget"] and "Widget" in reg
-    assert (entry.description, entry.metadata, entry.loaded) == ("A widget.", {"size": 3}, False)
-    assert widget_module not in sys.modules  # listed, not imported
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # its own registration is not "registered twice"
-        cls = reg.get("Widget")
-    assert cls is sys.modules[widget_module].Widget
-    assert reg.entry("Widget").loaded and reg.entry("Widget").description == "A widget."
+    with pytest.raises(
+        UnknownNameError,
+        match=r"unknown datamodule 'ChestXray'\. Close names: ChestXrayDataModule\.",
+    ):
+        load("datamodules", "ChestXray")
 
 
-def test_another_object_under_a_declared_name_warns_and_wins() -> None:
+def test_a_backbone_registered_twice_warns_and_the_later_wins() -> None:
     reg: Registry = Registry("widget", group="medxfer.no-such-group")
-    reg.declare("join", "os.path:join", description="Join path parts.")
 
     def join() -> None:
+        """A join."""
+
+    def other() -> None:
         """Another join."""
 
+    reg.add("join", join)
     with pytest.warns(UserWarning, match="registered twice"):
-        reg.add("join", join)
-    assert reg.get("join") is join and reg.entry("join").description == "Another join."
-
-
-def test_a_malformed_target_is_refused() -> None:
-    reg: Registry = Registry("widget", group="medxfer.no-such-group")
-    reg.declare("x", "os.path.join", description="no colon")
-    with pytest.raises(ValueError, match=r"'os\.path\.join' is not of the form"):
-        reg.get("x")
+        reg.add("join", other)
+    assert reg.get("join") is other and reg.entry("join").description == "Another join."

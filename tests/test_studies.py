@@ -7,19 +7,24 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
 import yaml
-from lightning.pytorch.utilities import AttributeDict
 from scipy.stats import beta as beta_distribution
 from scipy.stats import chisquare, norm
 from sklearn.metrics import roc_auc_score
 
-from medxfer.hyperrule import apply_hyperrule, bit_hyperrule
+from medxfer.commands.lightning import _config_processes
+from medxfer.hyperrule import (
+    bit_hyperrule,
+    global_batch,
+    hyperrule_of,
+    hyperrule_overrides,
+    resolution_settings,
+)
 from medxfer.metrics import bootstrap_ci, resampled_auroc
 
 
@@ -149,15 +154,35 @@ def _cpu_trainer(**kw) -> L.Trainer:
 def test_hyperrule_uses_the_global_batch(
     per_process: int, devices: int, nodes: int, accumulate: int, lr: float, steps: int
 ) -> None:
-    """Issue 13: on 8 devices x 64 the rule's 0.003, not 0.003 x 64 / 512."""
-    trainer = _cpu_trainer(devices=devices, num_nodes=nodes, accumulate_grad_batches=accumulate)
-    model = SimpleNamespace(hparams=AttributeDict(lr=0.1, optimizer="adam"))
-    dm = SimpleNamespace(batch_size=per_process)
-    apply_hyperrule(model, dm, trainer, rule=bit_hyperrule(10_000, 224))
-    assert model.hparams.lr == pytest.approx(lr, rel=1e-12) and model.hparams.optimizer == "sgd"
-    assert (trainer.max_steps, trainer.max_epochs) == (steps, -1)
-    examples = trainer.max_steps * per_process * devices * nodes * accumulate
+    """Issue 13: on 8 devices x 64 the rule's 0.003, not 0.003 x 64 / 512. The processes come
+    from the trainer config as a built trainer counts them."""
+    trainer = {"accelerator": "cpu", "devices": devices, "num_nodes": nodes}
+    processes = _config_processes(trainer)
+    assert processes == _cpu_trainer(devices=devices, num_nodes=nodes).world_size
+    batch = global_batch(per_process, processes, accumulate)
+    over = hyperrule_overrides({}, bit_hyperrule(10_000, 224).for_batch(batch))
+    assert over["model.init_args.lr"] == pytest.approx(lr, rel=1e-12)
+    assert over["model.init_args.optimizer"] == "sgd"
+    assert (over["trainer.max_steps"], over["trainer.max_epochs"]) == (steps, -1)
+    examples = steps * per_process * devices * nodes * accumulate
     assert 256_000 <= examples < 256_000 + per_process * devices * nodes * accumulate
+
+
+@pytest.mark.parametrize(
+    ("devices", "expected"),
+    [
+        pytest.param([0, 1], 2, id="list"),
+        pytest.param("0,1,2", 3, id="comma-string"),
+        pytest.param("4", 4, id="digit-string"),
+        pytest.param("auto", 1, id="auto-on-cpu"),
+    ],
+)
+def test_processes_of_a_trainer_config(devices: object, expected: int) -> None:
+    assert _config_processes({"accelerator": "cpu", "devices": devices, "num_nodes": 1}) == expected
+    assert (
+        _config_processes({"accelerator": "cpu", "devices": devices, "num_nodes": 2})
+        == 2 * expected
+    )
 
 
 def test_resampled_auroc_equals_sklearn_on_each_resample() -> None:
@@ -239,7 +264,7 @@ def test_k_shot_counts_are_exact() -> None:
 
 
 def test_datamodule_train_fraction(synthetic_cxr) -> None:
-    from medxfer.datamodules import ChestXrayDataModule, CXRTable
+    from medxfer.datamodules.chest_xray import ChestXrayDataModule, CXRTable
 
     sizes, val = {}, {}
     for f in (None, 0.5, 0.25):
@@ -320,30 +345,32 @@ def test_mixup_lambda_follows_beta_alpha_alpha(alpha: float) -> None:
     assert p_value(alpha, 2 * alpha) < 1e-3  # the test can tell
 
 
-def test_hyperrule_applied_to_a_built_run(synthetic_cxr) -> None:
-    """The Python API on built objects: 16 per process x 2 accumulated = global batch 32."""
-    from medxfer.datamodules import ChestXrayDataModule, CXRTable
+def test_hyperrule_of_a_built_datamodule(synthetic_cxr) -> None:
+    """The Python API: the rule of a datamodule's tables at global batch 16 x 2 accumulated,
+    as config values; a datamodule and a task built with them train as the rule says."""
+    from medxfer.datamodules.chest_xray import ChestXrayDataModule, CXRTable
     from medxfer.tasks import MultiLabelClassifier
 
-    dm = ChestXrayDataModule(
-        CXRTable(str(synthetic_cxr["chexpert"])), image_size=32, batch_size=16, num_workers=0
-    )
-    task = MultiLabelClassifier(
-        backbone="timm/test_resnet", num_classes=5, optimizer="adam", lr=0.1
-    )
-    trainer = _cpu_trainer(accumulate_grad_batches=2, max_epochs=3)
-    run = apply_hyperrule(task, dm, trainer)
-    assert run.resolution == (160, 128)  # 40 px images, < 20k cases
-    hp = task.hparams
-    got = (hp.optimizer, hp.momentum, hp.schedule, hp.warmup_steps, hp.decay_at, hp.mixup)
-    assert got == ("sgd", 0.9, "step", 1600, [3200, 4800, 6400], 0.0)
-    assert hp.lr == pytest.approx(0.003 * 32 / 512)
-    assert (trainer.max_steps, trainer.max_epochs) == (8000, -1)  # 8000 x 32 = 500 x 512
+    table = CXRTable(str(synthetic_cxr["chexpert"]))
+    dm = ChestXrayDataModule(table, image_size=32, batch_size=16, num_workers=0)
+    rule = hyperrule_of(dm)
+    resolution = resolution_settings(dm, rule)
+    assert rule.resolution == (160, 128) and resolution == {"resize": 160, "image_size": 128}
+    over = hyperrule_overrides(resolution, rule.for_batch(global_batch(16, 1, 2)))
+    model = {k.split(".")[-1]: v for k, v in over.items() if k.startswith("model.")}
+    got = tuple(model[k] for k in ("optimizer", "momentum", "schedule", "warmup_steps"))
+    assert got == ("sgd", 0.9, "step", 1600)
+    assert (model["decay_at"], model["mixup"]) == ([3200, 4800, 6400], 0.0)
+    assert model["lr"] == pytest.approx(0.003 * 32 / 512)
+    assert (over["trainer.max_steps"], over["trainer.max_epochs"]) == (8000, -1)  # x 32 = 500 x 512
+    data = {k.split(".")[-1]: v for k, v in over.items() if k.startswith("data.")}
+    dm = ChestXrayDataModule(table, batch_size=16, num_workers=0, **data)
     dm.setup("fit")
     assert dm.train_set[0]["image"].shape[-1] == 128
+    task = MultiLabelClassifier(backbone="timm/test_resnet", num_classes=5, **model)
     # the task's rate at hand-picked steps (its warm-up counts steps from 1)
     for step, lr in ((799, 0.00009375), (1599, 0.0001875), (3200, 0.0001875), (3201, 1.875e-5)):
-        assert task.lr_factor(step, 8000) * hp.lr == pytest.approx(lr, rel=1e-12)
+        assert task.lr_factor(step, 8000) * task.hparams.lr == pytest.approx(lr, rel=1e-12)
 
 
 def _write_config(path: Path, data: dict, batch_size: int = 16, **trainer) -> Path:
@@ -368,10 +395,10 @@ def test_fit_hyperrule_resolves_before_building_and_prepare_caches_the_same(
     at the global batch, in the saved config too."""
     from lightning.pytorch.cli import SaveConfigCallback
 
-    from medxfer.cli import build_cli
+    from medxfer.commands.lightning import build_cli
+    from medxfer.commands.prepare import main as prepare_main
     from medxfer.data.cache import CacheSettings, ImageCache
-    from medxfer.datamodules import write_synthetic_chexpert
-    from medxfer.prepare import main as prepare_main
+    from medxfer.datamodules.chest_xray import write_synthetic_chexpert
 
     csv = write_synthetic_chexpert(tmp_path / "cxr", n_patients=30, size=40, seed=0)
     data = {
@@ -429,9 +456,9 @@ def test_fit_hyperrule_resolves_before_building_and_prepare_caches_the_same(
 def test_hyperrule_keeps_the_resolution_of_a_datamodule_without_a_crop(
     kind: str, class_path: str, image_size: int, tmp_path: Path, capsys
 ) -> None:
-    from medxfer.datamodules import write_synthetic_derm, write_synthetic_mammo
-    from medxfer.hyperrule import resolve_data
-    from medxfer.prepare import datamodule_from_configs
+    from medxfer.commands.prepare import datamodule_from_configs, rule_of_section
+    from medxfer.datamodules.dermatology import write_synthetic_derm
+    from medxfer.datamodules.mammography import write_synthetic_mammo
 
     if kind == "mammo":
         table = write_synthetic_mammo(tmp_path / kind, n_exams=20, size=40, seed=0)
@@ -439,7 +466,7 @@ def test_hyperrule_keeps_the_resolution_of_a_datamodule_without_a_crop(
         table = write_synthetic_derm(tmp_path / kind, n_cases=20, size=40, seed=0)
     data = {"class_path": class_path, "init_args": {"train": str(table), "num_workers": 0}}
     with pytest.warns(UserWarning, match=rf"{class_path} resizes to image_size without a crop"):
-        rule = resolve_data(data)
+        rule, _ = rule_of_section(data)
     assert "resize" not in data["init_args"] and "image_size" not in data["init_args"]
     assert f"image_size={image_size} kept" in capsys.readouterr().out
     assert rule.schedule[-1] == 500 and rule.image_size == (40, 40)

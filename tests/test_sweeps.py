@@ -13,13 +13,10 @@ import yaml
 from bit_format import write_bit_npz
 
 from medxfer.backbones import create_backbone
-from medxfer.cli import build_cli
-from medxfer.datamodules import (
-    write_synthetic_chexpert,
-    write_synthetic_derm,
-    write_synthetic_mammo,
-    write_synthetic_nih,
-)
+from medxfer.commands.lightning import build_cli
+from medxfer.datamodules.chest_xray import write_synthetic_chexpert, write_synthetic_nih
+from medxfer.datamodules.dermatology import write_synthetic_derm
+from medxfer.datamodules.mammography import write_synthetic_mammo
 from medxfer.loggers import REDACTED, WandbLogger, redact_paths
 
 REPO = Path(__file__).resolve().parents[1]

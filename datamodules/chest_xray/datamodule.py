@@ -20,7 +20,7 @@ import torch
 
 from medxfer.transforms import resize_side
 
-from ..base import DATAMODULES, MedxferDataModule, age_group
+from ..base import MedxferDataModule, age_group
 from .tables import COMPETITION_LABELS, read_chexpert_csv, read_nih_csv
 from .transforms import GreyImageTransform
 
@@ -47,7 +47,6 @@ class CXRTable:
     split_list: str | None = None
 
 
-@DATAMODULES.register()
 class ChestXrayDataModule(MedxferDataModule):
     """Multi-label chest X-ray data with in-distribution and shifted test sets.
 

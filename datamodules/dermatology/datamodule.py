@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..base import DATAMODULES, MedxferDataModule
+from ..base import MedxferDataModule
 from .tables import build_label_space, read_derm_cases, soft_targets
 from .transforms import ColorImageTransform
 
@@ -26,7 +26,6 @@ __all__ = ["DermatologyDataModule"]
 log = logging.getLogger(__name__)
 
 
-@DATAMODULES.register()
 class DermatologyDataModule(MedxferDataModule):
     """Dermatology cases of 1-6 photos with soft differential labels and skin-type subgroups.
 

@@ -37,7 +37,7 @@ from medxfer.data.tables import (
 )
 from medxfer.transforms import ImageTransform, resize_side
 
-from ..base import DATAMODULES, MedxferDataModule, age_group
+from ..base import MedxferDataModule, age_group
 from .readers import read_image_folder, read_image_table
 
 __all__ = ["ImageTable"]
@@ -45,7 +45,6 @@ __all__ = ["ImageTable"]
 log = logging.getLogger(__name__)
 
 
-@DATAMODULES.register()
 class ImageTable(MedxferDataModule):
     """Any image dataset as a table (CSV / Parquet) or an image folder, configured in YAML.
 

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Sampler, WeightedRandomSampler
 
-from ..base import DATAMODULES, ImageTableDataset, MedxferDataModule
+from ..base import ImageTableDataset, MedxferDataModule
 from .tables import DEFAULT_HORIZONS, VIEW_ORDER, horizon_names, read_exam_list
 from .transforms import MammogramTransform
 
@@ -47,7 +47,6 @@ def positive_weights(targets: torch.Tensor) -> torch.Tensor:
     return torch.where(positive, 0.5 / n_pos, 0.5 / (n - n_pos)).double()
 
 
-@DATAMODULES.register()
 class MammographyDataModule(MedxferDataModule):
     """4-view screening mammography exams with multi-horizon outcome labels.
 

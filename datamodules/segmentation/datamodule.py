@@ -29,7 +29,7 @@ from medxfer.data.images import ImageDecodeError, read_label_image, where
 from medxfer.data.rle import rle_decode
 from medxfer.data.tables import normalise_sex
 
-from ..base import DATAMODULES, ImageTableDataset, MedxferDataModule, age_group
+from ..base import ImageTableDataset, MedxferDataModule, age_group
 from .readers import read_drive, read_mask_table, read_montgomery, read_siim
 from .transforms import SegmentationTransform
 
@@ -158,7 +158,6 @@ class MaskDataset(ImageTableDataset):
         }
 
 
-@DATAMODULES.register()
 class SegmentationDataModule(MedxferDataModule):
     """Images with masks in one of the benchmark layouts or a generic table.
 

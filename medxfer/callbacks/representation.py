@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Subset
 from typing_extensions import override
 
 from medxfer import artifacts
-from medxfer.backbones import stage_names
+from medxfer.backbones import parameter_stages, stage_names
 from medxfer.metrics import MinibatchCKA, gram, hsic_unbiased, stage_drift, weight_drift
 
 from .base import analysis_dir, write_json
@@ -235,7 +235,8 @@ class WeightDriftCallback(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule
     ) -> dict[str, dict[str, float]]:
         assert self._initial is not None
-        drift = weight_drift(pl_module.backbone, self._initial)
+        backbone = pl_module.backbone
+        drift = weight_drift(backbone, self._initial, parameter_stages(backbone))
         self.history.append(
             {
                 artifacts.EPOCH: trainer.current_epoch,

@@ -4,10 +4,14 @@ Mustafa et al. (2021) measure feature reuse by the mean absolute change of the c
 kernels, ``mean |w - w0|`` over every kernel element of a block (the l1 distance normalised by
 kernel size); the relative l2 change ``||w - w0|| / ||w0||`` is reported beside it (Neyshabur et
 al., "What is being transferred in transfer learning?", NeurIPS 2020). Stages come from the
-backbone's declared ``feature_info``; blocks are the children of a stage module.
+backbone's declared ``feature_info`` (the caller passes the parameter -> stage map,
+:func:`medxfer.backbones.parameter_stages`: metrics know no model); blocks are the children of
+a stage module.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -18,20 +22,22 @@ _STAGE, _BLOCK = "stage/", "block/"
 
 
 @torch.no_grad()
-def weight_drift(model: nn.Module, initial: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+def weight_drift(
+    model: nn.Module, initial: dict[str, torch.Tensor], stages: Mapping[str, str]
+) -> dict[str, dict[str, float]]:
     """Drift of the conv kernels (4-D weights) of ``model`` from ``initial``.
 
     Args:
-        model: a backbone declaring ``feature_info``.
+        model: a backbone.
         initial: its parameters at initialisation (``name -> tensor``).
+        stages: parameter name -> the stage module owning it (parameters absent: ``head``),
+            e.g. :func:`medxfer.backbones.parameter_stages` of a backbone declaring
+            ``feature_info``.
 
     Returns:
         ``{group: {"l1": mean |w - w0|, "rel_l2": ||w - w0|| / ||w0||, "n": elements}}`` for every
         stage (``stage/<module>``) and block (``block/<module>.<child>``).
     """
-    from medxfer.backbones import parameter_stages  # here: medxfer.metrics knows no model
-
-    stages = parameter_stages(model)
     sums: dict[str, list[float]] = {}
     for name, p in model.named_parameters():
         if p.ndim != 4 or name not in initial:

@@ -29,15 +29,15 @@ from medxfer.data.cache import (
     prepare_cache,
 )
 from medxfer.data.images import ImageDecodeError, read_grey_image, read_rgb_image
-from medxfer.datamodules import (
-    ChestXrayDataModule,
-    CXRTable,
-    DermatologyDataModule,
+from medxfer.datamodules.chest_xray import ChestXrayDataModule, CXRTable
+from medxfer.datamodules.dermatology import DermatologyDataModule, write_synthetic_derm
+from medxfer.datamodules.mammography import (
     MammographyDataModule,
-    write_synthetic_derm,
+    orient_left,
+    read_dicom,
+    write_dicom,
     write_synthetic_mammo,
 )
-from medxfer.datamodules.mammography import orient_left, read_dicom, write_dicom
 
 
 def _table(paths: list[Path]) -> pd.DataFrame:
@@ -392,7 +392,7 @@ def test_mammo_and_derm_datamodules_read_the_cache(tmp_path: Path) -> None:
 def test_medxfer_prepare_command(
     synthetic_cxr: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from medxfer.cli import main
+    from medxfer.commands import main
 
     config = tmp_path / "c.yaml"
     config.write_text(

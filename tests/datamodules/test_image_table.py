@@ -17,8 +17,7 @@ import yaml
 from PIL import Image
 
 from medxfer.data import ImageDecodeError, TableError
-from medxfer.datamodules import ImageTable
-from medxfer.datamodules.image_table import TABLE_CLASSES, write_synthetic_table
+from medxfer.datamodules.image_table import TABLE_CLASSES, ImageTable, write_synthetic_table
 
 CLASSES = tuple(sorted(TABLE_CLASSES))
 

@@ -17,7 +17,7 @@ from bit_format import write_bit_npz
 from PIL import Image
 
 from medxfer.backbones import create_backbone
-from medxfer.datamodules import ChestXrayDataModule, CXRTable
+from medxfer.datamodules.chest_xray import ChestXrayDataModule, CXRTable
 from medxfer.tasks import MultiLabelClassifier
 
 #: torchvision's published ImageNet normalisation (its documentation), and BiT's [-1, 1].

@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from medxfer.cli import format_results
-from medxfer.datamodules import (
-    OTHER,
-)
+from medxfer.datamodules.dermatology import OTHER
 from medxfer.metrics import metric_key
 from medxfer.naming import POSITIVES
+from medxfer.results import format_results
 from medxfer.tasks import CaseClassifier
 
 

@@ -98,7 +98,7 @@ def test_mask_writer_writes_the_thresholded_predictions(tmp_path, tiny_trainer) 
     from PIL import Image
 
     from medxfer.callbacks import MaskWriter
-    from medxfer.datamodules import SegmentationDataModule, write_synthetic_montgomery
+    from medxfer.datamodules.segmentation import SegmentationDataModule, write_synthetic_montgomery
 
     root = write_synthetic_montgomery(tmp_path / "mont", 10, size=32, seed=0)
     dm = SegmentationDataModule(str(root), layout="montgomery", image_size=32, num_workers=0)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from medxfer.datamodules import ChestXrayDataModule, CXRTable
+from medxfer.datamodules.chest_xray import ChestXrayDataModule, CXRTable
 from medxfer.metrics import MultilabelAUROC, masked_multilabel_auroc
 from medxfer.tasks import MultiLabelClassifier, masked_bce_with_logits
 

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from medxfer.data import ImageDecodeError, patient_split, read_grey_image
-from medxfer.datamodules import ChestXrayDataModule, CXRTable, age_group
+from medxfer.datamodules import age_group
+from medxfer.datamodules.chest_xray import ChestXrayDataModule, CXRTable
 
 
 def test_patient_split_has_no_leakage_and_sizes_within_one_percent() -> None:

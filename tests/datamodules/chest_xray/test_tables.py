@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from medxfer.data import TableError
-from medxfer.datamodules import CHEXPERT_LABELS, age_group, read_chexpert_csv, read_nih_csv
+from medxfer.datamodules import age_group
+from medxfer.datamodules.chest_xray import CHEXPERT_LABELS, read_chexpert_csv, read_nih_csv
 
 HEADER = "Path,Sex,Age,Frontal/Lateral,AP/PA," + ",".join(CHEXPERT_LABELS)
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from medxfer.data import ImageDecodeError, TableError
-from medxfer.datamodules import (
+from medxfer.datamodules.dermatology import (
     OTHER,
     DermatologyDataModule,
     build_label_space,

@@ -13,14 +13,14 @@ import pytest
 import torch
 
 from medxfer.data import ImageDecodeError, TableError
-from medxfer.datamodules import (
+from medxfer.datamodules.mammography import (
     MammographyDataModule,
     horizon_labels,
+    positive_weights,
     read_exam_list,
     swap_laterality,
     write_synthetic_mammo,
 )
-from medxfer.datamodules.mammography import positive_weights
 from medxfer.tasks import MultiViewClassifier
 
 NAN = float("nan")
@@ -160,7 +160,7 @@ def test_datamodule_and_task_on_synthetic_dicom(exams: dict[str, Path], tiny_tra
 
 
 def test_vindr_and_cbis_ddsm_converters(tmp_path: Path) -> None:
-    from medxfer.datamodules import convert_cbis_ddsm, convert_vindr
+    from medxfer.datamodules.mammography import convert_cbis_ddsm, convert_vindr
 
     pd.DataFrame(
         {

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medxfer.datamodules import (
+from medxfer.datamodules.segmentation import (
     write_synthetic_drive,
     write_synthetic_montgomery,
     write_synthetic_siim,

@@ -18,11 +18,11 @@ from PIL import Image
 
 from medxfer.data.cache import CacheError
 from medxfer.data.images import ImageDecodeError
-from medxfer.datamodules import (
+from medxfer.datamodules.segmentation import (
     SegmentationDataModule,
+    read_mask,
     write_synthetic_montgomery,
 )
-from medxfer.datamodules.segmentation import read_mask
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -19,11 +19,12 @@ from medxfer import artifacts
 from medxfer.data.images import ImageDecodeError
 from medxfer.data.rle import rle_decode
 from medxfer.data.tables import TableError
-from medxfer.datamodules import (
+from medxfer.datamodules.segmentation import (
     SegmentationDataModule,
+    SegmentationTransform,
+    read_siim,
     write_synthetic_montgomery,
 )
-from medxfer.datamodules.segmentation import SegmentationTransform, read_siim
 
 REPO = Path(__file__).resolve().parents[3]
 

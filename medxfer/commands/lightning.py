@@ -1,16 +1,16 @@
 """The LightningCLI of ``medxfer fit | validate | test | predict -c cfg.yaml``.
 
 Models and datamodules are chosen in subclass mode (``class_path: MultiLabelClassifier`` --
-short names resolve because :func:`build_cli` imports every registered task and datamodule,
-medxfer's own and plug-ins', before parsing). The datamodule's number of outputs, label names
+short names resolve because :func:`build_cli` imports every task and datamodule declared as an
+entry point, medxfer's own and plug-ins', before parsing). The datamodule's number of outputs, label names
 and channels are linked into the task, so sizes are written once. After ``fit`` the best
 checkpoint is tested on every test set (the in-distribution split and each shifted set) and the
 table is written to the run folder as ``results.json`` and ``results.md``. ``medxfer fit --resume
 RUN_DIR`` continues a run from its ``last.ckpt`` into the same folder (:func:`resume_arguments`);
 every fit carries :class:`~medxfer.resume.RandomState`, so the continuation is exact.
 
-This module imports Lightning; :mod:`medxfer.cli` (the ``medxfer`` command) imports it only for
-these four subcommands, so ``medxfer --help`` and ``medxfer list`` answer at once.
+This module imports Lightning; :mod:`medxfer.commands` imports it only for these four
+subcommands, so ``medxfer --help`` and ``medxfer list`` answer at once.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from typing import Any
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from medxfer.catalog import DATAMODULES, TASKS
 from medxfer.checkpointing import use_local_checkpoint_io
-from medxfer.cli import format_results
 from medxfer.datamodules import MedxferDataModule
 from medxfer.errors import ConfigError
+from medxfer.plugins import load_all
+from medxfer.results import format_results
 from medxfer.tasks import TransferTask
 
 __all__ = ["MedxferCLI", "build_cli", "expand_resume", "resume_arguments"]
@@ -94,38 +94,53 @@ class MedxferCLI(LightningCLI):
         use_local_checkpoint_io(trainer)
         return trainer
 
-    #: The BiT-HyperRule resolved from the data section before the classes are built.
-    hyperrule: Any = None
+    #: The global batch BiT-HyperRule was set for (``--hyperrule true``), checked on the trainer.
+    hyperrule_batch: int | None = None
 
     def before_instantiate_classes(self) -> None:
-        """``fit --hyperrule true``: resolve BiT-HyperRule from the ``data`` section alone and
-        write what it sets before anything is built (as ``medxfer prepare --hyperrule true``
-        does): the resolution into ``data.init_args``, ``trainer.max_epochs=-1`` (the rule's
-        step count decides). The learning rate and steps wait for the global batch
-        (:meth:`before_fit`)."""
+        """``fit --hyperrule true``: BiT-HyperRule from the ``data`` section's tables and the
+        global batch the trainer config gives (per-process batch x devices x nodes x
+        accumulated batches), written into the config before anything is built: the
+        resolution, the task's optimiser, lr, schedule and MixUp, the trainer's steps
+        (:func:`medxfer.hyperrule.hyperrule_overrides`). The saved config holds the values."""
         config = self.config.get(self.subcommand) if self.subcommand else None
         if self.subcommand != "fit" or not config or not config.get("hyperrule"):
             return
-        from medxfer.hyperrule import resolve_data
+        from medxfer.commands.prepare import rule_of_section
+        from medxfer.hyperrule import describe_run, global_batch, hyperrule_overrides
 
-        self.hyperrule = resolve_data(config["data"])
-        config["trainer"]["max_epochs"] = -1
+        rule, resolution = rule_of_section(config["data"])
+        trainer = config["trainer"]
+        batch_size = int(config["data"]["init_args"]["batch_size"])
+        processes = _config_processes(trainer)
+        accumulate = int(trainer.get("accumulate_grad_batches") or 1)
+        self.hyperrule_batch = global_batch(batch_size, processes, accumulate)
+        run = rule.for_batch(self.hyperrule_batch)
+        for key, value in hyperrule_overrides(resolution, run).items():
+            config[key] = value
+        from lightning.pytorch.utilities import rank_zero_only
+
+        if rank_zero_only.rank == 0:
+            print(describe_run(run, batch_size, processes, accumulate), flush=True)
 
     def before_fit(self) -> None:
-        """``--hyperrule true``: the rule at the run's global batch (per-process batch x
-        processes x accumulated batches) sets the task's optimiser, lr, schedule and MixUp and
-        the trainer's steps; the saved config holds the values."""
-        config = self.config[self.subcommand]
-        if not config.get("hyperrule", False):
+        """``--hyperrule true``: the trainer must run the global batch the rule was set for (a
+        device count the config leaves to ``auto`` is resolved the way Lightning does; this
+        catches a launcher that starts another number of processes)."""
+        if self.hyperrule_batch is None:
             return
-        from medxfer.hyperrule import apply_hyperrule, describe_run
+        from medxfer.hyperrule import global_batch
 
-        run = apply_hyperrule(self.model, self.datamodule, self.trainer, rule=self.hyperrule)
-        for key, value in run.task_settings().items():
-            config["model"]["init_args"][key] = value
-        config["trainer"]["max_steps"], config["trainer"]["max_epochs"] = run.total_steps, -1
-        if self.trainer.is_global_zero:
-            print(describe_run(run, self.datamodule, self.trainer))
+        trainer = self.trainer
+        actual = global_batch(
+            self.datamodule.batch_size, trainer.world_size, trainer.accumulate_grad_batches
+        )
+        if actual != self.hyperrule_batch:
+            raise ConfigError(
+                f"--hyperrule true set the schedule for a global batch of {self.hyperrule_batch} "
+                f"(from the trainer config), but the run has {actual} "
+                f"({trainer.world_size} process(es)); set trainer.devices and num_nodes explicitly"
+            )
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):
@@ -274,23 +289,22 @@ def expand_resume(argv: Sequence[str]) -> list[str]:
 def build_cli(argv: Sequence[str], run: bool = True) -> MedxferCLI:
     """The ``medxfer`` LightningCLI on ``argv`` (``run=False``: parse and instantiate only).
 
-    ``fit --resume RUN_DIR`` continues a run (:func:`expand_resume`). Task and datamodule
-    plug-ins (entry points) are imported first, so a config names their
-    classes by short name (``class_path: PluginTask``) as it does medxfer's own. The short name
-    is the class name; an entry registered under another name warns, as configs cannot use it.
+    ``fit --resume RUN_DIR`` continues a run (:func:`expand_resume`). Every task and datamodule
+    declared as an entry point (medxfer's own and plug-ins') is imported first, so a config
+    names their classes by short name (``class_path: PluginTask``). The short name is the class
+    name; an entry point declared under another name warns, as configs cannot use it.
     """
     import warnings
 
     argv = expand_resume(argv)
-    for registry in (TASKS, DATAMODULES):
-        registry.load_plugins()
-        for entry in registry:
-            class_name = getattr(entry.obj, "__name__", entry.name)
-            if entry.name != class_name:
+    for kind in ("tasks", "datamodules"):
+        for name, obj in load_all(kind).items():
+            class_name = getattr(obj, "__name__", name)
+            if name != class_name:
                 warnings.warn(
-                    f"{registry.kind} {entry.name!r} is registered under another name than its "
-                    f"class; a config names it `class_path: {class_name}` "
-                    f"(or {entry.obj.__module__}.{class_name})",
+                    f"{kind[:-1]} {name!r} is declared under another name than its class; a "
+                    f"config names it `class_path: {class_name}` "
+                    f"(or {obj.__module__}.{class_name})",
                     stacklevel=2,
                 )
     # Parse errors raise (the command prints them in one line, exit status 2) instead of
@@ -311,3 +325,23 @@ def build_cli(argv: Sequence[str], run: bool = True) -> MedxferCLI:
             save_config_kwargs={"overwrite": True},
             parser_kwargs={**no_exit, **{c: dict(no_exit) for c in MedxferCLI.subcommands()}},
         )
+
+
+def _config_processes(trainer: dict[str, Any]) -> int:
+    """The processes a trainer config asks for: ``devices`` (an int, a list or ``"0,1"`` of
+    device ids; ``"auto"`` / ``-1``: every visible GPU with a GPU accelerator, else 1) x
+    ``num_nodes``. Checked against the built trainer in :meth:`MedxferCLI.before_fit`."""
+    devices = trainer.get("devices", "auto")
+    if isinstance(devices, list | tuple):
+        count = len(devices)
+    elif isinstance(devices, str) and "," in devices:
+        count = len([d for d in devices.split(",") if d.strip()])
+    elif str(devices).strip().lstrip("-").isdigit() and int(devices) > 0:
+        count = int(devices)
+    else:
+        import torch
+
+        accelerator = str(trainer.get("accelerator") or "auto")
+        gpus = torch.cuda.device_count() if accelerator in ("auto", "gpu", "cuda") else 0
+        count = max(1, gpus)
+    return count * int(trainer.get("num_nodes") or 1)

@@ -8,7 +8,7 @@ The same config that trains reads the cache, so their settings agree by construc
 Only the config's ``data`` section is used (no model is built, no weights are needed), and the
 config's ``hyperrule`` switch: with ``hyperrule: true`` (or ``--hyperrule true``, as given to
 ``medxfer fit``) the images are cached at the resolution BiT-HyperRule sets
-(:func:`medxfer.hyperrule.resolve_data`).
+(:func:`rule_of_section`).
 Every image of every table the datamodule reads (train, explicit val / test, shifted sets) is
 decoded, resized to the side its transform starts with and stored; the tables are stored beside
 the pixels. A killed run continues where it stopped when started again. See
@@ -26,10 +26,11 @@ from typing import Any
 
 import yaml
 
+from medxfer.commands.common import CommandParser
 from medxfer.data.cache import CacheError
 from medxfer.data.images import ImageDecodeError
 
-__all__ = ["datamodule_from_configs", "datamodule_from_section", "main"]
+__all__ = ["datamodule_from_configs", "datamodule_from_section", "main", "rule_of_section"]
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -43,9 +44,10 @@ def _data_parser() -> Any:
     """A parser of the ``data`` section alone, as LightningCLI parses it."""
     from jsonargparse import ArgumentParser
 
-    from medxfer.datamodules import DATAMODULES, MedxferDataModule
+    from medxfer.datamodules import MedxferDataModule
+    from medxfer.plugins import load_all
 
-    DATAMODULES.load_plugins()  # plug-in datamodules resolve by short name, as in `medxfer fit`
+    load_all("datamodules")  # every declared datamodule resolves by short name, as in `fit`
 
     parser = ArgumentParser(prog="medxfer prepare", exit_on_error=False)
     parser.add_subclass_arguments(MedxferDataModule, "data", required=True)
@@ -79,10 +81,28 @@ def datamodule_from_configs(
     parser = _data_parser()
     cfg = parser.parse_args(["--data", json.dumps(section), *overrides])
     if hyperrule:
-        from medxfer.hyperrule import resolve_data
-
-        resolve_data(cfg.data)
+        rule_of_section(cfg.data)
     return parser.instantiate(cfg).data
+
+
+def rule_of_section(data: Any) -> tuple[Any, dict[str, int]]:
+    """BiT-HyperRule of a parsed ``data`` section, resolved before anything else is built: the
+    datamodule of the section reads its tables and first image (no model, no trainer), the
+    rule's resolution is written into ``data.init_args`` in place, and a line says what was
+    set. Returns the rule (at the published batch of 512) and the resolution settings."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from medxfer.hyperrule import describe_rule, hyperrule_of, resolution_settings
+
+    datamodule = datamodule_from_section(data)
+    rule = hyperrule_of(datamodule)
+    settings = resolution_settings(datamodule, rule)
+    for key, value in settings.items():
+        data["init_args"][key] = value
+    if rank_zero_only.rank == 0:
+        line = describe_rule(rule, datamodule, settings)
+        print(f"{line} (lr, steps: at the run's global batch)", flush=True)
+    return rule, settings
 
 
 def _true_false(value: str) -> bool:
@@ -93,8 +113,6 @@ def _true_false(value: str) -> bool:
 
 def main(argv: Sequence[str]) -> int:
     """Entry point of ``medxfer prepare``."""
-    from medxfer.cli import CommandParser
-
     parser = CommandParser(
         prog="medxfer prepare",
         description="Pre-resize a datamodule's images into an HDF5 cache (resumable).",

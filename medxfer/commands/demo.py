@@ -1,5 +1,6 @@
 """``make demo``: synthetic CheXpert- and NIH-format data (written when absent), a short CPU
-fine-tune, then in-domain and shifted-domain results side by side (``python -m medxfer.demo``).
+fine-tune, then in-domain and shifted-domain results side by side
+(``python -m medxfer.commands.demo``).
 """
 
 from __future__ import annotations
@@ -8,11 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from medxfer.cli import main as cli_main
+from medxfer.commands import main as cli_main
 
 __all__ = ["main"]
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "chexpert_demo.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "chexpert_demo.yaml"
 DATA = Path("data/synthetic")
 
 
