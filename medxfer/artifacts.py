@@ -1,12 +1,17 @@
 """The files a run leaves in its folder, and the keys inside them: written by the analysis
-callbacks and ``medxfer fit`` (``results.json``), read by ``medxfer report``. Both sides import
-the names from here, so a file or key is spelled once.
+callbacks, the metrics and ``medxfer fit`` (``results.json``), read by ``medxfer report``. Both
+sides import the names from here, so a file or key is spelled once.
+
+A study folder (``medxfer study``; the report in ``report/``)::
+
+    <study>/<name>/seed<k>/   one replica (replica_dir(k)) of configuration <name>
+    <study>/report/           report.md, report.html and their figures (medxfer report)
 
 A run folder (``<study>/<name>/seed<k>/`` under ``medxfer study``)::
 
     config.yaml            the resolved config (LightningCLI)
     checkpoints/           best-*.ckpt, last.ckpt (what ``medxfer fit --resume`` continues)
-    results.json           {"test/<set>/<metric>": value}, strict JSON (NaN -> null)
+    results.json           {"test/<set>/<metric>": value} (result_key), strict JSON (NaN -> null)
     results.md             the same as Markdown tables, and each subgroup's size (subgroups_*.json)
     id_key                 the key of the keyed case ids in prediction files (or in a folder above)
     analysis/
@@ -27,13 +32,16 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from medxfer.naming import eval_prefix
 
 __all__ = [
     "ANALYSIS_DIR",
     "ATTRIBUTES",
+    "AUROC_MEAN",
     "BINS",
     "CASE_ID",
     "CHECKPOINTS_DIR",
@@ -43,7 +51,9 @@ __all__ = [
     "CONFIG_YAML",
     "CONVERGENCE_JSON",
     "DRIFT",
+    "DRIFT_L1",
     "DRIFT_PLOT",
+    "ECE",
     "END",
     "EPOCH",
     "GROUP_PREFIX",
@@ -51,20 +61,29 @@ __all__ = [
     "ID_KEY",
     "LAST_CKPT",
     "PROBS",
+    "REPORT_DIR",
+    "REPORT_HTML",
+    "REPORT_MD",
     "RESULTS_JSON",
     "RESULTS_MD",
     "START",
     "STEP",
     "TARGET",
+    "TOP1",
     "WEIGHT_DRIFT_JSON",
     "WHEN",
     "atomic_path",
     "calibration_json",
     "case_id_key",
+    "is_result_key",
     "jsonable",
     "keyed_case_ids",
     "predictions_npz",
     "reliability_plot",
+    "replica_dir",
+    "replica_seed",
+    "result_key",
+    "result_sets",
     "subgroups_json",
     "write_json",
     "write_text",
@@ -109,7 +128,71 @@ def predictions_npz(set_name: str) -> str:
     return f"predictions_{set_name}.npz"
 
 
+# Study folders ---------------------------------------------------------------------------------
+#: ``medxfer report``'s folder in a study folder, and its two renderings of the report.
+REPORT_DIR, REPORT_MD, REPORT_HTML = "report", "report.md", "report.html"
+_REPLICA = "seed"
+
+
+def replica_dir(seed: int | str) -> str:
+    """The folder of the replica with seed ``seed`` inside its configuration's folder
+    (``replica_dir("<k>")`` names the pattern in a message).
+
+    Example:
+        >>> replica_dir(3)
+        'seed3'
+    """
+    return f"{_REPLICA}{seed}"
+
+
+def replica_seed(folder_name: str) -> int | None:
+    """The seed of replica folder ``folder_name`` (:func:`replica_dir`), or ``None`` when the
+    name is not a replica folder's.
+
+    Example:
+        >>> replica_seed("seed12"), replica_seed("seeds"), replica_seed("report")
+        (12, None, None)
+    """
+    rest = folder_name.removeprefix(_REPLICA)
+    return int(rest) if rest != folder_name and rest.isdigit() else None
+
+
 # Keys ------------------------------------------------------------------------------------------
+#: Metrics of an evaluation set, logged as ``<prefix>/<metric>`` (results.json: test sets):
+#: mean AUROC over labels, expected calibration error, top-1 accuracy against the top label.
+AUROC_MEAN, ECE, TOP1 = "auroc_mean", "ece", "top1"
+
+
+def result_key(set_name: str, metric: str) -> str:
+    """The key of ``metric`` on test set ``set_name`` in ``results.json``.
+
+    Example:
+        >>> result_key("nih", AUROC_MEAN)
+        'test/nih/auroc_mean'
+    """
+    return f"{eval_prefix('test', set_name)}/{metric}"
+
+
+def is_result_key(key: str) -> bool:
+    """Whether ``key`` is a test set's metric (:func:`result_key`), kept in ``results.json``.
+
+    Example:
+        >>> is_result_key("test/nih/ece"), is_result_key("val/ece")
+        (True, False)
+    """
+    return key.startswith(eval_prefix("test", ""))
+
+
+def result_sets(keys: Iterable[str]) -> list[str]:
+    """The test sets named by the :func:`result_key` keys among ``keys``, sorted.
+
+    Example:
+        >>> result_sets(["test/nih/ece", "test/chexpert/auroc_mean", "val/ece"])
+        ['chexpert', 'nih']
+    """
+    return sorted({k.split("/")[1] for k in keys if is_result_key(k)})
+
+
 #: ``predictions_<set>.npz``: ``(n, K)`` probabilities and targets, ``(n,)`` case ids, and one
 #: ``(n,)`` array of subgroup names per attribute, ``group_<attribute>``.
 PROBS, TARGET, CASE_ID, GROUP_PREFIX = "probs", "target", "id", "group_"
@@ -117,8 +200,9 @@ PROBS, TARGET, CASE_ID, GROUP_PREFIX = "probs", "target", "id", "group_"
 EPOCH, STEP, HISTORY = "epoch", "step", "history"
 #: ``cka.json`` records: ``WHEN`` is ``START``, ``"epoch"`` or ``END``; ``CKA`` maps stage -> CKA.
 WHEN, START, END, CKA = "when", "start", "end", "cka"
-#: ``weight_drift.json`` records: ``DRIFT`` holds :func:`medxfer.metrics.weight_drift`'s result.
-DRIFT = "drift"
+#: ``weight_drift.json`` records: ``DRIFT`` holds :func:`medxfer.metrics.weight_drift`'s result,
+#: whose entries give the mean absolute change of the weights as ``DRIFT_L1``.
+DRIFT, DRIFT_L1 = "drift", "l1"
 #: ``subgroups_<prefix>.json``: attribute -> :class:`medxfer.metrics.SubgroupReport` fields.
 ATTRIBUTES = "attributes"
 #: ``calibration_<prefix>.json``: the reliability diagram's bins.

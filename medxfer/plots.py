@@ -1,10 +1,13 @@
-"""Figures of the analyses: reliability diagrams, CKA against depth, weight drift per block.
-Matplotlib with the Agg backend, written as PNG files."""
+"""Figures of the analyses: reliability diagrams, CKA against depth, weight drift per block,
+and the one way every figure of the analyses and of ``medxfer report`` is saved
+(:func:`saved_figure`). Matplotlib with the Agg backend, written as PNG files."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -15,7 +18,35 @@ import torch
 from medxfer import artifacts
 from medxfer.metrics import stage_drift
 
-__all__ = ["plot_cka_vs_depth", "plot_drift_per_block", "plot_reliability"]
+__all__ = ["plot_cka_vs_depth", "plot_drift_per_block", "plot_reliability", "saved_figure"]
+
+#: Resolution of every saved figure.
+_DPI = 120
+
+
+@contextlib.contextmanager
+def saved_figure(path: str | os.PathLike[str], **subplots: Any) -> Iterator[tuple[Any, Any]]:
+    """A new figure to draw on, saved to ``path`` when the block ends.
+
+    On leaving the block the layout is tightened and the figure written atomically
+    (:func:`medxfer.artifacts.atomic_path`: a reader never sees half a PNG); the figure is closed
+    either way, so an error while drawing leaks no figure (pyplot keeps every open one).
+
+    Args:
+        path: the PNG file to write.
+        **subplots: passed to :func:`matplotlib.pyplot.subplots` (``figsize``, ``nrows``...).
+
+    Yields:
+        ``(figure, axes)`` as :func:`matplotlib.pyplot.subplots` returns them.
+    """
+    fig, axes = plt.subplots(**subplots)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        with artifacts.atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=_DPI)
+    finally:
+        plt.close(fig)
 
 
 def plot_reliability(
@@ -24,54 +55,50 @@ def plot_reliability(
     """Reliability diagram: mean outcome against mean confidence per bin, bar width by count."""
     n = len(bins["count"])
     edges = torch.linspace(0, 1, n + 1)
-    fig, (ax, hx) = plt.subplots(
-        2, 1, figsize=(4.5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
-    )
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-    ok = bins["count"] > 0
-    ax.bar(
-        edges[:-1][ok],
-        bins["outcome"][ok],
-        width=1 / n,
-        align="edge",
-        alpha=0.7,
-        edgecolor="k",
-        label="observed",
-    )
-    ax.plot(bins["confidence"][ok], bins["outcome"][ok], "o", ms=3, color="C3")
-    ax.set(ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1), title=f"{title}  (ECE {ece:.3f})")
-    ax.legend(loc="upper left", fontsize=8)
-    hx.bar(edges[:-1], bins["count"], width=1 / n, align="edge", color="grey")
-    hx.set(xlabel="predicted probability", ylabel="count")
-    fig.tight_layout()
-    with artifacts.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    with saved_figure(
+        path, nrows=2, figsize=(4.5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    ) as (_, (ax, hx)):
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        ok = bins["count"] > 0
+        ax.bar(
+            edges[:-1][ok],
+            bins["outcome"][ok],
+            width=1 / n,
+            align="edge",
+            alpha=0.7,
+            edgecolor="k",
+            label="observed",
+        )
+        ax.plot(bins["confidence"][ok], bins["outcome"][ok], "o", ms=3, color="C3")
+        ax.set(
+            ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1), title=f"{title}  (ECE {ece:.3f})"
+        )
+        ax.legend(loc="upper left", fontsize=8)
+        hx.bar(edges[:-1], bins["count"], width=1 / n, align="edge", color="grey")
+        hx.set(xlabel="predicted probability", ylabel="count")
 
 
 def plot_cka_vs_depth(history: Sequence[Mapping], path: str | os.PathLike[str]) -> None:
     """CKA between initial and current features at each stage, one line per record of
     ``cka.json``'s history (``{"when", "epoch", "step", "cka": {stage: value}}``)."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for rec in history:
-        cka = rec[artifacts.CKA]
-        ax.plot(
-            range(len(cka)),
-            list(cka.values()),
-            "o-",
-            label=f"{rec[artifacts.WHEN]} (epoch {rec[artifacts.EPOCH]})",
+    with saved_figure(path, figsize=(5, 3.5)) as (_, ax):
+        for rec in history:
+            cka = rec[artifacts.CKA]
+            ax.plot(
+                range(len(cka)),
+                list(cka.values()),
+                "o-",
+                label=f"{rec[artifacts.WHEN]} (epoch {rec[artifacts.EPOCH]})",
+            )
+        if history:
+            stages = list(history[-1][artifacts.CKA])
+            ax.set_xticks(range(len(stages)), stages, rotation=30, ha="right", fontsize=8)
+        ax.set(
+            ylabel="linear CKA to initial",
+            ylim=(0, 1.05),
+            title="feature similarity to initialisation",
         )
-    if history:
-        stages = list(history[-1][artifacts.CKA])
-        ax.set_xticks(range(len(stages)), stages, rotation=30, ha="right", fontsize=8)
-    ax.set(
-        ylabel="linear CKA to initial", ylim=(0, 1.05), title="feature similarity to initialisation"
-    )
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    with artifacts.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+        ax.legend(fontsize=7)
 
 
 def plot_drift_per_block(
@@ -84,11 +111,7 @@ def plot_drift_per_block(
     blocks = {
         name: v for key, v in drift.items() if (name := key.split("/", 1)[1]) not in stages
     } or stages
-    fig, ax = plt.subplots(figsize=(max(5, 0.18 * len(blocks)), 3.5))
-    ax.bar(range(len(blocks)), [v["l1"] for v in blocks.values()], color="C0")
-    ax.set_xticks(range(len(blocks)), list(blocks), rotation=90, fontsize=6)
-    ax.set(ylabel="mean |w - w0|", title="weight drift per block")
-    fig.tight_layout()
-    with artifacts.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, figsize=(max(5, 0.18 * len(blocks)), 3.5)) as (_, ax):
+        ax.bar(range(len(blocks)), [v[artifacts.DRIFT_L1] for v in blocks.values()], color="C0")
+        ax.set_xticks(range(len(blocks)), list(blocks), rotation=90, fontsize=6)
+        ax.set(ylabel="mean |w - w0|", title="weight drift per block")

@@ -6,30 +6,58 @@ the mean over replicas of AUROC with a 95 % percentile bootstrap interval
 every replica, so the interval is that of the replica mean), ECE and top-1 where logged;
 data-efficiency curves (metric against ``train_fraction`` per backbone) and the fraction at
 which each backbone matches a baseline; subgroup gaps; CKA against depth and weight drift per
-stage; and Welch's two-sample t-test between two configurations across replicas. Files that some
-runs have and others lack (see :mod:`medxfer.artifacts`) are listed, never silently skipped.
-Written as Markdown and HTML with PNG figures in ``STUDY/report/``.
+stage; and Welch's two-sample t-test between two configurations across replicas (the analyses
+of Mustafa et al., "Supervised Transfer Learning at Scale for Medical Imaging", 2021). Files
+that some runs have and others lack (see :mod:`medxfer.artifacts`) are listed, never silently
+skipped. Written as Markdown and HTML with PNG figures in ``STUDY/report/``.
+
+The report is one function per section, each returning its Markdown lines (and writing its
+figures, through :func:`medxfer.plots.saved_figure`); :func:`build_report` puts them in order.
+Every file name and key the runs' writers also spell comes from :mod:`medxfer.artifacts`.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import markdown
 import numpy as np
 import yaml
 from scipy import stats
 
 from medxfer import artifacts
+from medxfer.errors import ConfigError
 from medxfer.metrics import SubgroupReport, bootstrap_ci, stage_drift
 from medxfer.naming import eval_prefix
-from medxfer.plots import plt
+from medxfer.plots import saved_figure
 
-__all__ = ["Run", "build_report", "find_runs", "missing_artifacts"]
+__all__ = [
+    "Run",
+    "StudyRuns",
+    "auroc_cells",
+    "baseline_section",
+    "build_report",
+    "comparison_section",
+    "data_efficiency_section",
+    "feature_reuse_section",
+    "find_runs",
+    "missing_artifacts",
+    "missing_section",
+    "performance_section",
+    "render_html",
+    "subgroups_section",
+    "summary_section",
+]
+
+#: The report's own figures (the CKA and drift figures share the runs' names, see artifacts).
+DATA_EFFICIENCY_PLOT, SUBGROUP_GAPS_PLOT = "data_efficiency.png", "subgroup_gaps.png"
+
+#: ``(configuration, test set) -> (mean AUROC over replicas, its table cell)``.
+AurocCells = Mapping[tuple[str, str], tuple[float, str]]
 
 
 @dataclass
@@ -49,18 +77,63 @@ class Run:
         self.analysis = self.folder / artifacts.ANALYSIS_DIR
 
 
+@dataclass
+class StudyRuns:
+    """The finished replicas of a study folder, grouped as the sections read them.
+
+    Attributes:
+        root: the study folder.
+        runs: its finished replicas (:func:`find_runs`).
+        by_name: the replicas of each configuration, configurations sorted by name.
+        sets: the test sets named in any replica's ``results.json``, sorted.
+    """
+
+    root: Path
+    runs: list[Run]
+    by_name: dict[str, list[Run]] = field(init=False)
+    sets: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        names = sorted({r.name for r in self.runs})
+        self.by_name = {n: [r for r in self.runs if r.name == n] for n in names}
+        self.sets = artifacts.result_sets(k for r in self.runs for k in r.results)
+
+    @classmethod
+    def read(cls, root: Path) -> StudyRuns:
+        """The finished replicas of study folder ``root``."""
+        return cls(root, find_runs(root))
+
+    def first(self, name: str) -> Run:
+        """The first replica of configuration ``name``: its backbone, pre-training and training
+        fraction are the configuration's."""
+        return self.by_name[name][0]
+
+
 def _number(v: object) -> float:
     """A value of strict JSON as a float: ``null`` -> NaN, ``"inf"`` -> inf."""
     return math.nan if v is None else float(v)  # type: ignore[arg-type]
 
 
+def _replica_folders(study: Path) -> list[tuple[Path, int]]:
+    """Every replica folder (``<name>/seed<k>/``, :func:`medxfer.artifacts.replica_dir`) of
+    ``study`` with its seed, finished or not, in path order."""
+    folders = [(f, artifacts.replica_seed(f.name)) for f in sorted(study.glob("*/*"))]
+    return [(f, seed) for f, seed in folders if seed is not None and f.is_dir()]
+
+
 def find_runs(study: Path) -> list[Run]:
-    """Every finished replica of ``study`` (those with ``results.json``)."""
+    """Every finished replica of ``study`` (those with ``results.json``).
+
+    Raises:
+        FileNotFoundError: ``study`` holds no finished replica.
+    """
     runs = []
-    for res in sorted(study.glob(f"*/seed*/{artifacts.RESULTS_JSON}")):
-        folder = res.parent
+    for folder, seed in _replica_folders(study):
+        res = folder / artifacts.RESULTS_JSON
+        if not res.is_file():
+            continue
         results = {k: _number(v) for k, v in json.loads(res.read_text()).items()}
-        run = Run(folder.parent.name, int(folder.name[4:]), folder, results)
+        run = Run(folder.parent.name, seed, folder, results)
         cfg_path = folder / artifacts.CONFIG_YAML
         if cfg_path.is_file():
             cfg = yaml.safe_load(cfg_path.read_text()) or {}
@@ -71,16 +144,62 @@ def find_runs(study: Path) -> list[Run]:
             run.fraction = float(data.get("train_fraction") or 1.0)
         runs.append(run)
     if not runs:
+        layout = f"<name>/{artifacts.replica_dir('<k>')}/{artifacts.RESULTS_JSON}"
         raise FileNotFoundError(
-            f"{study}: no finished runs (expected <name>/seed<k>/{artifacts.RESULTS_JSON}, "
-            "written by medxfer study)"
+            f"{study}: no finished runs (expected {layout}, written by medxfer study)"
         )
     return runs
 
 
+def missing_artifacts(study: Path, runs: list[Run], sets: Sequence[str]) -> list[str]:
+    """One line per run folder lacking a file that the report reads and other runs have (and
+    per replica folder without ``results.json``: unfinished, left out of every table)."""
+    lines = [
+        f"`{folder.relative_to(study)}` lacks `{artifacts.RESULTS_JSON}` (unfinished: in no table)"
+        for folder, _ in _replica_folders(study)
+        if not (folder / artifacts.RESULTS_JSON).is_file()
+    ]
+    analysis = [artifacts.predictions_npz(s) for s in sets]
+    analysis += [artifacts.subgroups_json(eval_prefix("test", s)) for s in sets]
+    analysis += [artifacts.CKA_JSON, artifacts.WEIGHT_DRIFT_JSON]
+    expected = [artifacts.CONFIG_YAML] + [f"{artifacts.ANALYSIS_DIR}/{a}" for a in analysis]
+    for name in expected:
+        lacking = [r for r in runs if not (r.folder / name).is_file()]
+        if len(lacking) < len(runs):
+            lines += [f"`{r.folder.relative_to(study)}` lacks `{name}`" for r in lacking]
+    return lines
+
+
+# Formatting -----------------------------------------------------------------------------------
+def _mean(values: Sequence[float | None]) -> float:
+    """Mean of the known values (``None`` and NaN left out); NaN when none is known."""
+    known = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(known)) if known else math.nan
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "n/a" if v is None or math.isnan(v) else f"{v:.{digits}f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table, then a blank line; a ``|`` inside a cell is escaped, not a column."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return [line(header), "|" + "---|" * len(header), *map(line, rows), ""]
+
+
+def _image(alt: str, file: str) -> list[str]:
+    """The Markdown line showing figure ``file`` of the report folder, then a blank line."""
+    return [f"![{alt}]({file})", ""]
+
+
+# AUROC ----------------------------------------------------------------------------------------
 def _onehot_if_multiclass(target: np.ndarray) -> np.ndarray:
+    """``target`` as 0/1 labels: soft label distributions score their top label."""
     known = target[~np.isnan(target)]
-    if known.size and not np.isin(known, (0.0, 1.0)).all():  # soft labels: score the top label
+    if known.size and not np.isin(known, (0.0, 1.0)).all():
         return np.eye(target.shape[1])[np.nan_to_num(target).argmax(axis=1)]
     return target
 
@@ -103,52 +222,126 @@ def _auroc_cell(reps: list[Run], test_set: str, n_resamples: int) -> tuple[float
             )
             return ci.value, f"{ci.value:.3f} [{ci.low:.3f}, {ci.high:.3f}]"
         reason = "replicas tested on different cases"
-    point = _mean([r.results.get(f"{eval_prefix('test', test_set)}/auroc_mean") for r in reps])
+    key = artifacts.result_key(test_set, artifacts.AUROC_MEAN)
+    point = _mean([r.results.get(key) for r in reps])
     return point, f"{_fmt(point)} (no interval: {reason})"
 
 
-def missing_artifacts(study: Path, runs: list[Run], sets: Sequence[str]) -> list[str]:
-    """One line per run folder lacking a file that the report reads and other runs have (and
-    per replica folder without ``results.json``: unfinished, left out of every table)."""
-    lines = [
-        f"`{folder.relative_to(study)}` lacks `{artifacts.RESULTS_JSON}` (unfinished: in no table)"
-        for folder in sorted(study.glob("*/seed*"))
-        if folder.is_dir() and not (folder / artifacts.RESULTS_JSON).is_file()
+def auroc_cells(study: StudyRuns, n_resamples: int) -> dict[tuple[str, str], tuple[float, str]]:
+    """Every configuration's mean AUROC on every test set, with its table cell: the bootstrap
+    interval of the replica mean (``n_resamples`` resamples of the test cases) where every
+    replica left its per-case predictions, else the mean of the logged values and the reason.
+    Computed once: the performance table and the data-efficiency curves both use it."""
+    return {
+        (name, s): _auroc_cell(reps, s, n_resamples)
+        for name, reps in study.by_name.items()
+        for s in study.sets
+    }
+
+
+# Sections -------------------------------------------------------------------------------------
+def summary_section(study: StudyRuns) -> list[str]:
+    """The title and what the study holds: runs, configurations, test sets."""
+    return [
+        f"# Study report: {study.root.name}",
+        "",
+        f"{len(study.runs)} runs, {len(study.by_name)} configurations, "
+        f"test sets: {', '.join(study.sets)}.",
+        "",
     ]
-    analysis = [artifacts.predictions_npz(s) for s in sets]
-    analysis += [artifacts.subgroups_json(eval_prefix("test", s)) for s in sets]
-    analysis += [artifacts.CKA_JSON, artifacts.WEIGHT_DRIFT_JSON]
-    expected = [artifacts.CONFIG_YAML] + [f"{artifacts.ANALYSIS_DIR}/{a}" for a in analysis]
-    for name in expected:
-        lacking = [r for r in runs if not (r.folder / name).is_file()]
-        if len(lacking) < len(runs):
-            lines += [f"`{r.folder.relative_to(study)}` lacks `{name}`" for r in lacking]
-    return lines
 
 
-def _first(runs: list[Run], filename: str) -> Path | None:
-    """``analysis/<filename>`` of the first replica that has it."""
-    return next((p for r in runs if (p := r.analysis / filename).is_file()), None)
+def missing_section(study: StudyRuns) -> list[str]:
+    """The files some runs lack and others have (:func:`missing_artifacts`); nothing when none
+    is missing. Listed so that a figure over fewer replicas is never taken for all of them."""
+    missing = missing_artifacts(study.root, study.runs, study.sets)
+    if not missing:
+        return []
+    return [
+        "## Missing artifacts",
+        "",
+        "These runs lack files that other runs of the study have: an AUROC interval needs "
+        "every replica's predictions; subgroup and feature-reuse figures use the replicas "
+        "that have their files.",
+        "",
+        *[f"- {line}" for line in missing],
+        "",
+    ]
 
 
-def _sets(runs: list[Run]) -> list[str]:
-    return sorted({k.split("/")[1] for r in runs for k in r.results if k.startswith("test/")})
+def performance_section(study: StudyRuns, auroc: AurocCells, n_resamples: int) -> list[str]:
+    """The main table: one row per configuration and test set, AUROC with its interval
+    (``auroc``, from :func:`auroc_cells` with ``n_resamples``), mean ECE and top-1."""
+
+    def mean(reps: list[Run], s: str, metric: str) -> str:
+        return _fmt(_mean([r.results.get(artifacts.result_key(s, metric)) for r in reps]))
+
+    rows = [
+        [
+            name,
+            reps[0].backbone,
+            reps[0].pretrained,
+            f"{reps[0].fraction:g}",
+            s,
+            str(len(reps)),
+            auroc[(name, s)][1],
+            mean(reps, s, artifacts.ECE),
+            mean(reps, s, artifacts.TOP1),
+        ]
+        for name, reps in study.by_name.items()
+        for s in study.sets
+    ]
+    header = [
+        "configuration",
+        "backbone",
+        "pre-training",
+        "train fraction",
+        "test set",
+        "replicas",
+        "AUROC [95% CI]",
+        "ECE",
+        "top-1",
+    ]
+    return [
+        "## Performance",
+        "",
+        "AUROC: mean over replicas with a 95 % bootstrap interval over test cases "
+        f"({n_resamples} resamples). ECE and top-1: means over replicas.",
+        "",
+        *_table(header, rows),
+    ]
 
 
-def _mean(values: Sequence[float | None]) -> float:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    return float(np.mean(values)) if values else math.nan
+def _curves(study: StudyRuns) -> dict[tuple[str, str], list[str]]:
+    """The configurations of each (backbone, pre-training): the points of one data-efficiency
+    curve; empty when no curve has two training fractions (there is no curve to draw)."""
+    curves: dict[tuple[str, str], list[str]] = {}
+    for name in study.by_name:
+        run = study.first(name)
+        curves.setdefault((run.backbone, run.pretrained), []).append(name)
+    if any(len({study.first(n).fraction for n in names}) > 1 for names in curves.values()):
+        return curves
+    return {}
 
 
-def _fmt(v: float, digits: int = 3) -> str:
-    return "n/a" if v is None or math.isnan(v) else f"{v:.{digits}f}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(
-        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        + ["| " + " | ".join(r) + " |" for r in rows]
-    )
+def data_efficiency_section(study: StudyRuns, auroc: AurocCells, out: Path) -> list[str]:
+    """AUROC against the fraction of training data, one curve per backbone and pre-training and
+    one panel per test set (``out/data_efficiency.png``); nothing when no backbone was trained
+    on two fractions."""
+    curves = _curves(study)
+    if not curves or not study.sets:
+        return []
+    n_sets = len(study.sets)
+    with saved_figure(
+        out / DATA_EFFICIENCY_PLOT, ncols=n_sets, figsize=(4.5 * n_sets, 3.5), squeeze=False
+    ) as (_, axes):
+        for ax, s in zip(axes[0], study.sets, strict=True):
+            for (backbone, pre), names in curves.items():
+                pts = sorted((study.first(n).fraction, auroc[(n, s)][0]) for n in names)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{backbone} ({pre})")
+            ax.set(xscale="log", xlabel="fraction of training data", ylabel="AUROC", title=s)
+            ax.legend(fontsize=7)
+    return ["## Data efficiency", "", *_image("data efficiency", DATA_EFFICIENCY_PLOT)]
 
 
 def _matching_fraction(fractions: list[float], values: list[float], target: float) -> float | None:
@@ -162,135 +355,46 @@ def _matching_fraction(fractions: list[float], values: list[float], target: floa
     return None
 
 
-def build_report(
-    study: Path,
-    out: Path | None = None,
-    baseline: str | None = None,
-    compare: Sequence[str] | None = None,
-    n_resamples: int = 1000,
-) -> Path:
-    """Write ``report.md``, ``report.html`` and the figures; returns the Markdown path."""
-    runs = find_runs(study)
-    out = out or study / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    names = sorted({r.name for r in runs})
-    by_name = {n: [r for r in runs if r.name == n] for n in names}
-    sets = _sets(runs)
-    md: list[str] = [
-        f"# Study report: {study.name}",
-        "",
-        f"{len(runs)} runs, {len(names)} configurations, test sets: {', '.join(sets)}.",
-        "",
-    ]
-    missing = missing_artifacts(study, runs, sets)
-    if missing:
-        md += [
-            "## Missing artifacts",
-            "",
-            "These runs lack files that other runs of the study have: an AUROC interval needs "
-            "every replica's predictions; subgroup and feature-reuse figures use the replicas "
-            "that have their files.",
-            "",
-            *[f"- {line}" for line in missing],
-            "",
-        ]
-    figures: list[tuple[str, str]] = []
-
-    # Main table ------------------------------------------------------------------------
-    rows, mean_auroc = [], {}
-    for name in names:
-        reps = by_name[name]
-        for s in sets:
-            point, auroc = _auroc_cell(reps, s, n_resamples)
-            mean_auroc[(name, s)] = point
+def baseline_section(study: StudyRuns, auroc: AurocCells, baseline: str | None) -> list[str]:
+    """The smallest fraction of training data at which each data-efficiency curve reaches the
+    AUROC of configuration ``baseline`` on each test set (linear between the curve's points);
+    nothing without a baseline or without curves (see :func:`data_efficiency_section`)."""
+    curves = _curves(study)
+    if baseline is None or not curves:
+        return []
+    rows = []
+    for s in study.sets:
+        target = auroc[(baseline, s)][0]
+        for (backbone, pre), names in curves.items():
+            match = _matching_fraction(
+                [study.first(n).fraction for n in names], [auroc[(n, s)][0] for n in names], target
+            )
             rows.append(
                 [
-                    name,
-                    reps[0].backbone,
-                    reps[0].pretrained,
-                    f"{reps[0].fraction:g}",
                     s,
-                    str(len(reps)),
-                    auroc,
-                    _fmt(_mean([r.results.get(f"{eval_prefix('test', s)}/ece") for r in reps])),
-                    _fmt(_mean([r.results.get(f"{eval_prefix('test', s)}/top1") for r in reps])),
+                    f"{backbone} ({pre})",
+                    _fmt(target),
+                    "not reached" if match is None else f"{match:.3g}",
                 ]
             )
-    md += [
-        "## Performance",
+    return [
+        f"Fraction of training data at which each backbone matches the baseline `{baseline}`:",
         "",
-        "AUROC: mean over replicas with a 95 % bootstrap interval over test cases "
-        f"({n_resamples} resamples). ECE and top-1: means over replicas.",
-        "",
-        _table(
-            [
-                "configuration",
-                "backbone",
-                "pre-training",
-                "train fraction",
-                "test set",
-                "replicas",
-                "AUROC [95% CI]",
-                "ECE",
-                "top-1",
-            ],
-            rows,
-        ),
-        "",
+        *_table(["test set", "backbone", "baseline AUROC", "matching fraction"], rows),
     ]
 
-    # Data efficiency -----------------------------------------------------------------------
-    groups: dict[tuple[str, str], list[str]] = {}
-    for name in names:
-        groups.setdefault((by_name[name][0].backbone, by_name[name][0].pretrained), []).append(name)
-    if any(len({by_name[n][0].fraction for n in ns}) > 1 for ns in groups.values()):
-        fig, axes = plt.subplots(1, len(sets), figsize=(4.5 * len(sets), 3.5), squeeze=False)
-        for ax, s in zip(axes[0], sets, strict=True):
-            for (bb, pre), ns in groups.items():
-                pts = sorted((by_name[n][0].fraction, mean_auroc[(n, s)]) for n in ns)
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{bb} ({pre})")
-            ax.set(xscale="log", xlabel="fraction of training data", ylabel="AUROC", title=s)
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        with artifacts.atomic_path(out / "data_efficiency.png") as tmp:
-            fig.savefig(tmp, dpi=120)
-        plt.close(fig)
-        figures.append(("Data efficiency", "data_efficiency.png"))
-        md += ["## Data efficiency", "", "![data efficiency](data_efficiency.png)", ""]
-        if baseline is not None:
-            if baseline not in by_name:
-                raise ValueError(
-                    f"baseline {baseline!r} is not a configuration of the study: {names}"
-                )
-            rows = []
-            for s in sets:
-                target = mean_auroc[(baseline, s)]
-                for (bb, pre), ns in groups.items():
-                    fr = [by_name[n][0].fraction for n in ns]
-                    match = _matching_fraction(fr, [mean_auroc[(n, s)] for n in ns], target)
-                    rows.append(
-                        [
-                            s,
-                            f"{bb} ({pre})",
-                            _fmt(target),
-                            "not reached" if match is None else f"{match:.3g}",
-                        ]
-                    )
-            md += [
-                f"Fraction of training data at which each backbone matches the baseline `{baseline}`:",
-                "",
-                _table(["test set", "backbone", "baseline AUROC", "matching fraction"], rows),
-                "",
-            ]
 
-    # Subgroups ------------------------------------------------------------------------------
-    rows, gap_plot = [], {}
-    for name in names:
-        for s in sets:
+def subgroups_section(study: StudyRuns, out: Path) -> list[str]:
+    """Subgroup gaps per configuration, test set and attribute, averaged over the replicas that
+    have their subgroup file, with the groups too small to score and those scored apart; a bar
+    per row in ``out/subgroup_gaps.png``. Nothing when no replica has a subgroup file."""
+    rows, gaps = [], {}
+    for name, reps in study.by_name.items():
+        for s in study.sets:
             filename = artifacts.subgroups_json(eval_prefix("test", s))
             reports = [
                 json.loads(p.read_text())[artifacts.ATTRIBUTES]
-                for r in by_name[name]
+                for r in reps
                 if (p := r.analysis / filename).is_file()
             ]
             for attr in sorted({a for rep in reports for a in rep}):
@@ -309,155 +413,200 @@ def build_report(
                         ", ".join(apart) or "-",
                     ]
                 )
-                gap_plot[(name, s, attr)] = gap
-    if rows:
-        md += [
-            "## Subgroups",
-            "",
-            "Gap: the largest relative deviation of a subgroup from the mean over subgroups "
-            "(mean over replicas; n/a with fewer than two scored subgroups); subgroups under the "
-            "minimum size are listed, not scored; cases of unknown attribute are scored apart, "
-            "not in the gap (unless the run asked for include_unknown).",
-            "",
-            _table(
-                [
-                    "configuration",
-                    "test set",
-                    "attribute",
-                    "gap",
-                    "worst group",
-                    "too small",
-                    "not in gap",
-                ],
-                rows,
-            ),
-            "",
-        ]
-        fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(gap_plot)), 3.5))
-        ax.bar(range(len(gap_plot)), list(gap_plot.values()))  # n/a: no bar
-        ax.set_xticks(
-            range(len(gap_plot)), ["/".join(k) for k in gap_plot], rotation=90, fontsize=6
-        )
+                gaps[f"{name}/{s}/{attr}"] = gap
+    if not rows:
+        return []
+    with saved_figure(out / SUBGROUP_GAPS_PLOT, figsize=(max(5, 0.5 * len(gaps)), 3.5)) as (
+        _,
+        ax,
+    ):
+        ax.bar(range(len(gaps)), list(gaps.values()))  # n/a: no bar
+        ax.set_xticks(range(len(gaps)), list(gaps), rotation=90, fontsize=6)
         ax.set(ylabel="subgroup gap", title="subgroup gaps")
-        fig.tight_layout()
-        with artifacts.atomic_path(out / "subgroup_gaps.png") as tmp:
-            fig.savefig(tmp, dpi=120)
-        plt.close(fig)
-        figures.append(("Subgroup gaps", "subgroup_gaps.png"))
-        md += ["![subgroup gaps](subgroup_gaps.png)", ""]
+    header = [
+        "configuration",
+        "test set",
+        "attribute",
+        "gap",
+        "worst group",
+        "too small",
+        "not in gap",
+    ]
+    return [
+        "## Subgroups",
+        "",
+        "Gap: the largest relative deviation of a subgroup from the mean over subgroups "
+        "(mean over replicas; n/a with fewer than two scored subgroups); subgroups under the "
+        "minimum size are listed, not scored; cases of unknown attribute are scored apart, "
+        "not in the gap (unless the run asked for include_unknown).",
+        "",
+        *_table(header, rows),
+        *_image("subgroup gaps", SUBGROUP_GAPS_PLOT),
+    ]
 
-    # Feature reuse ---------------------------------------------------------------------------
+
+def _first_file(runs: list[Run], filename: str) -> Path | None:
+    """``analysis/<filename>`` of the first replica that has it."""
+    return next((p for r in runs if (p := r.analysis / filename).is_file()), None)
+
+
+def feature_reuse_section(study: StudyRuns, out: Path) -> list[str]:
+    """How far fine-tuning moved each configuration from its initialisation, from its first
+    replica that measured it: CKA to the initial features against depth at the end of training
+    (``cka.json``) and the mean absolute weight change per stage (``weight_drift.json``).
+    Nothing when no replica measured either."""
     cka = {
         n: json.loads(p.read_text())[artifacts.HISTORY]
-        for n in names
-        if (p := _first(by_name[n], artifacts.CKA_JSON))
+        for n, reps in study.by_name.items()
+        if (p := _first_file(reps, artifacts.CKA_JSON))
     }
-    if cka:
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for n, hist in cka.items():
-            last = ([h for h in hist if h[artifacts.WHEN] == artifacts.END] or hist[-1:])[-1]
-            values = last[artifacts.CKA]
-            ax.plot(range(len(values)), list(values.values()), "o-", label=n)
-        ax.set(
-            xlabel="stage",
-            ylabel="CKA to initialisation",
-            ylim=(0, 1.05),
-            title="CKA against depth",
-        )
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        with artifacts.atomic_path(out / artifacts.CKA_PLOT) as tmp:
-            fig.savefig(tmp, dpi=120)
-        plt.close(fig)
-        figures.append(("CKA against depth", artifacts.CKA_PLOT))
-        md += ["## Feature reuse", "", f"![CKA against depth]({artifacts.CKA_PLOT})", ""]
     drift = {
         n: stage_drift(json.loads(p.read_text())[artifacts.HISTORY][-1][artifacts.DRIFT])
-        for n in names
-        if (p := _first(by_name[n], artifacts.WEIGHT_DRIFT_JSON))
+        for n, reps in study.by_name.items()
+        if (p := _first_file(reps, artifacts.WEIGHT_DRIFT_JSON))
     }
+    if not cka and not drift:
+        return []
+    md = ["## Feature reuse", ""]
+    if cka:
+        with saved_figure(out / artifacts.CKA_PLOT, figsize=(5, 3.5)) as (_, ax):
+            for n, history in cka.items():
+                ends = [h for h in history if h[artifacts.WHEN] == artifacts.END]
+                values = (ends or history)[-1][artifacts.CKA]
+                ax.plot(range(len(values)), list(values.values()), "o-", label=n)
+            ax.set(
+                xlabel="stage",
+                ylabel="CKA to initialisation",
+                ylim=(0, 1.05),
+                title="CKA against depth",
+            )
+            ax.legend(fontsize=7)
+        md += _image("CKA against depth", artifacts.CKA_PLOT)
     if drift:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+        # one slot per stage name, in order of appearance: backbones may name stages apart
+        stages = list(dict.fromkeys(stage for d in drift.values() for stage in d))
         width = 0.8 / len(drift)
-        for i, (n, d) in enumerate(drift.items()):
-            stages = list(d)
-            ax.bar(np.arange(len(stages)) + i * width, [d[k]["l1"] for k in stages], width, label=n)
-        ax.set_xticks(np.arange(len(stages)), stages, rotation=30, fontsize=7)
-        ax.set(ylabel="mean |w - w0|", title="weight drift per stage")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        with artifacts.atomic_path(out / artifacts.DRIFT_PLOT) as tmp:
-            fig.savefig(tmp, dpi=120)
-        plt.close(fig)
-        figures.append(("Weight drift", artifacts.DRIFT_PLOT))
-        md += [f"![weight drift]({artifacts.DRIFT_PLOT})", ""]
+        with saved_figure(out / artifacts.DRIFT_PLOT, figsize=(6, 3.5)) as (_, ax):
+            for i, (n, d) in enumerate(drift.items()):
+                x = [stages.index(stage) + i * width for stage in d]
+                ax.bar(x, [v[artifacts.DRIFT_L1] for v in d.values()], width, label=n)
+            ax.set_xticks(np.arange(len(stages)), stages, rotation=30, fontsize=7)
+            ax.set(ylabel="mean |w - w0|", title="weight drift per stage")
+            ax.legend(fontsize=7)
+        md += _image("weight drift", artifacts.DRIFT_PLOT)
+    return md
 
-    # t-test -----------------------------------------------------------------------------------
-    if compare:
-        a, b = compare
-        rows = []
-        for s in sets:
-            key = f"{eval_prefix('test', s)}/auroc_mean"
-            va = [r.results.get(key, math.nan) for r in by_name[a]]
-            vb = [r.results.get(key, math.nan) for r in by_name[b]]
-            res = stats.ttest_ind(va, vb, equal_var=False) if min(len(va), len(vb)) > 1 else None
-            rows.append(
-                [
-                    s,
-                    _fmt(float(np.mean(va))),
-                    _fmt(float(np.mean(vb))),
-                    "n/a" if res is None else _fmt(float(res.statistic)),
-                    "n/a" if res is None else _fmt(float(res.pvalue), 4),
-                ]
+
+def comparison_section(study: StudyRuns, compare: Sequence[str] | None) -> list[str]:
+    """Welch's two-sample t-test between the replicas' AUROC of configurations ``compare = (a,
+    b)`` on each test set (n/a with fewer than two replicas on a side); nothing without
+    ``compare``."""
+    if not compare:
+        return []
+    a, b = compare
+    rows = []
+    for s in study.sets:
+        key = artifacts.result_key(s, artifacts.AUROC_MEAN)
+        va = [r.results.get(key, math.nan) for r in study.by_name[a]]
+        vb = [r.results.get(key, math.nan) for r in study.by_name[b]]
+        res = stats.ttest_ind(va, vb, equal_var=False) if min(len(va), len(vb)) > 1 else None
+        rows.append(
+            [
+                s,
+                _fmt(float(np.mean(va))),
+                _fmt(float(np.mean(vb))),
+                "n/a" if res is None else _fmt(float(res.statistic)),
+                "n/a" if res is None else _fmt(float(res.pvalue), 4),
+            ]
+        )
+    return [
+        f"## {a} vs {b}",
+        "",
+        "Welch's two-sample t-test on the replicas' AUROC.",
+        "",
+        *_table(["test set", f"{a} mean", f"{b} mean", "t", "p"], rows),
+    ]
+
+
+# The report ------------------------------------------------------------------------------------
+def _check_names(study: StudyRuns, baseline: str | None, compare: Sequence[str] | None) -> None:
+    """Refuse a baseline or compared configuration that the study does not hold, naming those
+    it does, before any figure is drawn."""
+    if compare is not None and len(compare) != 2:
+        raise ConfigError(f"compare takes two configurations, got {list(compare)}")
+    for role, name in [("baseline", baseline), *(("compare", n) for n in compare or ())]:
+        if name is not None and name not in study.by_name:
+            raise ConfigError(
+                f"{role} {name!r} is not a configuration of the study {study.root}: "
+                f"{list(study.by_name)}"
             )
-        md += [
-            f"## {a} vs {b}",
-            "",
-            "Welch's two-sample t-test on the replicas' AUROC.",
-            "",
-            _table(["test set", f"{a} mean", f"{b} mean", "t", "p"], rows),
-            "",
+
+
+def build_report(
+    study: Path,
+    out: Path | None = None,
+    baseline: str | None = None,
+    compare: Sequence[str] | None = None,
+    n_resamples: int = 1000,
+) -> Path:
+    """Write ``report.md``, ``report.html`` and the figures of study folder ``study``.
+
+    Args:
+        study: the study folder (``<name>/seed<k>/`` replica folders, ``medxfer study``).
+        out: the report folder; ``study/report`` by default.
+        baseline: the configuration whose AUROC each data-efficiency curve must match.
+        compare: two configurations to compare by Welch's t-test.
+        n_resamples: bootstrap resamples of the test cases for the AUROC intervals.
+
+    Returns:
+        The path of ``report.md``.
+
+    Raises:
+        FileNotFoundError: ``study`` holds no finished replica.
+        ValueError: ``baseline`` or ``compare`` names no configuration of the study.
+    """
+    runs = StudyRuns.read(study)
+    _check_names(runs, baseline, compare)
+    out = out or study / artifacts.REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    auroc = auroc_cells(runs, n_resamples)
+    text = "\n".join(
+        [
+            *summary_section(runs),
+            *missing_section(runs),
+            *performance_section(runs, auroc, n_resamples),
+            *data_efficiency_section(runs, auroc, out),
+            *baseline_section(runs, auroc, baseline),
+            *subgroups_section(runs, out),
+            *feature_reuse_section(runs, out),
+            *comparison_section(runs, compare),
         ]
-
-    text = "\n".join(md)
-    artifacts.write_text(out / "report.md", text)
-    artifacts.write_text(out / "report.html", _html(text))
-    return out / "report.md"
-
-
-def _cells(row: str, tag: str) -> str:
-    return "".join(f"<{tag}>{html.escape(c.strip())}</{tag}>" for c in row.strip("|").split("|"))
+    )
+    artifacts.write_text(out / artifacts.REPORT_MD, text)
+    artifacts.write_text(out / artifacts.REPORT_HTML, render_html(text))
+    return out / artifacts.REPORT_MD
 
 
-def _html(markdown: str) -> str:
-    """A self-contained HTML rendering of the report's Markdown (headings, tables, images)."""
-    body, table = [], []
+_STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}"
+    "img{max-width:100%}"
+)
 
-    def flush() -> None:
-        if table:
-            head, *rest = table
-            body.append(
-                "<table><tr>"
-                + _cells(head, "th")
-                + "</tr>"
-                + "".join("<tr>" + _cells(r, "td") + "</tr>" for r in rest[1:])
-                + "</table>"
-            )
-            table.clear()
 
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush()
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
-        elif line.startswith("!["):
-            alt, src = line[2:].split("](")
-            body.append(f'<img src="{html.escape(src.rstrip(")"))}" alt="{html.escape(alt)}">')
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-    flush()
-    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}img{max-width:100%}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>medxfer report</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+def render_html(text: str) -> str:
+    """The report's Markdown ``text`` as one self-contained HTML page (its figures referenced
+    beside it), by Python-Markdown with its ``tables`` extension.
+
+    Raw HTML in the Markdown is shown as text, not passed through: names in the report come
+    from the study's folders and data (configurations, subgroups), and a ``<`` there must not
+    become markup.
+    """
+    converter = markdown.Markdown(extensions=["tables"], output_format="html")
+    converter.preprocessors.deregister("html_block")
+    converter.inlinePatterns.deregister("html")
+    body = converter.convert(text)
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>medxfer report</title>"
+        f"<style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n"
+    )

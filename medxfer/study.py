@@ -136,7 +136,7 @@ def run_study(
     artifacts.case_id_key(out)
     folders = []
     for seed in seeds:
-        run_dir = out / name / f"seed{seed}"
+        run_dir = out / name / artifacts.replica_dir(seed)
         folders.append(run_dir)
         if is_finished(run_dir):
             print(f"[study] {name} seed {seed}: done, skipped")

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from medxfer.artifacts import AUROC_MEAN, TOP1
 from medxfer.metrics import masked_multilabel_auroc, metric_key
 from medxfer.naming import POSITIVES
 
@@ -62,9 +63,9 @@ class CaseMetrics(Metric):
         onehot = F.one_hot(top, probs.shape[1]).float()
         per_class = masked_multilabel_auroc(probs, onehot)
         out = {
-            "top1": (ranked[:, 0] == top).float().mean(),
+            TOP1: (ranked[:, 0] == top).float().mean(),
             "top3": (ranked == top[:, None]).any(dim=1).float().mean(),
-            "auroc_mean": torch.nanmean(per_class),
+            AUROC_MEAN: torch.nanmean(per_class),
         }
         positives = onehot.sum(dim=0)
         for name, auroc, pos in zip(self.class_names, per_class, positives, strict=True):

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from medxfer import artifacts
 from medxfer.artifacts import jsonable, write_json
 from medxfer.commands.lightning import MedxferCLI
 from medxfer.results import format_results
@@ -111,3 +112,50 @@ def test_results_md_lists_every_subgroup_with_its_size(tmp_path: Path) -> None:
     assert "| nih | sex | 0.7500 | n/a | 0.7500 | n/a |" in lines  # the summary stays
     # results.json keeps its keys: what was logged, nothing from the subgroup file
     assert set(json.loads((tmp_path / "results.json").read_text())) == set(logged)
+
+
+# Names the writers and the report share ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("folder", "seed"),
+    [
+        pytest.param("seed0", 0, id="zero"),
+        pytest.param("seed12", 12, id="two-digits"),
+        pytest.param("seeds", None, id="no-number"),
+        pytest.param("seed", None, id="bare"),
+        pytest.param("seed-1", None, id="sign"),
+        pytest.param("report", None, id="other-folder"),
+    ],
+)
+def test_replica_folders_are_seed_k(folder: str, seed: int | None) -> None:
+    assert artifacts.replica_seed(folder) == seed
+    if seed is not None:
+        assert artifacts.replica_dir(seed) == folder  # medxfer study's STUDY/<name>/seed<k>/
+
+
+def test_result_keys_are_test_set_and_metric() -> None:
+    assert artifacts.result_key("nih", artifacts.AUROC_MEAN) == "test/nih/auroc_mean"
+    assert artifacts.result_key("chexpert", artifacts.ECE) == "test/chexpert/ece"
+    assert artifacts.result_key("derm", artifacts.TOP1) == "test/derm/top1"
+    keys = ["test/nih/ece", "test/chexpert/auroc/Edema", "val/auroc_mean", "val/nih/ece", "test"]
+    assert [artifacts.is_result_key(k) for k in keys] == [True, True, False, False, False]
+    assert artifacts.result_sets(keys) == ["chexpert", "nih"]
+
+
+def test_metrics_compute_the_keys_the_report_reads() -> None:
+    """The keys the metrics log (and results.json keeps) are those of medxfer.artifacts."""
+    from medxfer.metrics import CalibrationError, MultilabelAUROC
+    from medxfer.tasks.multi_image import CaseMetrics
+
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    target = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    computed = {}
+    for metric in (
+        MultilabelAUROC(["a", "b"]),
+        CalibrationError(label_names=["a", "b"]),
+        CaseMetrics(["a", "b"]),
+    ):
+        metric.update(probs, target)
+        computed.update(metric.compute())
+    assert {"auroc_mean", "ece", "top1"} <= set(computed)
+    assert computed[artifacts.TOP1].item() == pytest.approx(2 / 3)  # cases 1 and 2 right
+    assert computed[artifacts.AUROC_MEAN].item() == pytest.approx(1.0)  # both labels separate

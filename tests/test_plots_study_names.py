@@ -1,11 +1,13 @@
 """The figures read run artifacts by the names of :mod:`medxfer.artifacts` and
-:func:`medxfer.metrics.stage_drift`: what a plot shows is checked against hand-made records."""
+:func:`medxfer.metrics.stage_drift`: what a plot shows is checked against hand-made records; the
+one helper that saves every figure writes it whole and closes it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
 from medxfer import artifacts, plots
@@ -83,3 +85,16 @@ def test_cka_plot_reads_history_records(figures: list[Figure], tmp_path: Path) -
     ]
     assert [list(line.get_ydata()) for line in ax.get_lines()] == [[1.0, 1.0], [0.9, 0.4]]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["layer1", "layer2"]
+
+
+def test_saved_figure_writes_the_png_and_closes_the_figure(tmp_path: Path) -> None:
+    open_before = plt.get_fignums()
+    with plots.saved_figure(tmp_path / "a.png", figsize=(2, 2)) as (fig, ax):
+        ax.plot([0, 1], [0, 1])
+    assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert fig.get_size_inches() == pytest.approx((2, 2))
+    with pytest.raises(RuntimeError, match="drawing"):
+        with plots.saved_figure(tmp_path / "b.png") as (fig, ax):
+            raise RuntimeError("drawing failed")
+    assert plt.get_fignums() == open_before  # both closed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]  # nothing of b, no temporary

@@ -1,23 +1,44 @@
 """Studies end to end: replicas into a study folder (resumable), then the report's tables and
-plots, with bootstrap intervals, data-efficiency matching and the t-test."""
+plots, with bootstrap intervals, data-efficiency matching and the t-test; each section of the
+report on a hand-made study folder, and its HTML rendering."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.stats
+import yaml
+from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score
 
-from medxfer import artifacts
+from medxfer import artifacts, plots
 from medxfer.commands.lightning import build_cli
 from medxfer.datamodules.chest_xray import write_synthetic_chexpert, write_synthetic_nih
 from medxfer.metrics import bootstrap_ci
-from medxfer.report import _matching_fraction, build_report, find_runs
+from medxfer.report import (
+    StudyRuns,
+    _matching_fraction,
+    auroc_cells,
+    baseline_section,
+    build_report,
+    comparison_section,
+    data_efficiency_section,
+    feature_reuse_section,
+    find_runs,
+    missing_section,
+    performance_section,
+    render_html,
+    subgroups_section,
+    summary_section,
+)
 from medxfer.study import replica_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,3 +259,326 @@ def test_study_command_is_resumable(tmp_path: Path) -> None:
     ).is_file()
     again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert "seed 3: done, skipped" in again.stdout
+
+
+# Each section on a hand-made study folder ----------------------------------------------------
+# The folders are spelled here as the documented layout (``<name>/seed<k>/results.json``,
+# ``analysis/...``, ``test/<set>/<metric>``), not through medxfer.artifacts: the report must
+# read what the writers are documented to write.
+
+
+@pytest.fixture
+def figures(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
+    """The figures the report closes, kept open for inspection."""
+    kept: list[Figure] = []
+    monkeypatch.setattr(plots.plt, "close", kept.append)
+    return kept
+
+
+def _replica(
+    study: Path,
+    name: str,
+    seed: int,
+    results: dict[str, float | None],
+    backbone: str = "r50",
+    fraction: float = 1.0,
+    analysis: dict[str, object] | None = None,
+) -> Path:
+    """A finished replica: results.json, config.yaml as LightningCLI saves it, and JSON files
+    in ``analysis/``."""
+    folder = study / name / f"seed{seed}"
+    (folder / "analysis").mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps(results))
+    config = {
+        "model": {"init_args": {"backbone": backbone, "pretrained": None}},
+        "data": {"init_args": {"train_fraction": fraction}},
+    }
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    for file, data in (analysis or {}).items():
+        (folder / "analysis" / file).write_text(json.dumps(data))
+    return folder
+
+
+def test_find_runs_reads_replica_folders_only(tmp_path: Path) -> None:
+    _replica(tmp_path, "a", 12, {"test/ext/auroc_mean": 0.5}, backbone="vit", fraction=0.25)
+    _replica(tmp_path, "a", 0, {"test/ext/auroc_mean": None})
+    (tmp_path / "a" / "seeds").mkdir()  # not a replica folder, even with results in it
+    (tmp_path / "a" / "seeds" / "results.json").write_text("{}")
+    (tmp_path / "report" / "seed1").mkdir(parents=True)  # unfinished: no results.json
+    runs = find_runs(tmp_path)
+    assert [(r.name, r.seed, r.backbone, r.pretrained, r.fraction) for r in runs] == [
+        ("a", 0, "r50", "none", 1.0),
+        ("a", 12, "vit", "none", 0.25),
+    ]
+    assert math.isnan(runs[0].results["test/ext/auroc_mean"])  # null -> NaN
+    assert runs[1].analysis == tmp_path / "a" / "seed12" / "analysis"
+
+
+def test_find_runs_names_the_expected_layout(tmp_path: Path) -> None:
+    (tmp_path / "a" / "seed0").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"no finished runs .*<name>/seed<k>/results\.json"):
+        find_runs(tmp_path)
+
+
+def test_summary_and_performance_sections(tmp_path: Path) -> None:
+    _replica(tmp_path, "a", 0, {"test/ext/auroc_mean": 0.6, "test/ext/ece": 0.1})
+    _replica(
+        tmp_path, "a", 1, {"test/ext/auroc_mean": 0.8, "test/ext/ece": 0.3, "test/ext/top1": 0.5}
+    )
+    _replica(tmp_path, "b", 0, {"test/ext/auroc_mean": None, "test/int/auroc_mean": 0.9})
+    study = StudyRuns.read(tmp_path)
+    assert study.sets == ["ext", "int"] and list(study.by_name) == ["a", "b"]
+    assert summary_section(study) == [
+        f"# Study report: {tmp_path.name}",
+        "",
+        "3 runs, 2 configurations, test sets: ext, int.",
+        "",
+    ]
+    lines = performance_section(study, auroc_cells(study, 10), 10)
+    no_interval = "(no interval: per-case predictions missing)"
+    # ECE (0.1 + 0.3) / 2; top-1 of the one replica that logged it; nothing logged: n/a
+    assert f"| a | r50 | none | 1 | ext | 2 | 0.700 {no_interval} | 0.200 | 0.500 |" in lines
+    assert f"| a | r50 | none | 1 | int | 2 | n/a {no_interval} | n/a | n/a |" in lines
+    assert f"| b | r50 | none | 1 | ext | 1 | n/a {no_interval} | n/a | n/a |" in lines
+    assert lines[0] == "## Performance" and "(10 resamples)" in lines[2]
+
+
+def _curves_study(root: Path) -> StudyRuns:
+    """r50 at 10 % (AUROC 0.7) and 50 % (0.9) of the training data; vit, the baseline, at
+    100 % (0.8)."""
+    _replica(root, "r_f0.1", 0, {"test/ext/auroc_mean": 0.7}, fraction=0.1)
+    _replica(root, "r_f0.5", 0, {"test/ext/auroc_mean": 0.9}, fraction=0.5)
+    _replica(root, "v", 0, {"test/ext/auroc_mean": 0.8}, backbone="vit")
+    return StudyRuns.read(root)
+
+
+def test_data_efficiency_section_draws_one_curve_per_backbone(
+    tmp_path: Path, figures: list[Figure]
+) -> None:
+    study = _curves_study(tmp_path / "study")
+    out = tmp_path / "out"
+    lines = data_efficiency_section(study, auroc_cells(study, 10), out)
+    assert lines == ["## Data efficiency", "", "![data efficiency](data_efficiency.png)", ""]
+    assert (out / "data_efficiency.png").stat().st_size > 1000
+    (ax,) = figures[0].axes
+    curves = {
+        line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines
+    }
+    assert curves == {"r50 (none)": ([0.1, 0.5], [0.7, 0.9]), "vit (none)": ([1.0], [0.8])}
+
+
+def test_baseline_section_interpolates_the_matching_fraction(tmp_path: Path) -> None:
+    study = _curves_study(tmp_path)
+    lines = baseline_section(study, auroc_cells(study, 10), "v")
+    # r50 reaches 0.8 halfway from (0.1, 0.7) to (0.5, 0.9): 0.1 + 0.5 * 0.4 = 0.3
+    assert "| ext | r50 (none) | 0.800 | 0.3 |" in lines
+    assert "| ext | vit (none) | 0.800 | 1 |" in lines
+    assert baseline_section(study, auroc_cells(study, 10), None) == []
+
+
+def test_data_efficiency_needs_two_fractions_of_one_backbone(tmp_path: Path) -> None:
+    _replica(tmp_path / "study", "r", 0, {"test/ext/auroc_mean": 0.7}, fraction=0.1)
+    _replica(tmp_path / "study", "v", 0, {"test/ext/auroc_mean": 0.8}, backbone="vit")
+    study = StudyRuns.read(tmp_path / "study")
+    auroc = auroc_cells(study, 10)
+    assert data_efficiency_section(study, auroc, tmp_path / "out") == []
+    assert baseline_section(study, auroc, "v") == []
+    assert not (tmp_path / "out").exists()
+
+
+def _subgroups(gap: float | None, worst: float, too_small: list[str], unknown: dict) -> dict:
+    report = {"values": {}, "gap": gap, "worst": worst, "too_small": too_small, "unknown": unknown}
+    return {"epoch": 0, "metric": "auroc", "min_size": 5, "attributes": {"sex": report}}
+
+
+def test_subgroups_section_averages_the_replicas(tmp_path: Path, figures: list[Figure]) -> None:
+    file = "subgroups_test_ext.json"
+    results = {"test/ext/auroc_mean": 0.7}
+    _replica(tmp_path, "a", 0, results, analysis={file: _subgroups(0.1, 0.6, ["X"], {})})
+    _replica(tmp_path, "a", 1, results, analysis={file: _subgroups(0.3, 0.8, [], {"?": 0.5})})
+    _replica(tmp_path, "b", 0, results, analysis={file: _subgroups(None, 0.5, ["Y|Z"], {})})
+    _replica(tmp_path, "c", 0, results)  # no subgroup file: no row
+    lines = subgroups_section(StudyRuns.read(tmp_path), tmp_path / "out")
+    assert lines[0] == "## Subgroups"
+    assert "| a | ext | sex | 0.200 | 0.700 | X | ? |" in lines  # (0.1 + 0.3) / 2, (0.6 + 0.8) / 2
+    assert "| b | ext | sex | n/a | 0.500 | Y\\|Z | - |" in lines  # a | in a name stays in its cell
+    assert not any(line.startswith("| c |") for line in lines)
+    assert lines[-2:] == ["![subgroup gaps](subgroup_gaps.png)", ""]
+    assert (tmp_path / "out" / "subgroup_gaps.png").is_file()
+    (ax,) = figures[0].axes
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    heights = [p.get_height() for p in ax.patches]
+    assert labels == ["a/ext/sex", "b/ext/sex"]
+    assert heights[0] == pytest.approx(0.2) and math.isnan(heights[1])
+
+
+def test_subgroups_section_without_files_is_empty(tmp_path: Path) -> None:
+    _replica(tmp_path, "a", 0, {"test/ext/auroc_mean": 0.7})
+    assert subgroups_section(StudyRuns.read(tmp_path), tmp_path / "out") == []
+
+
+def _cka(end: dict[str, float]) -> dict:
+    start = {"when": "start", "epoch": 0, "step": 0, "cka": dict.fromkeys(end, 1.0)}
+    return {"history": [start, {"when": "end", "epoch": 3, "step": 30, "cka": end}]}
+
+
+def _drift(l1: dict[str, float]) -> dict:
+    drift = {f"stage/{s}": {"l1": v, "rel_l2": 0.1, "n": 4} for s, v in l1.items()}
+    drift["block/s1.0"] = {"l1": 9.0, "rel_l2": 0.1, "n": 4}  # a block: not a stage's bar
+    return {"history": [{"epoch": 3, "step": 30, "drift": drift}]}
+
+
+def test_feature_reuse_section_plots_cka_at_the_end_and_drift_per_stage(
+    tmp_path: Path, figures: list[Figure]
+) -> None:
+    results = {"test/ext/auroc_mean": 0.7}
+    analysis_a = {
+        "cka.json": _cka({"s1": 0.9, "s2": 0.5}),
+        "weight_drift.json": _drift({"s1": 0.2}),
+    }
+    _replica(tmp_path, "a", 0, results, analysis=analysis_a)
+    _replica(tmp_path, "b", 0, results, analysis={"weight_drift.json": _drift({"s2": 0.4})})
+    out = tmp_path / "out"
+    lines = feature_reuse_section(StudyRuns.read(tmp_path), out)
+    assert lines == [
+        "## Feature reuse",
+        "",
+        "![CKA against depth](cka_vs_depth.png)",
+        "",
+        "![weight drift](drift_per_block.png)",
+        "",
+    ]
+    assert (out / "cka_vs_depth.png").is_file() and (out / "drift_per_block.png").is_file()
+    cka, drift = (fig.axes[0] for fig in figures)
+    assert [(line.get_label(), list(line.get_ydata())) for line in cka.lines] == [("a", [0.9, 0.5])]
+    # a and b measured different stages: each bar over its own stage's tick
+    assert [t.get_text() for t in drift.get_xticklabels()] == ["s1", "s2"]
+    # width 0.8 / 2 configurations; configuration i's bar centred at its stage's tick + 0.4 i
+    centres = [p.get_x() + p.get_width() / 2 for p in drift.patches]
+    assert centres == pytest.approx([0.0, 1.4])
+    assert [p.get_height() for p in drift.patches] == pytest.approx([0.2, 0.4])
+
+
+def test_feature_reuse_section_drift_alone_has_its_heading(tmp_path: Path) -> None:
+    _replica(tmp_path, "a", 0, {}, analysis={"weight_drift.json": _drift({"s1": 0.2})})
+    lines = feature_reuse_section(StudyRuns.read(tmp_path), tmp_path / "out")
+    assert lines == ["## Feature reuse", "", "![weight drift](drift_per_block.png)", ""]
+
+
+def test_comparison_section_is_welchs_t_test(tmp_path: Path) -> None:
+    for seed, v in enumerate([0.7, 0.8, 0.9]):
+        _replica(tmp_path, "a", seed, {"test/ext/auroc_mean": v})
+    for seed, v in enumerate([0.5, 0.6]):
+        _replica(tmp_path, "b", seed, {"test/ext/auroc_mean": v})
+    lines = comparison_section(StudyRuns.read(tmp_path), ["a", "b"])
+    # Welch by hand: variances 0.01 / 3 and 0.005 / 2, Welch-Satterthwaite degrees of freedom
+    sa, sb = 0.01 / 3, 0.005 / 2
+    t = (0.8 - 0.55) / math.sqrt(sa + sb)
+    df = (sa + sb) ** 2 / (sa**2 / 2 + sb**2 / 1)
+    p = 2 * scipy.stats.t.sf(t, df)
+    assert lines[0] == "## a vs b"
+    assert f"| ext | 0.800 | 0.550 | {t:.3f} | {p:.4f} |" in lines
+    assert comparison_section(StudyRuns.read(tmp_path), None) == []
+
+
+def test_comparison_needs_two_replicas_a_side(tmp_path: Path) -> None:
+    _replica(tmp_path, "a", 0, {"test/ext/auroc_mean": 0.7})
+    _replica(tmp_path, "b", 0, {"test/ext/auroc_mean": 0.6})
+    _replica(tmp_path, "b", 1, {"test/ext/auroc_mean": 0.8})
+    lines = comparison_section(StudyRuns.read(tmp_path), ["a", "b"])
+    assert "| ext | 0.700 | 0.700 | n/a | n/a |" in lines
+
+
+def test_missing_section_is_empty_when_nothing_is_missing(tmp_path: Path) -> None:
+    _replica(tmp_path, "a", 0, {"test/ext/auroc_mean": 0.7})
+    _replica(tmp_path, "a", 1, {"test/ext/auroc_mean": 0.7})
+    assert missing_section(StudyRuns.read(tmp_path)) == []
+
+
+@pytest.mark.parametrize(
+    ("baseline", "compare", "message"),
+    [
+        pytest.param("z", None, r"baseline 'z' is not a configuration .*\['a', 'b'\]", id="base"),
+        pytest.param(None, ["a", "z"], r"compare 'z' is not a configuration", id="compare"),
+        pytest.param(None, ["a"], r"compare takes two configurations, got \['a'\]", id="one"),
+    ],
+)
+def test_unknown_configuration_is_refused(
+    tmp_path: Path, baseline: str | None, compare: list[str] | None, message: str
+) -> None:
+    # one training fraction: the baseline would be ignored, not checked, if checked late
+    _replica(tmp_path / "study", "a", 0, {"test/ext/auroc_mean": 0.7})
+    _replica(tmp_path / "study", "b", 0, {"test/ext/auroc_mean": 0.8})
+    with pytest.raises(ValueError, match=message):
+        build_report(tmp_path / "study", tmp_path / "out", baseline=baseline, compare=compare)
+    assert not (tmp_path / "out").exists()
+
+
+class _Cells(HTMLParser):
+    """The text of every heading, table cell and image source of an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[str, str]] = []
+        self._tag: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.found.append(("img", dict(attrs)["src"] or ""))
+        elif tag in ("h1", "h2", "th", "td"):
+            self._tag = tag
+            self.found.append((tag, ""))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == self._tag:
+            self._tag = None
+
+    def handle_data(self, data: str) -> None:
+        if self._tag is not None:
+            tag, text = self.found[-1]
+            self.found[-1] = (tag, text + data)
+
+
+def test_render_html_tables_headings_images_and_no_raw_html() -> None:
+    text = "\n".join(
+        [
+            "# Title",
+            "",
+            "a <b>name</b> & more",
+            "",
+            "| x | y |",
+            "|---|---|",
+            "| 1 | Y\\|Z |",
+            "",
+            "![fig](fig.png)",
+        ]
+    )
+    page = render_html(text)
+    parser = _Cells()
+    parser.feed(page)
+    assert parser.found == [
+        ("h1", "Title"),
+        ("th", "x"),
+        ("th", "y"),
+        ("td", "1"),
+        ("td", "Y|Z"),
+        ("img", "fig.png"),
+    ]
+    assert "&lt;b&gt;name&lt;/b&gt; &amp; more" in page and "<b>" not in page
+    assert page.startswith("<!doctype html>") and "border-collapse:collapse" in page
+
+
+def test_build_report_writes_markdown_and_its_html(tmp_path: Path) -> None:
+    _curves_study(tmp_path / "study")
+    md = build_report(tmp_path / "study", baseline="v", n_resamples=10)
+    assert md == tmp_path / "study" / "report" / "report.md"
+    text = md.read_text()
+    headings = [line for line in text.splitlines() if line.startswith("#")]
+    assert headings == ["# Study report: study", "## Performance", "## Data efficiency"]
+    parser = _Cells()
+    parser.feed((md.parent / "report.html").read_text())
+    found = parser.found
+    assert ("h2", "Data efficiency") in found and ("img", "data_efficiency.png") in found
+    assert ("td", "0.700 (no interval: per-case predictions missing)") in found
+    assert [c for tag, c in found if tag == "td"][-4:] == ["ext", "vit (none)", "0.800", "1"]
+    assert (md.parent / "data_efficiency.png").is_file()

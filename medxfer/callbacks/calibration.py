@@ -94,9 +94,9 @@ class CalibrationCallback(EvalSetCallback):
             {artifacts.EPOCH: trainer.current_epoch, **values, artifacts.BINS: bins},
         )
         if prefix.startswith("val"):  # drawn once, at the end of fitting
-            self._last_val[prefix] = (bins, float(values["ece"]))
+            self._last_val[prefix] = (bins, float(values[artifacts.ECE]))
         else:
-            self._draw(trainer, prefix, bins, float(values["ece"]))
+            self._draw(trainer, prefix, bins, float(values[artifacts.ECE]))
 
     def _draw(self, trainer: L.Trainer, prefix: str, bins: dict, ece: float) -> None:
         if self.plot and trainer.is_global_zero:

@@ -255,7 +255,7 @@ class WeightDriftCallback(L.Callback):
         logged = {
             f"drift/{m}/{stage}": v[m]
             for stage, v in stage_drift(drift).items()
-            for m in ("l1", "rel_l2")
+            for m in (artifacts.DRIFT_L1, "rel_l2")
         }
         pl_module.log_dict(logged)
 

@@ -172,7 +172,7 @@ class MedxferCLI(LightningCLI):
         out = run_folder(self.trainer)
         flat: dict[str, float] = {}
         for part in [results] if isinstance(results, dict) else results:
-            flat.update({k: float(v) for k, v in part.items() if str(k).startswith("test/")})
+            flat.update({k: float(v) for k, v in part.items() if artifacts.is_result_key(str(k))})
         if not flat:
             return
         out.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,8 @@ from typing import Literal
 import torch
 from torchmetrics import Metric
 
+from medxfer.artifacts import ECE
+
 from .classification import metric_key
 
 __all__ = ["CalibrationError", "expected_calibration_error", "reliability_bins"]
@@ -175,7 +177,7 @@ class CalibrationError(Metric):
 
     def compute(self) -> dict[str, torch.Tensor]:
         per_label = _ece_compute(self.stats)
-        out = {"ece": torch.nanmean(per_label)}
+        out = {ECE: torch.nanmean(per_label)}
         if self.task == "multilabel" and self.label_names:
             out.update(
                 {

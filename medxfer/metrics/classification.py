@@ -15,6 +15,7 @@ from torchmetrics import Metric
 from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.utilities import dim_zero_cat
 
+from medxfer.artifacts import AUROC_MEAN
 from medxfer.naming import POSITIVES
 
 __all__ = ["MultilabelAUROC", "masked_multilabel_auroc", "metric_key"]
@@ -71,7 +72,7 @@ class MultilabelAUROC(Metric):
         target = dim_zero_cat(self.target).cpu()
         per_label = masked_multilabel_auroc(dim_zero_cat(self.probs).cpu(), target)
         positives = (target == 1).sum(dim=0).float()
-        out = {"auroc_mean": torch.nanmean(per_label)}
+        out = {AUROC_MEAN: torch.nanmean(per_label)}
         for name, auroc, pos in zip(self.label_names, per_label, positives, strict=True):
             out[f"auroc/{metric_key(name)}"] = auroc
             out[f"{POSITIVES}/{metric_key(name)}"] = pos

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from medxfer.artifacts import DRIFT_L1
+
 __all__ = ["stage_drift", "weight_drift"]
 
 _STAGE, _BLOCK = "stage/", "block/"
@@ -60,7 +62,11 @@ def weight_drift(
             s[2] += initial[name].float().pow(2).sum().item()
             s[3] += delta.numel()
     return {
-        g: {"l1": s[0] / s[3], "rel_l2": (s[1] ** 0.5) / max(s[2] ** 0.5, 1e-12), "n": int(s[3])}
+        g: {
+            DRIFT_L1: s[0] / s[3],
+            "rel_l2": (s[1] ** 0.5) / max(s[2] ** 0.5, 1e-12),
+            "n": int(s[3]),
+        }
         for g, s in sums.items()
     }
 
