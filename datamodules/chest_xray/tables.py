@@ -17,7 +17,7 @@ Plain functions, no image IO (DESIGN.md), each returning one validated table wit
 Both readers open their table with :func:`medxfer.data.tables.read_table` (plain or
 gzip-compressed, UTF-8, every row with the header's number of fields, the physical line of
 each row); errors name the file, line and column. They work on whole columns with pandas, not
-on one Python object per row: each reads its table in about 2.5 times the time of
+on one Python object per row: each reads its table in about 2.5-3.5 times the time of
 ``pandas.read_csv`` (``benchmarks/table_readers.py``, figures in docs/performance.md).
 """
 
