@@ -43,10 +43,10 @@ from medxfer.data.tables import (
     check_columns,
     check_duplicates,
     close_names,
-    csv_line,
     near_duplicate_names,
     normalise_sex,
     parse_differential,
+    read_table,
 )
 
 __all__ = [
@@ -156,7 +156,8 @@ def read_derm_cases(
     """
     path = Path(path)
     root = Path(image_root) if image_root is not None else path.parent
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = read_table(path)
+    raw = table.frame
     image_cols = sorted(
         (c for c in raw.columns if re.fullmatch(r"image_\d+_path", c)),
         key=lambda c: int(c.split("_")[1]),
@@ -169,7 +170,7 @@ def read_derm_cases(
         )
     label_col = "differential" if "differential" in raw.columns else "label"
     check_columns(raw, ["case_id", label_col, "fitzpatrick"], str(path))
-    raw["_line"] = [csv_line(i) for i in range(len(raw))]
+    raw["_line"] = table.lines
     blank = (raw["case_id"].str.strip() == "").to_numpy()
     if blank.any():
         raise TableError(

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medxfer.data.tables import TableError, check_columns, check_duplicates, csv_line
+from medxfer.data.tables import TableError, check_columns, check_duplicates, read_table
 
 __all__ = ["IMAGE_SUFFIXES", "SPLIT_NAMES", "read_image_folder", "read_image_table"]
 
@@ -20,29 +20,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".we
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
-def _read_frame(path: Path) -> pd.DataFrame:
-    """A CSV (``.csv``, ``.csv.gz``, ``.tsv``) or Parquet table as strings, blanks as ``""``."""
-    if not path.is_file():
-        raise FileNotFoundError(f"table not found: {path}")
-    name = path.name.lower()
-    if name.endswith(".parquet"):
-        try:
-            df = pd.read_parquet(path)
-        except ImportError as err:
-            raise ImportError(
-                f"{path}: reading Parquet needs pyarrow: pip install 'medxfer[parquet]' ({err})"
-            ) from None
-        return df.astype(object).where(df.notna(), "").astype(str)
-    sep = "\t" if name.endswith((".tsv", ".tsv.gz")) else ","
-    try:
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise TableError(f"{path}: not a readable table ({err})") from None
-
-
-def _where(path: Path, parquet: bool, index: int, column: str | None = None) -> str:
-    line = f"row {index + 1}" if parquet else f"line {csv_line(index)}"
-    return f"{path}, {line}" + (f", column {column!r}" if column else "")
+def _where(path: Path, parquet: bool, line: int, column: str | None = None) -> str:
+    where = f"row {line}" if parquet else f"line {line}"
+    return f"{path}, {where}" + (f", column {column!r}" if column else "")
 
 
 def read_image_table(
@@ -85,7 +65,8 @@ def read_image_table(
             column.
     """
     path = Path(path)
-    raw = _read_frame(path)
+    table = read_table(path, skipinitialspace=True)  # CSV, TSV or Parquet, every column text
+    raw, lines = table.frame, table.lines
     parquet = path.name.lower().endswith(".parquet")
     needed = [*image_columns, *columns]
     needed += [c for c in (patient_column, id_column, split_column) if c]
@@ -96,9 +77,8 @@ def read_image_table(
         blank = (raw[column].str.strip() == "").to_numpy() if column else np.zeros(0, bool)
         if blank.any():
             raise TableError(
-                f"{_where(path, parquet, int(np.flatnonzero(blank)[0]), column)}: blank"
+                f"{_where(path, parquet, lines[np.flatnonzero(blank)[0]], column)}: blank"
             )
-    lines = np.array([k + 1 if parquet else csv_line(k) for k in range(len(raw))])
     key = [id_column] if id_column else list(image_columns)
     keep = check_duplicates(raw, key, lines, str(path), "case", drop_duplicates)
     base = Path(root) if root is not None else path.parent
@@ -107,7 +87,7 @@ def read_image_table(
     paths = [[str(base / p) if p else "" for p in row] for row in cells]
     for k, row in enumerate(paths):
         if not any(row):
-            raise TableError(f"{_where(path, parquet, k, image_columns[0])}: no image path")
+            raise TableError(f"{_where(path, parquet, lines[k], image_columns[0])}: no image path")
     if len(image_columns) == 1:
         out["path"] = [row[0] for row in paths]
     else:
@@ -116,9 +96,7 @@ def read_image_table(
     # without a patient column each row is its own patient, unique across tables (the table's
     # resolved path and line; internal to splitting, never part of a batch)
     out["patient_id"] = (
-        raw[patient_column]
-        if patient_column
-        else [f"{path.resolve()}#{csv_line(k)}" for k in range(len(raw))]
+        raw[patient_column] if patient_column else [f"{path.resolve()}#{line}" for line in lines]
     )
     if split_column:
         split = raw[split_column].str.strip().str.lower().map(SPLIT_NAMES)
@@ -126,7 +104,7 @@ def read_image_table(
         if bad.any():
             k = int(np.flatnonzero(bad.to_numpy())[0])
             raise TableError(
-                f"{_where(path, parquet, k, split_column)}: split value {raw[split_column].iloc[k]!r}; "
+                f"{_where(path, parquet, lines[k], split_column)}: split value {raw[split_column].iloc[k]!r}; "
                 f"expected one of {sorted(SPLIT_NAMES)}"
             )
         out["split"] = split

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medxfer.data.tables import TableError, check_columns, check_duplicates, csv_line
+from medxfer.data.tables import TableError, check_columns, check_duplicates, read_table
 
 __all__ = [
     "DEFAULT_HORIZONS",
@@ -74,7 +74,9 @@ def horizon_labels(
     return out
 
 
-def _months(raw: pd.DataFrame, col: str, path: Path, blank_ok: bool) -> np.ndarray:
+def _months(
+    raw: pd.DataFrame, lines: np.ndarray, col: str, path: Path, blank_ok: bool
+) -> np.ndarray:
     text = raw[col].str.strip()
     values = pd.to_numeric(text.replace("", np.nan), errors="coerce").to_numpy(dtype=float)
     bad = (np.isnan(values) & (text != "").to_numpy()) | (values < 0)
@@ -83,7 +85,7 @@ def _months(raw: pd.DataFrame, col: str, path: Path, blank_ok: bool) -> np.ndarr
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise TableError(
-            f"{path}: line {csv_line(i)}, column {col!r}: {raw[col].iloc[i]!r} is not a non-negative number of months"
+            f"{path}: line {lines[i]}, column {col!r}: {raw[col].iloc[i]!r} is not a non-negative number of months"
         )
     return values
 
@@ -119,13 +121,13 @@ def read_exam_list(
     """
     path = Path(path)
     root = Path(image_root) if image_root is not None else path.parent
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    check_columns(raw, _REQUIRED, str(path))
+    table = read_table(path, required=_REQUIRED)
+    raw, lines = table.frame, table.lines
     for col in ("exam_id", "patient_id", "image_path"):
         blank = (raw[col].str.strip() == "").to_numpy()
         if blank.any():
             raise TableError(
-                f"{path}: line {csv_line(int(np.flatnonzero(blank)[0]))}, column {col!r}: blank"
+                f"{path}: line {lines[int(np.flatnonzero(blank)[0])]}, column {col!r}: blank"
             )
     raw["laterality"] = raw["laterality"].str.strip().str.upper()
     raw["view"] = raw["view"].str.strip().str.upper()
@@ -134,22 +136,22 @@ def read_exam_list(
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
             raise TableError(
-                f"{path}: line {csv_line(i)}, column {col!r}: {raw[col].iloc[i]!r} is not one of {list(accepted)}"
+                f"{path}: line {lines[i]}, column {col!r}: {raw[col].iloc[i]!r} is not one of {list(accepted)}"
             )
-    cancer = _months(raw, "cancer_months", path, blank_ok=True)
-    follow = _months(raw, "followup_months", path, blank_ok=False)
+    cancer = _months(raw, lines, "cancer_months", path, blank_ok=True)
+    follow = _months(raw, lines, "followup_months", path, blank_ok=False)
     density = raw["density"].str.strip().str.upper().replace("", "unknown")
     bad = ~density.isin(["A", "B", "C", "D", "unknown"])
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise TableError(
-            f"{path}: line {csv_line(i)}, column 'density': {raw['density'].iloc[i]!r} is not one of ['A', 'B', 'C', 'D'] or blank"
+            f"{path}: line {lines[i]}, column 'density': {raw['density'].iloc[i]!r} is not one of ['A', 'B', 'C', 'D'] or blank"
         )
     raw["_cancer"], raw["_follow"], raw["_density"], raw["_line"] = (
         cancer,
         follow,
         density,
-        [csv_line(i) for i in range(len(raw))],
+        lines,
     )
     key = ["exam_id", "laterality", "view", "image_path"]
     raw = raw[check_duplicates(raw, key, raw["_line"], str(path), "image row", drop_duplicates)]

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from medxfer.data.rle import RLEError, rle_decode
-from medxfer.data.tables import TableError, csv_line
+from medxfer.data.tables import TableError, read_table
 
 from ..image_table.readers import read_image_table
 
@@ -58,7 +58,7 @@ def read_mask_table(
     masks = []
     for k, row in enumerate(df[list(mask_columns)].itertuples(index=False)):
         if any(m == "" for m in row):
-            raise TableError(f"{path}, line {csv_line(k)}: a mask path is blank")
+            raise TableError(f"{path}, line {df['line'].iloc[k]}: a mask path is blank")
         masks.append([[str(base / m)] for m in row])
     df["masks"] = masks
     df["valid"] = [str(base / v) if v else "" for v in df[valid_column]] if valid_column else ""
@@ -165,7 +165,8 @@ def read_siim(
     csv, dicom_root = Path(csv), Path(dicom_root)
     if not csv.is_file():
         raise FileNotFoundError(f"SIIM table not found: {csv}")
-    raw = pd.read_csv(csv, dtype=str, keep_default_na=False, skipinitialspace=True)
+    table = read_table(csv, skipinitialspace=True)
+    raw, table_lines = table.frame, table.lines
     raw.columns = [c.strip() for c in raw.columns]
     for column in ("ImageId", "EncodedPixels"):
         if column not in raw.columns:
@@ -177,10 +178,10 @@ def read_siim(
         image_id = image_id.strip()
         if image_id not in files:
             raise TableError(
-                f"{csv}, line {csv_line(k)}: no DICOM {image_id}.dcm under {dicom_root}"
+                f"{csv}, line {table_lines[k]}: no DICOM {image_id}.dcm under {dicom_root}"
             )
         rles.setdefault(image_id, []).append(rle.strip())
-        lines.setdefault(image_id, csv_line(k))
+        lines.setdefault(image_id, int(table_lines[k]))
     unlisted_ids = sorted(set(files) - set(rles))
     if unlisted_ids and unlisted == "error":
         raise TableError(

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from .images import ImageDecodeError, read_grey_image, read_rgb_image
 from .splits import patient_split
-from .tables import TableError, check_columns, csv_line
+from .tables import Table, TableError, check_columns, read_table
 
 __all__ = [
     "ImageDecodeError",
+    "Table",
     "TableError",
     "check_columns",
-    "csv_line",
     "patient_split",
     "read_grey_image",
     "read_rgb_image",
+    "read_table",
 ]

@@ -599,3 +599,13 @@ def test_explicit_tables_of_the_same_name_do_not_collide(tmp_path: Path) -> None
 
 def pd_rows(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(open(path)))
+
+
+def test_errors_name_the_physical_line_after_a_blank_line(tmp_path: Path) -> None:
+    from medxfer.datamodules.image_table.readers import read_image_table
+
+    path = tmp_path / "t.csv"
+    path.write_text("path, split\n0.png, train\n\n1.png, holdout\n")  # holdout on line 4
+    with pytest.raises(TableError) as err:
+        read_image_table(path, ["path"], split_column="split")
+    assert str(err.value).startswith(f"{path}, line 4, column 'split': split value 'holdout'")

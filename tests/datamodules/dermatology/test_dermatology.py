@@ -277,3 +277,17 @@ def test_verify_images_finds_a_corrupt_photo_at_setup(
     DermatologyDataModule(str(table), **kw).setup("fit")  # exists: not decoded by default
     with pytest.raises(ImageDecodeError, match=re.escape(f"could not decode image {last}")):
         DermatologyDataModule(str(table), verify_images=True, **kw).setup("fit")
+
+
+def test_errors_name_the_physical_line_after_a_multi_line_differential(tmp_path: Path) -> None:
+    # c1 spans lines 2-3 (a quoted differential with a line break), a blank line 4, c2 line 5
+    path = tmp_path / "cases.csv"
+    path.write_text(
+        "case_id,image_path,differential,fitzpatrick\n"
+        'c1,a.jpg,"Eczema:0.5|\nAcne:0.5",II\n\nc2,b.jpg,Acne,VII\n'
+    )
+    with pytest.raises(TableError) as err:
+        read_derm_cases(path)
+    assert str(err.value).startswith(
+        f"{path}, line 5, case 'c2', column 'fitzpatrick': 'VII' is not a Fitzpatrick type"
+    )

@@ -262,3 +262,17 @@ def test_verify_images_finds_a_corrupt_dicom_at_setup(
     MammographyDataModule(str(table), **kw).setup("fit")  # exists: not decoded by default
     with pytest.raises(ImageDecodeError, match=re.escape(str(victim))):
         MammographyDataModule(str(table), verify_images=True, **kw).setup("fit")
+
+
+def test_errors_name_the_physical_line_after_blank_lines_and_multi_line_cells(
+    tmp_path: Path,
+) -> None:
+    # header line 1, L-CC line 2, blank line 3, R-CC lines 4-5 (a quoted path with a line
+    # break), the bad laterality on line 6
+    path = tmp_path / "exams.csv"
+    path.write_text(
+        HEADER + "\n" + FOUR[0] + '\n\ne1,p1,R,CC,"b\n.dcm",,40,B\ne1,p1,X,MLO,c.dcm,,40,B\n'
+    )
+    with pytest.raises(TableError) as err:
+        read_exam_list(path)
+    assert str(err.value) == f"{path}: line 6, column 'laterality': 'X' is not one of ['L', 'R']"
