@@ -337,8 +337,10 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         val: an explicit validation table (then ``split[1]`` must be 0).
         test: an explicit in-distribution test table (then ``split[2]`` must be 0).
         shifted: name -> table of each shifted test set, logged as ``test/<name>/...``.
-        name: the in-distribution set's name in logged keys.
-        split: (train, val, test) fractions of the patient-level re-split.
+        name: the in-distribution set's name in logged keys (default: the datamodule's
+            ``default_name``, e.g. ``chexpert``).
+        split: (train, val, test) fractions of the patient-level re-split (default: the
+            datamodule's ``default_split``).
         split_seed: seed of the re-split.
         seed: seed of augmentation and sampling.
         skip_bad_images: drop (count and log) rows with a missing or undecodable image instead
@@ -352,7 +354,8 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         unknown_sex: read a sex value outside the documented list
             (:data:`~medxfer.data.tables.SEX_VALUES`) as ``Unknown`` (counted and logged)
             instead of failing.
-        batch_size: training batch size (per process).
+        batch_size: training batch size (per process; default: the datamodule's
+            ``default_batch_size``).
         eval_batch_size: validation / test batch size (default: ``batch_size``).
         num_workers: DataLoader workers per process (default: the CPUs this process may use,
             divided among the processes on the node, minus one for the main loop, at most 8).
@@ -367,6 +370,13 @@ class MedxferDataModule(L.LightningDataModule, ABC):
             images are then read from it (the source files are not needed).
     """
 
+    #: The defaults of ``name``, ``split`` and ``batch_size`` for this datamodule (a modality
+    #: sets its own; the arguments are declared once, here, and reach the base through a
+    #: subclass's ``**kwargs``, which jsonargparse resolves to this signature).
+    default_name: ClassVar[str] = "data"
+    default_split: ClassVar[tuple[float, float, float]] = (0.7, 0.1, 0.2)
+    default_batch_size: ClassVar[int] = 32
+
     #: Decoder of this datamodule's images (a name in :data:`medxfer.data.images.READERS`).
     reader: ClassVar[str] = "grey"
 
@@ -380,15 +390,15 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         val: Any = None,
         test: Any = None,
         shifted: dict[str, Any] | None = None,
-        name: str = "data",
-        split: Sequence[float] = (0.7, 0.1, 0.2),
+        name: str | None = None,
+        split: Sequence[float] | None = None,
         split_seed: int = 0,
         seed: int = 0,
         skip_bad_images: bool = False,
         verify_images: bool = False,
         drop_duplicates: bool = False,
         unknown_sex: bool = False,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         eval_batch_size: int | None = None,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
@@ -402,7 +412,9 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         super().__init__()
         if train_fraction is not None and shots_per_class is not None:
             raise ValueError("give train_fraction or shots_per_class, not both")
-        split = tuple(float(f) for f in split)
+        name = name or self.default_name
+        split = tuple(float(f) for f in (split if split is not None else self.default_split))
+        batch_size = batch_size or self.default_batch_size
         if (val is not None and split[1] != 0) or (test is not None and split[2] != 0):
             raise ValueError(
                 f"split={split} re-splits val/test from train, but explicit val/test tables were given: set their fractions to 0"

@@ -55,20 +55,15 @@ class ChestXrayDataModule(MedxferDataModule):
         val: an explicit validation table (then ``split[1]`` must be 0).
         test: an explicit in-distribution test table (then ``split[2]`` must be 0).
         shifted: name -> table of each shifted test set (e.g. ``{"nih": ...}``).
-        name: the in-distribution set's name in logged keys.
         labels: label names (CheXpert observations or, for NIH, its findings).
         uncertainty: CheXpert -1.0 in training: ``ones`` (U-Ones), ``zeros``, ``ignore``.
         eval_uncertainty: the same for validation / test tables (default: masked).
         frontal_only: drop lateral images.
-        split: (train, val, test) fractions of the patient-level re-split.
-        split_seed: seed of the re-split.
         image_size: training and evaluation resolution.
         resize: side before cropping (default ``image_size * 8 / 7``).
         channels: output channels (3 for RGB backbones, 1 with an adapted first conv).
         augment: the paper's augmentation in training.
         age_bins: edges of the age groups.
-        seed: seed of the augmentation.
-        batch_size: training batch size (per process).
         **kwargs: the settings every datamodule shares (:class:`MedxferDataModule`): image
             checks (``skip_bad_images``, ``verify_images``), table checks
             (``drop_duplicates``, ``unknown_sex``), loader (``eval_batch_size``,
@@ -78,40 +73,28 @@ class ChestXrayDataModule(MedxferDataModule):
             ``resize``).
     """
 
+    default_name = "chexpert"
+    default_batch_size = 32
+    default_split = (0.75, 0.10, 0.15)
+
     def __init__(
         self,
         train: CXRTable,
         val: CXRTable | None = None,
         test: CXRTable | None = None,
         shifted: dict[str, CXRTable] | None = None,
-        name: str = "chexpert",
         labels: Sequence[str] = COMPETITION_LABELS,
         uncertainty: Literal["ones", "zeros", "ignore"] = "ones",
         eval_uncertainty: Literal["ones", "zeros", "ignore"] = "ignore",
         frontal_only: bool = True,
-        split: tuple[float, float, float] = (0.75, 0.10, 0.15),
-        split_seed: int = 0,
         image_size: int = 224,
         resize: int | None = None,
         channels: int = 3,
         augment: bool = True,
         age_bins: Sequence[float] = (40, 60, 80),
-        seed: int = 0,
-        batch_size: int = 32,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            train=train,
-            val=val,
-            test=test,
-            shifted=shifted,
-            name=name,
-            split=split,
-            split_seed=split_seed,
-            seed=seed,
-            batch_size=batch_size,
-            **kwargs,
-        )
+        super().__init__(train, val, test, shifted, **kwargs)
         self.save_hyperparameters()
         self.labels = list(labels)
         self._channels = channels
@@ -171,6 +154,6 @@ class ChestXrayDataModule(MedxferDataModule):
             hp.resize,
             train=train and hp.augment,
             channels=self._channels,
-            seed=hp.seed,
+            seed=self.seed,
             **self.input_norm,
         )

@@ -31,10 +31,6 @@ class DermatologyDataModule(MedxferDataModule):
 
     Args:
         train: the training case table (either layout); re-split by patient by ``split``.
-        val: an explicit validation table (then ``split[1]`` must be 0).
-        test: an explicit in-distribution test table (then ``split[2]`` must be 0).
-        shifted: name -> case table of each shifted test set.
-        name: the in-distribution set's name in logged keys.
         image_root: folder image paths are relative to (default: each CSV's folder).
         n_conditions: size of the label space before "Other" (from the training split only).
         conditions: the known condition names (e.g. a dataset's ontology); a differential
@@ -42,12 +38,8 @@ class DermatologyDataModule(MedxferDataModule):
             (a rare name close to a common one is warned about).
         max_images: image slots per case.
         truncate_images: keep the first ``max_images`` of larger cases (counted) instead of failing.
-        split: (train, val, test) fractions of the patient-level re-split.
-        split_seed: seed of the re-split.
         image_size: resolution (the paper: 448).
         augment: the paper's augmentation in training.
-        seed: seed of augmentation and image sampling.
-        batch_size: training batch size (per process).
         **kwargs: the settings every datamodule shares (:class:`MedxferDataModule`): image
             checks (``skip_bad_images``: drop cases with a missing / undecodable image, counted
             and logged; ``verify_images``: decode every photo at setup), table checks
@@ -57,40 +49,24 @@ class DermatologyDataModule(MedxferDataModule):
             ``medxfer prepare`` (stores photos at ``image_size``).
     """
 
+    default_name = "derm"
+    default_batch_size = 16
+
     reader = "rgb"
 
     def __init__(
         self,
         train: str,
-        val: str | None = None,
-        test: str | None = None,
-        shifted: dict[str, str] | None = None,
-        name: str = "derm",
         image_root: str | None = None,
         n_conditions: int = 26,
         conditions: list[str] | None = None,
         max_images: int = 6,
         truncate_images: bool = False,
-        split: tuple[float, float, float] = (0.7, 0.1, 0.2),
-        split_seed: int = 0,
         image_size: int = 448,
         augment: bool = True,
-        seed: int = 0,
-        batch_size: int = 16,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            train=train,
-            val=val,
-            test=test,
-            shifted=shifted,
-            name=name,
-            split=split,
-            split_seed=split_seed,
-            seed=seed,
-            batch_size=batch_size,
-            **kwargs,
-        )
+        super().__init__(train, **kwargs)
         self.save_hyperparameters()
 
     @property
@@ -128,7 +104,7 @@ class DermatologyDataModule(MedxferDataModule):
     def transform(self, train: bool) -> Callable[[np.ndarray], torch.Tensor]:
         hp = self.hparams
         return ColorImageTransform(
-            hp.image_size, train=train and hp.augment, seed=hp.seed, **self.input_norm
+            hp.image_size, train=train and hp.augment, seed=self.seed, **self.input_norm
         )
 
     def dataset_options(self, train: bool) -> dict[str, Any]:

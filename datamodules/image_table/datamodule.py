@@ -52,8 +52,6 @@ class ImageTable(MedxferDataModule):
         train: the training table, or an image folder ``root/<class>/<image>``; re-split by
             patient by ``split`` unless ``split_column`` is given.
         val, test: explicit validation / in-distribution test tables (or folders).
-        shifted: name -> table (or folder) of each shifted test set.
-        name: the in-distribution set's name in logged keys.
         target: the target encoding: ``binary`` (0/1 column per label in ``labels``),
             ``class`` (class names in ``target_column``), ``findings`` (``separator``-joined
             names in ``target_column``) or ``soft`` (``"A:0.6|B:0.4"`` or a dict in
@@ -99,13 +97,12 @@ class ImageTable(MedxferDataModule):
             (:class:`MedxferDataModule`: image checks, loader settings, subsets, ``cache``).
     """
 
+    default_name = "data"
+    default_batch_size = 32
+
     def __init__(
         self,
         train: str,
-        val: str | None = None,
-        test: str | None = None,
-        shifted: dict[str, str] | None = None,
-        name: str = "data",
         target: Literal["binary", "class", "findings", "soft"] = "class",
         target_column: str | None = None,
         labels: Sequence[str] | None = None,
@@ -132,31 +129,16 @@ class ImageTable(MedxferDataModule):
         rotate: float = 10.0,
         hflip: bool = True,
         vflip: bool = False,
-        split: tuple[float, float, float] = (0.7, 0.1, 0.2),
-        split_seed: int = 0,
-        seed: int = 0,
-        batch_size: int = 32,
         **kwargs: Any,
     ) -> None:
         if split_column is not None:
-            if val is not None or test is not None:
+            if kwargs.get("val") is not None or kwargs.get("test") is not None:
                 raise ValueError(
                     "split_column splits the training table into train / val / test: give no "
                     "explicit val / test table with it"
                 )
-            split = (1.0, 0.0, 0.0)  # the column decides
-        super().__init__(
-            train=train,
-            val=val,
-            test=test,
-            shifted=shifted,
-            name=name,
-            split=split,
-            split_seed=split_seed,
-            seed=seed,
-            batch_size=batch_size,
-            **kwargs,
-        )
+            kwargs["split"] = (1.0, 0.0, 0.0)  # the column decides
+        super().__init__(train, **kwargs)
         self.save_hyperparameters()
         if target == "binary" and not labels:
             raise ValueError("target='binary' needs labels: the 0/1 label columns")
@@ -460,6 +442,6 @@ class ImageTable(MedxferDataModule):
             hflip=hp.hflip,
             vflip=hp.vflip,
             channels=self._channels,
-            seed=hp.seed,
+            seed=self.seed,
             **self.input_norm,
         )

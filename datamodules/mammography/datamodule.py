@@ -53,8 +53,6 @@ class MammographyDataModule(MedxferDataModule):
     Args:
         train: the training exam list; re-split by patient by ``split``.
         val, test: explicit exam lists (then their ``split`` fractions must be 0).
-        shifted: name -> exam list of each shifted site.
-        name: the in-distribution set's name in logged keys.
         image_root: folder image paths are relative to (default: each CSV's folder).
         horizons: outcome horizons in months.
         allow_missing_views: zero images with a False mask for missing views (else an error).
@@ -63,8 +61,6 @@ class MammographyDataModule(MedxferDataModule):
         image_size: resolution (the paper: 2048).
         channels: output channels.
         augment: flips, x / y scaling, grid deformation and laterality swap in training.
-        seed: seed of augmentation and sampling.
-        batch_size: training batch size (per process).
         **kwargs: the settings every datamodule shares (:class:`MedxferDataModule`): image
             checks (``skip_bad_images``: drop exams with a missing / undecodable image,
             counted and logged; ``verify_images``: decode every view at setup), table checks
@@ -74,40 +70,24 @@ class MammographyDataModule(MedxferDataModule):
             ``medxfer prepare`` (stores the oriented views at ``image_size``, 16-bit for DICOM).
     """
 
+    default_name = "mammo"
+    default_batch_size = 8
+
     reader = "mammogram"
 
     def __init__(
         self,
         train: str,
-        val: str | None = None,
-        test: str | None = None,
-        shifted: dict[str, str] | None = None,
-        name: str = "mammo",
         image_root: str | None = None,
         horizons: Sequence[int] = DEFAULT_HORIZONS,
         allow_missing_views: bool = False,
         oversample: bool = True,
-        split: tuple[float, float, float] = (0.7, 0.1, 0.2),
-        split_seed: int = 0,
         image_size: int = 2048,
         channels: int = 3,
         augment: bool = True,
-        seed: int = 0,
-        batch_size: int = 8,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            train=train,
-            val=val,
-            test=test,
-            shifted=shifted,
-            name=name,
-            split=split,
-            split_seed=split_seed,
-            seed=seed,
-            batch_size=batch_size,
-            **kwargs,
-        )
+        super().__init__(train, **kwargs)
         self.save_hyperparameters()
         self._channels = channels
 
@@ -147,7 +127,7 @@ class MammographyDataModule(MedxferDataModule):
             hp.image_size,
             train=train and hp.augment,
             channels=self._channels,
-            seed=hp.seed,
+            seed=self.seed,
             **self.input_norm,
         )
 
@@ -161,7 +141,7 @@ class MammographyDataModule(MedxferDataModule):
         if not self.hparams.oversample:
             return None
         weights = positive_weights(dataset.targets)
-        g = torch.Generator().manual_seed(self.hparams.seed)
+        g = torch.Generator().manual_seed(self.seed)
         return WeightedRandomSampler(
             weights, num_samples=len(weights), replacement=True, generator=g
         )

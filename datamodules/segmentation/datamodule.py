@@ -166,9 +166,7 @@ class SegmentationDataModule(MedxferDataModule):
             the SIIM ``train-rle.csv``, or an image + mask table; re-split by patient by
             ``split`` (the benchmark protocol: 10 % of training for validation).
         val, test: explicit validation / test data of the same layout (DRIVE: ``DRIVE/test``).
-        shifted: name -> data of each shifted test set.
         layout: ``table``, ``drive``, ``montgomery`` or ``siim``.
-        name: the in-distribution set's name in logged keys.
         classes: names of the K mask channels (default: by layout -- ``vessel``, ``lung`` or
             ``left_lung`` / ``right_lung``, ``pneumothorax``, the table's mask columns).
         lungs: Montgomery: ``union`` (one lung channel) or ``left_right`` (two).
@@ -195,14 +193,13 @@ class SegmentationDataModule(MedxferDataModule):
             an HDF5 cache from ``medxfer prepare``, holding images, masks and field of view).
     """
 
+    default_name = "seg"
+    default_batch_size = 8
+
     def __init__(
         self,
         train: str,
-        val: str | None = None,
-        test: str | None = None,
-        shifted: dict[str, str] | None = None,
         layout: Layout = "table",
-        name: str = "seg",
         classes: Sequence[str] | None = None,
         lungs: Literal["union", "left_right"] = "union",
         image_column: str = "image",
@@ -222,24 +219,9 @@ class SegmentationDataModule(MedxferDataModule):
         image_size: int = 224,
         augment: bool = True,
         age_bins: Sequence[float] = (40, 60),
-        split: tuple[float, float, float] = (0.7, 0.1, 0.2),
-        split_seed: int = 0,
-        seed: int = 0,
-        batch_size: int = 8,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            train=train,
-            val=val,
-            test=test,
-            shifted=shifted,
-            name=name,
-            split=split,
-            split_seed=split_seed,
-            seed=seed,
-            batch_size=batch_size,
-            **kwargs,
-        )
+        super().__init__(train, **kwargs)
         self.save_hyperparameters()
         if layout == "siim" and (dicom_root is None or rle_encoding is None):
             raise ValueError(
@@ -353,7 +335,7 @@ class SegmentationDataModule(MedxferDataModule):
             self.recipe,
             train=train and hp.augment,
             channels=self._channels,
-            seed=hp.seed,
+            seed=self.seed,
             **self.input_norm,
         )
 
