@@ -29,6 +29,13 @@ class PluginClassifier(MultiLabelClassifier):
 
 class PluginChestXray(ChestXrayDataModule):
     """A datamodule from a plug-in."""
+
+
+def read_inverted(path, context=""):
+    """A grey image, inverted."""
+    from medxfer.data.images import read_grey_image
+
+    return 1.0 - read_grey_image(path, context)
 '''
 
 
@@ -46,7 +53,8 @@ def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (info / "entry_points.txt").write_text(
         "[medxfer.tasks]\nPluginClassifier = medxfer_plugin_demo:PluginClassifier\n"
         "plugin-alias = medxfer_plugin_demo:PluginClassifier\n\n"
-        "[medxfer.datamodules]\nPluginChestXray = medxfer_plugin_demo:PluginChestXray\n"
+        "[medxfer.datamodules]\nPluginChestXray = medxfer_plugin_demo:PluginChestXray\n\n"
+        "[medxfer.image_readers]\ninverted = medxfer_plugin_demo:read_inverted\n"
     )
     return root
 
@@ -73,6 +81,9 @@ def test_list_shows_plugin(plugin_path: Path, tmp_path: Path) -> None:
     ]
     assert listed["MultiLabelClassifier"] == ["medxfer.tasks.single_image:MultiLabelClassifier"]
     assert "PLUGIN IMPORTED" not in out.stderr  # listed from its metadata alone
+    out = _medxfer(["list", "readers"], plugin_path, tmp_path)
+    listed = {line.split()[0]: line.split()[1:] for line in out.stdout.splitlines()}
+    assert listed["inverted"] == ["medxfer_plugin_demo:read_inverted", "[medxfer-plugin-demo]"]
 
 
 def test_config_resolves_plugin_short_names(

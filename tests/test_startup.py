@@ -91,23 +91,30 @@ BUILT_IN = {
         "MammographyDataModule",
         "SegmentationDataModule",
     },
+    "readers": {"grey", "rgb", "dicom", "mammogram"},
 }
 
 
 @pytest.mark.parametrize("kind", sorted(BUILT_IN))
-def test_each_entry_point_is_the_class_it_names(kind: str) -> None:
+def test_each_entry_point_is_the_object_it_names(kind: str) -> None:
     """One declaration per plug-in: medxfer's own entry points name their classes by class name
-    (what a config's ``class_path`` writes) and load the task / datamodule classes."""
+    (what a config's ``class_path`` writes) and load the task / datamodule classes; image
+    readers load decoders with their output version (mammography's and DICOM's are 2)."""
+    from medxfer.data.images import output_version
     from medxfer.datamodules import MedxferDataModule
     from medxfer.plugins import declared, load
     from medxfer.tasks import TransferTask
 
-    base = {"tasks": TransferTask, "datamodules": MedxferDataModule}[kind]
     own = {n for n, ep in declared(kind).items() if ep.value.startswith("medxfer.")}
     assert own == BUILT_IN[kind]
     for name in own:
-        cls = load(kind, name)
-        assert cls.__name__ == name and issubclass(cls, base)
+        obj = load(kind, name)
+        if kind == "readers":
+            assert callable(obj)
+            assert output_version(name) == (2 if name in ("dicom", "mammogram") else 1)
+        else:
+            base = {"tasks": TransferTask, "datamodules": MedxferDataModule}[kind]
+            assert obj.__name__ == name and issubclass(obj, base)
 
 
 def test_an_unknown_plugin_name_lists_close_ones() -> None:

@@ -1,6 +1,6 @@
 """The mammography image reader: a DICOM (through :func:`medxfer.data.dicom.read_dicom`, the
 standard's display pipeline) or PNG / JPEG / TIFF mammogram as one float plane, every breast
-facing left. Registered as the ``mammogram`` reader (what a mammography cache records)."""
+facing left. Declared as the ``mammogram`` image reader (what a mammography cache records)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from medxfer.data.dicom import read_dicom
-from medxfer.data.images import read_grey_image, register_reader
+from medxfer.data.images import read_grey_image, reader_version
 
 __all__ = ["orient_left", "read_dicom", "read_mammogram"]
 
@@ -22,6 +22,9 @@ def orient_left(image: np.ndarray) -> np.ndarray:
     return image[:, ::-1].copy() if image[:, half:].sum() > image[:, :half].sum() else image
 
 
+# version 2: the VOI LUT function (SIGMOID, LINEAR_EXACT), 8-bit VOI LUTs beyond 256 entries
+# and Window Width 1 changed the pixels of some files; caches of version 1 are refused.
+@reader_version(2)
 def read_mammogram(path: str | os.PathLike[str], context: str = "") -> np.ndarray:
     """A DICOM (``.dcm`` or no suffix) or PNG / JPEG / TIFF mammogram as float ``(H, W)`` in
     [0, 1], facing left (:func:`orient_left`)."""
@@ -32,8 +35,3 @@ def read_mammogram(path: str | os.PathLike[str], context: str = "") -> np.ndarra
         else read_dicom(path, context)
     )
     return orient_left(image)
-
-
-# version 2: the VOI LUT function (SIGMOID, LINEAR_EXACT), 8-bit VOI LUTs beyond 256 entries
-# and Window Width 1 changed the pixels of some files; caches of version 1 are refused.
-register_reader("mammogram", read_mammogram, version=2)

@@ -53,7 +53,15 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .images import READER_VERSIONS, READERS, ImageDecodeError, known_reader, where
+from .images import (
+    READER_VERSIONS,
+    READERS,
+    ImageDecodeError,
+    image_reader,
+    known_reader,
+    output_version,
+    where,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -155,13 +163,16 @@ class CacheSettings:
 
     def __post_init__(self) -> None:
         if not known_reader(self.reader):
-            raise ValueError(f"unknown reader {self.reader!r}; known: {sorted(READERS)}")
+            from medxfer.plugins import declared
+
+            known = sorted(declared("readers"))
+            raise ValueError(f"unknown reader {self.reader!r}; known: {known}")
         if self.side < 1:
             raise ValueError(f"cache side must be positive, got {self.side}")
 
     @property
     def reader_version(self) -> int:
-        return READER_VERSIONS[self.reader]
+        return output_version(self.reader)
 
     @property
     def channels(self) -> int:
@@ -203,7 +214,7 @@ class FileImages:
     reader: str
 
     def __call__(self, path: str, context: str = "") -> np.ndarray:
-        return READERS[self.reader](path, context)
+        return image_reader(self.reader)(path, context)
 
     def check(self, path: str, context: str = "", decode: bool = False) -> None:
         if decode:
@@ -434,12 +445,12 @@ def _decode(
 ) -> list:
     """Decode, resize and quantise a batch, with its label maps when ``labels`` decodes them
     (runs in a worker process)."""
-    known_reader(reader)  # a spawned worker loads the modality that registered it
+    decode = image_reader(reader)  # a spawned worker imports the reader's module here
     out = []
     dtype = np.uint8 if top == 255 else np.uint16
     for i, path, context, record in jobs:
         try:
-            image = READERS[reader](path, context)
+            image = decode(path, context)
             maps = None if labels is None else labels(record, image.shape[:2], context)
         except ImageDecodeError as err:
             out.append((i, None, None, None, str(err)))

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .images import ImageDecodeError, register_reader, where
+from .images import ImageDecodeError, reader_version, where
 
 __all__ = ["read_dicom"]
 
@@ -90,6 +90,7 @@ def _voi_lut(x: np.ndarray, ds: Any) -> np.ndarray:
     return apply_voi(index, ds).astype(np.float64) / float(2**bits - 1)
 
 
+@reader_version(2)  # version 2: the VOI LUT function, 8-bit VOI LUTs and Window Width 1 fixes
 def read_dicom(
     path: str | os.PathLike[str], context: str = "", apply_window: bool = True
 ) -> np.ndarray:
@@ -146,4 +147,3 @@ def read_dicom(
 
 # version 2: the VOI LUT function (SIGMOID, LINEAR_EXACT), 8-bit VOI LUTs beyond 256 entries
 # and Window Width 1 changed the pixels of some files; caches of version 1 are refused.
-register_reader("dicom", read_dicom, version=2)

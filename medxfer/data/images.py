@@ -8,9 +8,9 @@ the rest of the pipeline never sees the container.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -19,46 +19,75 @@ __all__ = [
     "READERS",
     "READER_VERSIONS",
     "ImageDecodeError",
+    "image_reader",
     "known_reader",
+    "output_version",
     "read_grey_image",
     "read_label_image",
     "read_rgb_image",
-    "register_reader",
+    "reader_version",
     "where",
 ]
 
-#: Decoders by name: ``(path, context) -> float32 image in [0, 1]``, ``(H, W)`` or ``(H, W, 3)``.
-#: The core registers ``grey`` and ``rgb``; modality packages register their own (the
-#: mammography package its DICOM ``mammogram`` reader) with :func:`register_reader`.
+#: The decoders loaded so far, by name: ``(path, context) -> float32 image in [0, 1]``, ``(H, W)``
+#: or ``(H, W, 3)``. Filled from the ``medxfer.image_readers`` entry points on first use
+#: (:func:`image_reader`): medxfer declares ``grey``, ``rgb``, ``dicom`` and the mammography
+#: package's ``mammogram`` there, exactly as a third-party package declares its own.
 READERS: dict[str, Callable[..., np.ndarray]] = {}
 
-#: Version of each decoder's output. Bump when a decoder's pixels change, so caches built by
-#: the old one are refused instead of silently differing from the direct path.
+#: Version of each loaded decoder's output (its :func:`reader_version` mark, default 1). Bump it
+#: when a decoder's pixels change, so caches built by the old one are refused instead of
+#: silently differing from the direct path.
 READER_VERSIONS: dict[str, int] = {}
 
+F = TypeVar("F", bound=Callable[..., np.ndarray])
 
-def register_reader(name: str, reader: Callable[..., np.ndarray], version: int = 1) -> None:
-    """Register an image decoder under ``name`` (what a datamodule's ``reader`` names and an
-    image cache records, with ``version``)."""
-    READERS[name] = reader
-    READER_VERSIONS[name] = version
+
+def reader_version(version: int) -> Callable[[F], F]:
+    """Mark an image decoder's output ``version`` (what an image cache records and compares).
+
+    Example:
+        >>> @reader_version(2)
+        ... def read_thing(path, context=""): ...
+        >>> read_thing.reader_version
+        2
+    """
+
+    def mark(reader: F) -> F:
+        reader.reader_version = version  # type: ignore[attr-defined]
+        return reader
+
+    return mark
+
+
+def image_reader(name: str) -> Callable[..., np.ndarray]:
+    """The decoder declared as ``name`` in the ``medxfer.image_readers`` entry points (what a
+    datamodule's ``reader`` and an image cache name), imported on first use: a fresh worker
+    process finds every reader without importing a modality it does not need.
+
+    Raises:
+        medxfer.errors.UnknownNameError: no reader of that name (close names are listed).
+    """
+    if name not in READERS:
+        from medxfer.plugins import load
+
+        reader = load("readers", name)
+        READERS[name] = reader
+        READER_VERSIONS[name] = int(getattr(reader, "reader_version", 1))
+    return READERS[name]
+
+
+def output_version(name: str) -> int:
+    """The output version of the decoder ``name`` (see :func:`reader_version`)."""
+    image_reader(name)
+    return READER_VERSIONS[name]
 
 
 def known_reader(name: str) -> bool:
-    """Whether a decoder ``name`` is registered, after loading the datamodule packages (medxfer's
-    own modalities and third-party ones, through the ``medxfer.datamodules`` entry points) when
-    it is not yet: a fresh worker process finds every reader without importing a modality."""
-    if name not in READERS:
-        from importlib.metadata import entry_points
+    """Whether a decoder ``name`` is loaded or declared (without importing it)."""
+    from medxfer.plugins import declared
 
-        for ep in entry_points(group="medxfer.datamodules"):
-            try:
-                ep.load()
-            except Exception as err:  # a broken plug-in must not break the others
-                warnings.warn(
-                    f"could not load plug-in {ep.name!r} ({ep.value}): {err}", stacklevel=2
-                )
-    return name in READERS
+    return name in READERS or name in declared("readers")
 
 
 class ImageDecodeError(OSError):
@@ -139,7 +168,3 @@ def _to_grey(img: Image.Image) -> np.ndarray:
     if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
         return rgb[..., 0] / 255.0
     return (rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)) / 255.0
-
-
-register_reader("grey", read_grey_image)
-register_reader("rgb", read_rgb_image)

@@ -28,7 +28,7 @@ from medxfer.data.cache import (
     ImageCache,
     prepare_cache,
 )
-from medxfer.data.images import ImageDecodeError, read_grey_image, read_rgb_image
+from medxfer.data.images import ImageDecodeError, image_reader, read_grey_image, read_rgb_image
 from medxfer.datamodules.chest_xray import ChestXrayDataModule, CXRTable
 from medxfer.datamodules.dermatology import DermatologyDataModule, write_synthetic_derm
 from medxfer.datamodules.mammography import (
@@ -210,7 +210,7 @@ KILLER = textwrap.dedent(
     from medxfer.data import cache
 
     calls = [0]
-    original = cache.READERS["grey"]
+    original = cache.image_reader("grey")
 
     def reader(path, context=""):
         calls[0] += 1
@@ -251,7 +251,7 @@ def test_prepare_resumes_after_a_hard_kill(
         ImageCache(tmp_path / "c.h5", CacheSettings("grey", 24))
 
     decoded: list[str] = []
-    original = READERS["grey"]
+    original = image_reader("grey")
     monkeypatch.setitem(READERS, "grey", lambda p, c="": decoded.append(p) or original(p, c))
     report = prepare_cache(tmp_path / "c.h5", table, CacheSettings("grey", 24), progress=False)
     assert (report.already_done, report.written, len(decoded)) == (24, 36, 36)
