@@ -30,7 +30,7 @@ from medxfer.datamodules.segmentation import (
 )
 from medxfer.tasks import MultiLabelClassifier
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
 TINY = [
     "--trainer.max_steps=2",

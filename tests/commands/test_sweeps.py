@@ -19,7 +19,7 @@ from medxfer.datamodules.dermatology import write_synthetic_derm
 from medxfer.datamodules.mammography import write_synthetic_mammo
 from medxfer.loggers import REDACTED, WandbLogger, redact_paths
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SWEEPS = sorted((REPO / "sweeps").glob("*.yaml"))
 
 
