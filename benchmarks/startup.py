@@ -5,7 +5,8 @@ processes, in one run (a benchmark, not a test)::
 
 Every command runs ``--repeats`` times in a new Python process (the cases interleaved, so a
 busy machine slows all of them alike); the best wall time and that run's peak memory are
-printed. ``medxfer --help`` and ``medxfer list ...`` have a target of <= 3 s, and their ratio to
+printed. ``medxfer --help`` and ``medxfer list ...`` (which read entry-point metadata and never
+import torch) have a target of <= 1.5x a bare ``python -c "import torch"``, and their ratio to
 it is printed. The two package imports cannot be faster than the library they are built on
 (``medxfer.datamodules`` subclasses Lightning's ``LightningDataModule``, ``medxfer.metrics``
 torchmetrics' ``Metric``), so they are printed with their ratio to importing that library
@@ -21,8 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-#: Target of the ``medxfer`` command's light subcommands (issue 13), in seconds.
-TARGET_S = 3.0
+#: Target of the ``medxfer`` command's light subcommands: this multiple of ``import torch``.
+TARGET_RATIO = 1.5
 
 
 def medxfer_command() -> list[str]:
@@ -55,9 +56,11 @@ def main() -> None:
     # (label, command, what it is compared with: "target" or the label of its floor)
     cases: list[tuple[str, list[str], str | None]] = [
         ("python -c pass", [*python, "pass"], None),
+        ("import torch", [*python, "import torch"], None),
         ("medxfer --help", [*cli, "--help"], "target"),
         ("medxfer list datamodules", [*cli, "list", "datamodules"], "target"),
         ("medxfer list tasks", [*cli, "list", "tasks"], "target"),
+        ("medxfer list readers", [*cli, "list", "readers"], "target"),
         ("medxfer list backbones", [*cli, "list", "backbones"], "target"),
         ("import lightning", [*python, "import lightning"], None),
         ("import medxfer.datamodules", [*python, "import medxfer.datamodules"], "import lightning"),
@@ -75,7 +78,9 @@ def main() -> None:
     for label, _, against in cases:
         wall, rss = best[label]
         if against == "target":
-            ratio = f"{wall / TARGET_S:5.2f} of the {TARGET_S:g} s target"
+            ratio = (
+                f"{wall / best['import torch'][0]:5.2f}x import torch (target <= {TARGET_RATIO:g})"
+            )
         elif against is not None:
             ratio = f"{wall / best[against][0]:5.2f}x {against}"
         else:
