@@ -88,7 +88,7 @@ def find_expected(err: BaseException) -> BaseException | None:
 
 #: Lines of jsonargparse's messages that explain its machinery, not the user's mistake.
 _NOISE = re.compile(
-    r"^(Does not validate against any of the Union subtypes|Subtypes:|Errors:|Given value"
+    r"^(Does not validate against any of the Union subtypes|Subtypes:|Errors:|Given value type"
     r"|- Expected a <class 'NoneType'>|tip: |usage: )"
 )
 
@@ -106,4 +106,8 @@ def one_line(err: BaseException) -> str:
         text = last.split(": ", 1)[1] if ": " in last else last
     parts = [line.strip() for line in text.splitlines()]
     parts = [p.removeprefix("- ") for p in parts if p and not _NOISE.match(p)]
+    given = [p for p in parts if p.startswith("Given value:")]
+    parts = [p for p in parts if not p.startswith("Given value:")]
+    if given and not any("Got value:" in p for p in parts):  # an optional value's bad input
+        parts.append("Got value:" + given[0].removeprefix("Given value:"))
     return " ".join(parts)
