@@ -173,5 +173,4 @@ class ChestXrayDataModule(MedxferDataModule):
             train=train and hp.augment,
             channels=self._channels,
             seed=hp.seed,
-            **self.input_norm,
         )

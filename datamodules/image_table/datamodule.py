@@ -462,5 +462,4 @@ class ImageTable(MedxferDataModule):
             vflip=hp.vflip,
             channels=self._channels,
             seed=hp.seed,
-            **self.input_norm,
         )

@@ -149,7 +149,6 @@ class MammographyDataModule(MedxferDataModule):
             train=train and hp.augment,
             channels=self._channels,
             seed=hp.seed,
-            **self.input_norm,
         )
 
     def dataset_options(self, train: bool) -> dict[str, Any]:
