@@ -140,9 +140,9 @@ def plain_epoch(
     clock: Callable[[], float] = time.perf_counter,
 ) -> float:
     """Median seconds per epoch (by ``clock``) of a hand-written loop doing the same work:
-    the task's input normalisation on the device, forward, the task's loss (``batch_loss``), backward, the task's optimiser and schedule; per
-    epoch a validation pass feeding the task's metric (``update_metrics``) and a
-    ``torch.save``."""
+    the task's input normalisation on the device, forward, the task's loss (``batch_loss``),
+    backward, the task's optimiser and schedule; per epoch a validation pass feeding the task's
+    metric (``update_metrics``) and a ``torch.save``."""
     L.seed_everything(0, verbose=False)
     dm = make_data()
     dm.setup("fit")

@@ -85,9 +85,10 @@ class ImageTableDataset(Dataset):
 
     Single images (``views=None``; rows with ``path``): ``{"image" (C, S, S), "target",
     "groups", "id"}``, the image in the transform's dtype (uint8, or float16 for mammograms;
-    the task normalises it on the device). Multi-image rows (``views=V``; rows with a ``paths`` list and optionally a
-    ``mask`` list, ``""`` where an image is absent): ``image`` ``(V, C, S, S)`` with zeros in
-    empty slots (the task sets them to zero again after normalising) and ``mask`` ``(V,)``. Two layouts of the slots:
+    the task normalises it on the device). Multi-image rows (``views=V``; rows with a ``paths``
+    list and optionally a ``mask`` list, ``""`` where an image is absent): ``image``
+    ``(V, C, S, S)`` with zeros in empty slots (zeros again once the task has normalised) and
+    ``mask`` ``(V,)``. Two layouts of the slots:
 
     * fixed positions (``pack=False``; 4-view exams): slot ``k`` is always the same view, and in
       training ``swap`` (a slot permutation, e.g. left <-> right) is applied with ``swap_p``;

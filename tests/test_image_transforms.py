@@ -57,7 +57,8 @@ def test_segmentation_transform_gives_8_bit_images_and_exact_masks(
     image = COLOUR if recipe == "fundus" else GREY
     masks = (RNG.random((50, 60, 2)) > 0.5).astype(np.uint8)
     valid = np.ones((50, 60), np.uint8)
-    x, target, fov = SegmentationTransform(32, recipe, train=train)(image, masks, valid)  # type: ignore[arg-type]
+    t = SegmentationTransform(32, recipe, train=train)  # type: ignore[arg-type]
+    x, target, fov = t(image, masks, valid)
     assert x.shape == (3, 32, 32) and x.dtype == torch.uint8
     assert target.shape == (2, 32, 32) and set(target.unique().tolist()) <= {0.0, 1.0}
     assert fov.shape == (32, 32) and fov.dtype == torch.bool

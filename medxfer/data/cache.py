@@ -202,7 +202,8 @@ class CacheSettings:
 class ImageSource(Protocol):
     """Where a dataset gets its images: ``source(path, context)`` -> ``(H, W)`` or ``(H, W, 3)``
     float32 in [0, 1] (the decoders, a 16-bit cache) or uint8, 0..255 standing for [0, 1] (an
-    8-bit cache). The transforms take either (:meth:`medxfer.transforms.SeededTransform.prepare`)."""
+    8-bit cache). The transforms take either
+    (:meth:`medxfer.transforms.SeededTransform.prepare`)."""
 
     def __call__(self, path: str, context: str = "") -> np.ndarray: ...
 
