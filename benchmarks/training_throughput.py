@@ -8,8 +8,9 @@ data and precision, and with all analysis callbacks on (a benchmark, not a test)
 Synthetic CheXpert-format images are cached once (``build_cache``, as ``medxfer prepare``), and three runs train the
 same seeded :class:`MultiLabelClassifier` from the same :class:`ChestXrayDataModule` loaders:
 
-* plain: a hand-written loop -- forward, the task's loss, backward, the task's optimiser and
-  schedule; per epoch a validation pass computing the same AUROC metric and a ``torch.save``;
+* plain: a hand-written loop -- the task's input normalisation of the uint8 batch on the device
+  (``normalize_image``), forward, the task's loss, backward, the task's optimiser and schedule;
+  per epoch a validation pass computing the same AUROC metric and a ``torch.save``;
 * medxfer: ``Trainer.fit`` as ``medxfer fit`` runs it (CSV logger, checkpointing, validation
   every epoch), no analysis callback;
 * medxfer + callbacks: the same with calibration, subgroup, CKA, weight-drift and convergence
@@ -114,12 +115,15 @@ def medxfer_epoch(
     return statistics.median(timer.epochs()[1:])  # not epoch 0 (start-up)
 
 
-def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """The batch's tensors on ``device`` (ids and groups as they are)."""
-    return {
+def _to(batch: dict[str, Any], device: torch.device, model: TransferTask) -> dict[str, Any]:
+    """The batch's tensors on ``device`` (ids and groups as they are), its uint8 images
+    normalised there by the task (what ``on_after_batch_transfer`` does in ``Trainer.fit``)."""
+    out = {
         k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
         for k, v in batch.items()
     }
+    out["image"] = model.normalize_image(out["image"], out.get("mask"))
+    return out
 
 
 def plain_epoch(
@@ -132,9 +136,9 @@ def plain_epoch(
     clock: Callable[[], float] = time.perf_counter,
 ) -> float:
     """Median seconds per epoch (by ``clock``) of a hand-written loop doing the same work:
-    forward, the task's loss (``batch_loss``), backward, the task's optimiser and schedule; per
-    epoch a validation pass feeding the task's metric (``update_metrics``) and a
-    ``torch.save``."""
+    the task's input normalisation on the device, forward, the task's loss (``batch_loss``),
+    backward, the task's optimiser and schedule; per epoch a validation pass feeding the task's
+    metric (``update_metrics``) and a ``torch.save``."""
     L.seed_everything(0, verbose=False)
     dm = make_data()
     dm.setup("fit")
@@ -151,7 +155,7 @@ def plain_epoch(
         marks.append(clock())
         model.train()
         for batch in train_loader:
-            batch = _to(batch, device)
+            batch = _to(batch, device, model)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(batch)
             loss = model.batch_loss(logits.float(), batch)
@@ -162,7 +166,7 @@ def plain_epoch(
         model.eval()
         with torch.no_grad():
             for batch in val_loader:
-                batch = _to(batch, device)
+                batch = _to(batch, device, model)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = model(batch)
                 model.update_metrics(metric, model.probabilities(logits.float()), batch)

@@ -14,7 +14,7 @@ import itertools
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -43,7 +43,7 @@ from medxfer.data.subsample import multilabel_strata, subsample_mask
 from medxfer.data.tables import TableError
 from medxfer.errors import ConfigError
 from medxfer.resume import KeyedDataset, ResumableLoader, ResumableSampler, run_seed
-from medxfer.transforms import SIGNED
+from medxfer.transforms import DatasetTransform
 
 __all__ = [
     "ImageTableDataset",
@@ -82,9 +82,11 @@ class ImageTableDataset(Dataset):
     several (DESIGN.md's batch contract).
 
     Single images (``views=None``; rows with ``path``): ``{"image" (C, S, S), "target",
-    "groups", "id"}``. Multi-image rows (``views=V``; rows with a ``paths`` list and optionally a
-    ``mask`` list, ``""`` where an image is absent): ``image`` ``(V, C, S, S)`` with zeros in
-    empty slots and ``mask`` ``(V,)``. Two layouts of the slots:
+    "groups", "id"}``, the image in the transform's dtype (uint8, or float16 for mammograms;
+    the task normalises it on the device). Multi-image rows (``views=V``; rows with a ``paths``
+    list and optionally a ``mask`` list, ``""`` where an image is absent): ``image``
+    ``(V, C, S, S)`` with zeros in empty slots (zeros again once the task has normalised) and
+    ``mask`` ``(V,)``. Two layouts of the slots:
 
     * fixed positions (``pack=False``; 4-view exams): slot ``k`` is always the same view, and in
       training ``swap`` (a slot permutation, e.g. left <-> right) is applied with ``swap_p``;
@@ -97,8 +99,9 @@ class ImageTableDataset(Dataset):
     Args:
         table: rows with ``id``, ``line``, ``source`` and ``path`` or ``paths`` (and ``mask``).
         targets: ``(N, K)`` float targets, one row per table row.
-        transform: one decoded image -> tensor ``(C, S, S)`` (a
-            :class:`~medxfer.transforms.SeededTransform` with ``image_size`` and ``channels``).
+        transform: one decoded image -> tensor ``(C, S, S)``
+            (:class:`~medxfer.transforms.DatasetTransform`: side, channels, dtype and the
+            seeded generator the random view choices draw from).
         groups: batch group name -> one value per row.
         images: where images are read from (default: decoded from their files as grey).
         views: slots per sample (None: a single image per row).
@@ -109,7 +112,7 @@ class ImageTableDataset(Dataset):
         self,
         table: pd.DataFrame,
         targets: np.ndarray | torch.Tensor,
-        transform: Callable[[np.ndarray], torch.Tensor],
+        transform: DatasetTransform,
         groups: dict[str, Sequence[str]],
         images: ImageSource | None = None,
         views: int | None = None,
@@ -160,8 +163,8 @@ class ImageTableDataset(Dataset):
         elif self.pack:
             paths = self.paths[i]
             if self.shuffle:
-                self.transform._reseed()  # type: ignore[attr-defined]
-                paths = [paths[k] for k in self.transform.rng.permutation(len(paths))]  # type: ignore[attr-defined]
+                self.transform.reseed()
+                paths = [paths[k] for k in self.transform.rng.permutation(len(paths))]
             paths = paths[: self.views]
             image = self._empty()
             mask = torch.zeros(self.views, dtype=torch.bool)
@@ -178,7 +181,7 @@ class ImageTableDataset(Dataset):
             if (
                 self.swap is not None
                 and self.swap_p > 0
-                and self.transform.rng.random() < self.swap_p  # type: ignore[attr-defined]
+                and self.transform.rng.random() < self.swap_p
             ):
                 image, mask = image[self.swap], mask[self.swap]
             sample["image"], sample["mask"] = image, mask
@@ -188,9 +191,9 @@ class ImageTableDataset(Dataset):
         return sample
 
     def _empty(self) -> torch.Tensor:
-        s = self.transform.image_size  # type: ignore[attr-defined]
-        c = getattr(self.transform, "channels", 3)
-        return torch.zeros(self.views, c, s, s)  # type: ignore[arg-type]
+        """Zeros ``(V, C, S, S)`` in the transform's output dtype, for the slots of a case."""
+        s, c = self.transform.image_size, self.transform.channels
+        return torch.zeros(self.views, c, s, s, dtype=self.transform.dtype)  # type: ignore[arg-type]
 
 
 def image_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -316,8 +319,8 @@ class MedxferDataModule(L.LightningDataModule, ABC):
     * :meth:`read_table` (abstract): one table as given in the arguments -> validated rows with
       ``id``, ``patient_id``, ``line``, ``source``, ``path`` (one image) or ``paths`` (a case,
       with ``mask`` for fixed view slots), the label / target columns and the group columns;
-    * :meth:`transform` (abstract): the training or evaluation transform, built with
-      :attr:`input_norm`;
+    * :meth:`transform` (abstract): the training or evaluation transform (uint8 or float16
+      pixels; the task normalises them, the data never asks the model how);
     * :attr:`cache_side` (abstract): the side the transform first resizes to (what a cache
       stores);
     * :meth:`fit_labels`: the label names, from the training split (default: fixed ``labels``);
@@ -446,7 +449,6 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         self._images: ImageSource | None = None
         self._parts: dict[str, pd.DataFrame] | None = None
         self._labels: list[str] | None = None
-        self._built_for: dict[str, tuple[float, ...]] | None = None
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_sets: dict[str, Dataset] = {}
@@ -460,9 +462,10 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         (see the class docstring); ``evaluation``: read it with the evaluation label policy."""
 
     @abstractmethod
-    def transform(self, train: bool) -> Callable[[np.ndarray], torch.Tensor]:
-        """The image transform of training (``train``) or evaluation, ending with the
-        backbone's input normalisation :attr:`input_norm`."""
+    def transform(self, train: bool) -> DatasetTransform:
+        """The image transform of training (``train``) or evaluation: augmented pixels as
+        uint8 (float16 where the modality keeps more than 8 bits), not normalised -- the task
+        normalises them on the device with its weights' mean / std."""
 
     @property
     @abstractmethod
@@ -517,19 +520,6 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         val / test parts are read again with ``evaluation=True``)."""
         return False
 
-    # Input normalisation ---------------------------------------------------------------------
-    @property
-    def input_norm(self) -> dict[str, tuple[float, ...]]:
-        """The ``mean`` / ``std`` the backbone's weights expect: the attached task's
-        ``input_norm`` (resolved from its weight source, see
-        :func:`medxfer.backbones.input_config`), else BiT's [-1, 1]."""
-        trainer = self.trainer
-        model = trainer.lightning_module if trainer is not None else None
-        norm = getattr(model, "input_norm", None)
-        if norm is None:
-            return dict(SIGNED)
-        return {"mean": tuple(norm["mean"]), "std": tuple(norm["std"])}
-
     # Template --------------------------------------------------------------------------------
     def prepare_tables(self) -> dict[str, pd.DataFrame]:
         """Read and split the tables and fix the label space (once; no image is touched): the
@@ -559,10 +549,9 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         return parts
 
     def setup(self, stage: str | None = None) -> None:
-        """Build the datasets from :meth:`prepare_tables` (again only when the backbone's input
-        normalisation changed since they were built)."""
-        norm = self.input_norm
-        if self.train_set is not None and self._built_for == norm:
+        """Build the datasets from :meth:`prepare_tables` (once: they do not depend on the task,
+        which normalises the images itself; :meth:`reset` forgets them)."""
+        if self.train_set is not None:
             return
         parts = dict(self.prepare_tables())
         src = self.table_name(self.tables["train"])
@@ -588,7 +577,6 @@ class MedxferDataModule(L.LightningDataModule, ABC):
             self.test_sets[name] = self.build_dataset(
                 shifted, False, f"shifted set {name!r} ({self.table_name(table)})"
             )
-        self._built_for = norm
 
     def build_dataset(self, table: pd.DataFrame, train: bool, what: str) -> ImageTableDataset:
         """The dataset of one split: image checks, targets, groups, transform."""

@@ -1,11 +1,29 @@
-"""What every image transform shares: seeded random streams, the backbone's input normalisation,
-and the generic recipe of the table datamodule.
+"""What every image transform shares: seeded random streams, the preamble (first resize, output
+pixel format, channels) and the generic recipe of the table datamodule.
 
 The modality recipes (chest X-ray, mammography, dermatology after Mustafa et al., "Supervised
-Transfer Learning at Scale for Medical Imaging", 2021) live in their modality packages. Each
-works on the [-1, 1] scale of the paper and ends with :class:`Normalize`, which maps that scale
-to the normalisation the chosen weights were trained with (BiT: [-1, 1] itself; torchvision and
-the self-supervised ResNet-50s: ImageNet mean / std), so one recipe serves every weight source.
+Transfer Learning at Scale for Medical Imaging", 2021) live in their modality packages and
+subclass :class:`SeededTransform`, which does what they all share:
+
+* :meth:`~SeededTransform.prepare`: re-seed (training), then the first resize (``INTER_AREA``)
+  in the transform's working format -- 8-bit pixels for most modalities, float32 in [0, 1] for
+  those whose display pipeline keeps more than 8 bits (mammography);
+* :meth:`~SeededTransform.finish`: the augmented image as a tensor ``(channels, S, S)`` of the
+  transform's :attr:`~SeededTransform.dtype` -- ``uint8`` (0..255 standing for [0, 1]) or
+  ``float16`` in [0, 1].
+
+Transforms do not normalise: the task does, on the device, with the mean / std of its weights
+(:meth:`medxfer.tasks.TransferTask.normalize_image`; DESIGN.md's batch contract). So a batch
+crosses the loader's process boundary as uint8 (4x less than float32), a dataset never depends
+on the model it feeds, and one dataset serves every weight source.
+
+Why 8 bits: a float image is quantised once, right after the first resize, exactly as the HDF5
+cache stores it (:func:`medxfer.data.cache.quantise`), so the files and the cache give the same
+pixels, and everything after (rotation, crops, flips) runs on 8-bit pixels, which OpenCV
+interpolates with rounding and 4x faster than float32 -- what makes reading from the cache
+fast. Value steps that need more than 8 bits in between (the chest X-ray brightness / contrast
+on the paper's [-1, 1] scale, colour jitter, blur, gamma) are computed in float and the result
+rounded (not truncated) to 8 bits.
 
 Every random transform owns its generators. In training they are re-seeded for every sample
 from ``(seed, the sample's key)``: the key comes from the training sampler
@@ -20,19 +38,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import ClassVar, Protocol, runtime_checkable
 
 import albumentations as A
 import cv2
 import numpy as np
 import torch
 
+from medxfer.data.cache import quantise, resize_square
+
 __all__ = [
     "SIGNED",
+    "DatasetTransform",
     "ImageTransform",
-    "Normalize",
     "SeededTransform",
     "resize_side",
     "sample_key",
+    "unit_float",
 ]
 
 #: The [-1, 1] scaling of BiT and Mustafa et al. (2021) as a mean / std pair.
@@ -43,6 +65,13 @@ def resize_side(image_size: int, resize: int | None = None) -> int:
     """The side a radiograph is resized to before a crop of ``image_size``: ``resize`` or
     ``image_size * 8 / 7`` (256 for 224, as in BiT)."""
     return resize or round(image_size * 8 / 7)
+
+
+def unit_float(image: np.ndarray) -> np.ndarray:
+    """``image`` as float32 in [0, 1]: 8-bit pixels divided by 255, floats as they are."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) * np.float32(1 / 255)
+    return image.astype(np.float32, copy=False)
 
 
 #: The key of the sample being read (see :func:`sample_key`); None outside the training loader.
@@ -62,20 +91,71 @@ def sample_key(key: int) -> Iterator[None]:
         _SAMPLE_KEY = previous
 
 
-class SeededTransform:
-    """Base of medxfer's random transforms: an albumentations ``geometry`` pipeline and a NumPy
-    generator ``rng``, both re-seeded from ``(seed, key)`` whenever the key changes, where the
-    key is the current training sample's (:func:`sample_key`) or, outside the training loader,
-    ``torch.initial_seed()`` (different in every DataLoader worker): reproducible streams that
-    do not depend on the workers."""
+@runtime_checkable
+class DatasetTransform(Protocol):
+    """What :class:`~medxfer.datamodules.ImageTableDataset` needs of its transform: the output
+    side, channels and dtype (for the empty slots of a multi-image case), the seeded generator
+    its random view choices draw from, and a way to re-seed it for the current sample."""
 
-    def __init__(self, geometry: A.Compose, seed: int) -> None:
+    image_size: int
+    channels: int
+    dtype: torch.dtype
+    rng: np.random.Generator
+
+    def reseed(self) -> None:
+        """Re-seed the generators for the current sample (see :class:`SeededTransform`)."""
+        ...
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor: ...
+
+
+class SeededTransform:
+    """Base of medxfer's image transforms: seeded streams and the shared preamble.
+
+    ``geometry`` (an albumentations pipeline) and the NumPy generator ``rng`` are re-seeded
+    from ``(seed, key)`` whenever the key changes, where the key is the current training
+    sample's (:func:`sample_key`) or, outside the training loader, ``torch.initial_seed()``
+    (different in every DataLoader worker): reproducible streams that do not depend on the
+    workers.
+
+    A subclass builds ``geometry`` without the first resize (:meth:`prepare` does it) and calls
+    ``geometry`` and :meth:`finish` in its ``__call__``.
+
+    Args:
+        geometry: the random (training) or fixed (evaluation) steps after the first resize.
+        seed: base seed of the generators.
+        image_size: the output side ``S``.
+        resize: the side of the first resize (what a cache stores; default ``S``).
+        channels: output channels of a grey image (repeated); colour images give 3.
+        train: re-seed for every sample (the random recipe); evaluation is deterministic.
+    """
+
+    #: The output tensor's dtype: uint8 (0..255 for [0, 1]), or float16 in [0, 1] where a
+    #: modality's display pipeline keeps more than 8 bits (mammography).
+    dtype: ClassVar[torch.dtype] = torch.uint8
+
+    def __init__(
+        self,
+        geometry: A.Compose,
+        seed: int,
+        image_size: int,
+        resize: int | None = None,
+        channels: int = 3,
+        train: bool = False,
+    ) -> None:
         self.geometry = geometry
         self.seed = seed
+        self.image_size = image_size
+        self.resize = resize or image_size
+        self.channels = channels
+        self.train = train
         self.rng = np.random.default_rng(seed)
         self._seeded_for: int | None = None
 
-    def _reseed(self) -> None:
+    def reseed(self) -> None:
+        """Re-seed ``rng`` and ``geometry`` from ``(seed, key)`` when the key (see the class
+        docstring) changed since the last call; a no-op otherwise, so the images of one case
+        share one stream."""
         key = _SAMPLE_KEY if _SAMPLE_KEY is not None else torch.initial_seed()
         if key != self._seeded_for:
             self._seeded_for = key
@@ -83,50 +163,58 @@ class SeededTransform:
             self.rng = np.random.default_rng(seq)
             self.geometry.set_random_seed(int(seq.generate_state(1)[0]))
 
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """Re-seed (in training) and resize to ``resize`` with ``INTER_AREA``.
 
-class Normalize:
-    """A ``(C, H, W)`` tensor on the [-1, 1] scale -> ``(x01 - mean) / std`` per channel, where
-    ``x01 = (x + 1) / 2``: the normalisation the backbone's weights were trained with.
+        Float images (in [0, 1], from the decoders or a 16-bit cache) are resized in float32
+        and, for an 8-bit transform, then quantised (:func:`~medxfer.data.cache.quantise`):
+        exactly the pixels an 8-bit cache stores, so files and cache agree. 8-bit images (an
+        8-bit cache) are resized as they are when their side differs (OpenCV rounds). A
+        float16 transform works in float32 in [0, 1].
 
-    Computed as ``x * scale + shift``, so BiT's ``mean = std = 0.5`` is exactly the identity.
-    A 1-channel image (a first conv whose RGB kernels were summed) uses the channel averages.
+        Returns:
+            ``(R, R)`` or ``(R, R, 3)`` uint8 (8-bit transforms) or float32 in [0, 1].
+        """
+        if self.train:
+            self.reseed()
+        side = self.resize
+        if self.dtype != torch.uint8:
+            return np.clip(resize_square(unit_float(image), side), 0.0, 1.0)
+        if image.dtype == np.uint8:
+            return resize_square(image, side)
+        return quantise(resize_square(image.astype(np.float32, copy=False), side))
 
-    Example:
-        >>> Normalize((0.5,) * 3, (0.5,) * 3)(torch.tensor([[[-1.0, 1.0]]])).tolist()
-        [[[-1.0, 1.0]]]
-    """
+    def finish(self, image: np.ndarray) -> torch.Tensor:
+        """The transformed image as a tensor ``(channels, S, S)`` (grey repeated to
+        ``channels``; colour ``(S, S, 3)`` needs 3) of :attr:`dtype`: float pixels are clipped
+        to [0, 1] and rounded to 8 bits (uint8) or cast (float16).
 
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        if len(mean) != len(std) or any(s <= 0 for s in std):
-            raise ValueError(f"normalisation needs one positive std per mean, got {mean}, {std}")
-        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
-        std_t = torch.tensor(self.std)
-        self.scale = 0.5 / std_t
-        self.shift = (0.5 - torch.tensor(self.mean)) / std_t
+        Raises:
+            ValueError: a colour image for a transform of other than 3 channels.
+        """
+        if self.dtype == torch.uint8:
+            x = image if image.dtype == np.uint8 else quantise(image)
+        else:
+            x = np.clip(unit_float(image), 0.0, 1.0).astype(np.float16)
+        if x.ndim == 2:  # repeated by NumPy: torch's copy of an expanded uint8 is far slower
+            return torch.from_numpy(np.repeat(x[None], self.channels, axis=0))
+        if self.channels != 3:
+            raise ValueError(f"a colour image {x.shape} cannot become {self.channels} channel(s)")
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise one image ``(C, H, W)``; see the class docstring."""
-        c = x.shape[0]
-        scale, shift = self.scale, self.shift
-        if c != len(scale):
-            if c != 1:
-                raise ValueError(f"{c}-channel image but a {len(scale)}-channel normalisation")
-            scale, shift = scale.mean(0, keepdim=True), shift.mean(0, keepdim=True)
-        if torch.all(scale == 1) and torch.all(shift == 0):
-            return x
-        return x * scale[:, None, None] + shift[:, None, None]
-
-    def __repr__(self) -> str:
-        return f"Normalize(mean={self.mean}, std={self.std})"
+    def augment(self, image: np.ndarray) -> np.ndarray:
+        """``geometry`` applied to one image (nothing when it has no step)."""
+        return self.geometry(image=image)["image"] if self.geometry.transforms else image
 
 
 class ImageTransform(SeededTransform):
-    """Grey ``(H, W)`` or colour ``(H, W, 3)`` image in [0, 1] -> tensor ``(channels, S, S)``,
-    normalised for the backbone: the generic recipe of :class:`~medxfer.datamodules.ImageTable`.
+    """Grey ``(H, W)`` or colour ``(H, W, 3)`` image in [0, 1] (float) or 8-bit -> uint8 tensor
+    ``(channels, S, S)``: the generic recipe of :class:`~medxfer.datamodules.ImageTable`.
 
     Training: resize to ``resize``, rotation by up to ``rotate`` degrees, random crop of ``S``,
-    horizontal (and optionally vertical) flip. Evaluation: resize and centre crop. This is the
-    usual fine-tuning recipe of BiT / ImageNet transfer; modality packages bring their own.
+    horizontal (and optionally vertical) flip, all on 8-bit pixels. Evaluation: resize and
+    centre crop. This is the usual fine-tuning recipe of BiT / ImageNet transfer; modality
+    packages bring their own. The task normalises the output for its weights.
 
     Args:
         image_size: the output side ``S``.
@@ -135,7 +223,6 @@ class ImageTransform(SeededTransform):
         rotate: maximum rotation in degrees (0: none).
         hflip, vflip: flip with probability 0.5.
         channels: output channels (grey is repeated; colour needs 3).
-        mean, std: the backbone's input normalisation (default: [-1, 1]).
         seed: base seed of the transform's generators.
     """
 
@@ -148,18 +235,9 @@ class ImageTransform(SeededTransform):
         hflip: bool = True,
         vflip: bool = False,
         channels: int = 3,
-        mean: tuple[float, ...] = SIGNED["mean"],
-        std: tuple[float, ...] = SIGNED["std"],
         seed: int = 0,
     ) -> None:
-        self.image_size = image_size
-        self.resize = resize_side(image_size, resize)
-        self.train = train
-        self.channels = channels
-        self.normalize = Normalize(mean, std)
-        steps: list[A.BasicTransform] = [
-            A.Resize(self.resize, self.resize, interpolation=cv2.INTER_AREA)
-        ]
+        steps: list[A.BasicTransform] = []
         if train:
             if rotate:
                 steps += [A.Rotate(limit=rotate, border_mode=cv2.BORDER_CONSTANT, p=1.0)]
@@ -168,20 +246,15 @@ class ImageTransform(SeededTransform):
             steps += [A.VerticalFlip(p=0.5)] if vflip else []
         else:
             steps += [A.CenterCrop(image_size, image_size)]
-        super().__init__(A.Compose(steps, seed=seed), seed)
+        super().__init__(
+            A.Compose(steps, seed=seed),
+            seed,
+            image_size,
+            resize_side(image_size, resize),
+            channels,
+            train,
+        )
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         """Transform one image; see the class docstring."""
-        if self.train:
-            self._reseed()
-        x = np.clip(self.geometry(image=image.astype(np.float32))["image"], 0.0, 1.0) * 2.0 - 1.0
-        if x.ndim == 2:
-            t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
-            t = t.expand(self.channels, -1, -1).contiguous()
-        elif self.channels == 3:
-            t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32))
-        else:
-            raise ValueError(
-                f"a colour image {image.shape} cannot become {self.channels} channel(s)"
-            )
-        return self.normalize(t)
+        return self.finish(self.augment(self.prepare(image)))

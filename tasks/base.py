@@ -6,9 +6,14 @@ momentum or Adam, linear warm-up then step decay by a factor every N steps (or c
 weight decay towards the initial weights (L2-SP, Li et al., ICML 2018; the paper's "weight decay
 to init"), and optional freezing of the first stages.
 
+The task owns its input normalisation: datasets hand out 8-bit images (float16 for mammograms,
+DESIGN.md's batch contract) and :meth:`TransferTask.on_after_batch_transfer` normalises them on
+the device with the mean / std the weights were trained with (:meth:`normalize_image`), before
+any step runs; ``forward`` and everything after it see normalised float images.
+
 A new modality is a small subclass overriding some of:
 
-* :meth:`encode` -- images ``(B, C, H, W)`` or ``(B, V, C, H, W)`` -> features;
+* :meth:`encode` -- normalised images ``(B, C, H, W)`` or ``(B, V, C, H, W)`` -> features;
 * :meth:`aggregate` -- per-image features -> one vector per case (identity here);
 * :meth:`build_head` -- the head module;
 * :meth:`loss`, :meth:`probabilities`, :meth:`make_metrics`.
@@ -20,6 +25,7 @@ analysis callbacks never need to know which task produced them.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -33,6 +39,14 @@ from medxfer.backbones import create_backbone, input_config, parameter_stages, s
 from medxfer.naming import eval_prefix
 
 __all__ = ["TransferTask", "mixup_batch", "resolve_input_norm"]
+
+# Lightning warns whenever a task overrides a batch hook that the datamodule does not: here it
+# is the design (the task normalises its batches on the device, the data never ask it how). A
+# datamodule that overrides the hook itself replaces the task's (Lightning calls one of the
+# two), and the backbone then refuses the un-normalised uint8 images.
+warnings.filterwarnings(
+    "ignore", message=r"You have overridden `on_after_batch_transfer` in `LightningModule`"
+)
 
 #: (backbone, weights, override) triples already warned about: one warning per contradiction.
 _WARNED: set[tuple[str, str, str]] = set()
@@ -61,6 +75,13 @@ def resolve_input_norm(
         return norm
     cfg = input_config(backbone, pretrained)
     return {"mean": [float(v) for v in cfg.mean], "std": [float(v) for v in cfg.std]}
+
+
+def _check_norm(norm: dict[str, list[float]]) -> None:
+    """Refuse a normalisation without one positive std per mean."""
+    mean, std = norm["mean"], norm["std"]
+    if len(mean) != len(std) or not mean or any(s <= 0 for s in std):
+        raise ValueError(f"input_norm needs one positive std per mean, got {norm}")
 
 
 def _same_norm(a: dict[str, list[float]], b: dict[str, list[float]]) -> bool:
@@ -127,8 +148,9 @@ class TransferTask(L.LightningModule):
             weights were trained with (:func:`medxfer.backbones.input_config`: BiT and random
             init [-1, 1], torchvision and self-supervised ResNet-50s ImageNet mean / std, a
             medxfer checkpoint what it was trained with). An explicit value that contradicts the
-            weights is warned about. The datamodule's transforms read the resolved value
-            (:attr:`input_norm`), which is saved in the hyper-parameters and checkpoints.
+            weights is warned about. The resolved value (:attr:`input_norm`) is what the task
+            normalises its images with (:meth:`normalize_image`, on the device), and is saved
+            in the hyper-parameters, checkpoints and the run's config.
     """
 
     output_type: ClassVar[str] = "multilabel"
@@ -161,8 +183,12 @@ class TransferTask(L.LightningModule):
     ) -> None:
         super().__init__()
         input_norm = resolve_input_norm(backbone, pretrained, input_norm)  # what hparams record
+        _check_norm(input_norm)
         self.save_hyperparameters()
         self.input_norm = input_norm
+        # On the device with the model; not in the state dict (hparams hold the values).
+        self.register_buffer("input_mean", torch.tensor(input_norm["mean"]), persistent=False)
+        self.register_buffer("input_std", torch.tensor(input_norm["std"]), persistent=False)
         self.label_names = (
             list(label_names)
             if label_names is not None
@@ -189,6 +215,61 @@ class TransferTask(L.LightningModule):
             self.backbone.to(memory_format=torch.channels_last)
         self.eval_metrics = nn.ModuleDict()
 
+    # ------------------------------------------------------------------ input normalisation
+    def normalize_image(
+        self, image: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Images as the backbone's weights expect them: ``(x01 - mean) / std`` per channel,
+        float32, where ``x01`` is the image on [0, 1] -- uint8 divided by 255, a float image
+        (float16 mammograms) as it is.
+
+        A 1-channel image (a first conv whose RGB kernels were summed) uses the channel
+        averages of the per-channel maps ``x01 / std - mean / std``. With ``mask`` ``(B, V)``
+        the empty slots of multi-image cases ``(B, V, C, H, W)`` become zeros, as they are on
+        the normalised scale.
+
+        Args:
+            image: ``(..., C, H, W)`` uint8 or float in [0, 1].
+            mask: which slots of ``(B, V, ...)`` cases hold an image (optional).
+
+        Returns:
+            float32 tensor of ``image``'s shape, on its device.
+
+        Raises:
+            ValueError: an integer dtype other than uint8, or a channel count that is neither
+                the normalisation's nor 1.
+
+        Example:
+            >>> task = TransferTask(input_norm={"mean": [0.5] * 3, "std": [0.5] * 3})
+            >>> task.normalize_image(torch.tensor([[[[0, 255]]]], dtype=torch.uint8)).tolist()
+            [[[[-1.0, 1.0]]]]
+        """
+        if image.dtype == torch.uint8:
+            top = 255.0
+        elif image.is_floating_point():
+            top = 1.0
+        else:
+            raise ValueError(f"images must be uint8 or float in [0, 1], got {image.dtype}")
+        scale, shift = 1.0 / self.input_std, -self.input_mean / self.input_std
+        c = image.shape[-3]
+        if c != len(scale):
+            if c != 1:
+                raise ValueError(f"{c}-channel images but a {len(scale)}-channel input_norm")
+            scale, shift = scale.mean(0, keepdim=True), shift.mean(0, keepdim=True)
+        x = image.to(torch.float32, copy=True)  # never in place on the caller's tensor
+        x = x.mul_((scale / top).view(c, 1, 1)).add_(shift.view(c, 1, 1))
+        if mask is not None and x.ndim == 5:
+            x = x.masked_fill_(~mask.bool()[..., None, None, None], 0.0)
+        return x
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Normalise a batch's ``image`` on the device (:meth:`normalize_image`) before any
+        step sees it: the data deliver 8-bit pixels and never ask the model how to normalise
+        them (DESIGN.md's batch contract)."""
+        if isinstance(batch, dict) and isinstance(batch.get("image"), torch.Tensor):
+            batch = {**batch, "image": self.normalize_image(batch["image"], batch.get("mask"))}
+        return batch
+
     # ------------------------------------------------------------------------ model pieces
     def build_head(self, num_features: int, num_classes: int) -> nn.Module:
         """Dropout then one linear layer (override for a deeper head)."""
@@ -197,7 +278,7 @@ class TransferTask(L.LightningModule):
         )
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        """Backbone features of every image: ``(B, C, H, W)`` -> ``(B, F)``, or
+        """Backbone features of every normalised image: ``(B, C, H, W)`` -> ``(B, F)``, or
         ``(B, V, C, H, W)`` -> ``(B, V, F)`` (the B*V images in one pass)."""
         lead = image.shape[:-3]
         x = image.reshape(-1, *image.shape[-3:])
@@ -210,7 +291,9 @@ class TransferTask(L.LightningModule):
         return features
 
     def forward(self, batch: dict[str, Any] | torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, K)`` of a batch dict (or of an image tensor)."""
+        """Logits ``(B, K)`` of a batch dict (or of an image tensor) of normalised images: the
+        trainer normalises every batch first (:meth:`on_after_batch_transfer`); outside it, pass
+        uint8 images through :meth:`normalize_image`."""
         if isinstance(batch, torch.Tensor):
             batch = {"image": batch}
         return self.head(self.aggregate(self.encode(batch["image"]), batch))

@@ -155,5 +155,4 @@ class ChestXrayDataModule(MedxferDataModule):
             train=train and hp.augment,
             channels=self._channels,
             seed=self.seed,
-            **self.input_norm,
         )

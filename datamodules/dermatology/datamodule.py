@@ -103,9 +103,7 @@ class DermatologyDataModule(MedxferDataModule):
 
     def transform(self, train: bool) -> Callable[[np.ndarray], torch.Tensor]:
         hp = self.hparams
-        return ColorImageTransform(
-            hp.image_size, train=train and hp.augment, seed=self.seed, **self.input_norm
-        )
+        return ColorImageTransform(hp.image_size, train=train and hp.augment, seed=self.seed)
 
     def dataset_options(self, train: bool) -> dict[str, Any]:
         """Packed slots of ``max_images``; in training the case's photos are shuffled first."""

@@ -443,5 +443,4 @@ class ImageTable(MedxferDataModule):
             vflip=hp.vflip,
             channels=self._channels,
             seed=self.seed,
-            **self.input_norm,
         )

@@ -128,7 +128,6 @@ class MammographyDataModule(MedxferDataModule):
             train=train and hp.augment,
             channels=self._channels,
             seed=self.seed,
-            **self.input_norm,
         )
 
     def dataset_options(self, train: bool) -> dict[str, Any]:

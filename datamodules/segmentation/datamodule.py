@@ -336,7 +336,6 @@ class SegmentationDataModule(MedxferDataModule):
             train=train and hp.augment,
             channels=self._channels,
             seed=self.seed,
-            **self.input_norm,
         )
 
     def dataset_options(self, train: bool) -> dict[str, Any]:

@@ -6,8 +6,8 @@ nearest-neighbour interpolation, the field of view as a second mask):
 * ``fundus`` (retinal vessels): resize, rotation, Gaussian noise, colour jitter, horizontal /
   vertical flips and transposition.
 
-Evaluation: resize only. The image ends on the backbone's normalisation, as every medxfer
-transform (:class:`~medxfer.transforms.Normalize`).
+Evaluation: resize only. The image comes out as 8-bit pixels, as every medxfer transform but
+mammography's (:class:`~medxfer.transforms.SeededTransform`); the task normalises it.
 """
 
 from __future__ import annotations
@@ -19,21 +19,27 @@ import cv2
 import numpy as np
 import torch
 
-from medxfer.transforms import SIGNED, Normalize, SeededTransform
+from medxfer.data.cache import resize_labels
+from medxfer.transforms import SeededTransform, unit_float
 
 __all__ = ["SegmentationTransform"]
 
 
 class SegmentationTransform(SeededTransform):
-    """``(image, masks (H, W, K) uint8, valid (H, W) uint8)`` -> ``(image (C, S, S), masks
-    (K, S, S) float, valid (S, S) bool)``.
+    """``(image, masks (H, W, K) uint8, valid (H, W) uint8)`` -> ``(image (C, S, S) uint8,
+    masks (K, S, S) float, valid (S, S) bool)``.
+
+    The image is resized like every medxfer image (:meth:`SeededTransform.prepare`: 8-bit
+    pixels, those of a cache), the masks and field of view nearest-neighbour (class values stay
+    exact, as in the cache). The training recipes' value steps (brightness, contrast, gamma,
+    noise, colour jitter) and the distortions between them run in float, as the recipes were
+    written, and the result is rounded to 8 bits.
 
     Args:
         image_size: the output side ``S``.
         recipe: ``xray`` or ``fundus`` (see the module docstring).
         train: apply the random augmentation.
         channels: output channels of a grey image (colour gives 3).
-        mean, std: the backbone's input normalisation.
         seed: base seed of the transform's generators.
     """
 
@@ -43,22 +49,9 @@ class SegmentationTransform(SeededTransform):
         recipe: Literal["xray", "fundus"] = "xray",
         train: bool = False,
         channels: int = 3,
-        mean: tuple[float, ...] = SIGNED["mean"],
-        std: tuple[float, ...] = SIGNED["std"],
         seed: int = 0,
     ) -> None:
-        self.image_size = image_size
-        self.channels = channels
-        self.train = train
-        self.normalize = Normalize(mean, std)
-        steps: list[A.BasicTransform] = [
-            A.Resize(
-                image_size,
-                image_size,
-                interpolation=cv2.INTER_AREA,
-                mask_interpolation=cv2.INTER_NEAREST,  # as the cache: class values stay exact
-            )
-        ]
+        steps: list[A.BasicTransform] = []
         if train and recipe == "xray":
             steps += [
                 A.RandomBrightnessContrast(0.2, 0.2, p=0.5),
@@ -83,25 +76,26 @@ class SegmentationTransform(SeededTransform):
             ]
         elif recipe not in ("xray", "fundus"):
             raise ValueError(f"recipe must be 'xray' or 'fundus', got {recipe!r}")
-        super().__init__(A.Compose(steps, additional_targets={"valid": "mask"}, seed=seed), seed)
+        super().__init__(
+            A.Compose(steps, additional_targets={"valid": "mask"}, seed=seed),
+            seed,
+            image_size,
+            channels=channels,
+            train=train,
+        )
 
     def __call__(
         self, image: np.ndarray, masks: np.ndarray, valid: np.ndarray
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Transform one image with its masks and field of view; see the class docstring."""
-        if self.train:
-            self._reseed()
-        out = self.geometry(image=image.astype(np.float32), mask=masks, valid=valid)
-        x = np.clip(out["image"], 0.0, 1.0) * 2.0 - 1.0
-        if x.ndim == 2:
-            t = torch.from_numpy(np.ascontiguousarray(x))[None].expand(self.channels, -1, -1)
-        else:
-            t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
-        m = np.asarray(out["mask"])
+        x = self.prepare(image)
+        side = self.resize
+        masks = resize_labels(masks if masks.ndim == 3 else masks[..., None], side)
+        valid = resize_labels(valid[..., None], side)[..., 0]
+        if self.geometry.transforms:
+            out = self.geometry(image=unit_float(x), mask=masks, valid=valid)
+            x, masks, valid = out["image"], out["mask"], out["valid"]
+        m = np.asarray(masks)
         m = m[..., None] if m.ndim == 2 else m
         target = torch.from_numpy(np.ascontiguousarray(m.transpose(2, 0, 1))).float()
-        return (
-            self.normalize(t.float().contiguous()),
-            target,
-            torch.from_numpy(np.asarray(out["valid"]) > 0),
-        )
+        return self.finish(x), target, torch.from_numpy(np.asarray(valid) > 0)

@@ -10,6 +10,7 @@ run resumes; a randomly initialised backbone is copied at the start of fitting.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
@@ -96,16 +97,22 @@ class CKACallback(L.Callback):
             Subset(dataset, idx), batch_size=self.batch_size, shuffle=False, num_workers=0
         )
 
-    def _probe_batches(self, trainer: L.Trainer, device: torch.device):
-        """This rank's probe minibatches (dealt round robin; those under 4 images skipped)."""
+    def _probe_batches(
+        self, trainer: L.Trainer, pl_module: L.LightningModule
+    ) -> Iterator[torch.Tensor]:
+        """This rank's probe minibatches (dealt round robin; those under 4 images skipped),
+        normalised by the task as its training batches are (``normalize_image``: the dataset
+        hands out 8-bit pixels)."""
         assert self._probe is not None
+        normalize = getattr(pl_module, "normalize_image", None)
         for k, batch in enumerate(self._probe):
             image = batch["image"]
             if k % trainer.world_size != trainer.global_rank or len(image) < 4:
                 continue
-            x = image.to(device).float()
+            x = image.to(pl_module.device)
+            x = normalize(x) if normalize is not None else x.float()
             if x.ndim == 5:  # multi-image cases: every real image is a probe image
-                x = x[batch["mask"].to(device)] if "mask" in batch else x.flatten(0, 1)
+                x = x[batch["mask"].to(pl_module.device)] if "mask" in batch else x.flatten(0, 1)
             yield x
 
     def _features(self, model: nn.Module, x: torch.Tensor, n_stages: int) -> list[torch.Tensor]:
@@ -134,13 +141,11 @@ class CKACallback(L.Callback):
                     (g, hsic_unbiased(g, g))
                     for g in map(gram, self._features(self._initial, x, len(stages)))
                 ]
-                for x in self._probe_batches(trainer, pl_module.device)
+                for x in self._probe_batches(trainer, pl_module)
             ]
             self._initial = None
         metrics = [MinibatchCKA().to(pl_module.device) for _ in stages]
-        for cached, x in zip(
-            self._grams, self._probe_batches(trainer, pl_module.device), strict=True
-        ):
+        for cached, x in zip(self._grams, self._probe_batches(trainer, pl_module), strict=True):
             for metric, (g0, h00), feat in zip(
                 metrics, cached, self._features(current, x, len(stages)), strict=True
             ):

@@ -5,8 +5,11 @@ resizing them every epoch starves an accelerator. ``medxfer prepare`` decodes ev
 datamodule once, resizes it to the side its transform starts with (``INTER_AREA``, exactly the
 transform's first step), quantises it to uint8 (uint16 for sources with more than 8 bits) and
 writes it to an HDF5 file. Datasets then read through an :class:`ImageCache` instead of
-:class:`FileImages`; the transform's resize becomes a no-op, so the cached path gives the
-direct path's pixels up to the quantisation step (half a grey level).
+:class:`FileImages`; the transform's resize becomes a no-op. An 8-bit cache hands its pixels out
+as they are stored (uint8, no float conversion: what the transforms work on), and the transforms
+quantise the direct path's resized floats with the same :func:`quantise`, so both paths give the
+same 8-bit pixels; a 16-bit cache gives float32 in [0, 1] (mammography keeps its bits), within
+half a 16-bit step of the direct path.
 
 A datamodule whose images come with label maps (segmentation masks, a field of view) stores
 them beside the pixels: decoded by the datamodule's own function at the image's size, resized
@@ -74,6 +77,7 @@ __all__ = [
     "ImageSource",
     "image_key",
     "prepare_cache",
+    "quantise",
     "resize_labels",
     "resize_square",
     "source_bits",
@@ -105,6 +109,15 @@ def resize_square(image: np.ndarray, side: int) -> np.ndarray:
     if image.shape[:2] == (side, side):
         return image
     return cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+
+
+def quantise(image: np.ndarray, bits: int = 8) -> np.ndarray:
+    """A float image in [0, 1] as ``bits``-bit pixels (uint8 or uint16), clipped and rounded to
+    the nearest level (``np.rint``, not truncated): how the cache stores images, and how the
+    transforms quantise the images they decode, so the two paths give the same pixels."""
+    top = 2**bits - 1
+    dtype = np.uint8 if bits == 8 else np.uint16
+    return np.rint(np.clip(image, 0.0, 1.0) * np.float32(top)).astype(dtype)
 
 
 def resize_labels(labels: np.ndarray, side: int) -> np.ndarray:
@@ -198,7 +211,10 @@ class CacheSettings:
 
 
 class ImageSource(Protocol):
-    """Where a dataset gets its images: ``source(path, context)`` -> float32 in [0, 1]."""
+    """Where a dataset gets its images: ``source(path, context)`` -> ``(H, W)`` or ``(H, W, 3)``
+    float32 in [0, 1] (the decoders, a 16-bit cache) or uint8, 0..255 standing for [0, 1] (an
+    8-bit cache). The transforms take either
+    (:meth:`medxfer.transforms.SeededTransform.prepare`)."""
 
     def __call__(self, path: str, context: str = "") -> np.ndarray: ...
 
@@ -363,7 +379,9 @@ class ImageCache:
         self._row(path, context)
 
     def __call__(self, path: str, context: str = "") -> np.ndarray:
-        """The image as float32 in [0, 1], ``(S, S)`` or ``(S, S, 3)``."""
+        """The image, ``(S, S)`` or ``(S, S, 3)``: as stored (uint8) in an 8-bit cache -- the
+        transforms work on 8-bit pixels, so a float conversion here would be undone -- and as
+        float32 in [0, 1] in a 16-bit one."""
         row = self._row(path, context)
         try:
             pixels = self._handle()[row]
@@ -377,6 +395,8 @@ class ImageCache:
                 f"image cache {self.path}: checksum mismatch for {path} (row {row}); the file "
                 "is corrupt; " + _REBUILD.format(path=self.path)
             )
+        if pixels.dtype == np.uint8:
+            return pixels
         return pixels.astype(np.float32) / np.float32(2**self.bits - 1)
 
     def labels(self, path: str, context: str = "") -> np.ndarray:
@@ -447,7 +467,6 @@ def _decode(
     (runs in a worker process)."""
     decode = image_reader(reader)  # a spawned worker imports the reader's module here
     out = []
-    dtype = np.uint8 if top == 255 else np.uint16
     for i, path, context, record in jobs:
         try:
             image = decode(path, context)
@@ -460,10 +479,10 @@ def _decode(
                 f"{path} ({context}) stores more than 8 bits per pixel but the cache stores 8; "
                 "delete the cache and prepare it with --bits 16"
             )
-        small = np.clip(resize_square(image.astype(np.float32), side), 0.0, 1.0)
+        small = resize_square(image.astype(np.float32), side)
         if maps is not None:
             maps = np.ascontiguousarray(resize_labels(maps.astype(np.uint8), side))
-        out.append((i, np.rint(small * top).astype(dtype), image.shape[:2], maps, None))
+        out.append((i, quantise(small, 8 if top == 255 else 16), image.shape[:2], maps, None))
     return out
 
 

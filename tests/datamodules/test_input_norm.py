@@ -1,7 +1,9 @@
-"""Weight-aware preprocessing: one datamodule config feeds each backbone the inputs its weights
-were trained with -- a self-supervised ResNet-50 ImageNet mean / std, BiT [-1, 1] -- checked
-against pixels computed independently from the image files (PIL + OpenCV); an explicit
-normalisation that contradicts the weights is warned about once; a checkpoint records it."""
+"""Weight-aware preprocessing: one datamodule feeds each backbone the inputs its weights were
+trained with -- a self-supervised ResNet-50 ImageNet mean / std, BiT [-1, 1] -- checked against
+pixels computed independently from the image files (PIL + OpenCV); the task normalises on the
+device, the datamodule never asks it how (one set of uint8 datasets for every task); an
+explicit normalisation that contradicts the weights is warned about once; a checkpoint records
+it."""
 
 from __future__ import annotations
 
@@ -38,15 +40,22 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _expected(dm: ChestXrayDataModule, norm: dict[str, list[float]]) -> torch.Tensor:
-    """The first validation image, computed from its file without medxfer: decode, scale to
-    [0, 1], area-resize to 32 px, normalise per channel."""
+def _pixels(dm: ChestXrayDataModule) -> torch.Tensor:
+    """The first validation image as the dataset should hand it out, computed from its file
+    without medxfer: decode, scale to [0, 1], area-resize to 32 px, round to 8 bits, 3 channels."""
     path = dm.val_set.paths[0]
     grey = np.asarray(Image.open(path).convert("L"), np.float32) / 255.0
     small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(np.rint(np.clip(small, 0, 1) * 255).astype(np.uint8))[None].repeat(
+        3, 1, 1
+    )
+
+
+def _expected(dm: ChestXrayDataModule, norm: dict[str, list[float]]) -> torch.Tensor:
+    """What the backbone should receive: those pixels on [0, 1], normalised per channel."""
     mean = torch.tensor(norm["mean"])[:, None, None]
     std = torch.tensor(norm["std"])[:, None, None]
-    return (torch.from_numpy(small)[None].expand(3, -1, -1) - mean) / std
+    return (_pixels(dm).double() / 255 - mean.double()) / std.double()
 
 
 @pytest.mark.parametrize(
@@ -78,12 +87,15 @@ def test_backbone_receives_the_normalisation_of_its_weights(
     seen: list[torch.Tensor] = []
     task.backbone.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().clone()))
     tiny_trainer(limit_val_batches=1).validate(task, datamodule=dm, verbose=False)
-    torch.testing.assert_close(seen[0][0], _expected(dm, norm), atol=1e-5, rtol=1e-5)
+    assert dm.val_set[0]["image"].dtype == torch.uint8
+    torch.testing.assert_close(seen[0][0].double(), _expected(dm, norm), atol=1e-5, rtol=1e-5)
 
 
-def test_one_datamodule_rebuilds_for_another_backbone(
+def test_one_datamodule_serves_every_backbone_without_a_rebuild(
     synthetic_cxr, weights, tiny_trainer, monkeypatch
 ) -> None:
+    """The same datasets (built once, the same uint8 pixels) feed a task of either
+    normalisation; each backbone receives its own. The datamodule has no normalisation."""
     monkeypatch.setenv("MEDXFER_WEIGHTS_DIR", str(weights))
     dm = ChestXrayDataModule(
         CXRTable(str(synthetic_cxr["chexpert"])),
@@ -91,7 +103,10 @@ def test_one_datamodule_rebuilds_for_another_backbone(
         resize=32,
         augment=False,
         num_workers=0,
+        batch_size=4,
     )
+    assert not hasattr(dm, "input_norm")
+    built = None
     for backbone, pretrained, norm in (
         ("resnet50", "moco-v2", IMAGENET),
         ("bit-r50x1", "bit-m", SIGNED),
@@ -99,10 +114,15 @@ def test_one_datamodule_rebuilds_for_another_backbone(
         task = MultiLabelClassifier(
             backbone=backbone, pretrained=pretrained, num_classes=dm.num_classes
         )
-        tiny_trainer(limit_val_batches=1).validate(task, datamodule=dm, verbose=False)
-        torch.testing.assert_close(
-            dm.val_set[0]["image"], _expected(dm, norm), atol=1e-5, rtol=1e-5
+        seen: list[torch.Tensor] = []
+        task.backbone.register_forward_pre_hook(
+            lambda _m, args, seen=seen: seen.append(args[0].detach().clone())
         )
+        tiny_trainer(limit_val_batches=1).validate(task, datamodule=dm, verbose=False)
+        built = built or (dm.train_set, dm.val_set)
+        assert (dm.train_set, dm.val_set) == built  # the same objects: never rebuilt
+        assert torch.equal(dm.val_set[0]["image"], _pixels(dm))
+        torch.testing.assert_close(seen[0][0].double(), _expected(dm, norm), atol=1e-5, rtol=1e-5)
 
 
 def test_contradicting_override_warns_once_and_is_used(weights, monkeypatch) -> None:

@@ -114,6 +114,7 @@ def test_mask_writer_writes_the_thresholded_predictions(tmp_path, tiny_trainer) 
     assert not any(i in f.name for f in files for i in test.ids)
     sample = test[0]
     with torch.no_grad():
-        probs = torch.sigmoid(task(sample["image"][None]))[0, 0].numpy()
+        # forward takes normalised images (the trainer normalises uint8 batches first)
+        probs = torch.sigmoid(task(task.normalize_image(sample["image"][None])))[0, 0].numpy()
     written = np.asarray(Image.open(tmp_path / "out" / "seg" / f"{keyed[test.ids[0]]}_lung.png"))
     np.testing.assert_array_equal(written == 255, probs >= 0.5)

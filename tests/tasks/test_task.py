@@ -235,3 +235,65 @@ def test_fit_uses_the_datamodules_transfer_without_a_warning(
         )
     assert calls
     assert not [w for w in caught if "transfer_batch_to_device" in str(w.message)]
+
+
+#: torchvision's published ImageNet normalisation, and BiT's [-1, 1].
+IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+SIGNED = {"mean": [0.5] * 3, "std": [0.5] * 3}
+
+
+def _by_hand(x01: torch.Tensor, norm: dict[str, list[float]]) -> torch.Tensor:
+    """``(x01 - mean) / std`` per channel, in float64."""
+    mean = torch.tensor(norm["mean"], dtype=torch.float64)[:, None, None]
+    std = torch.tensor(norm["std"], dtype=torch.float64)[:, None, None]
+    return (x01.double() - mean) / std
+
+
+@pytest.mark.parametrize(
+    "norm", [pytest.param(IMAGENET, id="imagenet"), pytest.param(SIGNED, id="bit-signed")]
+)
+def test_the_task_normalises_uint8_batches_after_the_transfer(norm) -> None:
+    task = _task(input_norm=norm)
+    image = torch.randint(0, 256, (2, 3, 5, 4), dtype=torch.uint8)
+    image[0, :, 0, 0], image[0, :, 0, 1] = 0, 255
+    batch = {"image": image, "target": torch.zeros(2, 3), "id": ["a", "b"]}
+    out = task.on_after_batch_transfer(batch, 0)
+    assert out["image"].dtype == torch.float32 and out["id"] == ["a", "b"]
+    assert batch["image"].dtype == torch.uint8  # the loader's batch is left as it was
+    torch.testing.assert_close(
+        out["image"].double(), _by_hand(image.double() / 255, norm), atol=1e-6, rtol=0
+    )
+    if norm is SIGNED:  # BiT's [-1, 1]: black and white land exactly on the ends
+        assert out["image"][0, :, 0, 0].eq(-1).all() and out["image"][0, :, 0, 1].eq(1).all()
+
+
+def test_one_channel_images_use_the_channel_average_of_the_normalisation() -> None:
+    """A grey image through a 1-channel first conv: the mean over channels of the grey image
+    normalised per channel (what the transforms' Normalize did before)."""
+    task = _task(input_norm=IMAGENET, in_chans=1)
+    image = torch.randint(0, 256, (2, 1, 4, 4), dtype=torch.uint8)
+    expected = _by_hand(image.double().expand(-1, 3, -1, -1) / 255, IMAGENET).mean(1, keepdim=True)
+    torch.testing.assert_close(task.normalize_image(image).double(), expected, atol=1e-6, rtol=0)
+
+
+def test_float16_images_are_taken_on_zero_one_and_empty_slots_are_zero() -> None:
+    """Mammograms come as float16 in [0, 1]; a case's empty slots (mask false) are zeros on the
+    normalised scale, as they were when the transforms normalised."""
+    task = _task(input_norm=IMAGENET)
+    image = torch.rand(2, 3, 3, 4, 4).half()
+    mask = torch.tensor([[True, False, True], [True, True, False]])
+    out = task.normalize_image(image, mask)
+    torch.testing.assert_close(
+        out[mask].double(), _by_hand(image[mask].double(), IMAGENET), atol=1e-6, rtol=0
+    )
+    assert out[~mask].eq(0).all()
+
+
+def test_normalisation_refuses_what_it_cannot_read() -> None:
+    task = _task(input_norm=IMAGENET)
+    with pytest.raises(ValueError, match=r"uint8 or float.*torch.int64"):
+        task.normalize_image(torch.zeros(1, 3, 2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"2-channel images but a 3-channel input_norm"):
+        task.normalize_image(torch.zeros(1, 2, 2, 2, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"one positive std per mean"):
+        _task(input_norm={"mean": [0.5, 0.5], "std": [0.5, 0.0]})

@@ -103,8 +103,8 @@ def test_batches_follow_the_contract_and_shifted_sets_are_separate(
     dm.setup("fit")
     assert dm.eval_names == ["chexpert", "nih"] and dm.num_classes == 5
     batch = next(iter(dm.train_dataloader()))
-    assert batch["image"].shape == (4, 3, 32, 32) and batch["image"].dtype == torch.float32
-    assert batch["image"].min() >= -1 and batch["image"].max() <= 1
+    # 8-bit pixels across the loader (the task normalises them on the device)
+    assert batch["image"].shape == (4, 3, 32, 32) and batch["image"].dtype == torch.uint8
     assert batch["target"].shape == (4, 5)
     assert set(batch["groups"]) == {"sex", "age", "view"} and len(batch["groups"]["age"]) == 4
     assert set(batch["groups"]["age"]) <= {"<40", "40-59", "60+"}

@@ -145,6 +145,9 @@ def test_datamodule_and_task_on_synthetic_dicom(exams: dict[str, Path], tiny_tra
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (4, 4, 3, 32, 32) and batch["mask"].all()
+    # more than 8 bits (windowed DICOM): float16 in [0, 1], normalised by the task
+    assert batch["image"].dtype == torch.float16
+    assert batch["image"].min() >= 0 and batch["image"].max() <= 1
     assert batch["target"].shape == (4, 5) and set(batch["groups"]) == {"density", "site"}
     task = MultiViewClassifier(
         backbone="timm/test_resnet", num_classes=5, label_names=dm.label_names, checkpointing=True
