@@ -1,5 +1,6 @@
-"""LightningDataModules of medxfer: the data template and the one dataset every datamodule
-shares, and one sub-package per modality or dataset family.
+"""LightningDataModules of medxfer: the data template (and, re-exported from
+:mod:`medxfer.data.dataset`, the one dataset every datamodule shares), and one sub-package per
+modality or dataset family.
 
 Every datamodule follows the template of :class:`MedxferDataModule` and yields batches of the
 contract in DESIGN.md (``image``, ``target``, ``groups``, ``id``; ``mask`` for multi-image
@@ -18,6 +19,8 @@ name (``class_path: ChestXrayDataModule``).
 
 from __future__ import annotations
 
-from .base import ImageTableDataset, MedxferDataModule, age_group
+from medxfer.data.dataset import ImageTableDataset, age_group
+
+from .base import MedxferDataModule
 
 __all__ = ["ImageTableDataset", "MedxferDataModule", "age_group"]

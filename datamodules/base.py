@@ -1,21 +1,21 @@
-"""The data template every medxfer datamodule follows, and the one dataset behind it.
+"""The data template every medxfer datamodule follows.
 
 :class:`MedxferDataModule` owns ``setup()`` (tables -> patient split -> label space ->
 subsampling -> image checks -> datasets -> loaders); a modality supplies a table reader, a
 transform and a few hooks (see docs/adding-a-dataset.md). It declares what the CLI links into
 the task (``num_classes``, ``label_names``, ``channels``) and the names of the evaluation sets,
 so a task logs ``test/<name>/<metric>`` for each test dataloader without knowing the datamodule.
-:class:`ImageTableDataset` serves single images, fixed-view exams and variable-size cases.
+The one dataset (:class:`~medxfer.data.dataset.ImageTableDataset`), the image checks
+(:mod:`medxfer.data.checks`) and the loader settings (:mod:`medxfer.data.loaders`) live in the data
+layer; this module is the template and its loaders' resume state.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,7 +24,6 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -37,7 +36,9 @@ from medxfer.data.cache import (
     PrepareReport,
     prepare_cache,
 )
-from medxfer.data.images import ImageDecodeError
+from medxfer.data.checks import check_images, image_rows
+from medxfer.data.dataset import ImageTableDataset
+from medxfer.data.loaders import batch_to_device, default_workers
 from medxfer.data.splits import patient_split
 from medxfer.data.subsample import multilabel_strata, subsample_mask
 from medxfer.data.tables import TableError
@@ -45,247 +46,9 @@ from medxfer.errors import ConfigError
 from medxfer.resume import KeyedDataset, ResumableLoader, ResumableSampler, run_seed
 from medxfer.transforms import DatasetTransform
 
-__all__ = [
-    "ImageTableDataset",
-    "MedxferDataModule",
-    "age_group",
-    "check_images",
-    "image_rows",
-]
+__all__ = ["MedxferDataModule"]
 
 log = logging.getLogger(__name__)
-
-
-def age_group(age: float, edges: Sequence[float]) -> str:
-    """The age bin of ``age`` for bin ``edges`` (e.g. ``(40, 60, 80)`` -> ``"<40"``,
-    ``"40-59"``, ``"60-79"``, ``"80+"``); ``"unknown"`` for NaN.
-
-    Raises:
-        ValueError: a negative age (readers refuse ages outside [0, 120] with the file and
-            line; this guards any other caller).
-    """
-    if age is None or np.isnan(age):
-        return "unknown"
-    if age < 0:
-        raise ValueError(f"age {age:g} is negative: it has no age group")
-    edges = sorted(edges)
-    if not edges or age < edges[0]:
-        return f"<{edges[0]:g}" if edges else "all"
-    for lo, hi in itertools.pairwise(edges):
-        if lo <= age < hi:
-            return f"{lo:g}-{hi - 1:g}"
-    return f"{edges[-1]:g}+"
-
-
-class ImageTableDataset(Dataset):
-    """The one dataset of medxfer: one sample per table row, holding one image or a case of
-    several (DESIGN.md's batch contract).
-
-    Single images (``views=None``; rows with ``path``): ``{"image" (C, S, S), "target",
-    "groups", "id"}``, the image in the transform's dtype (uint8, or float16 for mammograms;
-    the task normalises it on the device). Multi-image rows (``views=V``; rows with a ``paths``
-    list and optionally a ``mask`` list, ``""`` where an image is absent): ``image``
-    ``(V, C, S, S)`` with zeros in empty slots (zeros again once the task has normalised) and
-    ``mask`` ``(V,)``. Two layouts of the slots:
-
-    * fixed positions (``pack=False``; 4-view exams): slot ``k`` is always the same view, and in
-      training ``swap`` (a slot permutation, e.g. left <-> right) is applied with ``swap_p``;
-    * packed (``pack=True``; 1-6-photo cases): the real images fill the first slots, in training
-      shuffled and then the first ``V`` kept (table order in evaluation).
-
-    Random view choices draw from the transform's seeded generator, so they are reproducible and
-    differ between DataLoader workers.
-
-    Args:
-        table: rows with ``id``, ``line``, ``source`` and ``path`` or ``paths`` (and ``mask``).
-        targets: ``(N, K)`` float targets, one row per table row.
-        transform: one decoded image -> tensor ``(C, S, S)``
-            (:class:`~medxfer.transforms.DatasetTransform`: side, channels, dtype and the
-            seeded generator the random view choices draw from).
-        groups: batch group name -> one value per row.
-        images: where images are read from (default: decoded from their files as grey).
-        views: slots per sample (None: a single image per row).
-        pack, shuffle, swap, swap_p: the multi-image layout and its training randomness, above.
-    """
-
-    def __init__(
-        self,
-        table: pd.DataFrame,
-        targets: np.ndarray | torch.Tensor,
-        transform: DatasetTransform,
-        groups: dict[str, Sequence[str]],
-        images: ImageSource | None = None,
-        views: int | None = None,
-        pack: bool = False,
-        shuffle: bool = False,
-        swap: Sequence[int] | None = None,
-        swap_p: float = 0.0,
-    ) -> None:
-        #: One path per row (single images) or one list of paths per row (cases).
-        self.paths: list[Any] = (
-            table["path"].tolist() if views is None else [list(p) for p in table["paths"]]
-        )
-        if views is not None and not pack:
-            masks = (
-                table["mask"].tolist()
-                if "mask" in table
-                else [[p != "" for p in r] for r in self.paths]
-            )
-            self.masks: torch.Tensor | None = torch.tensor(np.array(masks, dtype=bool))
-        else:
-            self.masks = None
-        self.where = [
-            f"line {line} of {src}"
-            for line, src in zip(table["line"], table["source"], strict=True)
-        ]
-        self.ids = table["id"].astype(str).tolist()
-        self.targets = torch.tensor(np.asarray(targets, dtype=np.float32))
-        if len(self.targets) != len(self.ids):
-            raise ValueError(f"{len(self.targets)} targets for {len(self.ids)} rows")
-        self.groups = {g: [str(v) for v in values] for g, values in groups.items()}
-        self.transform = transform
-        self.images = images or FileImages("grey")
-        self.views, self.pack, self.shuffle = views, pack, shuffle
-        self.swap = torch.tensor(list(swap)) if swap is not None else None
-        self.swap_p = swap_p
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def _read(self, i: int, path: str) -> torch.Tensor:
-        context = self.where[i] if self.views is None else f"case {self.ids[i]}, {self.where[i]}"
-        return self.transform(self.images(path, context=context))
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        sample: dict[str, Any] = {}
-        if self.views is None:
-            sample["image"] = self._read(i, self.paths[i])
-        elif self.pack:
-            paths = self.paths[i]
-            if self.shuffle:
-                self.transform.reseed()
-                paths = [paths[k] for k in self.transform.rng.permutation(len(paths))]
-            paths = paths[: self.views]
-            image = self._empty()
-            mask = torch.zeros(self.views, dtype=torch.bool)
-            for k, p in enumerate(paths):
-                image[k], mask[k] = self._read(i, p), True
-            sample["image"], sample["mask"] = image, mask
-        else:
-            assert self.masks is not None
-            image = self._empty()
-            for k, p in enumerate(self.paths[i]):
-                if self.masks[i, k]:
-                    image[k] = self._read(i, p)
-            mask = self.masks[i].clone()
-            if (
-                self.swap is not None
-                and self.swap_p > 0
-                and self.transform.rng.random() < self.swap_p
-            ):
-                image, mask = image[self.swap], mask[self.swap]
-            sample["image"], sample["mask"] = image, mask
-        sample["target"] = self.targets[i]
-        sample["groups"] = {g: v[i] for g, v in self.groups.items()}
-        sample["id"] = self.ids[i]
-        return sample
-
-    def _empty(self) -> torch.Tensor:
-        """Zeros ``(V, C, S, S)`` in the transform's output dtype, for the slots of a case."""
-        s, c = self.transform.image_size, self.transform.channels
-        return torch.zeros(self.views, c, s, s, dtype=self.transform.dtype)  # type: ignore[arg-type]
-
-
-def image_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per image file of a table: ``path``, ``line``, ``source`` and ``row``, the
-    position of its row in ``table``. Single-image tables have a ``path`` column; case tables
-    (exams, derm cases) a ``paths`` list per row, where ``""`` marks a missing view."""
-    if "path" in table.columns:
-        out = table[["path", "line", "source"]].assign(row=np.arange(len(table)))
-    else:
-        out = table[["paths", "line", "source"]].assign(row=np.arange(len(table)))
-        out = out.explode("paths").rename(columns={"paths": "path"})
-        out = out[out["path"].notna() & (out["path"] != "")]
-    return out.reset_index(drop=True)
-
-
-def check_images(
-    table: pd.DataFrame,
-    skip_bad: bool,
-    decode: bool,
-    what: str,
-    images: ImageSource | None = None,
-    workers: int = 1,
-) -> pd.DataFrame:
-    """The rows of ``table`` whose images all exist (and decode, when ``decode``).
-
-    Without ``skip_bad`` the first bad files raise, naming file and CSV line; with it the rows
-    holding them are dropped, counted and logged. ``images`` is where they are read from
-    (default: their files, as grey); with a cache, "exists" means "prepared without error"
-    (the cache decoded every image when it was built). Decoding runs in ``workers`` threads.
-    """
-    images = images or FileImages("grey")
-    files = image_rows(table)
-    bad: list[str] = []
-    keep = np.ones(len(table), dtype=bool)
-    decode = decode or skip_bad
-
-    def check(path: str, line: int, src: str) -> str | None:
-        try:
-            images.check(path, context=f"line {line} of {src}", decode=decode)
-        except ImageDecodeError as err:
-            return str(err)
-        return None
-
-    rows = list(files.itertuples(index=False))
-    threads = max(1, min(workers, len(rows))) if decode else 1
-    with ThreadPoolExecutor(threads) as pool:  # decoders release the GIL while they decode
-        step = 256 * threads  # stop soon after the first bad files when they are an error
-        for start in range(0, len(rows), step):
-            chunk = rows[start : start + step]
-            for (*_, row), error in zip(
-                chunk, pool.map(lambda r: check(r[0], r[1], r[2]), chunk), strict=True
-            ):
-                if error is not None:
-                    keep[row] = False
-                    bad.append(error)
-            if not skip_bad and len(bad) >= 5:
-                break
-    if bad and not skip_bad:
-        raise ImageDecodeError(
-            f"{what}: {len(bad)}{'+' if len(bad) >= 5 else ''} bad image(s); first: "
-            + "; ".join(bad[:5])
-            + ". Fix the files or set skip_bad_images=true to skip (and count) them."
-        )
-    if bad:
-        log.warning(
-            "%s: skipped %d row(s) of %d with a bad image; first: %s",
-            what,
-            len(table) - int(keep.sum()),
-            len(table),
-            bad[0],
-        )
-    out = table[keep]
-    if out.empty:
-        raise ImageDecodeError(
-            f"{what}: no images left after skip_bad_images dropped {len(bad)} bad file(s); "
-            f"first: {bad[0]}"
-        )
-    return out
-
-
-def default_workers() -> int:
-    """DataLoader workers per process: the CPUs this process may use (its affinity, which
-    respects cgroup / SLURM pinning, unlike ``os.cpu_count``) shared among the processes of the
-    node (``LOCAL_WORLD_SIZE`` under torchrun, ``SLURM_NTASKS_PER_NODE`` under SLURM), minus
-    one for the training loop, at most 8."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    per_node = os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE")
-    try:
-        procs = max(1, int(per_node)) if per_node else 1
-    except ValueError:
-        procs = 1
-    return min(8, max(0, (cpus or 1) // procs - 1))
 
 
 def _epoch_progress(trainer: L.Trainer) -> tuple[int, bool]:
@@ -293,18 +56,6 @@ def _epoch_progress(trainer: L.Trainer) -> tuple[int, bool]:
     complete: where a resumed run's loader continues (:class:`ResumableLoader`)."""
     done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
     return done, done >= trainer.num_training_batches
-
-
-def _batch_to_device(value: Any, device: torch.device) -> Any:
-    """``value`` with its tensors on ``device``; a list or tuple holding no tensor or
-    collection (case ids, group names) is returned as it is, without a walk over its items."""
-    if isinstance(value, dict):
-        return {k: _batch_to_device(v, device) for k, v in value.items()}
-    if isinstance(value, list | tuple) and not any(
-        isinstance(v, torch.Tensor | dict | list | tuple) for v in value
-    ):
-        return value
-    return move_data_to_device(value, device)
 
 
 class MedxferDataModule(L.LightningDataModule, ABC):
@@ -760,7 +511,7 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         visits every string of them, ~3 ms per batch of 32 on the CI machine (~1 % of a step)."""
         if not isinstance(batch, dict):
             return super().transfer_batch_to_device(batch, device, dataloader_idx)
-        return _batch_to_device(batch, device)
+        return batch_to_device(batch, device)
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         """A loader with this datamodule's settings. Under DDP, evaluation loaders deal each

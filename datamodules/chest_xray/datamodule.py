@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medxfer.data.dataset import age_group
 from medxfer.transforms import resize_side
 
-from ..base import MedxferDataModule, age_group
+from ..base import MedxferDataModule
 from .tables import COMPETITION_LABELS, read_chexpert_csv, read_nih_csv
 from .transforms import GreyImageTransform
 

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medxfer.data.dataset import age_group
 from medxfer.data.tables import (
     TableError,
     check_age,
@@ -37,7 +38,7 @@ from medxfer.data.tables import (
 )
 from medxfer.transforms import ImageTransform, resize_side
 
-from ..base import MedxferDataModule, age_group
+from ..base import MedxferDataModule
 from .readers import read_image_folder, read_image_table
 
 __all__ = ["ImageTable"]

@@ -18,7 +18,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Sampler, WeightedRandomSampler
 
-from ..base import ImageTableDataset, MedxferDataModule
+from medxfer.data.dataset import ImageTableDataset
+
+from ..base import MedxferDataModule
 from .tables import DEFAULT_HORIZONS, VIEW_ORDER, horizon_names, read_exam_list
 from .transforms import MammogramTransform
 

@@ -25,11 +25,12 @@ import numpy as np
 import pandas as pd
 
 from medxfer.data.cache import CacheSettings, ImageCache, LabelDecoder
+from medxfer.data.dataset import ImageTableDataset, age_group
 from medxfer.data.images import ImageDecodeError, read_label_image, where
 from medxfer.data.rle import rle_decode
 from medxfer.data.tables import normalise_sex
 
-from ..base import ImageTableDataset, MedxferDataModule, age_group
+from ..base import MedxferDataModule
 from .readers import read_drive, read_mask_table, read_montgomery, read_siim
 from .transforms import SegmentationTransform
 

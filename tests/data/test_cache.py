@@ -437,7 +437,7 @@ def test_medxfer_prepare_command(
 def test_default_workers_share_the_cpus_of_the_node(
     monkeypatch: pytest.MonkeyPatch, cpus: int, env: dict[str, str], expected: int
 ) -> None:
-    from medxfer.datamodules.base import default_workers
+    from medxfer.data.loaders import default_workers
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
     for name in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
