@@ -246,7 +246,11 @@ def test_cka_and_weight_drift_measure_the_unet_encoder(tiny_trainer, tmp_path: P
     # CKA: the probe is the whole validation set in order (probe_size > its size), in
     # minibatches of 4; features are each stage's (C, H, W) map flattened per image
     images = torch.stack([dm.val_set[i]["image"] for i in range(len(dm.val_set))])
-    assert len(images) == 8
+    assert len(images) == 8 and images.dtype == torch.uint8
+    # normalised by hand as the backbone saw them: (x / 255 - mean) / std of the task's weights
+    mean = torch.tensor(task.input_norm["mean"])[:, None, None]
+    std = torch.tensor(task.input_norm["std"])[:, None, None]
+    images = (images.float() / 255 - mean) / std
     num = np.zeros(len(stages))
     den0, den1 = np.zeros(len(stages)), np.zeros(len(stages))
     with torch.no_grad():
