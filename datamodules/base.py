@@ -131,7 +131,8 @@ class MedxferDataModule(L.LightningDataModule, ABC):
     default_split: ClassVar[tuple[float, float, float]] = (0.7, 0.1, 0.2)
     default_batch_size: ClassVar[int] = 32
 
-    #: Decoder of this datamodule's images (a name in :data:`medxfer.data.images.READERS`).
+    #: Decoder of this datamodule's images (a name declared in the ``medxfer.image_readers``
+    #: entry points, :func:`medxfer.data.images.image_reader`).
     reader: ClassVar[str] = "grey"
 
     #: The dataset class of every split (a subclass of :class:`ImageTableDataset` adds, e.g.,
@@ -166,9 +167,9 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         super().__init__()
         if train_fraction is not None and shots_per_class is not None:
             raise ValueError("give train_fraction or shots_per_class, not both")
-        name = name or self.default_name
+        name = self.default_name if name is None else name
         split = tuple(float(f) for f in (split if split is not None else self.default_split))
-        batch_size = batch_size or self.default_batch_size
+        batch_size = self.default_batch_size if batch_size is None else batch_size
         if (val is not None and split[1] != 0) or (test is not None and split[2] != 0):
             raise ValueError(
                 f"split={split} re-splits val/test from train, but explicit val/test tables were given: set their fractions to 0"

@@ -33,7 +33,8 @@ its first image's size) from a datamodule's tables, without the model or the tra
 (:func:`hyperrule_of`), and turns into config overrides (:func:`hyperrule_overrides`) that
 ``medxfer fit --hyperrule true`` applies before anything is built -- so ``medxfer prepare
 --hyperrule true`` caches images at the resolution the fit trains at, and the saved config
-holds what ran. This module is the pure rule; the commands read the config.
+holds what ran. This module is the rule and what it reads of a built datamodule (duck-typed:
+it imports no datamodule); the commands read and write the config.
 """
 
 from __future__ import annotations

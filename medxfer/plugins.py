@@ -65,12 +65,15 @@ def load(kind: str, name: str) -> Any:
 
 
 def load_all(kind: str) -> dict[str, Any]:
-    """Every object of ``kind``, imported, by name; a plug-in that fails to import warns
-    instead of raising (a broken third-party package must not break medxfer)."""
+    """Every object of ``kind``, imported, by name. A third-party plug-in that fails to import
+    warns instead of raising (a broken package must not break medxfer); one of medxfer's own
+    raises its error (a bug to see, not a warning to miss)."""
     out: dict[str, Any] = {}
     for name, ep in declared(kind).items():
         try:
             out[name] = ep.load()
         except Exception as err:
+            if ep.dist is None or ep.dist.name == "medxfer":
+                raise
             warnings.warn(f"could not load {kind[:-1]} {name!r} ({ep.value}): {err}", stacklevel=2)
     return out

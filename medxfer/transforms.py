@@ -209,7 +209,7 @@ class SeededTransform:
 
 class ImageTransform(SeededTransform):
     """Grey ``(H, W)`` or colour ``(H, W, 3)`` image in [0, 1] (float) or 8-bit -> uint8 tensor
-    ``(channels, S, S)``: the generic recipe of :class:`~medxfer.datamodules.ImageTable`.
+    ``(channels, S, S)``: the generic recipe of :class:`~medxfer.datamodules.image_table.ImageTable`.
 
     Training: resize to ``resize``, rotation by up to ``rotate`` degrees, random crop of ``S``,
     horizontal (and optionally vertical) flip, all on 8-bit pixels. Evaluation: resize and

@@ -440,6 +440,9 @@ def test_fit_hyperrule_resolves_before_building_and_prepare_caches_the_same(
     assert (cli.trainer.max_steps, cli.trainer.max_epochs) == (8000, -1)
     (saved,) = [c for c in cli.trainer.callbacks if isinstance(c, SaveConfigCallback)]
     assert saved.config["data"]["init_args"]["resize"] == 160
+    # the shared settings left to the datamodule are saved as it chose them
+    assert saved.config["data"]["init_args"]["name"] == "chexpert"
+    assert saved.config["data"]["init_args"]["split"] == [0.75, 0.10, 0.15]
     assert saved.config["model"]["init_args"]["lr"] == pytest.approx(0.0001875, rel=1e-12)
     assert saved.config["trainer"]["max_steps"] == 8000
     dm.setup("fit")  # reads the prepared cache: same settings
@@ -466,10 +469,11 @@ def test_hyperrule_keeps_the_resolution_of_a_datamodule_without_a_crop(
         table = write_synthetic_derm(tmp_path / kind, n_cases=20, size=40, seed=0)
     data = {"class_path": class_path, "init_args": {"train": str(table), "num_workers": 0}}
     with pytest.warns(UserWarning, match=rf"{class_path} resizes to image_size without a crop"):
-        rule, _ = rule_of_section(data)
+        rule, _, batch_size = rule_of_section(data)
     assert "resize" not in data["init_args"] and "image_size" not in data["init_args"]
     assert f"image_size={image_size} kept" in capsys.readouterr().out
     assert rule.schedule[-1] == 500 and rule.image_size == (40, 40)
+    assert batch_size == {"mammo": 8, "derm": 16}[kind]  # the section leaves it to the class
     config = _write_config(tmp_path / "cfg.yaml", data, batch_size=4)
     with pytest.warns(UserWarning, match="without a crop"):
         dm = datamodule_from_configs([config], hyperrule=True)

@@ -1,7 +1,7 @@
 """Synthetic data for the generic table datamodule, in the layouts users bring: a metadata table
 with the columns of a public COVID chest X-ray collection (``patientid, sex, age, finding, view,
 filename``) or an image folder ``root/<class>/<image>``, read by the same
-:class:`~medxfer.datamodules.ImageTable` code as a real one.
+:class:`~medxfer.datamodules.image_table.ImageTable` code as a real one.
 
 Each class draws its own shape (a disk, a square or a ring) on a noisy colour background, so a
 small CNN learns it within a few CPU steps; the shifted site changes tint, noise and prevalence.

@@ -24,9 +24,13 @@ def main(argv: list[str] | None = None) -> int:
         not (DATA / "chexpert" / "CheXpert-v1.0-synthetic" / "train.csv").is_file()
         or not (DATA / "nih" / "Data_Entry_2017_v2020.csv").is_file()
     ):
-        cli_main(["synthesize", "cxr", str(DATA)])
+        rc = cli_main(["synthesize", "cxr", str(DATA)])
+        if rc:
+            return rc  # the error is printed: `make demo` fails with it
     config = CONFIG if CONFIG.is_file() else Path("configs/chexpert_demo.yaml")
-    cli_main(["fit", "-c", str(config), *(argv if argv is not None else sys.argv[1:])])
+    rc = cli_main(["fit", "-c", str(config), *(argv if argv is not None else sys.argv[1:])])
+    if rc:
+        return rc
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
     return 0
 

@@ -63,7 +63,8 @@ class MedxferCLI(LightningCLI):
     def after_instantiate(self) -> None:
         """Refuse a task whose output type contradicts the datamodule's (multi-class data in a
         multi-label task trains, but scores the wrong thing), and write the resolved input
-        normalisation into the run's saved config."""
+        normalisation and the datamodule's own defaults of the shared settings it was left to
+        choose (``name``, ``split``, ``batch_size``) into the run's saved config."""
         data_type = getattr(self.datamodule, "output_type", None)
         model_type = getattr(self.model, "output_type", None)
         if data_type and model_type and data_type != model_type:
@@ -76,6 +77,16 @@ class MedxferCLI(LightningCLI):
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         if norm is not None and config is not None and "model" in config:
             config["model"]["init_args"]["input_norm"] = norm
+        data = config.get("data") if config is not None else None
+        if isinstance(self.datamodule, MedxferDataModule) and data is not None:
+            resolved = {
+                "name": self.datamodule.name,
+                "split": list(self.datamodule.split),
+                "batch_size": self.datamodule.batch_size,
+            }
+            for key, value in resolved.items():
+                if data["init_args"].get(key) is None:
+                    data["init_args"][key] = value
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -109,9 +120,8 @@ class MedxferCLI(LightningCLI):
         from medxfer.commands.prepare import rule_of_section
         from medxfer.hyperrule import describe_run, global_batch, hyperrule_overrides
 
-        rule, resolution = rule_of_section(config["data"])
+        rule, resolution, batch_size = rule_of_section(config["data"])
         trainer = config["trainer"]
-        batch_size = int(config["data"]["init_args"]["batch_size"])
         processes = _config_processes(trainer)
         accumulate = int(trainer.get("accumulate_grad_batches") or 1)
         self.hyperrule_batch = global_batch(batch_size, processes, accumulate)

@@ -85,11 +85,12 @@ def datamodule_from_configs(
     return parser.instantiate(cfg).data
 
 
-def rule_of_section(data: Any) -> tuple[Any, dict[str, int]]:
+def rule_of_section(data: Any) -> tuple[Any, dict[str, int], int]:
     """BiT-HyperRule of a parsed ``data`` section, resolved before anything else is built: the
     datamodule of the section reads its tables and first image (no model, no trainer), the
     rule's resolution is written into ``data.init_args`` in place, and a line says what was
-    set. Returns the rule (at the published batch of 512) and the resolution settings."""
+    set. Returns the rule (at the published batch of 512), the resolution settings and the
+    datamodule's per-process batch size (its default when the section leaves it unset)."""
     from lightning.pytorch.utilities import rank_zero_only
 
     from medxfer.hyperrule import describe_rule, hyperrule_of, resolution_settings
@@ -102,7 +103,7 @@ def rule_of_section(data: Any) -> tuple[Any, dict[str, int]]:
     if rank_zero_only.rank == 0:
         line = describe_rule(rule, datamodule, settings)
         print(f"{line} (lr, steps: at the run's global batch)", flush=True)
-    return rule, settings
+    return rule, settings, int(datamodule.batch_size)
 
 
 def _true_false(value: str) -> bool:

@@ -160,8 +160,8 @@ class CacheSettings:
     """What decides a cache's pixels: the decoder and the side images are resized to.
 
     Attributes:
-        reader: a name in :data:`~medxfer.data.images.READERS` (``grey``, ``rgb``, and what
-            modality packages register, e.g. ``mammogram``).
+        reader: a name declared in the ``medxfer.image_readers`` entry points (``grey``,
+            ``rgb``, ``dicom``, ``mammogram`` and plug-ins'; :func:`~medxfer.data.images.image_reader`).
         side: the square side images are stored at.
         label_channels: label maps stored per image (0: images only; segmentation: the mask
             channels and the field of view).
