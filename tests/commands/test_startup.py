@@ -43,6 +43,7 @@ def _python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
         pytest.param(
             ["list", "datamodules"], ["ChestXrayDataModule", "ImageTable"], id="list-datamodules"
         ),
+        pytest.param(["list", "readers"], ["grey", "dicom", "mammogram"], id="list-readers"),
         pytest.param(
             ["list", "backbones"], ["bit-r50x1", "BiT-M-R50x1.npz", ".moco-v2"], id="list-backbones"
         ),
