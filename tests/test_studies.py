@@ -478,3 +478,22 @@ def test_hyperrule_keeps_the_resolution_of_a_datamodule_without_a_crop(
     with pytest.warns(UserWarning, match="without a crop"):
         dm = datamodule_from_configs([config], hyperrule=True)
     assert dm.hparams.image_size == dm.cache_side == image_size
+
+
+def test_fit_refuses_a_run_of_another_global_batch_than_the_rule_was_set_for() -> None:
+    """The rule's steps were set for 64 examples a step (from the trainer config); a launcher
+    that starts 1 process of 16 is refused before training, naming both batches."""
+    from types import SimpleNamespace
+
+    from medxfer.commands.lightning import MedxferCLI
+    from medxfer.errors import ConfigError
+
+    run = SimpleNamespace(
+        hyperrule_batch=64,
+        datamodule=SimpleNamespace(batch_size=16),
+        trainer=SimpleNamespace(world_size=1, accumulate_grad_batches=1),
+    )
+    with pytest.raises(ConfigError, match=r"global batch of 64 .* but the run has 16"):
+        MedxferCLI.before_fit(run)  # type: ignore[arg-type]
+    run.trainer.world_size = 4  # 16 x 4 processes: the batch the rule was set for
+    MedxferCLI.before_fit(run)  # type: ignore[arg-type]
