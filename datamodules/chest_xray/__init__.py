@@ -1,10 +1,16 @@
-"""Chest X-ray: CheXpert and NIH ChestX-ray14 tables, the paper's augmentation, synthetic data in
-both layouts, and the multi-label datamodule with shifted hospitals (Mustafa et al. 2021)."""
+"""Chest X-ray: CheXpert, NIH ChestX-ray14 and MIMIC-CXR-JPG tables, the paper's augmentation,
+synthetic data in these layouts, and the multi-label datamodule with shifted hospitals (Mustafa et al. 2021)."""
 
 from __future__ import annotations
 
 from .datamodule import ChestXrayDataModule, CXRTable
-from .synthetic import Shift, write_synthetic_chexpert, write_synthetic_nih
+from .mimic import MIMIC_SPLITS, MIMIC_VIEWS, mimic_table, read_mimic_cxr
+from .synthetic import (
+    Shift,
+    write_synthetic_chexpert,
+    write_synthetic_mimic,
+    write_synthetic_nih,
+)
 from .tables import (
     CHEXPERT_LABELS,
     COMPETITION_LABELS,
@@ -19,15 +25,20 @@ from .transforms import GreyImageTransform
 __all__ = [
     "CHEXPERT_LABELS",
     "COMPETITION_LABELS",
+    "MIMIC_SPLITS",
+    "MIMIC_VIEWS",
     "NIH_FINDINGS",
     "NIH_TO_CHEXPERT",
     "CXRTable",
     "ChestXrayDataModule",
     "GreyImageTransform",
     "Shift",
+    "mimic_table",
     "read_chexpert_csv",
+    "read_mimic_cxr",
     "read_nih_csv",
     "read_split_list",
     "write_synthetic_chexpert",
+    "write_synthetic_mimic",
     "write_synthetic_nih",
 ]

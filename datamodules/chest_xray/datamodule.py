@@ -1,5 +1,5 @@
-"""Chest X-ray datamodule: train on one source (CheXpert or NIH ChestX-ray14), evaluate on its
-in-distribution test split and on any number of shifted sets (other hospitals).
+"""Chest X-ray datamodule: train on one source (CheXpert, NIH ChestX-ray14 or MIMIC-CXR-JPG),
+evaluate on its in-distribution test split and on any number of shifted sets (other hospitals).
 
 This reproduces the chest X-ray protocol of Mustafa et al. (2021): CheXpert's training set is
 re-split by patient into train / validation / test, the model is selected on validation, and
@@ -22,6 +22,7 @@ from medxfer.data.dataset import age_group
 from medxfer.transforms import resize_side
 
 from ..base import MedxferDataModule
+from .mimic import read_mimic_cxr
 from .tables import COMPETITION_LABELS, read_chexpert_csv, read_nih_csv
 from .transforms import GreyImageTransform
 
@@ -35,17 +36,26 @@ class CXRTable:
     """Where one chest X-ray table is and in which format.
 
     Attributes:
-        csv: CheXpert ``train.csv``/``valid.csv`` or NIH ``Data_Entry_2017*.csv``.
-        format: ``chexpert`` or ``nih``.
+        csv: CheXpert ``train.csv``/``valid.csv``, NIH ``Data_Entry_2017*.csv`` or MIMIC-CXR-JPG
+            ``mimic-cxr-2.0.0-metadata.csv.gz`` (its label and split tables beside it).
+        format: ``chexpert``, ``nih`` or ``mimic``.
         root: CheXpert: the folder holding ``CheXpert-v1.0.../`` (default: the CSV's
             grandparent). NIH: the image folder (default: ``images/`` beside the CSV).
+            MIMIC: the folder holding ``files/`` (default: the table's folder).
         split_list: NIH only: keep the images listed (``test_list.txt``...).
+        official_split: MIMIC only: keep the images of this official split (``train``,
+            ``validate``, ``test``).
+        labeler: MIMIC only: the label table, ``chexpert`` or ``negbio``.
+        patients: MIMIC only: MIMIC-IV's ``patients.csv[.gz]`` for sex and age.
     """
 
     csv: str
-    format: Literal["chexpert", "nih"] = "chexpert"
+    format: Literal["chexpert", "nih", "mimic"] = "chexpert"
     root: str | None = None
     split_list: str | None = None
+    official_split: Literal["train", "validate", "test"] | None = None
+    labeler: Literal["chexpert", "negbio"] = "chexpert"
+    patients: str | None = None
 
 
 class ChestXrayDataModule(MedxferDataModule):
@@ -129,6 +139,19 @@ class ChestXrayDataModule(MedxferDataModule):
                 drop_duplicates=self.drop_duplicates,
                 unknown_sex=self.unknown_sex,
             )
+        elif table.format == "mimic":
+            df = read_mimic_cxr(
+                table.csv,
+                self.labels,
+                uncertainty,  # type: ignore[arg-type]
+                hp.frontal_only,
+                table.official_split,
+                table.labeler,
+                table.root,
+                table.patients,
+                drop_duplicates=self.drop_duplicates,
+                unknown_sex=self.unknown_sex,
+            )
         elif table.format == "nih":
             df = read_nih_csv(
                 table.csv,
@@ -140,7 +163,7 @@ class ChestXrayDataModule(MedxferDataModule):
             )
         else:
             raise ValueError(
-                f"{table.csv}: unknown format {table.format!r}; use 'chexpert' or 'nih'"
+                f"{table.csv}: unknown format {table.format!r}; use 'chexpert', 'nih' or 'mimic'"
             )
         df["age_group"] = [age_group(a, hp.age_bins) for a in df["age"]]
         return df

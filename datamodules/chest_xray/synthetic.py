@@ -1,4 +1,5 @@
-"""Synthetic chest X-ray datasets written in the real CheXpert and NIH ChestX-ray14 formats.
+"""Synthetic chest X-ray datasets written in the real CheXpert, NIH ChestX-ray14 and MIMIC-CXR-JPG
+formats.
 
 The files go through exactly the loaders used for real data, so the demo, the tests and the
 benchmarks exercise the real code path. Each of the five CheXpert competition findings draws
@@ -18,6 +19,8 @@ the tables so subgroup analyses have something to group by.
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +30,13 @@ from PIL import Image, ImageFilter
 
 from .tables import CHEXPERT_LABELS, COMPETITION_LABELS
 
-__all__ = ["Shift", "render_cxr", "write_synthetic_chexpert", "write_synthetic_nih"]
+__all__ = [
+    "Shift",
+    "render_cxr",
+    "write_synthetic_chexpert",
+    "write_synthetic_mimic",
+    "write_synthetic_nih",
+]
 
 _CHEXPERT_TO_NIH = {"Pleural Effusion": "Effusion"}
 _NIH_EXTRA = ("Infiltration", "Nodule", "Emphysema")
@@ -212,3 +221,114 @@ def write_synthetic_nih(
     (out / "train_val_list.txt").write_text("\n".join(train_val) + "\n")
     (out / "test_list.txt").write_text("\n".join(test) + "\n")
     return csv_path
+
+
+#: MIMIC-CXR ``ViewPosition`` values the synthetic writer draws, with their frequencies.
+_MIMIC_VIEWS = {"PA": 0.4, "AP": 0.3, "LATERAL": 0.15, "LL": 0.03, "": 0.1, "AP AXIAL": 0.02}
+
+
+def write_synthetic_mimic(
+    out_dir: str | os.PathLike[str],
+    n_patients: int = 150,
+    studies_per_patient: tuple[int, int] = (1, 3),
+    size: int = 80,
+    seed: int = 2,
+    shift: Shift = Shift(gamma=0.8, noise=0.05, prevalence={"Cardiomegaly": 0.35}),
+    unlabelled_rate: float = 0.05,
+) -> Path:
+    """Write a MIMIC-CXR-JPG-layout dataset into ``out_dir``: JPEGs under
+    ``files/pXX/pSUBJECT/sSTUDY/<dicom_id>.jpg``, the release's gzip tables
+    ``mimic-cxr-2.0.0-{metadata,chexpert,negbio,split}.csv.gz`` and a MIMIC-IV-style
+    ``patients.csv.gz`` (``subject_id, gender, anchor_age, anchor_year, ...``).
+
+    As in the real release: labels are per study (1.0 / 0.0 / -1.0 / blank; the NegBio table
+    differs in a few uncertain values), a ``unlabelled_rate`` of studies have no label row,
+    ``ViewPosition`` is blank for some images, a study holds one to three images (lateral ones
+    without the findings' pattern), the split is by patient (about 80 / 10 / 10 % train /
+    validate / test) and study dates are shifted into the 22nd century.
+
+    Returns:
+        The path of the metadata table.
+    """
+    rng = np.random.default_rng(seed)
+    out = Path(out_dir)
+    meta_header = [
+        "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription",
+        "ViewPosition", "Rows", "Columns", "StudyDate", "StudyTime",
+    ]  # fmt: skip
+    meta, split_rows, patients = (
+        [meta_header],
+        [["dicom_id", "study_id", "subject_id", "split"]],
+        [],
+    )
+    chexpert = [["subject_id", "study_id", *sorted(CHEXPERT_LABELS)]]
+    negbio = [list(chexpert[0])]
+    views, weights = list(_MIMIC_VIEWS), np.array(list(_MIMIC_VIEWS.values()))
+    study = 50000000
+    for p, sex, age, _n in _patients(rng, n_patients, (1, 1)):
+        subject = 10000000 + 7919 * p
+        anchor_year = int(rng.integers(2110, 2190))
+        patients.append([subject, sex[0], age, anchor_year, "2008 - 2010", ""])
+        split = str(rng.choice(["train", "validate", "test"], p=[0.8, 0.1, 0.1]))
+        for _ in range(int(rng.integers(studies_per_patient[0], studies_per_patient[1] + 1))):
+            study += int(rng.integers(1, 5000))
+            findings = _draw_findings(rng, shift)
+            values, negbio_values = [], []
+            for lab in sorted(CHEXPERT_LABELS):
+                positive = (
+                    lab in findings
+                    if lab in COMPETITION_LABELS
+                    else (lab == "No Finding" and not findings)
+                )
+                value = "1.0" if positive else ("" if rng.random() < 0.7 else "0.0")
+                if positive and rng.random() < 0.05:
+                    value = "-1.0"
+                values.append(value)
+                negbio_values.append("" if value == "-1.0" and rng.random() < 0.5 else value)
+            if rng.random() >= unlabelled_rate:
+                chexpert.append([subject, study, *values])
+                negbio.append([subject, study, *negbio_values])
+            year = anchor_year + int(rng.integers(0, 3))
+            date = f"{year}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}"
+            for _k in range(int(rng.integers(1, 4))):
+                dicom = "-".join(f"{int(v):08x}" for v in rng.integers(0, 2**32, 5))
+                view = str(rng.choice(views, p=weights / weights.sum()))
+                lateral = view in ("LATERAL", "LL")
+                rel = Path(
+                    "files", f"p{str(subject)[:2]}", f"p{subject}", f"s{study}", f"{dicom}.jpg"
+                )
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                pixels = render_cxr(set() if lateral else findings, rng, size, shift)
+                Image.fromarray(pixels).save(out / rel, quality=95)
+                meta.append(
+                    [
+                        dicom,
+                        subject,
+                        study,
+                        "CHEST (PA AND LAT)",
+                        view,
+                        size,
+                        size,
+                        date,
+                        "101112.5",
+                    ]
+                )
+                split_rows.append([dicom, study, subject, split])
+    tables = {
+        "metadata": meta,
+        "chexpert": chexpert,
+        "negbio": negbio,
+        "split": split_rows,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    for kind, rows in tables.items():
+        _write_gzip_csv(out / f"mimic-cxr-2.0.0-{kind}.csv.gz", rows)
+    header = ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"]
+    _write_gzip_csv(out / "patients.csv.gz", [header, *patients])
+    return out / "mimic-cxr-2.0.0-metadata.csv.gz"
+
+
+def _write_gzip_csv(path: Path, rows: list[list[object]]) -> None:
+    """``rows`` as a gzip-compressed CSV (fixed mtime: the same bytes for the same rows)."""
+    with gzip.GzipFile(path, "wb", mtime=0) as raw, io.TextIOWrapper(raw, newline="") as f:
+        csv.writer(f).writerows(rows)

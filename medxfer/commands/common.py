@@ -27,6 +27,7 @@ DEBUG_ENV = "MEDXFER_DEBUG"
 #: Folders ``medxfer synthesize KIND DIR`` writes, by kind.
 SYNTHETIC_FOLDERS = {
     "cxr": ("chexpert", "nih"),
+    "mimic": ("mimic",),
     "derm": ("derm", "derm_b"),
     "mammo": ("mammo", "mammo_b"),
     "table": ("table", "table_b", "table_folder"),

@@ -18,6 +18,7 @@ from medxfer.datamodules.chest_xray import (
     ChestXrayDataModule,
     CXRTable,
     write_synthetic_chexpert,
+    write_synthetic_mimic,
     write_synthetic_nih,
 )
 from medxfer.datamodules.dermatology import write_synthetic_derm
@@ -51,6 +52,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = base / "work"
     write_synthetic_chexpert(work / "data/synthetic/chexpert", n_patients=40, size=40, seed=0)
     write_synthetic_nih(work / "data/synthetic/nih", n_patients=10, size=40, seed=1)
+    write_synthetic_mimic(work / "data/synthetic/mimic", n_patients=40, size=40, seed=0)
     write_synthetic_derm(work / "data/synthetic/derm", n_cases=40, size=40, seed=0)
     write_synthetic_derm(work / "data/synthetic/derm_b", n_cases=12, size=40, seed=1, shifted=True)
     write_synthetic_mammo(work / "data/synthetic/mammo", n_exams=30, size=40, seed=0)
@@ -100,6 +102,21 @@ def _extra(config: str, workdir: Path) -> list[str]:
         return [
             "--data.init_args.train.csv=data/synthetic/chexpert/CheXpert-v1.0-synthetic/train.csv",
             f"--data.init_args.shifted={json.dumps(nih)}",
+            "--model.init_args.channels_last=false",
+        ]
+    if config == "mimic_cxr.yaml":  # the official splits of the synthetic MIMIC-CXR-JPG copy
+        mimic = "data/synthetic/mimic/"
+        tables = {
+            part: {
+                "csv": mimic + "mimic-cxr-2.0.0-metadata.csv.gz",
+                "format": "mimic",
+                "official_split": split,
+                "patients": mimic + "patients.csv.gz",
+            }
+            for part, split in (("train", "train"), ("val", "validate"), ("test", "test"))
+        }
+        return [
+            *(f"--data.init_args.{part}={json.dumps(t)}" for part, t in tables.items()),
             "--model.init_args.channels_last=false",
         ]
     # the paper's derm / mammo setups name large BiT models and /data paths: keep every other
