@@ -1,5 +1,5 @@
-"""Synthetic chest X-ray datasets written in the real CheXpert, NIH ChestX-ray14 and MIMIC-CXR-JPG
-formats.
+"""Synthetic chest X-ray datasets written in the real CheXpert, NIH ChestX-ray14, MIMIC-CXR-JPG and
+PadChest formats.
 
 The files go through exactly the loaders used for real data, so the demo, the tests and the
 benchmarks exercise the real code path. Each of the five CheXpert competition findings draws
@@ -36,6 +36,7 @@ __all__ = [
     "write_synthetic_chexpert",
     "write_synthetic_mimic",
     "write_synthetic_nih",
+    "write_synthetic_padchest",
 ]
 
 _CHEXPERT_TO_NIH = {"Pleural Effusion": "Effusion"}
@@ -332,3 +333,119 @@ def _write_gzip_csv(path: Path, rows: list[list[object]]) -> None:
     """``rows`` as a gzip-compressed CSV (fixed mtime: the same bytes for the same rows)."""
     with gzip.GzipFile(path, "wb", mtime=0) as raw, io.TextIOWrapper(raw, newline="") as f:
         csv.writer(f).writerows(rows)
+
+
+#: The 36 columns of the real PadChest table (the first, the index, is unnamed).
+_PADCHEST_COLUMNS = (
+    "", "ImageID", "ImageDir", "StudyDate_DICOM", "StudyID", "PatientID", "PatientBirth",
+    "PatientSex_DICOM", "ViewPosition_DICOM", "Projection", "MethodProjection", "Pediatric",
+    "Modality_DICOM", "Manufacturer_DICOM", "PhotometricInterpretation_DICOM",
+    "PixelRepresentation_DICOM", "PixelAspectRatio_DICOM", "SpatialResolution_DICOM",
+    "BitsStored_DICOM", "WindowCenter_DICOM", "WindowWidth_DICOM", "Rows_DICOM", "Columns_DICOM",
+    "XRayTubeCurrent_DICOM", "Exposure_DICOM", "ExposureInuAs_DICOM", "ExposureTime",
+    "RelativeXRayExposure_DICOM", "ReportID", "Report", "MethodLabel", "Labels", "Localizations",
+    "LabelsLocalizationsBySentence", "labelCUIS", "LocalizationsCUIS",
+)  # fmt: skip
+#: Competition finding -> the PadChest term the synthetic writer uses for it.
+_PADCHEST_TERM = {
+    "Atelectasis": "laminar atelectasis", "Cardiomegaly": "cardiomegaly",
+    "Consolidation": "consolidation", "Edema": "pulmonary edema",
+    "Pleural Effusion": "pleural effusion",
+}  # fmt: skip
+#: PadChest terms no competition finding maps to (listed as unmapped by the reader).
+_PADCHEST_OTHER = ("aortic elongation", "scoliosis", "chronic changes", "COPD signs")
+_PADCHEST_PROJECTION = {
+    "PA": 0.5,
+    "AP_horizontal": 0.15,
+    "AP": 0.1,
+    "L": 0.2,
+    "COSTAL": 0.03,
+    "UNK": 0.02,
+}
+
+
+def write_synthetic_padchest(
+    out_dir: str | os.PathLike[str],
+    n_patients: int = 150,
+    images_per_patient: tuple[int, int] = (1, 3),
+    size: int = 80,
+    seed: int = 4,
+    shift: Shift = Shift(gamma=1.2, noise=0.04, prevalence={"Pleural Effusion": 0.35}),
+) -> Path:
+    """Write a PadChest-layout dataset: ``out_dir/<ImageDir>/<ImageID>.png`` (16-bit PNGs in
+    folders 0-2) and ``PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv`` with the real
+    table's 36 columns.
+
+    As in the real table: an unnamed leading index column; ``Labels`` as Python list literals
+    with leading spaces and the odd empty item (``['pleural effusion', ' cardiomegaly']``,
+    ``['normal']``, ``['']``-like), the text ``nan`` on a few rows, ``exclude`` and
+    ``suboptimal study`` markers; ``labelCUIS`` / ``LocalizationsCUIS`` cells that wrap across
+    physical lines; ``MethodLabel`` Physician or RNN_model; ``Projection`` PA / L /
+    AP_horizontal / AP / COSTAL / UNK; sex M / F / O; ``PatientBirth`` a float year.
+
+    Returns:
+        The path of the CSV.
+    """
+    rng = np.random.default_rng(seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    projections = list(_PADCHEST_PROJECTION)
+    weights = np.array(list(_PADCHEST_PROJECTION.values()))
+    rows, index = [], 0
+    for p, sex, age, n_img in _patients(rng, n_patients, images_per_patient):
+        patient = f"{rng.integers(0, 2**62):x}{p}"
+        sex_code = "O" if rng.random() < 0.02 else sex[0]
+        birth = 2014 - age
+        for k in range(n_img):
+            findings = _draw_findings(rng, shift)
+            projection = str(rng.choice(projections, p=weights / weights.sum()))
+            lateral = projection == "L"
+            terms = [_PADCHEST_TERM[f] for f in sorted(findings)]
+            terms += [t for t in _PADCHEST_OTHER if rng.random() < 0.1]
+            if not terms:
+                terms = ["normal"]
+            if rng.random() < 0.03:
+                terms.append("exclude")
+            if rng.random() < 0.03:
+                terms.append("suboptimal study")
+            items = [("" if j == 0 else " ") + t for j, t in enumerate(terms)]
+            if rng.random() < 0.1:
+                items.append("")
+            labels = "nan" if rng.random() < 0.02 else repr(items)
+            image = f"{rng.integers(0, 2**62):x}_{p}_{k}.png"
+            folder = int(rng.integers(0, 3))
+            pixels = render_cxr(set() if lateral else findings, rng, size, shift)
+            (out / str(folder)).mkdir(exist_ok=True)
+            Image.fromarray(pixels.astype(np.uint16) * 257).save(out / str(folder) / image)
+            cuis = "['C0018800'\n 'C0032227']" if rng.random() < 0.3 else "['C0018800']"
+            row = {c: "" for c in _PADCHEST_COLUMNS}
+            row.update(
+                {
+                    "": str(index),
+                    "ImageID": image,
+                    "ImageDir": str(folder),
+                    "StudyDate_DICOM": f"2014{int(rng.integers(1, 13)):02d}15",
+                    "StudyID": f"{patient}s{k}",
+                    "PatientID": patient,
+                    "PatientBirth": f"{birth}.0",
+                    "PatientSex_DICOM": sex_code,
+                    "Projection": projection,
+                    "MethodProjection": "Manual review of DICOM fields",
+                    "Modality_DICOM": "CR",
+                    "BitsStored_DICOM": "16",
+                    "Rows_DICOM": str(size),
+                    "Columns_DICOM": str(size),
+                    "Report": "sin hallazgos",
+                    "MethodLabel": "Physician" if rng.random() < 0.27 else "RNN_model",
+                    "Labels": labels,
+                    "Localizations": "[]",
+                    "labelCUIS": cuis,
+                    "LocalizationsCUIS": "[]",
+                }
+            )
+            rows.append([row[c] for c in _PADCHEST_COLUMNS])
+            index += 1
+    path = out / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([list(_PADCHEST_COLUMNS), *rows])
+    return path

@@ -28,6 +28,7 @@ DEBUG_ENV = "MEDXFER_DEBUG"
 SYNTHETIC_FOLDERS = {
     "cxr": ("chexpert", "nih"),
     "mimic": ("mimic",),
+    "padchest": ("padchest",),
     "derm": ("derm", "derm_b"),
     "mammo": ("mammo", "mammo_b"),
     "table": ("table", "table_b", "table_folder"),

@@ -1,5 +1,5 @@
 """``medxfer synthesize KIND DIR``: synthetic data in the real on-disk formats of each modality
-(CheXpert, NIH ChestX-ray14 and MIMIC-CXR-JPG layouts, dermatology case tables, 4-view DICOM mammography
+(CheXpert, NIH ChestX-ray14, MIMIC-CXR-JPG and PadChest layouts, dermatology case tables, 4-view DICOM mammography
 exams, a user's table with an image folder, the three segmentation benchmark layouts), read by
 the same readers as the real files."""
 
@@ -19,15 +19,17 @@ def main(argv: Sequence[str]) -> int:
     parser = CommandParser(
         prog="medxfer synthesize",
         description="Write synthetic data in real formats: chest X-rays (CheXpert and NIH "
-        "ChestX-ray14 layouts; MIMIC-CXR-JPG with its gzip tables), dermatology cases (case tables of 1-6 photos), 4-view DICOM "
+        "ChestX-ray14 layouts; MIMIC-CXR-JPG with its gzip tables; PadChest), dermatology cases (case tables of 1-6 photos), 4-view DICOM "
         "mammography exams, or a user's table (a metadata CSV and an image folder) for ImageTable.",
     )
-    parser.add_argument("kind", choices=["cxr", "mimic", "derm", "mammo", "table", "seg"])
+    parser.add_argument(
+        "kind", choices=["cxr", "mimic", "padchest", "derm", "mammo", "table", "seg"]
+    )
     parser.add_argument(
         "out",
         type=Path,
         help="folder to write chexpert/ and nih/ (derm/ and derm_b/, mammo/ and mammo_b/, "
-        "table/ and table_b/ with table_folder/; mimic: mimic/; seg: montgomery/, drive/, siim/) "
+        "table/ and table_b/ with table_folder/; mimic: mimic/; padchest: padchest/; seg: montgomery/, drive/, siim/) "
         "into",
     )
     parser.add_argument(
@@ -44,6 +46,7 @@ def main(argv: Sequence[str]) -> int:
         write_synthetic_chexpert,
         write_synthetic_mimic,
         write_synthetic_nih,
+        write_synthetic_padchest,
     )
     from medxfer.datamodules.dermatology import write_synthetic_derm
     from medxfer.datamodules.image_table import write_synthetic_table
@@ -78,10 +81,9 @@ def main(argv: Sequence[str]) -> int:
         ]
         print("wrote " + ", ".join(str(p) for p in written))
         return 0
-    if args.kind == "mimic":  # one release, its official split inside
-        path = write_synthetic_mimic(
-            args.out / "mimic", args.patients, size=args.size, seed=args.seed
-        )
+    if args.kind in ("mimic", "padchest"):  # one source each (MIMIC: its official split inside)
+        write = write_synthetic_mimic if args.kind == "mimic" else write_synthetic_padchest
+        path = write(args.out / args.kind, args.patients, size=args.size, seed=args.seed)
         print(f"wrote {path}")
         return 0
     (a_dir, a_write), (b_dir, b_write) = writers[args.kind]
