@@ -22,9 +22,11 @@ from medxfer.data.dataset import age_group
 from medxfer.transforms import resize_side
 
 from ..base import MedxferDataModule
+from .covidx import read_covidx
 from .mimic import read_mimic_cxr
 from .tables import COMPETITION_LABELS, read_chexpert_csv, read_nih_csv
 from .transforms import GreyImageTransform
+from .tuberculosis import read_tuberculosis
 
 __all__ = ["CXRTable", "ChestXrayDataModule"]
 
@@ -36,26 +38,32 @@ class CXRTable:
     """Where one chest X-ray table is and in which format.
 
     Attributes:
-        csv: CheXpert ``train.csv``/``valid.csv``, NIH ``Data_Entry_2017*.csv`` or MIMIC-CXR-JPG
-            ``mimic-cxr-2.0.0-metadata.csv.gz`` (its label and split tables beside it).
-        format: ``chexpert``, ``nih`` or ``mimic``.
+        csv: CheXpert ``train.csv``/``valid.csv``, NIH ``Data_Entry_2017*.csv``, MIMIC-CXR-JPG
+            ``mimic-cxr-2.0.0-metadata.csv.gz`` (its label and split tables beside it), a COVIDx
+            label file (``train.txt``, ``test_COVIDx9A.txt``...) or a tuberculosis set's folder
+            (``MontgomerySet/``, ``ChinaSet_AllFiles/``).
+        format: ``chexpert``, ``nih``, ``mimic``, ``covidx`` or ``tuberculosis``.
         root: CheXpert: the folder holding ``CheXpert-v1.0.../`` (default: the CSV's
             grandparent). NIH: the image folder (default: ``images/`` beside the CSV).
-            MIMIC: the folder holding ``files/`` (default: the table's folder).
+            MIMIC: the folder holding ``files/`` (default: the table's folder). COVIDx: the
+            split's image folder (default: ``train/``, ``val/`` or ``test/`` beside the file).
         split_list: NIH only: keep the images listed (``test_list.txt``...).
         official_split: MIMIC only: keep the images of this official split (``train``,
             ``validate``, ``test``).
         labeler: MIMIC only: the label table, ``chexpert`` or ``negbio``.
         patients: MIMIC only: MIMIC-IV's ``patients.csv[.gz]`` for sex and age.
+        fields: COVIDx only: the label file's shape, ``3``, ``4``, ``mixed`` or ``auto``
+            (detected per line and logged).
     """
 
     csv: str
-    format: Literal["chexpert", "nih", "mimic"] = "chexpert"
+    format: Literal["chexpert", "nih", "mimic", "covidx", "tuberculosis"] = "chexpert"
     root: str | None = None
     split_list: str | None = None
     official_split: Literal["train", "validate", "test"] | None = None
     labeler: Literal["chexpert", "negbio"] = "chexpert"
     patients: str | None = None
+    fields: Literal["auto", "3", "4", "mixed"] = "auto"
 
 
 class ChestXrayDataModule(MedxferDataModule):
@@ -152,6 +160,16 @@ class ChestXrayDataModule(MedxferDataModule):
                 drop_duplicates=self.drop_duplicates,
                 unknown_sex=self.unknown_sex,
             )
+        elif table.format == "covidx":
+            df = read_covidx(
+                table.csv,
+                self.labels,
+                table.root,
+                table.fields,
+                drop_duplicates=self.drop_duplicates,
+            )
+        elif table.format == "tuberculosis":
+            df = read_tuberculosis(table.csv, self.labels)
         elif table.format == "nih":
             df = read_nih_csv(
                 table.csv,
@@ -163,7 +181,8 @@ class ChestXrayDataModule(MedxferDataModule):
             )
         else:
             raise ValueError(
-                f"{table.csv}: unknown format {table.format!r}; use 'chexpert', 'nih' or 'mimic'"
+                f"{table.csv}: unknown format {table.format!r}; use 'chexpert', 'nih', 'mimic', "
+                "'covidx' or 'tuberculosis'"
             )
         df["age_group"] = [age_group(a, hp.age_bins) for a in df["age"]]
         return df

@@ -1,5 +1,5 @@
-"""Synthetic chest X-ray datasets written in the real CheXpert, NIH ChestX-ray14, MIMIC-CXR-JPG and
-PadChest formats.
+"""Synthetic chest X-ray datasets written in the real CheXpert, NIH ChestX-ray14, MIMIC-CXR-JPG,
+PadChest, COVIDx and Montgomery / Shenzhen tuberculosis formats.
 
 The files go through exactly the loaders used for real data, so the demo, the tests and the
 benchmarks exercise the real code path. Each of the five CheXpert competition findings draws
@@ -34,9 +34,11 @@ __all__ = [
     "Shift",
     "render_cxr",
     "write_synthetic_chexpert",
+    "write_synthetic_covidx",
     "write_synthetic_mimic",
     "write_synthetic_nih",
     "write_synthetic_padchest",
+    "write_synthetic_tuberculosis",
 ]
 
 _CHEXPERT_TO_NIH = {"Pleural Effusion": "Effusion"}
@@ -449,3 +451,97 @@ def write_synthetic_padchest(
     with open(path, "w", newline="") as f:
         csv.writer(f).writerows([list(_PADCHEST_COLUMNS), *rows])
     return path
+
+
+#: COVIDx data sources the synthetic writer names in 4-field lines.
+_COVIDX_SOURCES = ("cohen", "rsna", "sirm", "actmed", "fig1", "ricord")
+
+
+def write_synthetic_covidx(
+    out_dir: str | os.PathLike[str],
+    n_patients: int = 150,
+    size: int = 80,
+    seed: int = 6,
+    fields: str = "4",
+    shift: Shift = Shift(gamma=1.1, noise=0.05),
+) -> Path:
+    """Write a COVIDx-layout release: ``train/`` and ``test/`` image folders and their label
+    files ``train.txt`` / ``test.txt`` (space-separated, no header) of ``fields`` 3 (``patient_id
+    filename class``), 4 (``... data_source``) or ``mixed`` (both, as some releases have).
+
+    Classes ``normal`` / ``pneumonia`` / ``COVID-19``: COVID-19 draws bilateral consolidation and
+    haze, pneumonia one consolidation, normal neither; a few file names hold a space, as some
+    real ones do. About 20 % of patients are in the test split.
+
+    Returns:
+        The path of ``train.txt``.
+    """
+    rng = np.random.default_rng(seed)
+    out = Path(out_dir)
+    lines: dict[str, list[str]] = {"train": [], "test": []}
+    for p, _sex, _age, n_img in _patients(rng, n_patients, (1, 2)):
+        split = "test" if rng.random() < 0.2 else "train"
+        cls = str(rng.choice(["normal", "pneumonia", "COVID-19"], p=[0.45, 0.35, 0.2]))
+        findings = {"normal": set(), "pneumonia": {"Consolidation"}}.get(
+            cls, {"Consolidation", "Edema"}
+        )
+        (out / split).mkdir(parents=True, exist_ok=True)
+        for k in range(n_img):
+            name = f"{cls.lower()}-{p}-{k}.png" if rng.random() > 0.05 else f"COVID ({p}-{k}).png"
+            Image.fromarray(render_cxr(set(findings), rng, size, shift)).save(out / split / name)
+            four = fields == "4" or (fields == "mixed" and rng.random() < 0.5)
+            source = f" {rng.choice(_COVIDX_SOURCES)}" if four else ""
+            lines[split].append(f"{p} {name} {cls}{source}")
+    for split, rows in lines.items():
+        (out / f"{split}.txt").write_text("\n".join(rows) + "\n")
+    return out / "train.txt"
+
+
+def write_synthetic_tuberculosis(
+    out_dir: str | os.PathLike[str],
+    n_images: int = 138,
+    size: int = 80,
+    seed: int = 7,
+    collection: str = "MCUCXR",
+    shift: Shift = Shift(gamma=0.9, noise=0.04, blur=0.5),
+) -> Path:
+    """Write a Montgomery- (``MCUCXR``) or Shenzhen- (``CHNCXR``) layout set: ``CXR_png/
+    <collection>_NNNN_<0|1>.png`` and ``ClinicalReadings/<same>.txt`` in that collection's style
+    (Montgomery: ``Patient's Sex: F`` / ``Patient's Age: 040Y`` lines; Shenzhen: irregular free
+    text such as ``male 35yrs``, ``Female, 23``, ``11 months male``, and a few readings that
+    state neither or are missing). Tuberculosis (about 42 %) draws an upper-lobe patch and haze.
+
+    Returns:
+        The set's folder.
+    """
+    rng = np.random.default_rng(seed)
+    out = Path(out_dir)
+    (out / "CXR_png").mkdir(parents=True, exist_ok=True)
+    (out / "ClinicalReadings").mkdir(exist_ok=True)
+    for n in range(1, n_images + 1):
+        tb = int(rng.random() < 0.42)
+        stem = f"{collection}_{n:04d}_{tb}"
+        findings = {"Consolidation", "Edema"} if tb else set()
+        Image.fromarray(render_cxr(findings, rng, size, shift)).save(
+            out / "CXR_png" / f"{stem}.png"
+        )
+        female, age = rng.random() < 0.5, int(rng.integers(1, 90))
+        reading = "PTB in the right upper field" if tb else "normal"
+        if collection == "MCUCXR":
+            text = (
+                f"Patient's Sex: {'F' if female else 'M'}\nPatient's Age: {age:03d}Y\n{reading}\n"
+            )
+        else:
+            sex = "female" if female else "male"
+            style = int(rng.integers(0, 5))
+            first = [
+                f"{sex} {age}yrs",
+                f"{sex.title()}, {age}",
+                f"{age} months {sex}",
+                "",
+                f"{sex}",
+            ][style]
+            text = f"{first}\n{reading}\n"
+        if rng.random() > 0.03:
+            (out / "ClinicalReadings" / f"{stem}.txt").write_text(text)
+    return out

@@ -29,6 +29,8 @@ SYNTHETIC_FOLDERS = {
     "cxr": ("chexpert", "nih"),
     "mimic": ("mimic",),
     "padchest": ("padchest",),
+    "covidx": ("covidx",),
+    "tb": ("montgomery_tb", "shenzhen_tb"),
     "derm": ("derm", "derm_b"),
     "mammo": ("mammo", "mammo_b"),
     "table": ("table", "table_b", "table_folder"),

@@ -1,5 +1,5 @@
 """``medxfer synthesize KIND DIR``: synthetic data in the real on-disk formats of each modality
-(CheXpert, NIH ChestX-ray14, MIMIC-CXR-JPG and PadChest layouts, dermatology case tables, 4-view DICOM mammography
+(CheXpert, NIH ChestX-ray14, MIMIC-CXR-JPG, PadChest, COVIDx and tuberculosis layouts, dermatology case tables, 4-view DICOM mammography
 exams, a user's table with an image folder, the three segmentation benchmark layouts), read by
 the same readers as the real files."""
 
@@ -19,18 +19,20 @@ def main(argv: Sequence[str]) -> int:
     parser = CommandParser(
         prog="medxfer synthesize",
         description="Write synthetic data in real formats: chest X-rays (CheXpert and NIH "
-        "ChestX-ray14 layouts; MIMIC-CXR-JPG with its gzip tables; PadChest), dermatology cases (case tables of 1-6 photos), 4-view DICOM "
+        "ChestX-ray14 layouts; MIMIC-CXR-JPG with its gzip tables; PadChest; COVIDx; the "
+        "Montgomery and Shenzhen tuberculosis sets), dermatology cases (case tables of 1-6 photos), 4-view DICOM "
         "mammography exams, or a user's table (a metadata CSV and an image folder) for ImageTable.",
     )
     parser.add_argument(
-        "kind", choices=["cxr", "mimic", "padchest", "derm", "mammo", "table", "seg"]
+        "kind",
+        choices=["cxr", "mimic", "padchest", "covidx", "tb", "derm", "mammo", "table", "seg"],
     )
     parser.add_argument(
         "out",
         type=Path,
         help="folder to write chexpert/ and nih/ (derm/ and derm_b/, mammo/ and mammo_b/, "
-        "table/ and table_b/ with table_folder/; mimic: mimic/; padchest: padchest/; seg: montgomery/, drive/, siim/) "
-        "into",
+        "table/ and table_b/ with table_folder/; mimic: mimic/; padchest: padchest/; covidx: "
+        "covidx/; tb: montgomery_tb/ and shenzhen_tb/; seg: montgomery/, drive/, siim/) into",
     )
     parser.add_argument(
         "--patients", type=int, default=400, help="CheXpert-layout patients / derm cases / exams"
@@ -44,9 +46,11 @@ def main(argv: Sequence[str]) -> int:
     # after parsing: `--help` needs no Lightning
     from medxfer.datamodules.chest_xray import (
         write_synthetic_chexpert,
+        write_synthetic_covidx,
         write_synthetic_mimic,
         write_synthetic_nih,
         write_synthetic_padchest,
+        write_synthetic_tuberculosis,
     )
     from medxfer.datamodules.dermatology import write_synthetic_derm
     from medxfer.datamodules.image_table import write_synthetic_table
@@ -81,10 +85,29 @@ def main(argv: Sequence[str]) -> int:
         ]
         print("wrote " + ", ".join(str(p) for p in written))
         return 0
-    if args.kind in ("mimic", "padchest"):  # one source each (MIMIC: its official split inside)
-        write = write_synthetic_mimic if args.kind == "mimic" else write_synthetic_padchest
+    if args.kind in ("mimic", "padchest", "covidx"):  # one source each, its official split inside
+        write = {
+            "mimic": write_synthetic_mimic,
+            "padchest": write_synthetic_padchest,
+            "covidx": write_synthetic_covidx,
+        }[args.kind]
         path = write(args.out / args.kind, args.patients, size=args.size, seed=args.seed)
         print(f"wrote {path}")
+        return 0
+    if args.kind == "tb":  # both collections, each at its real size unless --patients is smaller
+        written = [
+            write_synthetic_tuberculosis(
+                args.out / folder,
+                min(args.patients, n),
+                size=args.size,
+                seed=args.seed + k,
+                collection=collection,
+            )
+            for k, (folder, n, collection) in enumerate(
+                [("montgomery_tb", 138, "MCUCXR"), ("shenzhen_tb", 662, "CHNCXR")]
+            )
+        ]
+        print("wrote " + " and ".join(str(p) for p in written))
         return 0
     (a_dir, a_write), (b_dir, b_write) = writers[args.kind]
     a = a_write(args.out / a_dir, args.patients, size=args.size, seed=args.seed)
