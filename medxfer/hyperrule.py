@@ -180,7 +180,8 @@ def _training_table(datamodule: Any) -> Any:
 
 def _image_size(datamodule: Any, path: str) -> tuple[int, int]:
     """(H, W) of one image: from its file's header, else from the datamodule's image cache (at
-    the side it is configured with or at one the rule sets)."""
+    the side it is configured with or at one the rule sets), else -- a ``<file>#<member>``
+    path -- by decoding the member with the datamodule's reader."""
     if os.path.isfile(path):
         from PIL import Image, UnidentifiedImageError
 
@@ -202,6 +203,11 @@ def _image_size(datamodule: Any, path: str) -> tuple[int, int]:
                 return cache.source_shape(path)
             except CacheError:
                 continue
+    if os.path.isfile(path.rpartition("#")[0]):  # a member of a container file (a CIFAR batch)
+        from medxfer.data.images import image_reader
+
+        shape = image_reader(datamodule.reader)(path).shape
+        return int(shape[0]), int(shape[1])
     raise FileNotFoundError(
         f"BiT-HyperRule reads the size of the first training image, {path}: not found"
         + (f", nor in the image cache {datamodule.cache}" if datamodule.cache else "")

@@ -31,6 +31,7 @@ SYNTHETIC_FOLDERS = {
     "padchest": ("padchest",),
     "covidx": ("covidx",),
     "tb": ("montgomery_tb", "shenzhen_tb"),
+    "natural": ("natural", "flowers", "pets"),
     "derm": ("derm", "derm_b"),
     "mammo": ("mammo", "mammo_b"),
     "table": ("table", "table_b", "table_folder"),

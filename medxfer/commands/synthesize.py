@@ -20,19 +20,31 @@ def main(argv: Sequence[str]) -> int:
         prog="medxfer synthesize",
         description="Write synthetic data in real formats: chest X-rays (CheXpert and NIH "
         "ChestX-ray14 layouts; MIMIC-CXR-JPG with its gzip tables; PadChest; COVIDx; the "
-        "Montgomery and Shenzhen tuberculosis sets), dermatology cases (case tables of 1-6 photos), 4-view DICOM "
+        "Montgomery and Shenzhen tuberculosis sets), natural images (CIFAR, Flowers-102, Pets), dermatology cases (case tables of 1-6 photos), 4-view DICOM "
         "mammography exams, or a user's table (a metadata CSV and an image folder) for ImageTable.",
     )
     parser.add_argument(
         "kind",
-        choices=["cxr", "mimic", "padchest", "covidx", "tb", "derm", "mammo", "table", "seg"],
+        choices=[
+            "cxr",
+            "mimic",
+            "padchest",
+            "covidx",
+            "tb",
+            "natural",
+            "derm",
+            "mammo",
+            "table",
+            "seg",
+        ],
     )
     parser.add_argument(
         "out",
         type=Path,
         help="folder to write chexpert/ and nih/ (derm/ and derm_b/, mammo/ and mammo_b/, "
         "table/ and table_b/ with table_folder/; mimic: mimic/; padchest: padchest/; covidx: "
-        "covidx/; tb: montgomery_tb/ and shenzhen_tb/; seg: montgomery/, drive/, siim/) into",
+        "covidx/; tb: montgomery_tb/ and shenzhen_tb/; natural: natural/ (CIFAR-10 python, CIFAR-100 "
+        "binary), flowers/, pets/; seg: montgomery/, drive/, siim/) into",
     )
     parser.add_argument(
         "--patients", type=int, default=400, help="CheXpert-layout patients / derm cases / exams"
@@ -93,6 +105,24 @@ def main(argv: Sequence[str]) -> int:
         }[args.kind]
         path = write(args.out / args.kind, args.patients, size=args.size, seed=args.seed)
         print(f"wrote {path}")
+        return 0
+    if args.kind == "natural":  # --patients: CIFAR training images (and a third for the test)
+        from medxfer.datamodules.natural import (
+            write_synthetic_cifar,
+            write_synthetic_flowers,
+            write_synthetic_pets,
+        )
+
+        n = args.patients
+        root = write_synthetic_cifar(
+            args.out / "natural", "cifar10", "python", n, n // 3, args.seed
+        )
+        write_synthetic_cifar(args.out / "natural", "cifar100", "binary", n, n // 3, args.seed)
+        flowers = write_synthetic_flowers(
+            args.out / "flowers", size=min(args.size, 64), seed=args.seed
+        )
+        pets = write_synthetic_pets(args.out / "pets", size=min(args.size, 64), seed=args.seed)
+        print(f"wrote {root} (CIFAR-10 python, CIFAR-100 binary), {flowers} and {pets}")
         return 0
     if args.kind == "tb":  # both collections, each at its real size unless --patients is smaller
         written = [

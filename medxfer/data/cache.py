@@ -225,7 +225,11 @@ class ImageSource(Protocol):
 
 @dataclass
 class FileImages:
-    """Images decoded from their files on every read (no cache)."""
+    """Images decoded from their files on every read (no cache).
+
+    A path ``<file>#<member>`` names one image inside a container file (a CIFAR batch holds
+    10,000): its reader decodes the member, and the existence check looks for ``<file>``.
+    """
 
     reader: str
 
@@ -235,7 +239,7 @@ class FileImages:
     def check(self, path: str, context: str = "", decode: bool = False) -> None:
         if decode:
             self(path, context)
-        elif not os.path.isfile(path):
+        elif not os.path.isfile(path.rpartition("#")[0] or path):
             raise ImageDecodeError(f"image not found: {where(path, context)}")
 
 

@@ -24,6 +24,7 @@ from medxfer.datamodules.chest_xray import (
 from medxfer.datamodules.dermatology import write_synthetic_derm
 from medxfer.datamodules.image_table import write_synthetic_table
 from medxfer.datamodules.mammography import write_synthetic_mammo
+from medxfer.datamodules.natural import write_synthetic_cifar
 from medxfer.datamodules.segmentation import (
     write_synthetic_drive,
     write_synthetic_montgomery,
@@ -53,6 +54,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_synthetic_chexpert(work / "data/synthetic/chexpert", n_patients=40, size=40, seed=0)
     write_synthetic_nih(work / "data/synthetic/nih", n_patients=10, size=40, seed=1)
     write_synthetic_mimic(work / "data/synthetic/mimic", n_patients=40, size=40, seed=0)
+    write_synthetic_cifar(work / "data/synthetic/natural", "cifar10", "python", 120, 40)
     write_synthetic_derm(work / "data/synthetic/derm", n_cases=40, size=40, seed=0)
     write_synthetic_derm(work / "data/synthetic/derm_b", n_cases=12, size=40, seed=1, shifted=True)
     write_synthetic_mammo(work / "data/synthetic/mammo", n_exams=30, size=40, seed=0)
@@ -103,6 +105,12 @@ def _extra(config: str, workdir: Path) -> list[str]:
             "--data.init_args.train.csv=data/synthetic/chexpert/CheXpert-v1.0-synthetic/train.csv",
             f"--data.init_args.shifted={json.dumps(nih)}",
             "--model.init_args.channels_last=false",
+        ]
+    if config == "cifar10_bit.yaml":  # the real download's path: the synthetic copy
+        return [
+            "--data.init_args.root=data/synthetic/natural",
+            "--model.init_args.channels_last=false",
+            "--trainer.precision=32-true",
         ]
     if config == "mimic_cxr.yaml":  # the official splits of the synthetic MIMIC-CXR-JPG copy
         mimic = "data/synthetic/mimic/"
