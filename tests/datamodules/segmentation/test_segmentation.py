@@ -165,22 +165,29 @@ def test_siim_bad_input(seg, tmp_path: Path, case: str, error: type, message: st
 
 
 def test_mask_of_another_size_and_missing_field_of_view(seg, tmp_path: Path) -> None:
+    """A half-size mask: ``verify_images`` fails at setup naming both files and both sizes
+    (``skip_bad_images`` drops its row, counted); without it, reading the sample fails the
+    same way."""
     import shutil
 
     root = tmp_path / "mont"
     shutil.copytree(seg["montgomery"], root)
     victim = sorted((root / "ManualMask/leftMask").glob("*.png"))[0]
-    Image.fromarray(np.zeros((10, 12), np.uint8)).save(victim)
-    dm = SegmentationDataModule(
-        str(root), layout="montgomery", image_size=48, num_workers=0, split=(0.4, 0.3, 0.3)
-    )
+    Image.fromarray(np.zeros((24, 24), np.uint8)).save(victim)  # half of 48 x 48
+    image = root / "CXR_png" / victim.name
+    message = rf"mask .*{victim} .* is 24x24 but its image {image} is 48x48"
+    kw = {"layout": "montgomery", "image_size": 48, "num_workers": 0, "split": (0.4, 0.3, 0.3)}
+    with pytest.raises(ImageDecodeError, match=message):
+        SegmentationDataModule(str(root), verify_images=True, **kw).setup("fit")
+    skipping = SegmentationDataModule(str(root), verify_images=True, skip_bad_images=True, **kw)
+    skipping.setup("fit")
+    sets = (skipping.train_set, skipping.val_set, *skipping.test_sets.values())
+    assert sum(len(d) for d in sets) == 23 and not any(str(image) in d.paths for d in sets)
+    dm = SegmentationDataModule(str(root), **kw)
     dm.setup("fit")
-    path = str(root / "CXR_png" / victim.name)
-    (ds,) = [d for d in (dm.train_set, dm.val_set, *dm.test_sets.values()) if path in d.paths]
-    with pytest.raises(
-        ImageDecodeError, match=rf"mask .*{victim.name} .* is 12x10 but its image is 48x48"
-    ):
-        ds[ds.paths.index(path)]
+    (ds,) = [d for d in (dm.train_set, dm.val_set, *dm.test_sets.values()) if str(image) in d.paths]
+    with pytest.raises(ImageDecodeError, match=message):
+        ds[ds.paths.index(str(image))]
     drive = tmp_path / "drive"
     shutil.copytree(seg["drive"], drive)
     (drive / "training/mask/21_training_mask.gif").unlink()
