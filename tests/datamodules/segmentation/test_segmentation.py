@@ -76,6 +76,42 @@ def test_drive_layout_with_field_of_view_and_official_test_part(seg) -> None:
     assert sample["image"].shape == (3, 48, 48)
 
 
+def test_native_resolution_batches_carry_the_stored_masks_and_field_of_view(seg) -> None:
+    """``native_resolution``: evaluation samples hold the DRIVE masks and field of view as
+    stored (48 px, the model sees 32), collated as lists beside the 32 px batch; training
+    samples do not (their path is unchanged); every sample has its native size."""
+    dm = SegmentationDataModule(
+        str(seg["drive"] / "training"),
+        test=str(seg["drive"] / "test"),
+        layout="drive",
+        split=(0.9, 0.1, 0.0),
+        image_size=32,
+        native_resolution=True,
+        num_workers=0,
+        batch_size=2,
+    )
+    dm.setup("fit")
+    assert "native_target" not in dm.train_set[0] and dm.train_set[0]["size"].tolist() == [48, 48]
+    batch = next(iter(dm.test_dataloader()[0]))
+    assert batch["target"].shape == (2, 1, 32, 32) and batch["size"].tolist() == [[48, 48]] * 2
+    for k, n in enumerate(("01", "02")):
+        vessels = _mask_png(seg["drive"] / f"test/1st_manual/{n}_manual1.gif")
+        fov = _mask_png(seg["drive"] / f"test/mask/{n}_test_mask.gif")
+        assert batch["native_target"][k].dtype == torch.uint8
+        np.testing.assert_array_equal(batch["native_target"][k][0].numpy() > 0, vessels)
+        np.testing.assert_array_equal(batch["native_valid"][k].numpy(), fov)
+    plain = SegmentationDataModule(
+        str(seg["montgomery"]),
+        layout="montgomery",
+        image_size=32,
+        native_resolution=True,
+        num_workers=0,
+    )
+    plain.setup("fit")
+    sample = plain.val_set[0]
+    assert sample["native_valid"] is None and sample["native_target"].shape == (1, 48, 48)
+
+
 def test_siim_layout_unions_rows_and_splits_by_dicom_patient(seg) -> None:
     dm = SegmentationDataModule(
         str(seg["siim"]),
