@@ -200,6 +200,41 @@ def test_siim_bad_input(seg, tmp_path: Path, case: str, error: type, message: st
         assert len(read_siim(table, seg["siim"].parent, "relative", unlisted="negative")) == 24
 
 
+def test_siim_partial_download_skipped_only_when_asked(seg, tmp_path: Path, caplog) -> None:
+    """Two DICOMs of the table deleted (a partial download): the first missing one's line is an
+    error naming the option; with ``skip_missing_images`` their rows are skipped and counted."""
+    import logging
+    import shutil
+
+    root = tmp_path / "siim"
+    shutil.copytree(seg["siim"].parent, root)
+    table = root / "train-rle.csv"
+    rows = list(csv.reader(open(table)))[1:]
+    first = {}
+    for line, (image_id, _) in enumerate(rows, start=2):
+        first.setdefault(image_id, line)
+    gone = sorted(first, key=first.__getitem__)[1:3]  # the 2nd and 3rd images of the table
+    for image_id in gone:
+        next(root.rglob(f"{image_id}.dcm")).unlink()
+    kw = {"layout": "siim", "dicom_root": str(root), "rle_encoding": "relative"}
+    line = first[gone[0]]
+    with pytest.raises(
+        TableError,
+        match=rf"train-rle.csv, line {line}: no DICOM {gone[0]}.dcm .*skip_missing_images: true",
+    ):
+        SegmentationDataModule(str(table), **kw).prepare_tables()
+    dm = SegmentationDataModule(str(table), skip_missing_images=True, **kw)
+    with caplog.at_level(logging.WARNING):
+        parts = dm.prepare_tables()
+    skipped = sum(r[0] in gone for r in rows)
+    assert sum(len(p) for p in parts.values()) == 22
+    assert not any(Path(p).stem in gone for df in parts.values() for p in df["path"])
+    assert f"skipped {skipped} row(s) of {len(rows)} (2 image(s)) whose DICOM is absent" in (
+        caplog.text
+    )
+    assert f"first: line {line}, {gone[0]}.dcm" in caplog.text
+
+
 def test_mask_of_another_size_and_missing_field_of_view(seg, tmp_path: Path) -> None:
     """A half-size mask: ``verify_images`` fails at setup naming both files and both sizes
     (``skip_bad_images`` drops its row, counted); without it, reading the sample fails the
