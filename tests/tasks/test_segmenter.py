@@ -232,3 +232,30 @@ def test_native_resolution_masks_written_and_scored(tmp_path, tiny_trainer) -> N
     logged = trainer.callback_metrics["test/seg/dice/vessel"].item()
     assert 0 < np.mean(dice) < 1, dice  # neither empty nor perfect: the comparison can fail
     assert logged == pytest.approx(np.mean(dice), abs=1e-5)
+
+
+def test_native_resolution_multiclass_scores_the_argmax_of_resized_probabilities() -> None:
+    """Softmax probabilities at 16 px over 3 classes, native class map 27 x 21: each class's
+    Dice equals NumPy's on the arg-max of OpenCV's bilinear resize of the probabilities."""
+    rng = np.random.default_rng(4)
+    logits = cv2.resize(rng.normal(0, 3, (4, 4, 3)).astype(np.float32), (16, 16))
+    probs16 = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)  # (16, 16, 3)
+    truth = cv2.resize(rng.integers(0, 3, (5, 5)).astype(np.uint8), (27, 21), cv2.INTER_NEAREST)
+    up = cv2.resize(probs16, (27, 21), interpolation=cv2.INTER_LINEAR)  # (21, 27, 3)
+    top2 = np.sort(up, -1)[..., -2:]
+    assert (top2[..., 1] - top2[..., 0]).min() > 1e-5  # no tie for the arg-max
+    pred = up.argmax(-1)
+    expected = []
+    for c in range(3):
+        p, t = pred == c, truth == c
+        expected.append(1.0 if p.sum() + t.sum() == 0 else 2 * (p & t).sum() / (p.sum() + t.sum()))
+    assert 0 < min(expected) and max(expected) < 1
+    task = Segmenter(backbone="timm/resnet18", num_classes=3, multiclass=True)
+    metric = task.make_metrics()
+    batch = {
+        "target": torch.zeros(1, 16, 16),
+        "native_target": [torch.from_numpy(truth.astype(np.int64))],
+        "native_valid": [None],
+    }
+    task.update_metrics(metric, torch.from_numpy(probs16).permute(2, 0, 1)[None], batch)
+    np.testing.assert_allclose(batch["dice"][0].numpy(), expected, rtol=0, atol=1e-6)
