@@ -143,7 +143,7 @@ def collate_masks(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return {**batch, **native}
 
 
-def image_shape(path: str, images: Any, context: str) -> tuple[int, int]:
+def _image_shape(path: str, images: Any, context: str) -> tuple[int, int]:
     """``(H, W)`` of an image file from its header (PIL), decoding it through ``images`` only
     for a container PIL cannot read (DICOM)."""
     try:
@@ -442,7 +442,7 @@ class SegmentationDataModule(MedxferDataModule):
 
         def check(k: int) -> str | None:
             try:
-                shape = image_shape(rows[k]["path"], self.images, contexts[k])
+                shape = _image_shape(rows[k]["path"], self.images, contexts[k])
                 load_masks(rows[k], shape, contexts[k], values)
             except ImageDecodeError as err:
                 return str(err)
