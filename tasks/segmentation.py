@@ -8,6 +8,12 @@ declared stages (``feature_info`` / ``forward_intermediates``) feed MONAI's main
 ``UNetDecoder`` and ``SegmentationHead``; the loss is MONAI's ``DiceLoss`` plus cross-entropy,
 both restricted to the valid pixels (a field of view) when the batch has them -- MONAI's
 ``DiceCELoss`` takes no pixel mask, so the two terms are combined here.
+
+Metrics are scored at the model's resolution, or -- when the batch carries each image's masks
+at its native size (the datamodule's ``native_resolution``, the default of the benchmark
+configs) -- at the native resolution the benchmarks publish: each image's probabilities are
+resized back to its size (bilinear, ``align_corners=False``, on the probabilities, which are then
+thresholded or arg-maxed) and scored against the masks as stored, inside the field of view.
 """
 
 from __future__ import annotations
@@ -84,8 +90,9 @@ class Segmenter(TransferTask):
 
     Validation and test steps return, beside the batch contract's ``probs`` ``(B, K, H, W)``,
     ``target``, ``groups`` and ``id``: ``valid`` and ``dice`` (each image's Dice per class,
-    ``(B, K)``), which the subgroup callback scores per subgroup and the calibration callback
-    subsamples pixels with (:attr:`pixel_task` says how to read the probabilities).
+    ``(B, K)``, at the native resolution when the batch has ``native_target``), which the
+    subgroup callback scores per subgroup and the calibration callback subsamples pixels with
+    (:attr:`pixel_task` says how to read the probabilities; pixels at the model's resolution).
 
     Args (beyond :class:`TransferTask`):
         decoder_channels: channels of the decoder blocks, deepest first (MONAI's defaults).
@@ -173,11 +180,10 @@ class Segmenter(TransferTask):
 
     def _eval_step(self, batch: dict[str, Any], stage: str, dataloader_idx: int) -> dict[str, Any]:
         """The task's step outputs plus the field of view and each image's Dice per class."""
+        batch = dict(batch)  # update_metrics leaves each image's Dice in it
         out = super()._eval_step(batch, stage, dataloader_idx)
-        valid = batch.get("valid")
-        hp = self.hparams
-        out["valid"] = valid
-        out["dice"] = case_dice(out["probs"], batch["target"], valid, hp.multiclass, hp.threshold)
+        out["valid"] = batch.get("valid")
+        out["dice"] = batch["dice"]
         return out
 
     def make_metrics(self) -> SegmentationMetrics:
@@ -185,5 +191,31 @@ class Segmenter(TransferTask):
             self.label_names, multiclass=self.hparams.multiclass, threshold=self.hparams.threshold
         )
 
+    def scored_masks(
+        self, probs: torch.Tensor, batch: dict[str, Any]
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """What the metrics score: ``[(probs, target, valid)]`` of the whole batch at the
+        model's resolution, or, when the batch has ``native_target`` (and ``native_valid``),
+        one triple per image at its native size: its probabilities resized bilinear
+        (``align_corners=False``) to its masks' ``(H, W)``, its stored masks and its field of
+        view (``None`` without one)."""
+        if "native_target" not in batch:
+            return [(probs, batch["target"], batch.get("valid"))]
+        valid = batch.get("native_valid") or [None] * len(probs)
+        out = []
+        for i, (target, fov) in enumerate(zip(batch["native_target"], valid, strict=True)):
+            p = F.interpolate(
+                probs[i : i + 1], size=target.shape[-2:], mode="bilinear", align_corners=False
+            )
+            out.append((p, target[None], None if fov is None else fov[None]))
+        return out
+
     def update_metrics(self, metric: Any, probs: torch.Tensor, batch: dict[str, Any]) -> None:
-        metric.update(probs, batch["target"], batch.get("valid"))
+        """Update ``metric`` with :meth:`scored_masks` and put each image's Dice per class
+        ``(B, K)`` in ``batch["dice"]`` (scored once, at the same resolution)."""
+        hp = self.hparams
+        dice = []
+        for p, target, valid in self.scored_masks(probs, batch):
+            metric.update(p, target, valid)
+            dice.append(case_dice(p, target, valid, hp.multiclass, hp.threshold))
+        batch["dice"] = torch.cat(dice)

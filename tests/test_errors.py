@@ -240,3 +240,89 @@ def test_summaries_at_info_unless_quiet(work: Path) -> None:
     assert "label space (5)" in loud.stderr
     assert "label space" not in quiet.stderr and "chexpert train" not in quiet.stderr
     assert quiet.returncode == loud.returncode == 2
+
+
+# --- seg cases ---
+SEG_DEMO = str(REPO / "configs" / "seg_demo.yaml")
+
+
+@pytest.fixture(scope="module")
+def seg_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic Montgomery (32 px) and SIIM-ACR (32 px) layouts in a fresh folder."""
+    from medxfer.datamodules.segmentation import write_synthetic_montgomery, write_synthetic_siim
+
+    work = tmp_path_factory.mktemp("seg_errors")
+    write_synthetic_montgomery(work / "mont", 10, size=32, seed=0)
+    write_synthetic_siim(work / "siim", 8, size=32, seed=0)
+    return work
+
+
+def half_size_mask(work: Path) -> list[str]:
+    """A copy of the Montgomery folder whose first left-lung mask is 16 x 16 (its image 32)."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    shutil.copytree(work / "mont", work / "mont_half", dirs_exist_ok=True)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(
+        work / "mont_half/ManualMask/leftMask/MCUCXR_0001_0.png"
+    )
+    return ["--data.init_args.train=mont_half"]
+
+
+def missing_dicom(work: Path) -> list[str]:
+    """A copy of the SIIM folder without the DICOM of the table's first row (line 2)."""
+    import shutil
+
+    shutil.copytree(work / "siim", work / "siim_part", dirs_exist_ok=True)
+    first = (work / "siim_part/train-rle.csv").read_text().splitlines()[1].split(",")[0]
+    next((work / "siim_part").rglob(f"{first}.dcm")).unlink()
+    (work / "first_missing.txt").write_text(first)
+    return [
+        "--data.init_args.layout=siim",
+        "--data.init_args.train=siim_part/train-rle.csv",
+        "--data.init_args.dicom_root=siim_part",
+        "--data.init_args.rle_encoding=relative",
+    ]
+
+
+# (case id, arguments after `fit -c seg_demo.yaml`, fragments of the error line, preparation)
+SEG_CASES: list[tuple[str, list[str], list[str], Callable[[Path], list[str]]]] = [
+    (
+        "seg-half-size-mask-verified",
+        ["--data.init_args.verify_images=true", "--data.init_args.num_workers=0"],
+        ["leftMask/MCUCXR_0001_0.png", "is 16x16", "CXR_png/MCUCXR_0001_0.png is 32x32"],
+        half_size_mask,
+    ),
+    (
+        "seg-half-size-mask-in-a-worker",
+        ["--data.init_args.num_workers=1"],
+        ["leftMask/MCUCXR_0001_0.png", "is 16x16", "CXR_png/MCUCXR_0001_0.png is 32x32"],
+        half_size_mask,
+    ),
+    (
+        "siim-missing-dicom",
+        ["--data.init_args.num_workers=0"],
+        ["train-rle.csv, line 2", "skip_missing_images: true"],
+        missing_dicom,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments", "prepare"), [pytest.param(a, f, p, id=i) for i, a, f, p in SEG_CASES]
+)
+def test_segmentation_bad_input_in_one_line(
+    seg_work: Path, args: list[str], fragments: list[str], prepare: Callable[[Path], list[str]]
+) -> None:
+    extra = prepare(seg_work)
+    settings = [
+        "--trainer.max_steps=1",
+        "--data.init_args.image_size=32",
+        "--data.init_args.split=[0.5, 0.25, 0.25]",
+    ]
+    proc = medxfer(["fit", "-c", SEG_DEMO, *settings, *extra, *args], seg_work)
+    assert_one_line_error(proc, fragments)
+    if prepare is missing_dicom:  # the line names the first missing file
+        assert f"{(seg_work / 'first_missing.txt').read_text()}.dcm" in proc.stderr

@@ -17,6 +17,7 @@ field-of-view file or ``""``), ``id``, ``patient_id``, groups, ``line``, ``sourc
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,8 @@ from medxfer.data.tables import TableError, read_table
 from ..image_table.readers import read_image_table
 
 __all__ = ["read_drive", "read_mask_table", "read_montgomery", "read_siim"]
+
+log = logging.getLogger(__name__)
 
 
 def _require(path: Path, what: str) -> str:
@@ -146,6 +149,7 @@ def read_siim(
     dicom_root: str | Path,
     encoding: Literal["relative", "absolute"],
     unlisted: Literal["error", "negative"] = "error",
+    skip_missing: bool = False,
 ) -> pd.DataFrame:
     """The SIIM-ACR pneumothorax table and its DICOM files.
 
@@ -155,10 +159,13 @@ def read_siim(
         encoding: the run-length encoding of the table (``relative``: the challenge's original;
             ``absolute``), never guessed.
         unlisted: a DICOM with no row: an ``error``, or a ``negative`` (empty mask).
+        skip_missing: skip the rows whose DICOM is absent (a partial download), counted and
+            logged, instead of failing on the first.
 
     Raises:
         TableError: a missing column, a bad run-length string (file, line, column), an ImageId
-            with no DICOM file, or (``unlisted="error"``) a DICOM with no row.
+            with no DICOM file (unless ``skip_missing``), or (``unlisted="error"``) a DICOM
+            with no row.
     """
     import pydicom
 
@@ -174,14 +181,39 @@ def read_siim(
     files = {p.stem: p for p in dicom_root.rglob("*.dcm")}
     rles: dict[str, list[str]] = {}
     lines: dict[str, int] = {}
+    missing: dict[str, int] = {}  # ImageId -> first line, of rows whose DICOM is absent
+    skipped = 0
     for k, (image_id, rle) in enumerate(zip(raw["ImageId"], raw["EncodedPixels"], strict=True)):
         image_id = image_id.strip()
         if image_id not in files:
-            raise TableError(
-                f"{csv}, line {table_lines[k]}: no DICOM {image_id}.dcm under {dicom_root}"
-            )
+            if not skip_missing:
+                raise TableError(
+                    f"{csv}, line {table_lines[k]}: no DICOM {image_id}.dcm under {dicom_root}; "
+                    "set skip_missing_images: true to skip (and count) the rows whose DICOM is "
+                    "absent (a partial download)"
+                )
+            missing.setdefault(image_id, int(table_lines[k]))
+            skipped += 1
+            continue
         rles.setdefault(image_id, []).append(rle.strip())
         lines.setdefault(image_id, int(table_lines[k]))
+    if missing:
+        first = min(missing, key=missing.__getitem__)
+        log.warning(
+            "%s: skipped %d row(s) of %d (%d image(s)) whose DICOM is absent under %s "
+            "(skip_missing_images); first: line %d, %s.dcm",
+            csv,
+            skipped,
+            len(raw),
+            len(missing),
+            dicom_root,
+            missing[first],
+            first,
+        )
+    if missing and not rles:
+        raise TableError(
+            f"{csv}: none of its {len(missing)} image(s) has its DICOM under {dicom_root}"
+        )
     unlisted_ids = sorted(set(files) - set(rles))
     if unlisted_ids and unlisted == "error":
         raise TableError(

@@ -1,4 +1,5 @@
-"""Predicted segmentation masks as PNG files, for ``medxfer predict`` with a ``Segmenter``."""
+"""Predicted segmentation masks as PNG files, for ``medxfer predict`` with a ``Segmenter``: at
+each image's native size, cut to its field of view, as the masks they are compared with."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
+import torch.nn.functional as F
 from lightning.pytorch.callbacks import BasePredictionWriter
 from typing_extensions import override
 
@@ -20,6 +23,13 @@ class MaskWriter(BasePredictionWriter):
     probability reaches ``threshold``), or, for a multi-class task, ``<id>.png`` holding the
     arg-max class index per pixel. ``<id>`` is the keyed hash of the dataset's case id (see
     :class:`~medxfer.callbacks.PredictionWriter`; the key is the run folder's ``id_key``).
+
+    Masks are written at each image's native size (the batch's ``size``, ``(B, 2)``): the
+    probabilities are resized back bilinear (``align_corners=False``) and then thresholded (or
+    arg-maxed), as the ``Segmenter`` scores them. Pixels outside the field of view are
+    background (0): the exact one when the batch carries ``native_valid`` (the datamodule's
+    ``native_resolution``), else the model-resolution ``valid`` resized nearest-neighbour. A
+    batch without ``size`` is written at the model's resolution.
 
     Args:
         out_dir: folder to write into (default: ``predictions/`` in the run folder).
@@ -96,12 +106,33 @@ class MaskWriter(BasePredictionWriter):
             if self._key is None:
                 self._key = artifacts.case_id_key(self._run_dir(trainer))
             ids = artifacts.keyed_case_ids(ids, self._key)
-        for case, p in zip(ids, probs, strict=True):
+        for i, case in enumerate(ids):
+            p, fov = self._native(probs, batch, i)
             if multiclass:
+                classes = p.argmax(0).numpy().astype(np.uint8) * fov
                 with artifacts.atomic_path(folder / f"{case}.png") as tmp:
-                    Image.fromarray(p.argmax(0).numpy().astype(np.uint8)).save(tmp)
+                    Image.fromarray(classes).save(tmp)
                 continue
             for name, channel in zip(names, p, strict=True):
-                mask = (channel.numpy() >= self.threshold).astype(np.uint8) * 255
+                mask = ((channel.numpy() >= self.threshold) & fov).astype(np.uint8) * 255
                 with artifacts.atomic_path(folder / f"{case}_{name}.png") as tmp:
                     Image.fromarray(mask).save(tmp)
+
+    @staticmethod
+    def _native(probs: torch.Tensor, batch: Any, i: int) -> tuple[torch.Tensor, np.ndarray]:
+        """Image ``i``'s probabilities ``(K, H, W)`` at its native size and its field of view
+        there, bool ``(H, W)`` (see the class docstring)."""
+        batch = batch if isinstance(batch, dict) else {}
+        p = probs[i : i + 1]
+        if batch.get("size") is not None:
+            h, w = (int(v) for v in batch["size"][i])
+            p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
+        native = batch.get("native_valid")
+        if native is not None and native[i] is not None:
+            fov = native[i].detach().cpu()
+        elif batch.get("valid") is not None:
+            valid = batch["valid"][i : i + 1, None].detach().cpu().float()
+            fov = F.interpolate(valid, size=p.shape[-2:], mode="nearest")[0, 0] > 0
+        else:
+            fov = torch.ones(p.shape[-2:], dtype=torch.bool)
+        return p[0], fov.bool().numpy()

@@ -8,6 +8,8 @@ import hashlib
 import hmac
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import timm
 import torch
@@ -118,3 +120,142 @@ def test_mask_writer_writes_the_thresholded_predictions(tmp_path, tiny_trainer) 
         probs = torch.sigmoid(task(task.normalize_image(sample["image"][None])))[0, 0].numpy()
     written = np.asarray(Image.open(tmp_path / "out" / "seg" / f"{keyed[test.ids[0]]}_lung.png"))
     np.testing.assert_array_equal(written == 255, probs >= 0.5)
+
+
+def _numpy_native_dice(probs32: np.ndarray, truth: np.ndarray, fov: np.ndarray | None) -> float:
+    """Dice of one image at its native size, independently: OpenCV's bilinear resize of the
+    probabilities (pixel centres aligned, as ``align_corners=False``), thresholded at 0.5,
+    scored inside the field of view (1 when prediction and truth are both empty)."""
+    h, w = truth.shape
+    up = cv2.resize(probs32.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(up - 0.5).min() > 1e-4  # no pixel on the threshold: the test is exact
+    inside = np.ones_like(truth, bool) if fov is None else fov
+    pred, true = (up >= 0.5) & inside, truth & inside
+    total = pred.sum() + true.sum()
+    return 1.0 if total == 0 else 2 * (pred & true).sum() / total
+
+
+def test_native_resolution_dice_equals_numpy_on_a_hand_made_case() -> None:
+    """Predictions at 32 px, scored against native masks of 45 x 38 (with a field of view) and
+    40 x 40 (without): per-image Dice, the metric's mean and the step output equal NumPy's;
+    the 32 px Dice against the resized mask differs (the native path is what is scored)."""
+    y, x = np.mgrid[0:32, 0:32] / 31.0
+    probs32 = [
+        1 / (1 + np.exp(-(6 * np.sin(5 * x + 1.3) * np.cos(4 * y) + 0.7))),
+        1 / (1 + np.exp(-(8 * (x - 0.45) + 5 * (y - 0.5) ** 2))),
+    ]
+    yy, xx = np.mgrid[0:38, 0:45]
+    truth_a = ((xx - 20) / 14.0) ** 2 + ((yy - 18) / 11.0) ** 2 < 1
+    fov_a = ((xx - 22) / 21.0) ** 2 + ((yy - 19) / 17.5) ** 2 < 1
+    truth_b = np.zeros((40, 40), bool)
+    truth_b[5:30, 22:39] = True
+    expected = [
+        _numpy_native_dice(probs32[0], truth_a, fov_a),
+        _numpy_native_dice(probs32[1], truth_b, None),
+    ]
+    task = Segmenter(backbone="timm/resnet18", num_classes=1, label_names=["lesion"])
+    metric = task.make_metrics()
+    probs = torch.tensor(np.stack(probs32)[:, None], dtype=torch.float32)
+    resized = [
+        cv2.resize(t.astype(np.uint8), (32, 32), interpolation=cv2.INTER_NEAREST)
+        for t in (truth_a, truth_b)
+    ]
+    batch = {
+        "target": torch.tensor(np.stack(resized)[:, None], dtype=torch.float32),
+        "valid": torch.ones(2, 32, 32, dtype=torch.bool),
+        "native_target": [
+            torch.from_numpy(truth_a[None].astype(np.uint8)),
+            torch.from_numpy(truth_b[None].astype(np.uint8)),
+        ],
+        "native_valid": [torch.from_numpy(fov_a), None],
+    }
+    task.update_metrics(metric, probs, batch)
+    np.testing.assert_allclose(batch["dice"][:, 0].numpy(), expected, rtol=0, atol=1e-6)
+    scores = metric.compute()
+    assert scores["dice/lesion"].item() == pytest.approx(np.mean(expected), abs=1e-6)
+    at_32 = task.make_metrics()
+    at_32.update(probs, batch["target"], batch["valid"])
+    assert abs(at_32.compute()["dice/lesion"].item() - np.mean(expected)) > 1e-3
+
+
+def test_native_resolution_masks_written_and_scored(tmp_path, tiny_trainer) -> None:
+    """DRIVE at 48 px through a 32 px model with ``native_resolution``: ``MaskWriter`` writes
+    48 x 48 masks equal to OpenCV's bilinear resize of the probabilities, thresholded and cut
+    to the stored field of view; ``trainer.test``'s Dice equals NumPy's on those masks against
+    the stored vessels inside the field of view."""
+    from PIL import Image
+
+    from medxfer.callbacks import MaskWriter
+    from medxfer.datamodules.segmentation import SegmentationDataModule, write_synthetic_drive
+
+    root = write_synthetic_drive(tmp_path / "drive", 4, 3, size=48, seed=1)
+    dm = SegmentationDataModule(
+        str(root / "training"),
+        test=str(root / "test"),
+        layout="drive",
+        split=(0.75, 0.25, 0.0),
+        image_size=32,
+        native_resolution=True,
+        num_workers=0,
+        batch_size=2,
+    )
+    torch.manual_seed(0)
+    task = Segmenter(backbone="timm/resnet18", num_classes=1, label_names=["vessel"]).eval()
+    dm.setup("test")
+    test = dm.test_sets["seg"]
+    with torch.no_grad():  # an untrained model: threshold at its median, so masks are not empty
+        first = torch.sigmoid(task(task.normalize_image(test[0]["image"][None])))
+    threshold = task.hparams.threshold = float(first.median())
+    out = tmp_path / "out"
+    writer = MaskWriter(out_dir=str(out), threshold=threshold, source_ids=True)
+    trainer = tiny_trainer(callbacks=[writer])
+    trainer.predict(task, datamodule=dm, return_predictions=False)
+    dice = []
+    for i, case in enumerate(test.ids):
+        n = case.rsplit("-", 1)[1]
+        written = np.asarray(Image.open(out / "seg" / f"{case}_vessel.png")) == 255
+        assert written.shape == (48, 48)
+        sample = test[i]
+        with torch.no_grad():
+            probs = torch.sigmoid(task(task.normalize_image(sample["image"][None])))[0, 0]
+        up = cv2.resize(probs.numpy(), (48, 48), interpolation=cv2.INTER_LINEAR)
+        fov = np.asarray(Image.open(root / f"test/mask/{n}_test_mask.gif").convert("L")) > 127
+        vessels = np.asarray(Image.open(root / f"test/1st_manual/{n}_manual1.gif").convert("L"))
+        sure = np.abs(up - threshold) > 1e-5  # pixels on the threshold may round either way
+        np.testing.assert_array_equal(written[sure], ((up >= threshold) & fov)[sure])
+        assert not written[~fov].any()
+        true = (vessels > 127) & fov
+        total = written.sum() + true.sum()
+        dice.append(1.0 if total == 0 else 2 * (written & true).sum() / total)
+    trainer = tiny_trainer(limit_test_batches=1.0)
+    trainer.test(task, datamodule=dm, verbose=False)
+    logged = trainer.callback_metrics["test/seg/dice/vessel"].item()
+    assert 0 < np.mean(dice) < 1, dice  # neither empty nor perfect: the comparison can fail
+    assert logged == pytest.approx(np.mean(dice), abs=1e-5)
+
+
+def test_native_resolution_multiclass_scores_the_argmax_of_resized_probabilities() -> None:
+    """Softmax probabilities at 16 px over 3 classes, native class map 27 x 21: each class's
+    Dice equals NumPy's on the arg-max of OpenCV's bilinear resize of the probabilities."""
+    rng = np.random.default_rng(4)
+    logits = cv2.resize(rng.normal(0, 3, (4, 4, 3)).astype(np.float32), (16, 16))
+    probs16 = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)  # (16, 16, 3)
+    truth = cv2.resize(rng.integers(0, 3, (5, 5)).astype(np.uint8), (27, 21), cv2.INTER_NEAREST)
+    up = cv2.resize(probs16, (27, 21), interpolation=cv2.INTER_LINEAR)  # (21, 27, 3)
+    top2 = np.sort(up, -1)[..., -2:]
+    assert (top2[..., 1] - top2[..., 0]).min() > 1e-5  # no tie for the arg-max
+    pred = up.argmax(-1)
+    expected = []
+    for c in range(3):
+        p, t = pred == c, truth == c
+        expected.append(1.0 if p.sum() + t.sum() == 0 else 2 * (p & t).sum() / (p.sum() + t.sum()))
+    assert 0 < min(expected) and max(expected) < 1
+    task = Segmenter(backbone="timm/resnet18", num_classes=3, multiclass=True)
+    metric = task.make_metrics()
+    batch = {
+        "target": torch.zeros(1, 16, 16),
+        "native_target": [torch.from_numpy(truth.astype(np.int64))],
+        "native_valid": [None],
+    }
+    task.update_metrics(metric, torch.from_numpy(probs16).permute(2, 0, 1)[None], batch)
+    np.testing.assert_allclose(batch["dice"][0].numpy(), expected, rtol=0, atol=1e-6)

@@ -47,7 +47,10 @@ def _options(layout: str, seg: dict[str, Path]) -> tuple[str, dict]:
 
 @pytest.mark.parametrize("layout", ["montgomery", "drive", "siim"])
 def test_cache_gives_the_direct_paths_masks_exactly(layout: str, seg, tmp_path: Path) -> None:
+    """Resized masks, field of view and images equal; so do the native size and, in the
+    evaluation sets (``native_resolution``), the native masks the cache does not store."""
     train, kw = _options(layout, seg)
+    kw["native_resolution"] = True
     direct = SegmentationDataModule(train, **kw)
     direct.setup("fit")
     report = SegmentationDataModule(train, **kw).build_cache(tmp_path / "c.h5", progress=False)
@@ -65,6 +68,14 @@ def test_cache_gives_the_direct_paths_masks_exactly(layout: str, seg, tmp_path: 
             assert set(torch.unique(y["target"]).tolist()) <= {0.0, 1.0}  # the declared classes
             # the transform rounds the decoded image to 8 bits as the cache stores it
             assert x["image"].dtype == torch.uint8 and torch.equal(x["image"], y["image"])
+            assert x["size"].tolist() == y["size"].tolist() == [48, 48]
+            if a is not direct.train_set:
+                assert torch.equal(x["native_target"], y["native_target"])
+                assert x["native_target"].shape == (2 if layout == "montgomery" else 1, 48, 48)
+                if layout == "drive":
+                    assert torch.equal(x["native_valid"], y["native_valid"])
+                else:  # no field of view: none carried
+                    assert x["native_valid"] is None and y["native_valid"] is None
             n += 1
     assert n == report.total
     if layout == "drive":  # the field of view came through the cache, and is not everything

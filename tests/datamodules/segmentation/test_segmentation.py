@@ -76,6 +76,42 @@ def test_drive_layout_with_field_of_view_and_official_test_part(seg) -> None:
     assert sample["image"].shape == (3, 48, 48)
 
 
+def test_native_resolution_batches_carry_the_stored_masks_and_field_of_view(seg) -> None:
+    """``native_resolution``: evaluation samples hold the DRIVE masks and field of view as
+    stored (48 px, the model sees 32), collated as lists beside the 32 px batch; training
+    samples do not (their path is unchanged); every sample has its native size."""
+    dm = SegmentationDataModule(
+        str(seg["drive"] / "training"),
+        test=str(seg["drive"] / "test"),
+        layout="drive",
+        split=(0.9, 0.1, 0.0),
+        image_size=32,
+        native_resolution=True,
+        num_workers=0,
+        batch_size=2,
+    )
+    dm.setup("fit")
+    assert "native_target" not in dm.train_set[0] and dm.train_set[0]["size"].tolist() == [48, 48]
+    batch = next(iter(dm.test_dataloader()[0]))
+    assert batch["target"].shape == (2, 1, 32, 32) and batch["size"].tolist() == [[48, 48]] * 2
+    for k, n in enumerate(("01", "02")):
+        vessels = _mask_png(seg["drive"] / f"test/1st_manual/{n}_manual1.gif")
+        fov = _mask_png(seg["drive"] / f"test/mask/{n}_test_mask.gif")
+        assert batch["native_target"][k].dtype == torch.uint8
+        np.testing.assert_array_equal(batch["native_target"][k][0].numpy() > 0, vessels)
+        np.testing.assert_array_equal(batch["native_valid"][k].numpy(), fov)
+    plain = SegmentationDataModule(
+        str(seg["montgomery"]),
+        layout="montgomery",
+        image_size=32,
+        native_resolution=True,
+        num_workers=0,
+    )
+    plain.setup("fit")
+    sample = plain.val_set[0]
+    assert sample["native_valid"] is None and sample["native_target"].shape == (1, 48, 48)
+
+
 def test_siim_layout_unions_rows_and_splits_by_dicom_patient(seg) -> None:
     dm = SegmentationDataModule(
         str(seg["siim"]),
@@ -164,23 +200,65 @@ def test_siim_bad_input(seg, tmp_path: Path, case: str, error: type, message: st
         assert len(read_siim(table, seg["siim"].parent, "relative", unlisted="negative")) == 24
 
 
+def test_siim_partial_download_skipped_only_when_asked(seg, tmp_path: Path, caplog) -> None:
+    """Two DICOMs of the table deleted (a partial download): the first missing one's line is an
+    error naming the option; with ``skip_missing_images`` their rows are skipped and counted."""
+    import logging
+    import shutil
+
+    root = tmp_path / "siim"
+    shutil.copytree(seg["siim"].parent, root)
+    table = root / "train-rle.csv"
+    rows = list(csv.reader(open(table)))[1:]
+    first = {}
+    for line, (image_id, _) in enumerate(rows, start=2):
+        first.setdefault(image_id, line)
+    gone = sorted(first, key=first.__getitem__)[1:3]  # the 2nd and 3rd images of the table
+    for image_id in gone:
+        next(root.rglob(f"{image_id}.dcm")).unlink()
+    kw = {"layout": "siim", "dicom_root": str(root), "rle_encoding": "relative"}
+    line = first[gone[0]]
+    with pytest.raises(
+        TableError,
+        match=rf"train-rle.csv, line {line}: no DICOM {gone[0]}.dcm .*skip_missing_images: true",
+    ):
+        SegmentationDataModule(str(table), **kw).prepare_tables()
+    dm = SegmentationDataModule(str(table), skip_missing_images=True, **kw)
+    with caplog.at_level(logging.WARNING):
+        parts = dm.prepare_tables()
+    skipped = sum(r[0] in gone for r in rows)
+    assert sum(len(p) for p in parts.values()) == 22
+    assert not any(Path(p).stem in gone for df in parts.values() for p in df["path"])
+    assert f"skipped {skipped} row(s) of {len(rows)} (2 image(s)) whose DICOM is absent" in (
+        caplog.text
+    )
+    assert f"first: line {line}, {gone[0]}.dcm" in caplog.text
+
+
 def test_mask_of_another_size_and_missing_field_of_view(seg, tmp_path: Path) -> None:
+    """A half-size mask: ``verify_images`` fails at setup naming both files and both sizes
+    (``skip_bad_images`` drops its row, counted); without it, reading the sample fails the
+    same way."""
     import shutil
 
     root = tmp_path / "mont"
     shutil.copytree(seg["montgomery"], root)
     victim = sorted((root / "ManualMask/leftMask").glob("*.png"))[0]
-    Image.fromarray(np.zeros((10, 12), np.uint8)).save(victim)
-    dm = SegmentationDataModule(
-        str(root), layout="montgomery", image_size=48, num_workers=0, split=(0.4, 0.3, 0.3)
-    )
+    Image.fromarray(np.zeros((24, 24), np.uint8)).save(victim)  # half of 48 x 48
+    image = root / "CXR_png" / victim.name
+    message = rf"mask .*{victim} .* is 24x24 but its image {image} is 48x48"
+    kw = {"layout": "montgomery", "image_size": 48, "num_workers": 0, "split": (0.4, 0.3, 0.3)}
+    with pytest.raises(ImageDecodeError, match=message):
+        SegmentationDataModule(str(root), verify_images=True, **kw).setup("fit")
+    skipping = SegmentationDataModule(str(root), verify_images=True, skip_bad_images=True, **kw)
+    skipping.setup("fit")
+    sets = (skipping.train_set, skipping.val_set, *skipping.test_sets.values())
+    assert sum(len(d) for d in sets) == 23 and not any(str(image) in d.paths for d in sets)
+    dm = SegmentationDataModule(str(root), **kw)
     dm.setup("fit")
-    path = str(root / "CXR_png" / victim.name)
-    (ds,) = [d for d in (dm.train_set, dm.val_set, *dm.test_sets.values()) if path in d.paths]
-    with pytest.raises(
-        ImageDecodeError, match=rf"mask .*{victim.name} .* is 12x10 but its image is 48x48"
-    ):
-        ds[ds.paths.index(path)]
+    (ds,) = [d for d in (dm.train_set, dm.val_set, *dm.test_sets.values()) if str(image) in d.paths]
+    with pytest.raises(ImageDecodeError, match=message):
+        ds[ds.paths.index(str(image))]
     drive = tmp_path / "drive"
     shutil.copytree(seg["drive"], drive)
     (drive / "training/mask/21_training_mask.gif").unlink()
