@@ -75,7 +75,10 @@ class ChestXrayDataModule(MedxferDataModule):
         test: an explicit in-distribution test table (then ``split[2]`` must be 0).
         shifted: name -> table of each shifted test set (e.g. ``{"nih": ...}``).
         labels: label names (CheXpert observations or, for NIH, its findings).
-        uncertainty: CheXpert -1.0 in training: ``ones`` (U-Ones), ``zeros``, ``ignore``.
+        uncertainty: CheXpert -1.0 in training: ``ones`` (U-Ones), ``zeros``, ``ignore``, or
+            the label smoothing ``lsr-ones`` (U(0.55, 0.85)) / ``lsr-zeros`` (U(0, 0.3)), drawn
+            per image (MIMIC: per study) and label from ``seed``, the same on every read and
+            resume.
         eval_uncertainty: the same for validation / test tables (default: masked).
         frontal_only: drop lateral images.
         image_size: training and evaluation resolution.
@@ -103,7 +106,7 @@ class ChestXrayDataModule(MedxferDataModule):
         test: CXRTable | None = None,
         shifted: dict[str, CXRTable] | None = None,
         labels: Sequence[str] = COMPETITION_LABELS,
-        uncertainty: Literal["ones", "zeros", "ignore"] = "ones",
+        uncertainty: Literal["ones", "zeros", "ignore", "lsr-ones", "lsr-zeros"] = "ones",
         eval_uncertainty: Literal["ones", "zeros", "ignore"] = "ignore",
         frontal_only: bool = True,
         image_size: int = 224,
@@ -146,6 +149,7 @@ class ChestXrayDataModule(MedxferDataModule):
                 table.root,
                 drop_duplicates=self.drop_duplicates,
                 unknown_sex=self.unknown_sex,
+                lsr_seed=self.seed,
             )
         elif table.format == "mimic":
             df = read_mimic_cxr(
@@ -159,6 +163,7 @@ class ChestXrayDataModule(MedxferDataModule):
                 table.patients,
                 drop_duplicates=self.drop_duplicates,
                 unknown_sex=self.unknown_sex,
+                lsr_seed=self.seed,
             )
         elif table.format == "covidx":
             df = read_covidx(

@@ -49,6 +49,7 @@ from medxfer.data.tables import (
 from .tables import (
     CHEXPERT_LABELS,
     COMPETITION_LABELS,
+    UNCERTAINTY_POLICIES,
     Uncertainty,
     _check_labels,
     _chexpert_values,
@@ -111,7 +112,7 @@ def _ids(table: Table, column: str) -> np.ndarray:
 
 
 def _study_labels(
-    path: Path, labels: Sequence[str], uncertainty: Uncertainty
+    path: Path, labels: Sequence[str], uncertainty: Uncertainty, lsr_seed: int = 0
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """The label table, one row per study: ``(subject_id, study_id)`` keys and the chosen labels
     under ``uncertainty`` (``(studies, len(labels))``). Every observation column present is
@@ -128,7 +129,8 @@ def _study_labels(
     present = [lab for lab in CHEXPERT_LABELS if lab in table.frame.columns]
     values = _chexpert_values(table, present, path)
     check_duplicates(keys, ["subject_id", "study_id"], table.lines, table.source, "study")
-    return keys, _label_block(values, labels, uncertainty)
+    study = keys["subject_id"].astype(str) + "/" + keys["study_id"].astype(str)
+    return keys, _label_block(values, labels, uncertainty, study, lsr_seed)
 
 
 def _official_split(path: Path, dicom_ids: pd.Series, where: np.ndarray, source: str) -> pd.Series:
@@ -227,6 +229,7 @@ def read_mimic_cxr(
     unlabelled: Literal["drop", "error"] = "drop",
     drop_duplicates: bool = False,
     unknown_sex: bool = False,
+    lsr_seed: int = 0,
 ) -> pd.DataFrame:
     """Read MIMIC-CXR-JPG: one row per image, with its study's labels.
 
@@ -244,7 +247,8 @@ def read_mimic_cxr(
     Args:
         metadata: ``mimic-cxr-2.0.0-metadata.csv.gz`` (or its decompressed ``.csv``).
         labels: CheXpert observations to keep (default: the 5 competition labels).
-        uncertainty: what -1.0 becomes: ``ones`` -> 1, ``zeros`` -> 0, ``ignore`` -> NaN.
+        uncertainty: what -1.0 becomes: ``ones`` -> 1, ``zeros`` -> 0, ``ignore`` -> NaN,
+            ``lsr-ones`` / ``lsr-zeros`` -> a draw per study and label (``lsr_seed``).
         frontal_only: drop the lateral views (``LATERAL``, ``LL``, ``XTABLE LATERAL``).
         split: keep the images of this official split (``-split.csv.gz`` beside
             ``metadata``); None keeps every image.
@@ -254,6 +258,7 @@ def read_mimic_cxr(
         unlabelled: ``drop`` (counted and logged) or ``error``.
         drop_duplicates: drop later rows of an image listed twice when they repeat the first.
         unknown_sex: read a ``gender`` value outside the list as Unknown instead of failing.
+        lsr_seed: the seed of the ``lsr-*`` draws.
 
     Returns:
         ``path, id`` (the dicom_id), ``patient_id`` (``mimic`` + subject_id), ``study_id``,
@@ -267,6 +272,10 @@ def read_mimic_cxr(
     """
     metadata = Path(metadata)
     labels = _check_labels(labels, CHEXPERT_LABELS, "MIMIC-CXR (CheXpert)")
+    if uncertainty not in UNCERTAINTY_POLICIES:
+        raise ValueError(
+            f"uncertainty must be one of {', '.join(UNCERTAINTY_POLICIES)}, got {uncertainty!r}"
+        )
     if labeler not in ("chexpert", "negbio"):
         raise ValueError(f"labeler must be 'chexpert' or 'negbio', got {labeler!r}")
     if split is not None and split not in MIMIC_SPLITS:
@@ -292,7 +301,7 @@ def read_mimic_cxr(
     )
 
     label_path = mimic_table(metadata.parent, labeler)
-    keys, block = _study_labels(label_path, labels, uncertainty)
+    keys, block = _study_labels(label_path, labels, uncertainty, lsr_seed)
     study_row = pd.MultiIndex.from_frame(keys).get_indexer(
         pd.MultiIndex.from_arrays([subjects, studies])
     )
