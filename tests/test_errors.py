@@ -240,3 +240,28 @@ def test_summaries_at_info_unless_quiet(work: Path) -> None:
     assert "label space (5)" in loud.stderr
     assert "label space" not in quiet.stderr and "chexpert train" not in quiet.stderr
     assert quiet.returncode == loud.returncode == 2
+
+
+# --- labels cases ---
+# Data options validated where they are read: one line naming the key and the allowed range.
+LABELS_CASES: list[tuple[str, list[str], list[str]]] = [
+    ("batch-size-zero", ["--data.init_args.batch_size=0"], ["batch_size=0", ">= 1"]),
+    ("image-size-zero", ["--data.init_args.image_size=0"], ["image_size=0", ">= 1"]),
+    ("resize-below-crop", ["--data.init_args.resize=16"], ["resize=16", "image_size (32)"]),
+    (
+        "train-fraction-above-1",
+        ["--data.init_args.train_fraction=1.5"],
+        ["train_fraction=1.5", "(0, 1]"],
+    ),
+    ("split-sum", ["--data.init_args.split=[0.5,0.6,0.1]"], ["split=[0.5, 0.6, 0.1]", "sum"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"), [pytest.param(a, f, id=i) for i, a, f in LABELS_CASES]
+)
+def test_fit_refuses_bad_data_options_in_one_line(
+    work: Path, args: list[str], fragments: list[str]
+) -> None:
+    proc = medxfer(["fit", "-c", TINY, "--trainer.max_steps=1", *args], work)
+    assert_one_line_error(proc, fragments)
