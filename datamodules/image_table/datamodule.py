@@ -78,7 +78,11 @@ class ImageTable(MedxferDataModule):
         image_root: folder image paths are relative to (default: each table's folder).
         patient_column: patient identifier (default: each row its own patient; give it when
             patients have several rows, or splits leak).
-        id_column: case id column (default ``<table>-<line>``).
+        id_column: case id column (default ``<table>-<line>``: the row's physical line in the
+            file, the number every error names).
+        where: row filters, column -> the values to keep (``{view: [PA, AP]}``), applied to
+            every table before anything else is checked; the rows each filter removes are
+            counted in the log, and a column the table lacks is an error naming it.
         split_column: column of ``train`` / ``val`` / ``test`` (instead of the re-split).
         group_columns: subgroup attributes, batch group name -> column (or a list of columns);
             their values are free text, groups as written.
@@ -117,6 +121,7 @@ class ImageTable(MedxferDataModule):
         image_root: str | None = None,
         patient_column: str | None = None,
         id_column: str | None = None,
+        where: dict[str, list[str]] | None = None,
         split_column: str | None = None,
         group_columns: dict[str, str] | Sequence[str] | None = None,
         sex_column: str | None = None,
@@ -195,6 +200,7 @@ class ImageTable(MedxferDataModule):
                 "age_column": hp.age_column,
                 "patient_column": hp.patient_column,
                 "split_column": hp.split_column,
+                "where": hp.where,
             }
             named = [k for k, v in columns.items() if v]
             if named:
@@ -215,6 +221,7 @@ class ImageTable(MedxferDataModule):
                 hp.split_column if table == self.tables["train"] else None,
                 list(dict.fromkeys(extra)),
                 drop_duplicates=self.drop_duplicates,
+                where=hp.where,
             )
             self._parse_target(df, evaluation)
         for group, column in self.groups.items():

@@ -611,3 +611,40 @@ def test_errors_name_the_physical_line_after_a_blank_line(tmp_path: Path) -> Non
     with pytest.raises(TableError) as err:
         read_image_table(path, ["path"], split_column="split")
     assert str(err.value).startswith(f"{path}, line 4, column 'split': split value 'holdout'")
+
+
+def test_default_ids_are_the_physical_csv_line(tmp_path: Path) -> None:
+    """Ids name the line every error names: after a blank line and a quoted two-line cell too
+    (lines counted by hand from the text written)."""
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        _image(tmp_path / f"{i}.png", 0, rng)
+    path = tmp_path / "t.csv"
+    path.write_text('path,c,note\n0.png,a,x\n\n1.png,b,"two\nlines"\n2.png,a,y\n')
+    df = ImageTable(str(path), target_column="c").read_table(str(path))
+    assert df["line"].tolist() == [2, 4, 6]
+    assert df["id"].tolist() == ["t-2", "t-4", "t-6"]
+
+
+def test_where_keeps_the_listed_values_and_counts_what_it_removes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    views = ["PA", "AP", "L", " PA", "AP Supine", "L", "AP"]
+    table = _table(
+        tmp_path, [{"path": f"{i}.png", "c": "a", "view": v} for i, v in enumerate(views)]
+    )
+    dm = ImageTable(str(table), target_column="c", where={"view": ["PA", "AP"]})
+    with caplog.at_level(logging.INFO):
+        df = dm.read_table(str(table))
+    # kept by hand: PA (line 2), AP (3), " PA" (5, spaces stripped), AP (8)
+    assert df["line"].tolist() == [2, 3, 5, 8]
+    assert df["id"].tolist() == ["t-2", "t-3", "t-5", "t-8"]
+    assert "where view in ['AP', 'PA']: kept 4 of 7 rows (removed 3)" in caplog.text
+    two = ImageTable(str(table), target_column="c", where={"view": ["AP", "L"], "path": ["6.png"]})
+    assert two.read_table(str(table))["line"].tolist() == [8]
+    with pytest.raises(TableError, match=r"t.csv: where: no column 'site' to filter on"):
+        ImageTable(str(table), target_column="c", where={"site": ["a"]}).read_table(str(table))
+    with pytest.raises(TableError, match=r"t.csv: no row is left by the filters"):
+        ImageTable(str(table), target_column="c", where={"view": ["LL"]}).read_table(str(table))
+    with pytest.raises(TableError, match=r"where: 'view' needs a list of values to keep"):
+        ImageTable(str(table), target_column="c", where={"view": "PA"}).read_table(str(table))
