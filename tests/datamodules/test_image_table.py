@@ -648,3 +648,74 @@ def test_where_keeps_the_listed_values_and_counts_what_it_removes(
         ImageTable(str(table), target_column="c", where={"view": ["LL"]}).read_table(str(table))
     with pytest.raises(TableError, match=r"where: 'view' needs a list of values to keep"):
         ImageTable(str(table), target_column="c", where={"view": "PA"}).read_table(str(table))
+
+
+def _findings(tmp_path: Path, values: list[str], name: str = "f") -> Path:
+    return _table(
+        tmp_path, [{"path": f"{name}{i}.png", "f": v} for i, v in enumerate(values)], name
+    )
+
+
+def test_other_never_folds_unknown_findings_into_a_real_label(tmp_path: Path) -> None:
+    """Issue 25 item 1: Lipoid / Influenza cases must not become COVID-19 positives."""
+    from medxfer.errors import ConfigError
+
+    train = _findings(tmp_path, ["COVID-19", "Pneumonia|COVID-19", "Lipoid", "Pneumonia"])
+    test = _findings(tmp_path, ["Influenza", "COVID-19"], name="u")
+    kw = {"target": "findings", "target_column": "f"}
+    with pytest.raises(ConfigError, match=r"other='COVID-19' is one of the declared labels"):
+        ImageTable(str(train), labels=["COVID-19", "Pneumonia"], other="COVID-19", **kw)
+    with pytest.raises(ConfigError, match=r"other='A': binary targets .* remove other"):
+        ImageTable(str(train), target="binary", labels=["A"], other="A")
+    folding = ImageTable(str(train), other="COVID-19", **kw)
+    with pytest.raises(ConfigError, match=r"other='COVID-19' is a finding of the training split"):
+        folding.fit_labels(folding.read_table(str(train)))
+    # without other, an unknown finding is an error that does not suggest folding it
+    plain = ImageTable(str(train), **kw)
+    plain._labels = plain.fit_labels(plain.read_table(str(train)))
+    with pytest.raises(
+        TableError, match=r"u.csv, line 2, .*finding 'Influenza'.*other: Other"
+    ) as e:
+        plain.targets(plain.read_table(str(test), evaluation=True), "test")
+    assert "<a class>" not in str(e.value)
+    # a dedicated label: training findings outside the declared labels train it
+    dm = ImageTable(str(train), labels=["COVID-19", "Pneumonia"], other="Other", **kw)
+    dm._labels = dm.fit_labels(dm.read_table(str(train)))
+    assert dm._labels == ["COVID-19", "Pneumonia", "Other"]
+    want_train = [[1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 0]]  # by hand from the rows
+    np.testing.assert_array_equal(dm.targets(dm.read_table(str(train)), "train"), want_train)
+    want_test = [[0, 0, 1], [1, 0, 0]]
+    got = dm.targets(dm.read_table(str(test), evaluation=True), "test")
+    np.testing.assert_array_equal(got, want_test)
+
+
+def test_a_label_without_a_training_positive_is_an_error_or_dropped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 25 item 3: a label blank in every training row, or a declared class without a
+    training case, gets no head silently."""
+    from medxfer.errors import ConfigError
+
+    rows = [
+        {"path": f"{i}.png", "A": a, "B": "", "C": c}
+        for i, (a, c) in enumerate([("1", "0"), ("0", "0"), ("1", "-1"), ("0", "0")])
+    ]
+    table = _table(tmp_path, rows)
+    kw = {"target": "binary", "labels": ["A", "B", "C"]}
+    dm = ImageTable(str(table), **kw)
+    with pytest.raises(
+        ConfigError,
+        match=r"label\(s\) 'B' \(0 of 4 rows known\), 'C' \(3 of 4 rows known\) have no positive "
+        r"case in the training split \(4 rows\).*drop_empty_labels: true",
+    ):
+        dm.fit_labels(dm.read_table(str(table)))
+    dropping = ImageTable(str(table), drop_empty_labels=True, **kw)
+    with caplog.at_level(logging.WARNING):
+        assert dropping.fit_labels(dropping.read_table(str(table))) == ["A"]
+    assert "dropped 2 label(s) without a positive training case" in caplog.text
+    classes = _table(
+        tmp_path, [{"path": "0.png", "c": "Acne"}, {"path": "1.png", "c": "Acne"}], "c"
+    )
+    declared = ImageTable(str(classes), target_column="c", labels=["Acne", "Eczema"])
+    with pytest.raises(ConfigError, match=r"label\(s\) 'Eczema' have no positive case"):
+        declared.fit_labels(declared.read_table(str(classes)))
