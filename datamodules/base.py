@@ -117,6 +117,10 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         split: (train, val, test) fractions of the patient-level re-split (default: the
             datamodule's ``default_split``).
         split_seed: seed of the re-split.
+        stratify: stratify the patient-level re-split by the datamodule's :meth:`split_strata`
+            (class, or each label for multi-label targets; iterative stratification over
+            patients, :func:`~medxfer.data.splits.patient_split`), so a rare class lands in
+            every part in proportion (default: the datamodule's :attr:`default_stratify`).
         seed: seed of augmentation and sampling.
         skip_bad_images: drop (count and log) rows with a missing or undecodable image instead
             of failing.
@@ -169,6 +173,7 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         name: str | None = None,
         split: Sequence[float] | None = None,
         split_seed: int = 0,
+        stratify: bool | None = None,
         seed: int = 0,
         skip_bad_images: bool = False,
         verify_images: bool = False,
@@ -221,6 +226,7 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         self.name = name
         self.split = split
         self.split_seed = split_seed
+        self.stratify = stratify
         self.seed = seed
         self.skip_bad_images = skip_bad_images
         self.verify_images = verify_images
@@ -311,10 +317,39 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         the same order."""
         return None
 
+    @property
+    def default_stratify(self) -> bool:
+        """Whether the re-split is stratified when ``stratify`` is not given (default: no; the
+        generic table datamodule stratifies class targets)."""
+        return False
+
+    def split_strata(self, table: pd.DataFrame) -> pd.DataFrame | None:
+        """Indicators (0/1, one column per class or label, ``table``'s index) of each row's
+        class or labels, by which ``stratify`` balances the re-split (default: None, no
+        strata: ``stratify: true`` is then an error)."""
+        return None
+
     def split_table(self, table: pd.DataFrame) -> list[pd.DataFrame]:
         """The training table's train / val / test parts (default: the patient-level re-split
-        by ``split`` and ``split_seed``, :func:`~medxfer.data.splits.patient_split`)."""
-        return patient_split(table, self.split, self.split_seed)
+        by ``split`` and ``split_seed``, :func:`~medxfer.data.splits.patient_split`, stratified
+        by :meth:`split_strata` when ``stratify`` asks)."""
+        stratify = self.default_stratify if self.stratify is None else self.stratify
+        if not stratify:
+            return patient_split(table, self.split, self.split_seed)
+        strata = self.split_strata(table)
+        if strata is None:
+            raise ConfigError(
+                f"stratify: {type(self).__name__} gives no strata to stratify the split by; "
+                "set stratify: false"
+            )
+        parts = patient_split(table, self.split, self.split_seed, strata=strata.to_numpy())
+        counts = [(strata.loc[p.index] > 0.5).sum(axis=0) for p in parts]
+        log.info(
+            "%s: split stratified at patient level; rows per stratum (train/val/test): %s",
+            self.name,
+            ", ".join(f"{c} {'/'.join(str(int(n[c])) for n in counts)}" for c in strata.columns),
+        )
+        return parts
 
     def split_description(self) -> str:
         """How the parts were made, for the message of an empty split."""

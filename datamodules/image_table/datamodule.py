@@ -501,6 +501,35 @@ class ImageTable(MedxferDataModule):
             log.warning("%s: %d unknown label(s) mapped to %r", what, mapped, hp.other)
         return out
 
+    @property
+    def default_stratify(self) -> bool:
+        """Class targets (``class``, ``soft``, image folders) stratify the re-split by default:
+        a rare class must reach training; multi-label targets when ``stratify: true``."""
+        return self.multiclass
+
+    def split_strata(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Indicators of each row's class (``class``; ``soft``: its largest weight) or of its
+        positive labels (``binary``: cells read as 1; ``findings``: each finding named), over
+        every name in the table: the label space is fixed only after the split."""
+        if "target_class" in table:
+            return pd.get_dummies(table["target_class"]).astype(float)
+        if "target_weights" in table:
+            top = [max(w, key=w.get) for w in table["target_weights"]]
+            return pd.get_dummies(pd.Series(top, index=table.index)).astype(float)
+        if "target_set" in table:
+            names = sorted({n for s in table["target_set"] for n in s})
+            return pd.DataFrame(
+                [[float(n in s) for n in names] for s in table["target_set"]],
+                index=table.index,
+                columns=names,
+            )
+        labels = list(self.hparams.labels)
+        return pd.DataFrame(
+            (table[[f"label:{n}" for n in labels]].to_numpy() == 1).astype(float),
+            index=table.index,
+            columns=labels,
+        )
+
     def strata(self, train: pd.DataFrame) -> Sequence[object]:
         """The class (multi-class) or the rarest positive label (multi-label)."""
         if self.multiclass:

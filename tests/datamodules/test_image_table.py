@@ -719,3 +719,31 @@ def test_a_label_without_a_training_positive_is_an_error_or_dropped_and_counted(
     declared = ImageTable(str(classes), target_column="c", labels=["Acne", "Eczema"])
     with pytest.raises(ConfigError, match=r"label\(s\) 'Eczema' have no positive case"):
         declared.fit_labels(declared.read_table(str(classes)))
+
+
+def test_class_targets_split_stratified_by_default_so_a_rare_class_trains(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 25 item 6: 5 rare rows at 0.7 / 0.1 / 0.2 -> 4 / 0 / 1 by hand (see
+    tests/data/test_splits.py), whatever the seed; multi-label targets when asked."""
+    rows = [
+        {"path": f"{i}.png", "c": "rare" if i < 5 else "common", "f": "x|y" if i < 5 else "x"}
+        for i in range(50)
+    ]
+    table = _table(tmp_path, rows)
+    for seed in range(3):
+        dm = ImageTable(str(table), target_column="c", split_seed=seed, num_workers=0)
+        with caplog.at_level(logging.INFO):
+            parts = dm.prepare_tables()
+        counts = [int((parts[p]["target_class"] == "rare").sum()) for p in ("train", "val", "test")]
+        assert counts == [4, 0, 1]
+        assert dm.label_names == ["common", "rare"]
+    # parts of 35 / 5 / 10 rows (0.7 / 0.1 / 0.2 of 50) less the rare rows: common 31 / 5 / 9
+    assert "rows per stratum (train/val/test): common 31/5/9, rare 4/0/1" in caplog.text
+    multi = ImageTable(str(table), target="findings", target_column="f", stratify=True)
+    parts = multi.prepare_tables()
+    assert [sum("y" in s for s in parts[p]["target_set"]) for p in ("train", "val", "test")] == [
+        4,
+        0,
+        1,
+    ]
