@@ -417,6 +417,13 @@ class ImageTable(MedxferDataModule):
         empty = [n for n in names if positives[n] == 0]
         if not empty:
             return names
+        other = self.hparams.other
+        if other in empty:
+            raise ConfigError(
+                f"{self.name}: other={other!r} has no training case to learn from (no training "
+                "label maps to it); declare labels, so that training labels outside them train "
+                f"{other!r}, or remove other"
+            )
         if self.hparams.target == "binary":
             known = {n: int(train[f"label:{n}"].notna().sum()) for n in empty}
             why = ", ".join(f"{n!r} ({known[n]} of {len(train)} rows known)" for n in empty)

@@ -747,3 +747,14 @@ def test_class_targets_split_stratified_by_default_so_a_rare_class_trains(
         0,
         1,
     ]
+
+
+def test_an_other_label_without_training_cases_is_refused(tmp_path: Path) -> None:
+    from medxfer.errors import ConfigError
+
+    train = _table(tmp_path, [{"path": f"{i}.png", "c": c} for i, c in enumerate("abab")])
+    dm = ImageTable(str(train), target_column="c", other="Other", drop_empty_labels=True)
+    with pytest.raises(ConfigError, match=r"other='Other' has no training case to learn from"):
+        dm.fit_labels(dm.read_table(str(train)))
+    declared = ImageTable(str(train), target_column="c", labels=["a"], other="Other")
+    assert declared.fit_labels(declared.read_table(str(train))) == ["a", "Other"]
