@@ -108,8 +108,9 @@ class ImageTable(MedxferDataModule):
         image_size: training and evaluation resolution.
         resize: side before cropping (default ``image_size * 8 / 7``).
         augment: random rotation (``rotate``), crop and flips (``hflip``, ``vflip``) in training.
-        split, split_seed, seed, batch_size, **kwargs: as for every datamodule
-            (:class:`MedxferDataModule`: image checks, loader settings, subsets, ``cache``).
+        split, split_seed, stratify, seed, batch_size, **kwargs: as for every datamodule
+            (:class:`MedxferDataModule`: image checks, loader settings, subsets, ``cache``);
+            ``stratify`` defaults to true for class targets (:attr:`default_stratify`).
     """
 
     default_name = "data"
