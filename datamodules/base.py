@@ -12,7 +12,9 @@ layer; this module is the template and its loaders' resume state.
 
 from __future__ import annotations
 
+import inspect
 import logging
+import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -46,9 +48,28 @@ from medxfer.errors import ConfigError
 from medxfer.resume import KeyedDataset, ResumableLoader, ResumableSampler, run_seed
 from medxfer.transforms import DatasetTransform
 
-__all__ = ["MedxferDataModule"]
+__all__ = ["MedxferDataModule", "check_fraction", "check_positive"]
 
 log = logging.getLogger(__name__)
+
+
+def check_positive(key: str, value: Any, optional: bool = True) -> None:
+    """Refuse an option that must be a positive integer (``batch_size``, ``image_size`` ...):
+    one :class:`ConfigError` naming the key and the allowed range, raised where the option is
+    read instead of a traceback from the DataLoader, albumentations or a crop."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"data option {key}={value!r}: must be an integer >= 1")
+
+
+def check_fraction(key: str, value: Any) -> None:
+    """Refuse a fraction outside ``(0, 1]`` (``train_fraction``): one :class:`ConfigError`
+    naming the key and the allowed range."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ConfigError(f"data option {key}={value!r}: must be in (0, 1]")
 
 
 def _epoch_progress(trainer: L.Trainer) -> tuple[int, bool]:
@@ -96,6 +117,10 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         split: (train, val, test) fractions of the patient-level re-split (default: the
             datamodule's ``default_split``).
         split_seed: seed of the re-split.
+        stratify: stratify the patient-level re-split by the datamodule's :meth:`split_strata`
+            (class, or each label for multi-label targets; iterative stratification over
+            patients, :func:`~medxfer.data.splits.patient_split`), so a rare class lands in
+            every part in proportion (default: the datamodule's :attr:`default_stratify`).
         seed: seed of augmentation and sampling.
         skip_bad_images: drop (count and log) rows with a missing or undecodable image instead
             of failing.
@@ -148,6 +173,7 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         name: str | None = None,
         split: Sequence[float] | None = None,
         split_seed: int = 0,
+        stratify: bool | None = None,
         seed: int = 0,
         skip_bad_images: bool = False,
         verify_images: bool = False,
@@ -167,8 +193,27 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         super().__init__()
         if train_fraction is not None and shots_per_class is not None:
             raise ValueError("give train_fraction or shots_per_class, not both")
+        check_fraction("train_fraction", train_fraction)
+        for key, value in (
+            ("batch_size", batch_size),
+            ("eval_batch_size", eval_batch_size),
+            ("shots_per_class", shots_per_class),
+            ("prefetch_factor", prefetch_factor),
+        ):
+            check_positive(key, value)
+        if num_workers is not None and (isinstance(num_workers, bool) or num_workers < 0):
+            raise ConfigError(f"data option num_workers={num_workers!r}: must be an integer >= 0")
         name = self.default_name if name is None else name
         split = tuple(float(f) for f in (split if split is not None else self.default_split))
+        if (
+            len(split) != 3
+            or not all(math.isfinite(f) and f >= 0 for f in split)
+            or not math.isclose(sum(split), 1.0)
+        ):
+            raise ConfigError(
+                f"data option split={list(split)}: must be three fractions (train, val, test) "
+                ">= 0 summing to 1"
+            )
         batch_size = self.default_batch_size if batch_size is None else batch_size
         if (val is not None and split[1] != 0) or (test is not None and split[2] != 0):
             raise ValueError(
@@ -181,6 +226,7 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         self.name = name
         self.split = split
         self.split_seed = split_seed
+        self.stratify = stratify
         self.seed = seed
         self.skip_bad_images = skip_bad_images
         self.verify_images = verify_images
@@ -206,6 +252,23 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         self.test_sets: dict[str, Dataset] = {}
         self._resumable: ResumableLoader | None = None
         self._loader_state: dict[str, int] | None = None
+
+    def save_hyperparameters(self, *args: Any, frame: Any = None, **kwargs: Any) -> None:
+        """Lightning's ``save_hyperparameters`` (of the subclass's ``__init__`` frame), then the
+        options every modality declares for itself checked in one place: ``image_size`` and
+        ``resize`` are integers >= 1 and a crop never exceeds the side it is cut from
+        (``resize >= image_size``); each failure is one :class:`ConfigError` naming the key."""
+        frame = frame if frame is not None else inspect.currentframe().f_back  # type: ignore[union-attr]
+        super().save_hyperparameters(*args, frame=frame, **kwargs)
+        hp = self.hparams
+        for key in ("image_size", "resize"):
+            check_positive(key, hp.get(key))
+        size, resize = hp.get("image_size"), hp.get("resize")
+        if isinstance(size, int) and isinstance(resize, int) and resize < size:
+            raise ConfigError(
+                f"data option resize={resize}: must be >= image_size ({size}), the crop cut "
+                "from the resized image"
+            )
 
     # Hooks -----------------------------------------------------------------------------------
     @abstractmethod
@@ -254,10 +317,39 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         the same order."""
         return None
 
+    @property
+    def default_stratify(self) -> bool:
+        """Whether the re-split is stratified when ``stratify`` is not given (default: no; the
+        generic table datamodule stratifies class targets)."""
+        return False
+
+    def split_strata(self, table: pd.DataFrame) -> pd.DataFrame | None:
+        """Indicators (0/1, one column per class or label, ``table``'s index) of each row's
+        class or labels, by which ``stratify`` balances the re-split (default: None, no
+        strata: ``stratify: true`` is then an error)."""
+        return None
+
     def split_table(self, table: pd.DataFrame) -> list[pd.DataFrame]:
         """The training table's train / val / test parts (default: the patient-level re-split
-        by ``split`` and ``split_seed``, :func:`~medxfer.data.splits.patient_split`)."""
-        return patient_split(table, self.split, self.split_seed)
+        by ``split`` and ``split_seed``, :func:`~medxfer.data.splits.patient_split`, stratified
+        by :meth:`split_strata` when ``stratify`` asks)."""
+        stratify = self.default_stratify if self.stratify is None else self.stratify
+        if not stratify:
+            return patient_split(table, self.split, self.split_seed)
+        strata = self.split_strata(table)
+        if strata is None:
+            raise ConfigError(
+                f"stratify: {type(self).__name__} gives no strata to stratify the split by; "
+                "set stratify: false"
+            )
+        parts = patient_split(table, self.split, self.split_seed, strata=strata.to_numpy())
+        counts = [(strata.loc[p.index] > 0.5).sum(axis=0) for p in parts]
+        log.info(
+            "%s: split stratified at patient level; rows per stratum (train/val/test): %s",
+            self.name,
+            ", ".join(f"{c} {'/'.join(str(int(n[c])) for n in counts)}" for c in strata.columns),
+        )
+        return parts
 
     def split_description(self) -> str:
         """How the parts were made, for the message of an empty split."""

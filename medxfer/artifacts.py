@@ -41,6 +41,7 @@ from medxfer.naming import eval_prefix
 __all__ = [
     "ANALYSIS_DIR",
     "ATTRIBUTES",
+    "AUROC_LABELS",
     "AUROC_MEAN",
     "BINS",
     "CASE_ID",
@@ -161,6 +162,9 @@ def replica_seed(folder_name: str) -> int | None:
 #: Metrics of an evaluation set, logged as ``<prefix>/<metric>`` (results.json: test sets):
 #: mean AUROC over labels, expected calibration error, top-1 accuracy against the top label.
 AUROC_MEAN, ECE, TOP1 = "auroc_mean", "ece", "top1"
+#: Beside ``auroc_mean``: how many labels it averages (those with both classes among the set's
+#: known cases), so a mean over 4 of 5 labels says so.
+AUROC_LABELS = "auroc_labels"
 
 
 def result_key(set_name: str, metric: str) -> str:

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from medxfer.artifacts import AUROC_MEAN, TOP1
-from medxfer.metrics import masked_multilabel_auroc, metric_key
+from medxfer.artifacts import TOP1
+from medxfer.metrics import label_mean, masked_multilabel_auroc, metric_key
 from medxfer.naming import POSITIVES
 
 from .base import TransferTask
@@ -49,6 +49,7 @@ class CaseMetrics(Metric):
     def __init__(self, class_names: Sequence[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.class_names = list(class_names)
+        self._warned: set[str] = set()
         self.add_state("probs", default=[], dist_reduce_fx="cat")
         self.add_state("top", default=[], dist_reduce_fx="cat")
 
@@ -62,12 +63,12 @@ class CaseMetrics(Metric):
         ranked = probs.topk(k, dim=1).indices
         onehot = F.one_hot(top, probs.shape[1]).float()
         per_class = masked_multilabel_auroc(probs, onehot)
+        positives = onehot.sum(dim=0)
         out = {
             TOP1: (ranked[:, 0] == top).float().mean(),
             "top3": (ranked == top[:, None]).any(dim=1).float().mean(),
-            AUROC_MEAN: torch.nanmean(per_class),
+            **label_mean(per_class, positives, self.class_names, self._warned),
         }
-        positives = onehot.sum(dim=0)
         for name, auroc, pos in zip(self.class_names, per_class, positives, strict=True):
             out[f"auroc/{metric_key(name)}"] = auroc
             out[f"{POSITIVES}/{metric_key(name)}"] = pos

@@ -326,3 +326,68 @@ def test_segmentation_bad_input_in_one_line(
     assert_one_line_error(proc, fragments)
     if prepare is missing_dicom:  # the line names the first missing file
         assert f"{(seg_work / 'first_missing.txt').read_text()}.dcm" in proc.stderr
+
+
+# --- labels cases ---
+# Data options validated where they are read: one line naming the key and the allowed range
+# (the other options and bounds, in process: tests/datamodules/test_data_options.py).
+LABELS_CASES: list[tuple[str, list[str], list[str]]] = [
+    ("batch-size-zero", ["--data.init_args.batch_size=0"], ["batch_size=0", ">= 1"]),
+    ("image-size-zero", ["--data.init_args.image_size=0"], ["image_size=0", ">= 1"]),
+    (
+        "train-fraction-above-1",
+        ["--data.init_args.train_fraction=1.5"],
+        ["train_fraction=1.5", "(0, 1]"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"), [pytest.param(a, f, id=i) for i, a, f in LABELS_CASES]
+)
+def test_fit_refuses_bad_data_options_in_one_line(
+    work: Path, args: list[str], fragments: list[str]
+) -> None:
+    proc = medxfer(["fit", "-c", TINY, "--trainer.max_steps=1", *args], work)
+    assert_one_line_error(proc, fragments)
+
+
+@pytest.fixture(scope="module")
+def covid_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """configs/image_table_demo.yaml's table layout (synthetic), for the ImageTable cases."""
+    from medxfer.datamodules.image_table import write_synthetic_table
+
+    return write_synthetic_table(tmp_path_factory.mktemp("table"), n_patients=20, size=32)
+
+
+# (case id, arguments after `fit -c image_table_demo.yaml --data.init_args.train=<table>`,
+#  fragments the error line must contain)
+TABLE_LABELS_CASES: list[tuple[str, list[str], list[str]]] = [
+    (
+        "where-missing-column",
+        ["--data.init_args.where={site: [a]}"],
+        ["metadata.csv", "where", "'site'"],
+    ),
+    (
+        "other-folds-a-finding",
+        ["--data.init_args.target=findings", "--data.init_args.other=covid"],
+        ["other='covid'", "finding of the training split", "other: Other"],
+    ),
+    (
+        "declared-class-without-training-case",
+        ["--data.init_args.labels=[normal, pneumonia, covid, lipoid]"],
+        ["'lipoid'", "no positive case in the training split", "drop_empty_labels"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"), [pytest.param(a, f, id=i) for i, a, f in TABLE_LABELS_CASES]
+)
+def test_image_table_label_errors_in_one_line(
+    covid_table: Path, args: list[str], fragments: list[str]
+) -> None:
+    config = str(REPO / "configs" / "image_table_demo.yaml")
+    base = [f"--data.init_args.train={covid_table}", "--data.init_args.shifted=null"]
+    proc = medxfer(["fit", "-c", config, "--trainer.max_steps=1", *base, *args], covid_table.parent)
+    assert_one_line_error(proc, fragments)

@@ -36,6 +36,7 @@ from medxfer.data.tables import (
     normalise_sex,
     parse_differential,
 )
+from medxfer.errors import ConfigError
 from medxfer.transforms import ImageTransform, resize_side
 
 from ..base import MedxferDataModule
@@ -64,7 +65,8 @@ class ImageTable(MedxferDataModule):
             or ``soft`` name outside them is an error naming file, line and column and the
             closest declared name (``Eczma`` -> did you mean ``Eczema``?), unless ``other``
             is declared; ``findings`` outside them are not modelled (a near miss of a
-            declared name is warned about).
+            declared name is warned about), or train the dedicated ``other`` label. Every
+            label needs a positive training case (see ``drop_empty_labels``).
         separator: separator of the ``findings`` column.
         no_finding: the ``findings`` name that means no label (all zeros), e.g. ``No Finding``.
         uncertain: ``binary``: what ``-1`` means in training: ``ones``, ``zeros`` or ``ignore``
@@ -72,13 +74,25 @@ class ImageTable(MedxferDataModule):
         eval_uncertain: the same for validation / test / shifted tables (default: masked, as
             the CheXpert protocol).
         blank: ``binary``: what an empty cell means: ``zeros`` or ``ignore`` (masked).
-        other: a declared class that unknown classes of evaluation tables map to (counted and
-            logged); without it an unknown class is an error naming file, line and column.
+        other: the class unknown labels map to (counted and logged); without it an unknown
+            label of an evaluation table is an error naming file, line and column. ``class`` /
+            ``soft``: any class (e.g. a class ``Other`` the data already has). ``findings``:
+            a dedicated label of its own, never a finding of the training split or of
+            ``labels`` -- folding unknown findings into a real one would make, e.g., Lipoid or
+            Influenza cases COVID-19 positives; with ``labels`` declared, training findings
+            outside them train it. ``binary`` targets have no unknown label: refused.
+        drop_empty_labels: drop (count and log) labels without a positive case in the training
+            split instead of failing: an untrained head would be scored and averaged into
+            ``auroc_mean``.
         image_column: the image path column, or several (each row a case of images).
         image_root: folder image paths are relative to (default: each table's folder).
         patient_column: patient identifier (default: each row its own patient; give it when
             patients have several rows, or splits leak).
-        id_column: case id column (default ``<table>-<line>``).
+        id_column: case id column (default ``<table>-<line>``: the row's physical line in the
+            file, the number every error names).
+        where: row filters, column -> the values to keep (``{view: [PA, AP]}``), applied to
+            every table before anything else is checked; the rows each filter removes are
+            counted in the log, and a column the table lacks is an error naming it.
         split_column: column of ``train`` / ``val`` / ``test`` (instead of the re-split).
         group_columns: subgroup attributes, batch group name -> column (or a list of columns);
             their values are free text, groups as written.
@@ -94,8 +108,9 @@ class ImageTable(MedxferDataModule):
         image_size: training and evaluation resolution.
         resize: side before cropping (default ``image_size * 8 / 7``).
         augment: random rotation (``rotate``), crop and flips (``hflip``, ``vflip``) in training.
-        split, split_seed, seed, batch_size, **kwargs: as for every datamodule
-            (:class:`MedxferDataModule`: image checks, loader settings, subsets, ``cache``).
+        split, split_seed, stratify, seed, batch_size, **kwargs: as for every datamodule
+            (:class:`MedxferDataModule`: image checks, loader settings, subsets, ``cache``);
+            ``stratify`` defaults to true for class targets (:attr:`default_stratify`).
     """
 
     default_name = "data"
@@ -113,10 +128,12 @@ class ImageTable(MedxferDataModule):
         eval_uncertain: Literal["ones", "zeros", "ignore"] = "ignore",
         blank: Literal["zeros", "ignore"] = "ignore",
         other: str | None = None,
+        drop_empty_labels: bool = False,
         image_column: str | Sequence[str] = "path",
         image_root: str | None = None,
         patient_column: str | None = None,
         id_column: str | None = None,
+        where: dict[str, list[str]] | None = None,
         split_column: str | None = None,
         group_columns: dict[str, str] | Sequence[str] | None = None,
         sex_column: str | None = None,
@@ -149,6 +166,7 @@ class ImageTable(MedxferDataModule):
             and not self._is_folder(train)
         ):
             raise ValueError(f"target={target!r} needs target_column: the column holding it")
+        self._check_other(target, other, labels)
         if color and channels != 3:
             raise ValueError("colour images give 3 channels; set color: false for grey input")
         self.image_columns = [image_column] if isinstance(image_column, str) else list(image_column)
@@ -159,6 +177,24 @@ class ImageTable(MedxferDataModule):
         self.reader = "rgb" if color else "grey"
         self._channels = 3 if color else channels
         self._other_counts: dict[str, int] = {}
+
+    @staticmethod
+    def _check_other(target: str, other: str | None, labels: Sequence[str] | None) -> None:
+        """``other`` never folds unknown labels of a multi-label target into a real label: it
+        is refused with ``binary`` targets, and with ``findings`` it must be a new name (not in
+        ``labels``; :meth:`fit_labels` checks the training split's findings)."""
+        if other is None:
+            return
+        if target == "binary":
+            raise ConfigError(
+                f"other={other!r}: binary targets are label columns and have no unknown label "
+                "to map; remove other"
+            )
+        if target == "findings" and labels and other in labels:
+            raise ConfigError(
+                f"other={other!r} is one of the declared labels: unknown findings would count "
+                f"as {other!r} positives; name a dedicated label (e.g. other: Other)"
+            )
 
     # Reading ---------------------------------------------------------------------------------
     @staticmethod
@@ -195,6 +231,7 @@ class ImageTable(MedxferDataModule):
                 "age_column": hp.age_column,
                 "patient_column": hp.patient_column,
                 "split_column": hp.split_column,
+                "where": hp.where,
             }
             named = [k for k, v in columns.items() if v]
             if named:
@@ -215,6 +252,7 @@ class ImageTable(MedxferDataModule):
                 hp.split_column if table == self.tables["train"] else None,
                 list(dict.fromkeys(extra)),
                 drop_duplicates=self.drop_duplicates,
+                where=hp.where,
             )
             self._parse_target(df, evaluation)
         for group, column in self.groups.items():
@@ -320,7 +358,7 @@ class ImageTable(MedxferDataModule):
         the training split (sorted), with ``other`` added when declared."""
         hp = self.hparams
         if hp.target == "binary":
-            return list(hp.labels)
+            return self._supported(train, list(hp.labels))
         if hp.labels:
             names = list(hp.labels)
         else:
@@ -341,11 +379,72 @@ class ImageTable(MedxferDataModule):
                     common,
                     counts[common],
                 )
+        if hp.other and hp.target == "findings" and not hp.labels and hp.other in names:
+            raise ConfigError(
+                f"other={hp.other!r} is a finding of the training split: unknown findings would "
+                f"count as {hp.other!r} positives; name a dedicated label (e.g. other: Other)"
+            )
         if hp.other and hp.other not in names:
             names.append(hp.other)
         if not names:
             raise ValueError(f"{self.name}: the training split has no labels")
-        return names
+        return self._supported(train, names)
+
+    def label_positives(self, train: pd.DataFrame, names: Sequence[str]) -> dict[str, int]:
+        """Training cases positive for each label of ``names`` (``binary``: cells read as 1;
+        otherwise cases naming it with a positive weight, unknown names counted for ``other``
+        as :meth:`targets` maps them)."""
+        hp = self.hparams
+        if hp.target == "binary":
+            return {n: int((train[f"label:{n}"] == 1).sum()) for n in names}
+        counts: Counter[str] = Counter()
+        column = next(c for c in ("target_class", "target_set", "target_weights") if c in train)
+        for value in train[column]:
+            if isinstance(value, str):
+                items = {value}
+            elif isinstance(value, dict):
+                items = {n for n, w in value.items() if w > 0}
+            else:
+                items = set(value)
+            for n in items:
+                counts[n if n in names or hp.other is None else hp.other] += 1
+        return {n: counts[n] for n in names}
+
+    def _supported(self, train: pd.DataFrame, names: list[str]) -> list[str]:
+        """``names`` after refusing (or, with ``drop_empty_labels``, dropping and counting) the
+        labels without a positive training case: their heads would never see a positive, yet be
+        scored and averaged like the others."""
+        positives = self.label_positives(train, names)
+        empty = [n for n in names if positives[n] == 0]
+        if not empty:
+            return names
+        other = self.hparams.other
+        if other in empty:
+            raise ConfigError(
+                f"{self.name}: other={other!r} has no training case to learn from (no training "
+                "label maps to it); declare labels, so that training labels outside them train "
+                f"{other!r}, or remove other"
+            )
+        if self.hparams.target == "binary":
+            known = {n: int(train[f"label:{n}"].notna().sum()) for n in empty}
+            why = ", ".join(f"{n!r} ({known[n]} of {len(train)} rows known)" for n in empty)
+        else:
+            why = ", ".join(repr(n) for n in empty)
+        if not self.hparams.drop_empty_labels:
+            raise ConfigError(
+                f"{self.name}: label(s) {why} have no positive case in the training split "
+                f"({len(train)} rows); remove them from labels, or set drop_empty_labels: true"
+            )
+        log.warning(
+            "%s: dropped %d label(s) without a positive training case: %s",
+            self.name,
+            len(empty),
+            why,
+        )
+        kept = [n for n in names if n not in empty]
+        if not kept:
+            raise ConfigError(f"{self.name}: no label has a positive case in the training split")
+        return kept
 
     def targets(self, table: pd.DataFrame, what: str) -> np.ndarray:
         """``(N, K)`` targets over the label space; unknown names are an error naming file,
@@ -376,17 +475,24 @@ class ImageTable(MedxferDataModule):
                 else value
             )
             for label, weight in items.items():
-                if label not in index and hp.target == "findings" and hp.labels:
-                    if close_names(label, names):
-                        near[label] = near.get(label, 0) + 1
-                    continue  # findings outside the labels asked for are not modelled
+                if label not in index and hp.other is None and hp.target == "findings":
+                    if hp.labels:
+                        if close_names(label, names):
+                            near[label] = near.get(label, 0) + 1
+                        continue  # findings outside the labels asked for are not modelled
+                    raise TableError(
+                        f"{src}, line {line}, column {hp.target_column!r}: {what}: finding "
+                        f"{label!r} is not in the training split's labels {names}"
+                        f"{close_names(label, names)}; declare labels (the findings to model; "
+                        "others are not modelled) or a dedicated label other: Other"
+                    )
                 if label not in index:
                     if hp.other is None:
                         col = hp.target_column or "class folder"
                         raise TableError(
                             f"{src}, line {line}, column {col!r}: {what}: label {label!r} is not in "
                             f"the training split's labels {names}{close_names(label, names)}; "
-                            "declare other: <a class> to map unknown labels to it"
+                            "declare other: <a class> to map unknown classes to it"
                         )
                     label, mapped = hp.other, mapped + 1
                 out[r, index[label]] += weight
@@ -402,6 +508,35 @@ class ImageTable(MedxferDataModule):
             self._other_counts[what] = mapped
             log.warning("%s: %d unknown label(s) mapped to %r", what, mapped, hp.other)
         return out
+
+    @property
+    def default_stratify(self) -> bool:
+        """Class targets (``class``, ``soft``, image folders) stratify the re-split by default:
+        a rare class must reach training; multi-label targets when ``stratify: true``."""
+        return self.multiclass
+
+    def split_strata(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Indicators of each row's class (``class``; ``soft``: its largest weight) or of its
+        positive labels (``binary``: cells read as 1; ``findings``: each finding named), over
+        every name in the table: the label space is fixed only after the split."""
+        if "target_class" in table:
+            return pd.get_dummies(table["target_class"]).astype(float)
+        if "target_weights" in table:
+            top = [max(w, key=w.get) for w in table["target_weights"]]
+            return pd.get_dummies(pd.Series(top, index=table.index)).astype(float)
+        if "target_set" in table:
+            names = sorted({n for s in table["target_set"] for n in s})
+            return pd.DataFrame(
+                [[float(n in s) for n in names] for s in table["target_set"]],
+                index=table.index,
+                columns=names,
+            )
+        labels = list(self.hparams.labels)
+        return pd.DataFrame(
+            (table[[f"label:{n}" for n in labels]].to_numpy() == 1).astype(float),
+            index=table.index,
+            columns=labels,
+        )
 
     def strata(self, train: pd.DataFrame) -> Sequence[object]:
         """The class (multi-class) or the rarest positive label (multi-label)."""

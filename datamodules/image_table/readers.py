@@ -4,7 +4,8 @@ naming file, line and column."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,15 @@ import pandas as pd
 
 from medxfer.data.tables import TableError, check_columns, check_duplicates, read_table
 
-__all__ = ["IMAGE_SUFFIXES", "SPLIT_NAMES", "read_image_folder", "read_image_table"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "SPLIT_NAMES",
+    "filter_rows",
+    "read_image_folder",
+    "read_image_table",
+]
+
+log = logging.getLogger(__name__)
 
 #: Files an image-folder layout takes as images.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
@@ -25,6 +34,51 @@ def _where(path: Path, parquet: bool, line: int, column: str | None = None) -> s
     return f"{path}, {where}" + (f", column {column!r}" if column else "")
 
 
+def filter_rows(
+    raw: pd.DataFrame, lines: np.ndarray, where: Mapping[str, Sequence[object]], source: str
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The rows of ``raw`` whose every ``where`` column holds one of its listed values.
+
+    Cells and listed values are compared as text with surrounding spaces removed (YAML reads
+    ``[1, 2]`` as numbers, a table's cells are text). Each filter's removed rows are counted
+    in the log, in the order the filters are given.
+
+    Args:
+        raw: the table's rows as text (:func:`~medxfer.data.tables.read_table`'s frame).
+        lines: the physical line of each row (kept in step with the rows).
+        where: column -> the values to keep (e.g. ``{"view": ["PA", "AP"]}``).
+        source: the table, as messages name it.
+
+    Returns:
+        The kept rows (original index) and their lines.
+
+    Raises:
+        TableError: a filter names a column the table does not have, or lists no value.
+    """
+    for column, values in where.items():
+        if column not in raw.columns:
+            raise TableError(
+                f"{source}: where: no column {column!r} to filter on; found {list(raw.columns)}"
+            )
+        if isinstance(values, str | bytes) or not isinstance(values, Sequence) or not values:
+            raise TableError(
+                f"{source}: where: {column!r} needs a list of values to keep, got {values!r}"
+            )
+        allowed = {str(v).strip() for v in values}
+        keep = raw[column].str.strip().isin(allowed).to_numpy()
+        log.info(
+            "%s: where %s in %s: kept %d of %d rows (removed %d)",
+            source,
+            column,
+            sorted(allowed),
+            int(keep.sum()),
+            len(keep),
+            int((~keep).sum()),
+        )
+        raw, lines = raw[keep], lines[keep]
+    return raw, lines
+
+
 def read_image_table(
     path: str | Path,
     image_columns: Sequence[str],
@@ -34,10 +88,12 @@ def read_image_table(
     split_column: str | None = None,
     columns: Sequence[str] = (),
     drop_duplicates: bool = False,
+    where: Mapping[str, Sequence[object]] | None = None,
 ) -> pd.DataFrame:
     """Read a user's image table into the template's rows.
 
-    Checked on every row: at least one image path; the patient and id not blank; no case
+    Rows outside the ``where`` filters are removed first (:func:`filter_rows`, counted in the
+    log), so a row the study does not use is never checked. Checked on every kept row: at least one image path; the patient and id not blank; no case
     listed twice (the same id, or without an id column the same image path(s)); the split
     value. ``columns`` are only required to exist: their values are checked by the caller
     (the datamodule checks the target, sex and age columns; other group columns are free
@@ -49,19 +105,22 @@ def read_image_table(
             (blank cells: fewer images).
         root: folder image paths are relative to (default: the table's folder).
         patient_column: the patient identifier (default: each row its own patient).
-        id_column: the case id (default: ``<table name>-<line>``; never a path or patient).
+        id_column: the case id (default: ``<table name>-<line>``, the row's physical line in
+            the file -- the number every error names -- so ids join back to the file by line;
+            never a path or patient).
         split_column: ``train`` / ``val`` (``valid``, ``validation``) / ``test`` per row.
         columns: further columns that must exist (target, groups), kept as text.
         drop_duplicates: drop a repeated row equal to the first (counted and logged) instead
             of failing.
+        where: column -> values to keep (``{"view": ["PA", "AP"]}``); the columns must exist.
 
     Returns:
         Rows with ``path`` (one image column) or ``paths``, ``id``, ``patient_id``, ``line``,
         ``source``, ``split`` (with ``split_column``) and ``columns``.
 
     Raises:
-        TableError: a missing column, an empty table, a row without an image, a blank patient
-            or id, a repeated case, an unknown split value; the message names file, line and
+        TableError: a missing column, an empty table (or none left by ``where``), a row
+            without an image, a blank patient or id, a repeated case, an unknown split value; the message names file, line and
             column.
     """
     path = Path(path)
@@ -73,6 +132,11 @@ def read_image_table(
     check_columns(raw, dict.fromkeys(needed), str(path))
     if raw.empty:
         raise TableError(f"{path}: the table has no rows")
+    if where:
+        raw, lines = filter_rows(raw, lines, where, str(path))
+        if raw.empty:
+            raise TableError(f"{path}: no row is left by the filters where={dict(where)}")
+        raw = raw.reset_index(drop=True)
     for column in (patient_column, id_column):
         blank = (raw[column].str.strip() == "").to_numpy() if column else np.zeros(0, bool)
         if blank.any():
@@ -92,7 +156,8 @@ def read_image_table(
         out["path"] = [row[0] for row in paths]
     else:
         out["paths"] = [[p for p in row if p] for row in paths]
-    out["id"] = raw[id_column] if id_column else [f"{path.stem}-{k + 1}" for k in range(len(raw))]
+    # the default id is the physical line (as errors name rows), not the data row's number
+    out["id"] = raw[id_column] if id_column else [f"{path.stem}-{line}" for line in lines]
     # without a patient column each row is its own patient, unique across tables (the table's
     # resolved path and line; internal to splitting, never part of a batch)
     out["patient_id"] = (

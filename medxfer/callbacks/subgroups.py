@@ -22,7 +22,9 @@ class SubgroupCallback(EvalSetCallback):
     """Per evaluation set and attribute: ``<prefix>/subgroup/<attr>/gap``, ``.../worst``,
     ``.../ratio``, ``.../mean`` and ``.../<group>`` values; ``analysis/subgroups_<set>.json``
     with sizes and the subgroups too small to report. A gap needs two scored subgroups (else it
-    is NaN, ``n/a``).
+    is NaN, ``n/a``). A multi-label AUROC is averaged over the labels defined in every compared
+    subgroup; the JSON names them (``labels``) and holds each subgroup's per-label AUROC
+    (``per_label``).
 
     Args:
         attributes: batch ``groups`` keys to analyse (default: all the batch has).
@@ -56,8 +58,13 @@ class SubgroupCallback(EvalSetCallback):
         if metric == "auto":
             output_type = getattr(pl_module, "output_type", "multilabel")
             metric = {"multiclass": "accuracy", "segmentation": "dice"}.get(output_type, "auroc")
+        names = getattr(pl_module, "label_names", None)
         return SubgroupMetrics(
-            self.attributes or self._seen, metric, self.min_size, self.include_unknown
+            self.attributes or self._seen,
+            metric,
+            self.min_size,
+            self.include_unknown,
+            label_names=list(names) if names else None,
         )
 
     def _on_batch_end(self, trainer, pl_module, outputs, stage, idx) -> None:

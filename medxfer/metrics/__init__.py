@@ -1,6 +1,7 @@
 """Metrics of medxfer: functional forms and torchmetrics ``Metric`` classes beside them.
 
-* discrimination: :func:`masked_multilabel_auroc`, :class:`MultilabelAUROC`;
+* discrimination: :func:`masked_multilabel_auroc`, :class:`MultilabelAUROC`,
+  :func:`label_mean`;
 * calibration: :func:`expected_calibration_error`, :class:`CalibrationError`;
 * fairness: :func:`subgroup_gaps`, :class:`SubgroupMetrics`;
 * uncertainty: :func:`bootstrap_ci` (percentile bootstrap over cases, vectorised);
@@ -14,7 +15,7 @@ from __future__ import annotations
 from .bootstrap import BootstrapCI, bootstrap_ci, resampled_auroc
 from .calibration import CalibrationError, expected_calibration_error, reliability_bins
 from .cka import MinibatchCKA, gram, hsic_unbiased, linear_cka
-from .classification import MultilabelAUROC, masked_multilabel_auroc, metric_key
+from .classification import MultilabelAUROC, label_mean, masked_multilabel_auroc, metric_key
 from .drift import stage_drift, weight_drift
 from .segmentation import SegmentationMetrics, case_dice, dice_iou, sample_pixels
 from .subgroups import SubgroupMetrics, SubgroupReport, subgroup_gaps
@@ -33,6 +34,7 @@ __all__ = [
     "expected_calibration_error",
     "gram",
     "hsic_unbiased",
+    "label_mean",
     "linear_cka",
     "masked_multilabel_auroc",
     "metric_key",

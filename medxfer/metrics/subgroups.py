@@ -2,7 +2,11 @@
 between subgroups, as in the fairness analyses of Mustafa et al. (2021).
 
 For each attribute the task's metric (mean AUROC over labels, top-1 accuracy, or -- for
-segmentation -- the mean Dice of the subgroup's images) is computed per subgroup. Over the subgroups large enough to be reported (``min_size`` cases) come their mean,
+segmentation -- the mean Dice of the subgroup's images) is computed per subgroup. A multi-label
+AUROC is averaged over the same labels in every compared subgroup: those defined (both classes
+among the known cases) in each of them. Averaging each subgroup over its own defined labels
+compared different label sets (Female over 3 labels, Male over 6); the report names the common
+labels (``labels``) and keeps every subgroup's per-label AUROC (``per_label``). Over the subgroups large enough to be reported (``min_size`` cases) come their mean,
 the paper's gap -- the largest relative deviation of a subgroup from that mean,
 ``max_g |m_g - mean| / mean`` -- the worst-group value and the max/min ratio. Smaller subgroups
 are listed as too small, never silently dropped. Cases whose attribute is unknown (``unknown``,
@@ -38,10 +42,6 @@ MetricName = Literal["auroc", "accuracy", "dice"]
 UNKNOWN_GROUPS = frozenset({"unknown", "nan", ""})
 
 
-def _mean_auroc(probs: torch.Tensor, target: torch.Tensor) -> float:
-    return float(torch.nanmean(masked_multilabel_auroc(probs, target)))
-
-
 def _accuracy(probs: torch.Tensor, target: torch.Tensor) -> float:
     return (
         float((probs.argmax(dim=1) == target.argmax(dim=1)).float().mean())
@@ -56,8 +56,9 @@ def _mean_dice(scores: torch.Tensor, target: torch.Tensor) -> float:
     return float(torch.nanmean(scores.double().mean(dim=0))) if len(scores) else float("nan")
 
 
+#: The metrics scored as one number per subgroup (``auroc`` is per label, then averaged over
+#: the labels common to the compared subgroups, in :func:`subgroup_gaps`).
 METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor], float]] = {
-    "auroc": _mean_auroc,
     "accuracy": _accuracy,
     "dice": _mean_dice,
 }
@@ -74,6 +75,10 @@ class SubgroupReport:
         undefined: subgroups whose metric is undefined (e.g. AUROC with one class).
         unknown: metric of the unknown-attribute subgroup(s) left out of values, mean and gap
             (NaN when too small or undefined); empty with ``include_unknown=True``.
+        labels: ``auroc``: the labels every value averages -- those defined in every compared
+            subgroup (the scored ones, unknown apart); empty for other metrics.
+        per_label: ``auroc``: subgroup -> label -> AUROC (NaN where undefined), for every
+            subgroup large enough to score.
         mean: mean of ``values``.
         gap: ``max |value - mean| / mean``; NaN with fewer than two values.
         worst: the lowest value.
@@ -85,6 +90,8 @@ class SubgroupReport:
     too_small: list[str] = field(default_factory=list)
     undefined: list[str] = field(default_factory=list)
     unknown: dict[str, float] = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
+    per_label: dict[str, dict[str, float]] = field(default_factory=dict)
     mean: float = float("nan")
     gap: float = float("nan")
     worst: float = float("nan")
@@ -109,6 +116,10 @@ class SubgroupReport:
         for k in ("values", "unknown"):
             if k in kw:
                 kw[k] = {g: number(v) for g, v in kw[k].items()}
+        if "per_label" in kw:
+            kw["per_label"] = {
+                g: {n: number(v) for n, v in per.items()} for g, per in kw["per_label"].items()
+            }
         return cls(**kw)
 
 
@@ -119,6 +130,7 @@ def subgroup_gaps(
     metric: MetricName = "auroc",
     min_size: int = 30,
     include_unknown: bool = False,
+    label_names: Sequence[str] | None = None,
 ) -> dict[str, SubgroupReport]:
     """Metric per subgroup and the gaps between subgroups, for each attribute in ``groups``.
 
@@ -126,14 +138,18 @@ def subgroup_gaps(
         probs: ``(N, K)`` probabilities.
         target: ``(N, K)`` targets (NaN = unknown for ``auroc``; one-hot / soft for ``accuracy``).
         groups: attribute -> the N cases' subgroup labels.
-        metric: ``auroc`` (mean over labels), ``accuracy`` (top-1 against the target's argmax)
-            or ``dice`` (``probs`` are per-case Dice scores ``(N, K)``, ``target`` is unused:
-            the mean over the subgroup's cases, then over classes).
+        metric: ``auroc`` (per label, then the mean over the labels defined in every compared
+            subgroup: ``labels`` of the report), ``accuracy`` (top-1 against the target's
+            argmax) or ``dice`` (``probs`` are per-case Dice scores ``(N, K)``, ``target`` is
+            unused: the mean over the subgroup's cases, then over classes).
         min_size: subgroups with fewer cases are reported as too small.
         include_unknown: let the unknown-attribute subgroup (:data:`UNKNOWN_GROUPS`) join the
             values, mean and gap like any other; by default it is scored apart (``unknown``).
+        label_names: the K label names of ``labels`` / ``per_label`` (default ``"0"`` ...).
     """
-    fn = METRICS[metric]
+    names = (
+        list(label_names) if label_names is not None else [str(k) for k in range(probs.shape[1])]
+    )
     out: dict[str, SubgroupReport] = {}
     for attribute, labels in groups.items():
         labels = [str(v) for v in labels]
@@ -142,18 +158,40 @@ def subgroup_gaps(
                 f"groups[{attribute!r}] has {len(labels)} entries for {len(probs)} cases"
             )
         report = SubgroupReport()
+        scores: dict[str, float] = {}
+        per_label: dict[str, torch.Tensor] = {}
+        apart: set[str] = set()
         for name in sorted(set(labels)):
             rows = torch.tensor([lab == name for lab in labels])
             report.sizes[name] = int(rows.sum())
-            apart = not include_unknown and name.strip().lower() in UNKNOWN_GROUPS
-            value = math.nan
+            if not include_unknown and name.strip().lower() in UNKNOWN_GROUPS:
+                apart.add(name)
             if report.sizes[name] < min_size:
                 report.too_small.append(name)
-            elif math.isnan(value := fn(probs[rows], target[rows])):
+                scores[name] = math.nan
+                continue
+            if metric == "auroc":
+                per_label[name] = masked_multilabel_auroc(probs[rows], target[rows]).double()
+                report.per_label[name] = dict(zip(names, per_label[name].tolist(), strict=True))
+            else:
+                scores[name] = METRICS[metric](probs[rows], target[rows])
+        if metric == "auroc":
+            # the labels defined in every compared subgroup (a subgroup with none is undefined)
+            compared = [g for g, v in per_label.items() if g not in apart and not v.isnan().all()]
+            common = torch.zeros(len(names), dtype=torch.bool)
+            if compared:
+                common = torch.stack([~per_label[g].isnan() for g in compared]).all(dim=0)
+            report.labels = [n for n, c in zip(names, common.tolist(), strict=True) if c]
+            for g, v in per_label.items():
+                scores[g] = float(v[common].mean()) if common.any() else math.nan
+        for name, value in scores.items():
+            if name in report.too_small:
+                pass
+            elif math.isnan(value):
                 report.undefined.append(name)
-            elif not apart:
+            elif name not in apart:
                 report.values[name] = value
-            if apart:
+            if name in apart:
                 report.unknown[name] = value
         if report.values:
             vals = torch.tensor(list(report.values.values()), dtype=torch.float64)
@@ -172,7 +210,8 @@ def _code(name: str) -> int:
 
 class SubgroupMetrics(Metric):
     """:func:`subgroup_gaps` as a Metric; ``update(probs, target, groups)`` with ``groups`` an
-    attribute -> list of B labels (the batch contract's ``groups``)."""
+    attribute -> list of B labels (the batch contract's ``groups``); ``label_names`` name the
+    labels of an ``auroc`` report."""
 
     is_differentiable = False
     full_state_update = False
@@ -183,10 +222,12 @@ class SubgroupMetrics(Metric):
         metric: MetricName = "auroc",
         min_size: int = 30,
         include_unknown: bool = False,
+        label_names: Sequence[str] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.attributes = list(attributes)
+        self.label_names = list(label_names) if label_names is not None else None
         self.metric: MetricName = metric
         self.min_size = min_size
         self.include_unknown = include_unknown
@@ -232,5 +273,11 @@ class SubgroupMetrics(Metric):
             for a in self.attributes
         }
         return subgroup_gaps(
-            probs, target, groups, self.metric, self.min_size, self.include_unknown
+            probs,
+            target,
+            groups,
+            self.metric,
+            self.min_size,
+            self.include_unknown,
+            self.label_names,
         )

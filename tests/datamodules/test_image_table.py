@@ -611,3 +611,150 @@ def test_errors_name_the_physical_line_after_a_blank_line(tmp_path: Path) -> Non
     with pytest.raises(TableError) as err:
         read_image_table(path, ["path"], split_column="split")
     assert str(err.value).startswith(f"{path}, line 4, column 'split': split value 'holdout'")
+
+
+def test_default_ids_are_the_physical_csv_line(tmp_path: Path) -> None:
+    """Ids name the line every error names: after a blank line and a quoted two-line cell too
+    (lines counted by hand from the text written)."""
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        _image(tmp_path / f"{i}.png", 0, rng)
+    path = tmp_path / "t.csv"
+    path.write_text('path,c,note\n0.png,a,x\n\n1.png,b,"two\nlines"\n2.png,a,y\n')
+    df = ImageTable(str(path), target_column="c").read_table(str(path))
+    assert df["line"].tolist() == [2, 4, 6]
+    assert df["id"].tolist() == ["t-2", "t-4", "t-6"]
+
+
+def test_where_keeps_the_listed_values_and_counts_what_it_removes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    views = ["PA", "AP", "L", " PA", "AP Supine", "L", "AP"]
+    table = _table(
+        tmp_path, [{"path": f"{i}.png", "c": "a", "view": v} for i, v in enumerate(views)]
+    )
+    dm = ImageTable(str(table), target_column="c", where={"view": ["PA", "AP"]})
+    with caplog.at_level(logging.INFO):
+        df = dm.read_table(str(table))
+    # kept by hand: PA (line 2), AP (3), " PA" (5, spaces stripped), AP (8)
+    assert df["line"].tolist() == [2, 3, 5, 8]
+    assert df["id"].tolist() == ["t-2", "t-3", "t-5", "t-8"]
+    assert "where view in ['AP', 'PA']: kept 4 of 7 rows (removed 3)" in caplog.text
+    two = ImageTable(str(table), target_column="c", where={"view": ["AP", "L"], "path": ["6.png"]})
+    assert two.read_table(str(table))["line"].tolist() == [8]
+    with pytest.raises(TableError, match=r"t.csv: where: no column 'site' to filter on"):
+        ImageTable(str(table), target_column="c", where={"site": ["a"]}).read_table(str(table))
+    with pytest.raises(TableError, match=r"t.csv: no row is left by the filters"):
+        ImageTable(str(table), target_column="c", where={"view": ["LL"]}).read_table(str(table))
+    with pytest.raises(TableError, match=r"where: 'view' needs a list of values to keep"):
+        ImageTable(str(table), target_column="c", where={"view": "PA"}).read_table(str(table))
+
+
+def _findings(tmp_path: Path, values: list[str], name: str = "f") -> Path:
+    return _table(
+        tmp_path, [{"path": f"{name}{i}.png", "f": v} for i, v in enumerate(values)], name
+    )
+
+
+def test_other_never_folds_unknown_findings_into_a_real_label(tmp_path: Path) -> None:
+    """Issue 25 item 1: Lipoid / Influenza cases must not become COVID-19 positives."""
+    from medxfer.errors import ConfigError
+
+    train = _findings(tmp_path, ["COVID-19", "Pneumonia|COVID-19", "Lipoid", "Pneumonia"])
+    test = _findings(tmp_path, ["Influenza", "COVID-19"], name="u")
+    kw = {"target": "findings", "target_column": "f"}
+    with pytest.raises(ConfigError, match=r"other='COVID-19' is one of the declared labels"):
+        ImageTable(str(train), labels=["COVID-19", "Pneumonia"], other="COVID-19", **kw)
+    with pytest.raises(ConfigError, match=r"other='A': binary targets .* remove other"):
+        ImageTable(str(train), target="binary", labels=["A"], other="A")
+    folding = ImageTable(str(train), other="COVID-19", **kw)
+    with pytest.raises(ConfigError, match=r"other='COVID-19' is a finding of the training split"):
+        folding.fit_labels(folding.read_table(str(train)))
+    # without other, an unknown finding is an error that does not suggest folding it
+    plain = ImageTable(str(train), **kw)
+    plain._labels = plain.fit_labels(plain.read_table(str(train)))
+    with pytest.raises(
+        TableError, match=r"u.csv, line 2, .*finding 'Influenza'.*other: Other"
+    ) as e:
+        plain.targets(plain.read_table(str(test), evaluation=True), "test")
+    assert "<a class>" not in str(e.value)
+    # a dedicated label: training findings outside the declared labels train it
+    dm = ImageTable(str(train), labels=["COVID-19", "Pneumonia"], other="Other", **kw)
+    dm._labels = dm.fit_labels(dm.read_table(str(train)))
+    assert dm._labels == ["COVID-19", "Pneumonia", "Other"]
+    want_train = [[1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 0]]  # by hand from the rows
+    np.testing.assert_array_equal(dm.targets(dm.read_table(str(train)), "train"), want_train)
+    want_test = [[0, 0, 1], [1, 0, 0]]
+    got = dm.targets(dm.read_table(str(test), evaluation=True), "test")
+    np.testing.assert_array_equal(got, want_test)
+
+
+def test_a_label_without_a_training_positive_is_an_error_or_dropped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 25 item 3: a label blank in every training row, or a declared class without a
+    training case, gets no head silently."""
+    from medxfer.errors import ConfigError
+
+    rows = [
+        {"path": f"{i}.png", "A": a, "B": "", "C": c}
+        for i, (a, c) in enumerate([("1", "0"), ("0", "0"), ("1", "-1"), ("0", "0")])
+    ]
+    table = _table(tmp_path, rows)
+    kw = {"target": "binary", "labels": ["A", "B", "C"]}
+    dm = ImageTable(str(table), **kw)
+    with pytest.raises(
+        ConfigError,
+        match=r"label\(s\) 'B' \(0 of 4 rows known\), 'C' \(3 of 4 rows known\) have no positive "
+        r"case in the training split \(4 rows\).*drop_empty_labels: true",
+    ):
+        dm.fit_labels(dm.read_table(str(table)))
+    dropping = ImageTable(str(table), drop_empty_labels=True, **kw)
+    with caplog.at_level(logging.WARNING):
+        assert dropping.fit_labels(dropping.read_table(str(table))) == ["A"]
+    assert "dropped 2 label(s) without a positive training case" in caplog.text
+    classes = _table(
+        tmp_path, [{"path": "0.png", "c": "Acne"}, {"path": "1.png", "c": "Acne"}], "c"
+    )
+    declared = ImageTable(str(classes), target_column="c", labels=["Acne", "Eczema"])
+    with pytest.raises(ConfigError, match=r"label\(s\) 'Eczema' have no positive case"):
+        declared.fit_labels(declared.read_table(str(classes)))
+
+
+def test_class_targets_split_stratified_by_default_so_a_rare_class_trains(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 25 item 6: 5 rare rows at 0.7 / 0.1 / 0.2 -> 4 / 0 / 1 by hand (see
+    tests/data/test_splits.py), whatever the seed; multi-label targets when asked."""
+    rows = [
+        {"path": f"{i}.png", "c": "rare" if i < 5 else "common", "f": "x|y" if i < 5 else "x"}
+        for i in range(50)
+    ]
+    table = _table(tmp_path, rows)
+    for seed in range(3):
+        dm = ImageTable(str(table), target_column="c", split_seed=seed, num_workers=0)
+        with caplog.at_level(logging.INFO):
+            parts = dm.prepare_tables()
+        counts = [int((parts[p]["target_class"] == "rare").sum()) for p in ("train", "val", "test")]
+        assert counts == [4, 0, 1]
+        assert dm.label_names == ["common", "rare"]
+    # parts of 35 / 5 / 10 rows (0.7 / 0.1 / 0.2 of 50) less the rare rows: common 31 / 5 / 9
+    assert "rows per stratum (train/val/test): common 31/5/9, rare 4/0/1" in caplog.text
+    multi = ImageTable(str(table), target="findings", target_column="f", stratify=True)
+    parts = multi.prepare_tables()
+    assert [sum("y" in s for s in parts[p]["target_set"]) for p in ("train", "val", "test")] == [
+        4,
+        0,
+        1,
+    ]
+
+
+def test_an_other_label_without_training_cases_is_refused(tmp_path: Path) -> None:
+    from medxfer.errors import ConfigError
+
+    train = _table(tmp_path, [{"path": f"{i}.png", "c": c} for i, c in enumerate("abab")])
+    dm = ImageTable(str(train), target_column="c", other="Other", drop_empty_labels=True)
+    with pytest.raises(ConfigError, match=r"other='Other' has no training case to learn from"):
+        dm.fit_labels(dm.read_table(str(train)))
+    declared = ImageTable(str(train), target_column="c", labels=["a"], other="Other")
+    assert declared.fit_labels(declared.read_table(str(train))) == ["a", "Other"]
