@@ -2,8 +2,8 @@
 Oxford-IIIT Pets, fine-tuned as BiT does (random crop + flip), full- or few-shot.
 
 The official training split is the template's training table, re-split into train / val by
-``split`` (seeded: the validation data for model selection is carved from the training split;
-every image is its own "patient"), and the official test split is the explicit test table,
+``split`` (seeded and stratified by class: the validation data for model selection is carved
+from the training split; every image is its own "patient"), and the official test split is the explicit test table,
 evaluated whole. Targets are one-hot over every class of the dataset in its official order
 (``CaseClassifier``: softmax, top-1 and the per-class metrics). ``shots_per_class: k`` keeps k
 images of every class of the training split, drawn per ``subsample_seed`` and nested across k
@@ -115,6 +115,15 @@ class NaturalImageDataModule(MedxferDataModule):
     def strata(self, train: pd.DataFrame) -> list[str]:
         """The class: subsets and k-shot draws are per class."""
         return train["class"].tolist()
+
+    @property
+    def default_stratify(self) -> bool:
+        """The validation images are carved from the training split stratified by class."""
+        return True
+
+    def split_strata(self, table: pd.DataFrame) -> pd.DataFrame:
+        """One indicator column per class."""
+        return pd.get_dummies(table["class"]).astype(float)
 
     def targets(self, table: pd.DataFrame, what: str) -> np.ndarray:
         """One-hot over :attr:`label_names`."""

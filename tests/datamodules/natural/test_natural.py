@@ -153,6 +153,10 @@ def test_datamodule_batches_and_the_hyperrule_of_a_natural_target(cifar10: Path)
     assert batch["image"].shape == (8, 3, 32, 32) and batch["image"].dtype == torch.uint8
     assert batch["target"].shape == (8, 10) and torch.all(batch["target"].sum(1) == 1)
     assert dm.label_names[:2] == ["airplane", "automobile"] and len(dm.test_sets["cifar10"]) == 60
+    train, val = dm.prepare_tables()["train"], dm.prepare_tables()["val"]
+    whole = Counter(train["class"]) + Counter(val["class"])
+    for c, n in whole.items():  # the validation carve is stratified: each class near 10 %
+        assert abs(Counter(val["class"])[c] - 0.1 * n) <= 1
     rule = hyperrule_of(dm)  # 225 training images of 32 x 32: the published small-data rule
     assert rule.resolution == (160, 128) and rule.schedule == (100, 200, 300, 400, 500)
     assert rule.mixup == 0.0 and rule.base_lr == 0.003 and rule.batch_size == 512
