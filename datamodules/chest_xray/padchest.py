@@ -41,7 +41,12 @@ from medxfer.data.tables import TableError, check_age, check_duplicates, normali
 
 from .tables import _codes, _numeric, _take
 
-__all__ = ["PADCHEST_MARKERS", "PADCHEST_PROJECTIONS", "PADCHEST_TERMS", "read_padchest_csv"]
+__all__ = [
+    "PADCHEST_MARKERS",
+    "PADCHEST_PROJECTIONS",
+    "PADCHEST_TERMS",
+    "read_padchest_csv",
+]
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +182,9 @@ def read_padchest_csv(
 
     Returns:
         ``path, id, patient_id, sex, age, view``, one float column per label, ``bits`` (the
-        DICOM's ``BitsStored`` where the table has it), ``source`` and ``line``.
+        DICOM's ``BitsStored`` where the table has it), ``source`` and ``line``. A ``path``
+        ends in ``#<bits>`` where the bits are known: what the grey reader
+        (:func:`medxfer.data.images.read_grey_image`) scales the 16-bit PNG by.
 
     Raises:
         TableError: a missing column, a bad value, a repeated image (naming the file, line and
@@ -334,7 +341,14 @@ def read_padchest_csv(
         },
         index=raw.index,
     )
-    out["bits"] = raw["BitsStored_DICOM"] if "BitsStored_DICOM" in raw.columns else np.nan
+    bits = (
+        pd.to_numeric(raw["BitsStored_DICOM"], errors="coerce")
+        if "BitsStored_DICOM" in raw.columns
+        else pd.Series(np.nan, index=raw.index)
+    )
+    known = bits.between(1, 16).to_numpy()
+    out.loc[known, "path"] = out.loc[known, "path"] + "#" + bits[known].astype(int).astype(str)
+    out["bits"] = bits
     out["source"], out["line"] = source, lines
     out = out[keep]
     if out.empty:

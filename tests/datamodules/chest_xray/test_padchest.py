@@ -64,7 +64,9 @@ def test_label_counts_equal_an_independent_parse(padchest: Path) -> None:
         got = df.set_index("id").loc[r["ImageID"]]
         assert got["age"] == 2014 - float(r["PatientBirth"])
         assert got["line"] == physical_line(padchest, r["ImageID"])
-        assert got["path"] == str(padchest.parent / r["ImageDir"] / r["ImageID"])
+        image = padchest.parent / r["ImageDir"] / r["ImageID"]
+        assert got["path"] == f"{image}#{r['BitsStored_DICOM']}"  # the bits the decoder scales by
+        assert image.is_file()
         assert got["sex"] == {"M": "Male", "F": "Female", "O": "Unknown"}[r["PatientSex_DICOM"]]
 
 
@@ -157,4 +159,4 @@ def test_bad_projection_and_flat_layout(padchest: Path, tmp_path: Path) -> None:
     rows[1]["Projection"] = "PA"
     path = write_rows(tmp_path / "t.csv", rows)
     flat = read_padchest_csv(path, labels=LABELS, layout="flat", image_dir=tmp_path / "img")
-    assert flat["path"].tolist()[0] == str(tmp_path / "img" / rows[0]["ImageID"])
+    assert flat["path"].tolist()[0] == f"{tmp_path / 'img' / rows[0]['ImageID']}#16"
