@@ -359,6 +359,22 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         """How messages name one of this datamodule's tables (default: ``str(table)``)."""
         return str(table)
 
+    def table_paths(self, table: Any) -> list[str]:
+        """The files one table argument reads, each checked to exist before reading (default:
+        :meth:`table_name`; a table of several sources names each)."""
+        return [self.table_name(table)]
+
+    def test_parts(self, test: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """The in-distribution test sets, by name, from the test part (default: one set,
+        :attr:`name`; a datamodule over several sources tests each on its own)."""
+        return {self.name: test}
+
+    @property
+    def test_names(self) -> list[str]:
+        """The names :meth:`test_parts` gives, known from the arguments alone (the task logs
+        ``test/<name>/...`` for each before any table is read)."""
+        return [self.name]
+
     def evaluation_differs(self) -> bool:
         """Whether evaluation reads label values differently from training (then the re-split
         val / test parts are read again with ``evaluation=True``)."""
@@ -408,7 +424,8 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         )
         self.val_set = self.build_dataset(parts["val"], False, f"{self.name} val split of {src}")
         self.test_sets = {
-            self.name: self.build_dataset(parts["test"], False, f"{self.name} test split of {src}")
+            name: self.build_dataset(table, False, f"{name} test split of {src}")
+            for name, table in self.test_parts(parts["test"]).items()
         }
         for name, table in self.shifted.items():
             shifted = self._read(table, f"shifted set {name!r}", evaluation=True)
@@ -439,9 +456,9 @@ class MedxferDataModule(L.LightningDataModule, ABC):
     def _read(self, table: Any, role: str, evaluation: bool = False) -> pd.DataFrame:
         """:meth:`read_table`, after checking the table's file exists (a missing table is one
         ``FileNotFoundError`` naming it and its role, not a reader's traceback)."""
-        path = Path(self.table_name(table))
-        if not path.exists():
-            raise FileNotFoundError(f"{self.name}: {role} table not found: {path}")
+        for name in self.table_paths(table):
+            if not Path(name).exists():
+                raise FileNotFoundError(f"{self.name}: {role} table not found: {name}")
         return self.read_table(table, evaluation=evaluation)
 
     @staticmethod
@@ -592,8 +609,8 @@ class MedxferDataModule(L.LightningDataModule, ABC):
 
     @property
     def eval_names(self) -> list[str]:
-        """Names of the test dataloaders, in order (the in-distribution set first)."""
-        return [self.name, *self.shifted]
+        """Names of the test dataloaders, in order (the in-distribution sets first)."""
+        return [*self.test_names, *self.shifted]
 
     # Loaders ----------------------------------------------------------------------------------
     def transfer_batch_to_device(
