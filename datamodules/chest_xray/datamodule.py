@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Sampler, WeightedRandomSampler
 
-from medxfer.data.dataset import age_group
+from medxfer.data.dataset import age_groups
 from medxfer.errors import ConfigError
 from medxfer.transforms import resize_side
 
@@ -31,6 +31,7 @@ from .tables import (
     CHEXPERT_LABELS,
     COMPETITION_LABELS,
     NIH_FINDINGS,
+    apply_uncertainty,
     read_chexpert_csv,
     read_nih_csv,
 )
@@ -173,6 +174,8 @@ class ChestXrayDataModule(MedxferDataModule):
         self.labels = list(labels)
         self._channels = channels
         self.sources = list(train) if isinstance(train, dict) else None
+        #: training reads kept for the evaluation read of the same table (see _read_source)
+        self._training_reads: dict[tuple[str, tuple[str, ...]], pd.DataFrame] = {}
         if source_weights is not None:
             unknown = sorted(set(source_weights) - set(self.sources or []))
             if self.sources is None or unknown or min(source_weights.values()) < 0:
@@ -278,15 +281,27 @@ class ChestXrayDataModule(MedxferDataModule):
                     f"labels {self.labels}"
                 )
             df = self._read_source(source, asked, evaluation)
-            for lab in self.labels:
-                if lab not in asked:
-                    df[lab] = np.nan  # not annotated by this source: unknown, never negative
-            df["dataset"] = name
-            df["patient_id"] = name + ":" + df["patient_id"].astype(str)
+            unknown = {lab: np.nan for lab in self.labels if lab not in asked}  # never negative
+            df = df.assign(
+                **unknown, dataset=name, patient_id=name + ":" + df["patient_id"].astype(str)
+            )
             frames.append(df)
         return pd.concat(frames, ignore_index=True)
 
     def _read_source(self, table: CXRTable, labels: list[str], evaluation: bool) -> pd.DataFrame:
+        """One table through its reader; an evaluation read of a table already read for
+        training is derived from that read (its ``uncertain`` bits under
+        ``eval_uncertainty``), not parsed again."""
+        hp = self.hparams
+        key = (repr(table), tuple(labels))
+        if evaluation and key in self._training_reads:
+            return apply_uncertainty(self._training_reads.pop(key), labels, hp.eval_uncertainty)
+        df = self._parse_source(table, labels, evaluation)
+        if not evaluation and self.evaluation_differs() and "uncertain" in df:
+            self._training_reads[key] = df
+        return df
+
+    def _parse_source(self, table: CXRTable, labels: list[str], evaluation: bool) -> pd.DataFrame:
         hp = self.hparams
         uncertainty = hp.eval_uncertainty if evaluation else hp.uncertainty
         if table.format == "chexpert":
@@ -358,7 +373,7 @@ class ChestXrayDataModule(MedxferDataModule):
                 table.views,
             )
             df = df[keep]
-        df["age_group"] = [age_group(a, hp.age_bins) for a in df["age"]]
+        df["age_group"] = age_groups(df["age"], hp.age_bins)
         return df
 
     def group_columns(self) -> dict[str, str]:

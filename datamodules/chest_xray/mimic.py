@@ -55,6 +55,7 @@ from .tables import (
     _chexpert_values,
     _label_block,
     _take,
+    uncertain_bits,
 )
 
 __all__ = ["MIMIC_SPLITS", "MIMIC_VIEWS", "mimic_table", "read_mimic_cxr"]
@@ -113,9 +114,9 @@ def _ids(table: Table, column: str) -> np.ndarray:
 
 def _study_labels(
     path: Path, labels: Sequence[str], uncertainty: Uncertainty, lsr_seed: int = 0
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """The label table, one row per study: ``(subject_id, study_id)`` keys and the chosen labels
-    under ``uncertainty`` (``(studies, len(labels))``). Every observation column present is
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The label table, one row per study: ``(subject_id, study_id)`` keys, the chosen labels
+    under ``uncertainty`` (``(studies, len(labels))``) and their uncertain bits. Every observation column present is
     checked (1.0, 0.0, -1.0 or blank); a study listed twice is an error."""
     table = read_table(
         path,
@@ -130,7 +131,8 @@ def _study_labels(
     values = _chexpert_values(table, present, path)
     check_duplicates(keys, ["subject_id", "study_id"], table.lines, table.source, "study")
     study = keys["subject_id"].astype(str) + "/" + keys["study_id"].astype(str)
-    return keys, _label_block(values, labels, uncertainty, study, lsr_seed)
+    block = _label_block(values, labels, uncertainty, study, lsr_seed)
+    return keys, block, uncertain_bits(values, labels)
 
 
 def _official_split(path: Path, dicom_ids: pd.Series, where: np.ndarray, source: str) -> pd.Series:
@@ -262,7 +264,8 @@ def read_mimic_cxr(
 
     Returns:
         ``path, id`` (the dicom_id), ``patient_id`` (``mimic`` + subject_id), ``study_id``,
-        ``sex, age, view``, one float column per label, ``split`` (official, or blank),
+        ``sex, age, view``, one float column per label, ``uncertain`` (the labels read as
+        -1.0, as bits), ``split`` (official, or blank),
         ``source`` and ``line`` (of the metadata table); ``attrs["labels"]``.
 
     Raises:
@@ -301,7 +304,7 @@ def read_mimic_cxr(
     )
 
     label_path = mimic_table(metadata.parent, labeler)
-    keys, block = _study_labels(label_path, labels, uncertainty, lsr_seed)
+    keys, block, bits = _study_labels(label_path, labels, uncertainty, lsr_seed)
     study_row = pd.MultiIndex.from_frame(keys).get_indexer(
         pd.MultiIndex.from_arrays([subjects, studies])
     )
@@ -370,6 +373,7 @@ def read_mimic_cxr(
     )
     rows = np.where(study_row >= 0, study_row, 0)
     out = pd.concat([out, pd.DataFrame(block[rows], index=raw.index, columns=labels)], axis=1)
+    out["uncertain"] = bits[rows]
     out["split"] = official
     out["source"], out["line"] = source, lines
     if split is not None:

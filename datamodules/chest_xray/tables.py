@@ -2,7 +2,8 @@
 
 Plain functions, no image IO (DESIGN.md), each returning one validated table with the columns
 ``path, id, patient_id, sex, age, view`` plus one float column per label (1 positive,
-0 negative, NaN unknown: masked in the loss and the metrics), ``source`` and ``line``.
+0 negative, NaN unknown: masked in the loss and the metrics), ``source`` and ``line``; tables
+with uncertain labels (CheXpert, MIMIC) also ``uncertain``, the labels read as -1.0 as bits.
 
 * CheXpert (Irvin et al., AAAI 2019): ``train.csv`` / ``valid.csv`` with
   ``Path,Sex,Age,Frontal/Lateral,AP/PA`` and 14 observation columns holding 1.0 / 0.0 / -1.0
@@ -51,10 +52,12 @@ __all__ = [
     "NIH_FINDINGS",
     "NIH_TO_CHEXPERT",
     "UNCERTAINTY_POLICIES",
+    "apply_uncertainty",
     "lsr_draws",
     "read_chexpert_csv",
     "read_nih_csv",
     "read_split_list",
+    "uncertain_bits",
 ]
 
 log = logging.getLogger(__name__)
@@ -308,6 +311,35 @@ def lsr_draws(keys: pd.Series, labels: Sequence[str], seed: int) -> np.ndarray:
     return out
 
 
+def uncertain_bits(values: Mapping[str, np.ndarray], labels: Sequence[str]) -> np.ndarray:
+    """Which of ``labels`` each row holds as uncertain (-1.0), as bit ``j`` of an int64 for
+    ``labels[j]``: what a reader writes in its ``uncertain`` column, so that the same rows can be
+    read under another uncertainty policy without parsing the file again
+    (:func:`apply_uncertainty`)."""
+    bits = np.zeros(len(next(iter(values.values()))) if values else 0, dtype=np.int64)
+    for j, lab in enumerate(labels):
+        bits |= (np.asarray(values[lab]) == -1.0).astype(np.int64) << j
+    return bits
+
+
+def apply_uncertainty(df: pd.DataFrame, labels: Sequence[str], uncertainty: str) -> pd.DataFrame:
+    """``df`` (a reader's table with its ``uncertain`` column) with its uncertain labels set by
+    the policy ``ones`` (1), ``zeros`` (0) or ``ignore`` (NaN): the table read again under that
+    policy."""
+    if uncertainty not in ("ones", "zeros", "ignore"):
+        raise ValueError(f"uncertainty must be 'ones', 'zeros' or 'ignore', got {uncertainty!r}")
+    out = df.copy()
+    bits = out["uncertain"].to_numpy(dtype=np.int64)
+    value = {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}[uncertainty]
+    for j, lab in enumerate(labels):
+        hit = ((bits >> j) & 1).astype(bool)
+        if hit.any():
+            column = out[lab].to_numpy(dtype=float, copy=True)
+            column[hit] = value
+            out[lab] = column
+    return out
+
+
 def _label_block(
     values: Mapping[str, np.ndarray],
     labels: Sequence[str],
@@ -430,6 +462,7 @@ def read_chexpert_csv(
         ],
         axis=1,
     )
+    out["uncertain"] = uncertain_bits(values, labels)
     out["source"], out["line"] = source, lines
     if not ids.is_unique:
         keep = check_duplicates(raw.assign(id=ids), ["id"], lines, source, "image", drop_duplicates)

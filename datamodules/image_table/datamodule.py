@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medxfer.data.dataset import age_group
+from medxfer.data.dataset import age_groups
 from medxfer.data.tables import (
     TableError,
     check_age,
@@ -263,7 +263,7 @@ class ImageTable(MedxferDataModule):
             )
         if hp.age_column:
             ages = self._ages(df, hp.age_column)
-            df["group:age"] = [age_group(a, hp.age_bins) for a in ages]
+            df["group:age"] = age_groups(ages, hp.age_bins)
         return df
 
     @staticmethod

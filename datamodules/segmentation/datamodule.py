@@ -34,7 +34,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import default_collate
 
 from medxfer.data.cache import CacheSettings, ImageCache, LabelDecoder
-from medxfer.data.dataset import ImageTableDataset, age_group
+from medxfer.data.dataset import ImageTableDataset, age_groups
 from medxfer.data.images import ImageDecodeError, read_label_image, where
 from medxfer.data.rle import rle_decode
 from medxfer.data.tables import normalise_sex
@@ -357,7 +357,7 @@ class SegmentationDataModule(MedxferDataModule):
         elif hp.layout == "montgomery":
             df = read_montgomery(table, hp.lungs)
             df["sex"] = self._sex(df, "Patient's Sex of its ClinicalReadings file")
-            df["age_group"] = [age_group(a, hp.age_bins) for a in df["age"]]
+            df["age_group"] = age_groups(df["age"], hp.age_bins)
         elif hp.layout == "siim":
             df = read_siim(
                 table, hp.dicom_root, hp.rle_encoding, hp.unlisted, hp.skip_missing_images

@@ -113,3 +113,26 @@ def test_source_weights_sample_each_source_at_its_share(sources: dict[str, CXRTa
     assert 0.72 < share < 0.78, share
     with pytest.raises(ConfigError, match="source_weights"):
         module(sources, source_weights={"mimic": 1.0})
+
+
+def test_the_evaluation_read_equals_parsing_again_under_the_evaluation_policy(
+    sources: dict[str, CXRTable],
+) -> None:
+    """Validation / test rows of the re-split are derived from the training read (its
+    uncertain bits), not parsed again: the same labels as reading with ``eval_uncertainty``."""
+    from medxfer.datamodules.chest_xray import read_chexpert_csv
+
+    dm = ChestXrayDataModule(sources["chexpert"], uncertainty="ones", eval_uncertainty="ignore")
+    parts = dm.prepare_tables()
+    fresh = read_chexpert_csv(sources["chexpert"].csv, uncertainty="ignore", frontal_only=True)
+    labels = dm.label_names
+    for part in ("val", "test"):
+        got = parts[part].set_index("id")[labels]
+        want = fresh.set_index("id").loc[got.index, labels]
+        assert want.isna().any().any(), "the fixture has uncertain labels in evaluation rows"
+        np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())
+    train = parts["train"].set_index("id")[labels]
+    ones = read_chexpert_csv(sources["chexpert"].csv, uncertainty="ones", frontal_only=True)
+    np.testing.assert_array_equal(
+        train.to_numpy(), ones.set_index("id").loc[train.index, labels].to_numpy()
+    )
