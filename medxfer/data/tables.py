@@ -440,8 +440,8 @@ def check_duplicates(
     """Which rows to keep when several rows hold the same ``key`` (the same image or case).
 
     Without ``drop`` a repeated key is an error naming the file, its lines and the key, and
-    either that the copies are identical or the columns in which they differ (with both
-    values: the first three columns). With ``drop`` the later copies are dropped (counted and
+    the columns in which the copies differ, with both values (the first three columns), or,
+    when they are identical, how to drop them. With ``drop`` the later copies are dropped (counted and
     logged) when they equal the first in the ``compare`` columns; copies that differ stay an
     error, since neither can be chosen silently.
 
@@ -496,12 +496,12 @@ def check_duplicates(
         )
         more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
         raise TableError(
-            f"{source}: lines {at} hold the same {what} ({value}) and differ in column(s) "
-            f"{shown}{more}; neither copy can be chosen silently: fix the table"
+            f"{source}: lines {at} hold the same {what} ({value}); the copies differ in "
+            f"column(s) {shown}{more}, so neither can be dropped: fix the table"
         )
     raise TableError(
-        f"{source}: lines {at} hold the same {what} ({value}), identical copies; remove them, "
-        "or set drop_duplicates: true to drop identical ones (counted)"
+        f"{source}: lines {at} hold the same {what} ({value}); remove the copies, or set "
+        "drop_duplicates: true to drop identical ones (counted)"
     )
 
 

@@ -70,15 +70,15 @@ def test_duplicates_are_named_dropped_when_asked_and_conflicts_kept_as_errors(
     with pytest.raises(TableError) as err:
         check_duplicates(table, ["id"], lines, "t.csv", "image")
     assert str(err.value) == (
-        "t.csv: lines 2, 4, 6 hold the same image (id='a'), identical copies; remove them, or "
-        "set drop_duplicates: true to drop identical ones (counted)"
+        "t.csv: lines 2, 4, 6 hold the same image (id='a'); remove the copies, or set "
+        "drop_duplicates: true to drop identical ones (counted)"
     )
     with caplog.at_level(logging.WARNING):
         keep = check_duplicates(table, ["id"], lines, "t.csv", "image", drop=True)
     assert keep.tolist() == [True, True, False, True, False]
     assert "dropped 2 repeated row(s) of the same image" in caplog.text
     table.loc[4, "y"] = 9  # the third copy differs
-    with pytest.raises(TableError, match=r"lines 2, 4, 6 hold the same image .* differ in column"):
+    with pytest.raises(TableError, match=r"lines 2, 4, 6 hold the same image .*copies differ in"):
         check_duplicates(table, ["id"], lines, "t.csv", "image", drop=True)
     # the line column never makes two copies differ
     keep = check_duplicates(
@@ -104,10 +104,10 @@ def test_copies_that_differ_name_the_columns_and_both_values(drop: bool) -> None
     with pytest.raises(TableError) as err:
         check_duplicates(table, ["Path"], [2, 3, 4, 5, 6], "train.csv", "image", drop=drop)
     assert str(err.value) == (
-        "train.csv: lines 2, 4, 6 hold the same image (Path='a') and differ in column(s) "
+        "train.csv: lines 2, 4, 6 hold the same image (Path='a'); the copies differ in column(s) "
         "'Sex': 'Female' on line 2, 'Male' on line 6; 'Age': 41.0 on line 2, 14.0 on line 6; "
-        "'Edema': 1.0 on line 2, 0.0 on line 6 and 1 more; neither copy can be chosen "
-        "silently: fix the table"
+        "'Edema': 1.0 on line 2, 0.0 on line 6 and 1 more, so neither can be dropped: fix the "
+        "table"
     )
 
 
