@@ -8,12 +8,15 @@ What cannot be read faithfully is refused, naming the file, rather than converte
 
 * an image with a side under :data:`MIN_SIDE` pixels (a 1-pixel placeholder, a thumbnail):
   resized to the training size it would be a flat or blocky image with a real label;
-* for the grey and colour readers, an image with transparent pixels (alpha below 255): the
+* an image with transparent pixels (alpha below 255): the
   colour values under them are whatever the exporting program left, and dropping the alpha
   would train on them. An alpha channel that is opaque everywhere (21 of the real NIH subset's
   PNGs are RGBA) loses nothing and is read as before;
 * a CMYK image: a print colour space whose conversion needs the colour profile, which PIL's
   naive conversion ignores (colours, and a radiograph's grey levels, come out wrong).
+
+These checks are the image readers' (``grey``, ``rgb``); masks (:func:`read_label_image`) are
+read as stored, and checked against their image by the segmentation data.
 """
 
 from __future__ import annotations
@@ -126,7 +129,7 @@ def read_grey_image(path: str | os.PathLike[str], context: str = "") -> np.ndarr
         ImageDecodeError: missing file, a decoder failure, a side under :data:`MIN_SIDE`,
             transparent pixels or a CMYK image, naming ``path`` and ``context``.
     """
-    return _decode(path, context, _to_grey, colour_checks=True)
+    return _decode(path, context, _to_grey, checks=True)
 
 
 def read_rgb_image(path: str | os.PathLike[str], context: str = "") -> np.ndarray:
@@ -136,7 +139,7 @@ def read_rgb_image(path: str | os.PathLike[str], context: str = "") -> np.ndarra
         path,
         context,
         lambda img: np.asarray(img.convert("RGB"), np.float32) / 255.0,
-        colour_checks=True,
+        checks=True,
     )
 
 
@@ -144,8 +147,9 @@ def read_label_image(path: str | os.PathLike[str], context: str = "") -> np.ndar
     """Read a mask / label-map file as its stored integer values ``(H, W)``: never scaled or
     interpolated, so a mask's class values can be checked exactly. 16-bit images keep their
     values (``int32``); palette, 1-bit and colour images are read as 8-bit grey (``uint8``; a
-    0/255 palette GIF gives 0 and 255). Errors as in :func:`read_grey_image`, but for the
-    colour checks: a mask's values are its stored ones, whatever the container."""
+    0/255 palette GIF gives 0 and 255). Errors as in :func:`read_grey_image`, but for its
+    size and colour checks: a mask's values are its stored ones, whatever the container, and
+    its size is checked against its image's by the segmentation data."""
 
     def convert(img: Image.Image) -> np.ndarray:
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -165,18 +169,19 @@ def _decode(
     path: str | os.PathLike[str],
     context: str,
     convert: Callable[[Image.Image], np.ndarray],
-    colour_checks: bool = False,
+    checks: bool = False,
 ) -> np.ndarray:
     """Open an image file with PIL and ``convert`` it, every failure an
-    :class:`ImageDecodeError` naming the file and ``context``; the size is checked (and with
-    ``colour_checks`` the colour space and transparency) before the pixels are used."""
+    :class:`ImageDecodeError` naming the file and ``context``; with ``checks`` the size (from
+    the header, before decoding), colour space and transparency are checked first."""
     if not Path(path).is_file():
         raise ImageDecodeError(f"image not found: {where(path, context)}")
     try:
         with Image.open(path) as img:
-            _check_size(img, path, context)
+            if checks:
+                _check_size(img, path, context)
             img.load()
-            if colour_checks:
+            if checks:
                 _check_colour(img, path, context)
             return convert(img)
     except ImageDecodeError:
