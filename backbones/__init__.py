@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from medxfer.errors import ConfigError, UnknownNameError
 from medxfer.registry import Registry
 
-from .sources import InputConfig, WeightSource, weights_dir
+from .sources import InputConfig, WeightSource, directory_message, weights_dir
 
 if TYPE_CHECKING:
     from torch import nn
@@ -156,6 +156,7 @@ def resolve_weights(arch: str, pretrained: str | os.PathLike[str]) -> Path:
     Raises:
         FileNotFoundError: the named file is not in the weights directory (the message says
             which file to put where) or the path does not exist.
+        IsADirectoryError: the path (or the named file) is a directory.
         UnknownNameError: (a ``KeyError``) the name is neither a source of ``arch`` nor a path.
     """
     text = str(pretrained)
@@ -164,6 +165,8 @@ def resolve_weights(arch: str, pretrained: str | os.PathLike[str]) -> Path:
     )
     if text in sources:
         src = sources[text]
+        if src.path().is_dir():
+            raise IsADirectoryError(directory_message(src.path()))
         if not src.path().is_file():
             raise FileNotFoundError(
                 f"weights {arch}.{text} not found: put {src.filename} at {src.path()} "
@@ -174,6 +177,8 @@ def resolve_weights(arch: str, pretrained: str | os.PathLike[str]) -> Path:
     path = Path(text).expanduser()
     if path.is_file():
         return path
+    if path.is_dir():
+        raise IsADirectoryError(directory_message(path))
     if arch.startswith("timm/") and text == "timm":
         for suffix in (".safetensors", ".pth", ".bin"):
             candidate = weights_dir() / "timm" / f"{arch[5:]}{suffix}"
@@ -210,6 +215,8 @@ def create_backbone(
 
     Returns:
         The module, with ``load_report`` (a :class:`LoadReport` or None) and ``medxfer_name``.
+        Without ``pretrained`` the log says, once per architecture and process, that the
+        backbone starts from random weights (:func:`_note_random_init`).
 
     Example:
         >>> m = create_backbone("timm/resnet18", in_chans=1)
@@ -227,8 +234,27 @@ def create_backbone(
         model.load_report = load_backbone_weights(
             model, resolve_weights(arch, pretrained), allow_unexpected=allow_unexpected
         )
+    else:
+        _note_random_init(arch)
     model.medxfer_name = arch
     return model
+
+
+@functools.cache
+def _note_random_init(arch: str) -> None:
+    """Say, once per architecture and process, that a backbone starts from random weights.
+
+    A study that meant to fine-tune pre-trained weights and forgot to name them trains from
+    scratch with nothing else telling it apart; the notice names the backbone and how to load
+    weights. INFO (shown by every ``medxfer`` command unless ``--quiet``), not a warning: a
+    from-scratch baseline is a legitimate arm of a transfer study, and a task restored from a
+    checkpoint builds its backbone this way before the checkpoint's weights replace these.
+    """
+    log.info(
+        "backbone %s starts from random weights (pretrained not set): trained from scratch "
+        "unless a checkpoint is loaded into it; `medxfer list backbones` names weight sources",
+        arch,
+    )
 
 
 # --------------------------------------------------------------------------- input normalisation

@@ -12,14 +12,39 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["InputConfig", "WeightSource", "weights_dir"]
+__all__ = [
+    "TORCH_SUFFIXES",
+    "WEIGHTS_DIR_ENV",
+    "WEIGHT_SUFFIXES",
+    "InputConfig",
+    "WeightSource",
+    "directory_message",
+    "weights_dir",
+]
+
+#: The environment variable that moves the weights folder.
+WEIGHTS_DIR_ENV = "MEDXFER_WEIGHTS_DIR"
+#: Names of torch weight files (read with ``torch.load(weights_only=True)``).
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".tar", ".ckpt")
+#: Every weight file name medxfer reads.
+WEIGHT_SUFFIXES = (".npz", ".safetensors", *TORCH_SUFFIXES)
 
 
 def weights_dir() -> Path:
     """The local folder named weights are read from: ``$MEDXFER_WEIGHTS_DIR`` or
     ``~/.cache/medxfer/weights``."""
-    env = os.environ.get("MEDXFER_WEIGHTS_DIR")
+    env = os.environ.get(WEIGHTS_DIR_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "medxfer" / "weights"
+
+
+def directory_message(path: Path) -> str:
+    """``weight file <path> is a directory``, naming the weight files inside it: a downloaded
+    model's folder is a common thing to pass instead of its file."""
+    inside = sorted(
+        p.name for p in path.iterdir() if p.is_file() and p.name.lower().endswith(WEIGHT_SUFFIXES)
+    )
+    shown = f"; weight files inside it: {', '.join(inside[:5])}" if inside else ""
+    return f"weight file {path} is a directory, not a file{shown}"
 
 
 @dataclass(frozen=True)

@@ -391,3 +391,158 @@ def test_image_table_label_errors_in_one_line(
     base = [f"--data.init_args.train={covid_table}", "--data.init_args.shifted=null"]
     proc = medxfer(["fit", "-c", config, "--trainer.max_steps=1", *base, *args], covid_table.parent)
     assert_one_line_error(proc, fragments)
+
+
+# --- weights cases ---
+# Issue 25: weight files that are not weights, images a grey reader cannot read faithfully and
+# tables whose message blamed the wrong thing; each was a traceback, silent or misleading.
+# int64 weights take the NaN case's path (tests/backbones/test_backbones.py covers both).
+
+
+def weight_file(name: str, write: Callable[[Path], None]) -> Callable[[Path], list[str]]:
+    """``write`` a weight file ``name`` into the work folder and pass it as ``pretrained``."""
+
+    def prepare(work: Path) -> list[str]:
+        write(work / name)
+        return [f"--model.init_args.pretrained={work / name}"]
+
+    return prepare
+
+
+def nan_resnet18(path: Path) -> None:
+    """The config's timm/resnet18 weights with every floating-point value NaN."""
+    import timm
+    import torch
+
+    state = timm.create_model("resnet18", num_classes=0).state_dict()
+    torch.save(
+        {k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in state.items()}, path
+    )
+
+
+def truncated_npz(path: Path) -> None:
+    import numpy as np
+
+    np.savez(path, **{f"w{k}": np.ones((64, 64), np.float32) for k in range(4)})
+    path.write_bytes(path.read_bytes()[:5000])
+
+
+def first_image_as(name: str, write: Callable[[Path], None]) -> Callable[[Path], list[str]]:
+    """A table whose first image is replaced by ``write``'s file (named ``..._<name>``), with
+    ``verify_images`` so that every image is decoded at setup."""
+
+    def prepare(work: Path) -> list[str]:
+        lines = (work / CXR / "train.csv").read_text().splitlines()
+        image = lines[1].split(",")[0]
+        bad = image.replace(".jpg", f"_{name}")
+        write(work / "data/synthetic/chexpert" / bad)
+        lines[1] = lines[1].replace(image, bad)
+        (work / CXR / f"{name}.csv").write_text("\n".join(lines) + "\n")
+        return [
+            f"--data.init_args.train.csv={CXR}/{name}.csv",
+            "--data.init_args.verify_images=true",
+        ]
+
+    return prepare
+
+
+def pil_image(mode: str, size: tuple[int, int], transparent: int = 0) -> Callable[[Path], None]:
+    """An image of ``mode`` and ``size``, grey 90; the first ``transparent`` pixels of an RGBA
+    image transparent."""
+
+    def write(path: Path) -> None:
+        from PIL import Image
+
+        img = Image.new(mode, size, (90,) * len(mode) if mode != "L" else 90)
+        if mode == "RGBA":
+            img.putalpha(255)
+            for k in range(transparent):
+                img.putpixel((k, 0), (90, 90, 90, 0))
+        img.save(path)
+
+    return write
+
+
+def header_only(lines: list[str]) -> list[str]:
+    return lines[:1]
+
+
+def repeat_row_other_sex(lines: list[str]) -> list[str]:
+    """Line 2 again as line 6, with the other Sex."""
+    fields = lines[1].split(",")
+    sex = lines[0].split(",").index("Sex")
+    fields[sex] = "Male" if fields[sex] == "Female" else "Female"
+    return [*lines[:5], ",".join(fields), *lines[5:]]
+
+
+WEIGHTS_CASES: list[tuple[str, list[str], list[str], Callable[[Path], list[str]] | None]] = [
+    (
+        "weights-text-safetensors",
+        [],
+        ["notes.safetensors: not a valid .safetensors file"],
+        weight_file("notes.safetensors", lambda p: p.write_text("download link: ...\n")),
+    ),
+    (
+        "weights-truncated-npz",
+        [],
+        ["cut.npz: not a valid .npz file"],
+        weight_file("cut.npz", truncated_npz),
+    ),
+    (
+        "weights-directory",
+        [],
+        ["weights_folder is a directory, not a file"],
+        weight_file("weights_folder", lambda p: p.mkdir(exist_ok=True)),
+    ),
+    (
+        "weights-all-nan",
+        [],
+        ["nan.pth: tensor 'conv1.weight' holds 9408 NaN", "100 non-finite tensor(s) of 120"],
+        weight_file("nan.pth", nan_resnet18),
+    ),
+    (
+        "table-header-only",
+        [],
+        ["header.csv: the table has no rows (only its header"],
+        table_case("header.csv", header_only),
+    ),
+    (
+        "repeated-row-that-differs",
+        [],
+        ["differ.csv: lines 2, 6 hold the same image", "the copies differ in column(s) 'Sex'"],
+        table_case("differ.csv", repeat_row_other_sex),
+    ),
+    (
+        "image-one-pixel",
+        [],
+        ["_dot.png", "is 1x1 pixels, under the 8-pixel minimum side"],
+        first_image_as("dot.png", pil_image("L", (1, 1))),
+    ),
+    (
+        "image-transparent",
+        [],
+        ["_alpha.png", "has 3 transparent pixel(s) of 1024"],
+        first_image_as("alpha.png", pil_image("RGBA", (32, 32), transparent=3)),
+    ),
+    (
+        "image-cmyk",
+        [],
+        ["_cmyk.jpg", "is CMYK"],
+        first_image_as("cmyk.jpg", pil_image("CMYK", (32, 32))),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments", "prepare"),
+    [pytest.param(a, f, p, id=i) for i, a, f, p in WEIGHTS_CASES],
+)
+def test_weights_images_and_tables_report_bad_input_in_one_line(
+    work: Path,
+    args: list[str],
+    fragments: list[str],
+    prepare: Callable[[Path], list[str]] | None,
+) -> None:
+    extra = prepare(work) if prepare else []
+    proc = medxfer(["fit", "-c", TINY, "--trainer.max_steps=1", *args, *extra], work)
+    assert_one_line_error(proc, fragments)

@@ -1,13 +1,15 @@
 """``medxfer list backbones|tasks|datamodules|readers [PATTERN]``: what a config can name.
 
 Backbones come from their registry (names, weight sources and files; no torch or timm is
-imported); tasks, datamodules and image readers from the entry points that declare them, read
+imported), with the weights folder they are read from, how to move it, and whether each named
+source's file is there -- so a user sees before a run which weights it can start from; tasks, datamodules and image readers from the entry points that declare them, read
 as metadata (:mod:`medxfer.plugins`): nothing is imported, so the listing answers at once.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Sequence
 
 from medxfer.commands.common import CommandParser
@@ -37,12 +39,42 @@ def main(argv: Sequence[str]) -> int:
 
 def _list_backbones(pattern: str) -> None:
     from medxfer.backbones import BACKBONES  # the registry only: neither torch nor timm
+    from medxfer.backbones.sources import WEIGHT_SUFFIXES, WEIGHTS_DIR_ENV, weights_dir
 
+    folder = weights_dir()
     names = BACKBONES.names(pattern)
-    width = max((len(n) for n in names), default=0)
+    sources = [
+        (name, source, ws)
+        for name in names
+        for source, ws in BACKBONES.entry(name).metadata.get("sources", {}).items()
+    ]
+    present = {id(ws) for *_, ws in sources if (folder / ws.filename).is_file()}
+    origin = (
+        f"set by ${WEIGHTS_DIR_ENV}"
+        if os.environ.get(WEIGHTS_DIR_ENV)
+        else f"the default; set ${WEIGHTS_DIR_ENV} to read weights from another folder"
+    )
+    print(f"weights folder: {folder}{'' if folder.is_dir() else ' (does not exist yet)'}")
+    print(f"  ({origin}); {len(present)} of {len(sources)} named weight files present there\n")
+    width = max((len(n) for n in [*names, "timm/<name>"]), default=0)
+    file_width = max((len(ws.filename) for *_, ws in sources), default=0)
     for name in names:
-        entry = BACKBONES.entry(name)
-        print(f"{name:<{width}}  {entry.description}")
-        for source, ws in entry.metadata.get("sources", {}).items():
-            print(f"{'':<{width}}    .{source:<15} {ws.filename}  ({ws.description})")
+        print(f"{name:<{width}}  {BACKBONES.entry(name).description}")
+        for owner, source, ws in sources:
+            if owner == name:
+                mark = "present" if id(ws) in present else "absent "
+                print(
+                    f"{'':<{width}}    .{source:<15} {ws.filename:<{file_width}}  {mark}  "
+                    f"({ws.description})"
+                )
+    timm_dir = folder / "timm"
+    timm_files = (
+        sorted(p.name for p in timm_dir.iterdir() if p.name.lower().endswith(WEIGHT_SUFFIXES))
+        if timm_dir.is_dir()
+        else []
+    )
     print(f"{'timm/<name>':<{width}}  any timm model, e.g. timm/resnet18, timm/convnext_tiny")
+    print(
+        f"{'':<{width}}    .timm            {timm_dir}/<name>.safetensors: "
+        + (", ".join(timm_files) if timm_files else "none present")
+    )

@@ -3,6 +3,20 @@
 Published chest X-ray sets store grey images as 8-bit L, RGB or RGBA with equal channels (NIH
 ChestX-ray14 has both), or 16-bit PNG. All become a float32 ``(H, W)`` array in [0, 1] here, so
 the rest of the pipeline never sees the container.
+
+What cannot be read faithfully is refused, naming the file, rather than converted silently:
+
+* an image with a side under :data:`MIN_SIDE` pixels (a 1-pixel placeholder, a thumbnail):
+  resized to the training size it would be a flat or blocky image with a real label;
+* an image with transparent pixels (alpha below 255): the
+  colour values under them are whatever the exporting program left, and dropping the alpha
+  would train on them. An alpha channel that is opaque everywhere (21 of the real NIH subset's
+  PNGs are RGBA) loses nothing and is read as before;
+* a CMYK image: a print colour space whose conversion needs the colour profile, which PIL's
+  naive conversion ignores (colours, and a radiograph's grey levels, come out wrong).
+
+These checks are the image readers' (``grey``, ``rgb``); masks (:func:`read_label_image`) are
+read as stored, and checked against their image by the segmentation data.
 """
 
 from __future__ import annotations
@@ -16,6 +30,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 __all__ = [
+    "MIN_SIDE",
     "READERS",
     "READER_VERSIONS",
     "ImageDecodeError",
@@ -41,6 +56,11 @@ READERS: dict[str, Callable[..., np.ndarray]] = {}
 READER_VERSIONS: dict[str, int] = {}
 
 F = TypeVar("F", bound=Callable[..., np.ndarray])
+
+#: The smallest image side (pixels) the readers accept. Real medical images are hundreds of
+#: pixels a side and the smallest model inputs medxfer trains on are 32; anything under 8 is a
+#: placeholder, an icon or a damaged export, never an image worth a label.
+MIN_SIDE = 8
 
 
 def reader_version(version: int) -> Callable[[F], F]:
@@ -98,30 +118,38 @@ def read_grey_image(path: str | os.PathLike[str], context: str = "") -> np.ndarr
     """Read an image file as a grey float32 ``(H, W)`` array scaled to [0, 1].
 
     Colour containers with equal channels are read from the first channel; true colour images
-    are converted to luminance (ITU-R 601); alpha is dropped. 16-bit images keep their range
-    (divided by 65535), 8-bit are divided by 255.
+    are converted to luminance (ITU-R 601); an alpha channel that is opaque everywhere is
+    dropped. 16-bit images keep their range (divided by 65535), 8-bit are divided by 255.
 
     Args:
         path: the file.
         context: appended to error messages (e.g. ``"row 12 of train.csv"``).
 
     Raises:
-        ImageDecodeError: missing file or a decoder failure, naming ``path`` and ``context``.
+        ImageDecodeError: missing file, a decoder failure, a side under :data:`MIN_SIDE`,
+            transparent pixels or a CMYK image, naming ``path`` and ``context``.
     """
-    return _decode(path, context, _to_grey)
+    return _decode(path, context, _to_grey, checks=True)
 
 
 def read_rgb_image(path: str | os.PathLike[str], context: str = "") -> np.ndarray:
-    """Read a colour photograph as float32 ``(H, W, 3)`` in [0, 1] (alpha dropped, grey
-    repeated), for dermatology. Errors as in :func:`read_grey_image`."""
-    return _decode(path, context, lambda img: np.asarray(img.convert("RGB"), np.float32) / 255.0)
+    """Read a colour photograph as float32 ``(H, W, 3)`` in [0, 1] (an opaque alpha dropped,
+    grey repeated), for dermatology. Errors as in :func:`read_grey_image`."""
+    return _decode(
+        path,
+        context,
+        lambda img: np.asarray(img.convert("RGB"), np.float32) / 255.0,
+        checks=True,
+    )
 
 
 def read_label_image(path: str | os.PathLike[str], context: str = "") -> np.ndarray:
     """Read a mask / label-map file as its stored integer values ``(H, W)``: never scaled or
     interpolated, so a mask's class values can be checked exactly. 16-bit images keep their
     values (``int32``); palette, 1-bit and colour images are read as 8-bit grey (``uint8``; a
-    0/255 palette GIF gives 0 and 255). Errors as in :func:`read_grey_image`."""
+    0/255 palette GIF gives 0 and 255). Errors as in :func:`read_grey_image`, but for its
+    size and colour checks: a mask's values are its stored ones, whatever the container, and
+    its size is checked against its image's by the segmentation data."""
 
     def convert(img: Image.Image) -> np.ndarray:
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -138,18 +166,61 @@ def where(path: str | os.PathLike[str], context: str = "") -> str:
 
 
 def _decode(
-    path: str | os.PathLike[str], context: str, convert: Callable[[Image.Image], np.ndarray]
+    path: str | os.PathLike[str],
+    context: str,
+    convert: Callable[[Image.Image], np.ndarray],
+    checks: bool = False,
 ) -> np.ndarray:
     """Open an image file with PIL and ``convert`` it, every failure an
-    :class:`ImageDecodeError` naming the file and ``context``."""
+    :class:`ImageDecodeError` naming the file and ``context``; with ``checks`` the size (from
+    the header, before decoding), colour space and transparency are checked first."""
     if not Path(path).is_file():
         raise ImageDecodeError(f"image not found: {where(path, context)}")
     try:
         with Image.open(path) as img:
+            if checks:
+                _check_size(img, path, context)
             img.load()
+            if checks:
+                _check_colour(img, path, context)
             return convert(img)
+    except ImageDecodeError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageDecodeError(f"could not decode image {where(path, context)}: {err}") from None
+
+
+def _check_size(img: Image.Image, path: str | os.PathLike[str], context: str) -> None:
+    """Refuse an image with a side under :data:`MIN_SIDE` (read from the header only)."""
+    width, height = img.size
+    if min(width, height) < MIN_SIDE:
+        raise ImageDecodeError(
+            f"image {where(path, context)} is {width}x{height} pixels, under the {MIN_SIDE}-pixel "
+            "minimum side (a placeholder or a damaged export?)"
+        )
+
+
+def _check_colour(img: Image.Image, path: str | os.PathLike[str], context: str) -> None:
+    """Refuse a CMYK image and one with transparent pixels (see the module docstring)."""
+    if img.mode == "CMYK":
+        raise ImageDecodeError(
+            f"image {where(path, context)} is CMYK (a print colour space): converting it needs "
+            "its colour profile, which medxfer does not apply. Convert it to grey or RGB with "
+            "the profile (e.g. PIL.ImageCms or ImageMagick) and re-save it"
+        )
+    if not img.has_transparency_data:
+        return
+    alpha = np.asarray(
+        img.getchannel("A") if "A" in img.getbands() else img.convert("RGBA").getchannel("A")
+    )
+    transparent = int(np.count_nonzero(alpha < 255))
+    if transparent:
+        raise ImageDecodeError(
+            f"image {where(path, context)} has {transparent} transparent pixel(s) of "
+            f"{alpha.size} (mode {img.mode}): the values under them are arbitrary and would be "
+            "read as if opaque. Flatten it onto a background (or drop the alpha if it means "
+            "nothing) and re-save it"
+        )
 
 
 def _to_grey(img: Image.Image) -> np.ndarray:

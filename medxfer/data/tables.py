@@ -85,7 +85,9 @@ def read_table(
     gzip-compressed (recognised by its content, whatever its name), in UTF-8 (a byte-order
     mark is dropped); or Parquet (a name ending in ``.parquet``: every column read as text).
     Blank lines are skipped, as pandas does; every other row must have the header's number of
-    fields (pandas pads a short row silently, so this is checked here).
+    fields (pandas pads a short row silently, so this is checked here). A table without rows
+    (a header only, or an empty file) is an error: no reader can use one, and the message
+    of whatever failed next would blame something else (a filter, a split).
 
     pandas parses the rows; two things are done by hand because neither pandas nor the csv
     module gives them cheaply. The physical line of each row: pandas does not report it, and
@@ -116,8 +118,8 @@ def read_table(
     Raises:
         FileNotFoundError: no such file.
         TableError: not a readable gzip file, not UTF-8 (naming the line), a column named twice,
-            a missing required column, or a row with more or fewer fields than the header
-            (naming the line and the first missing or extra column).
+            a missing required column, a row with more or fewer fields than the header
+            (naming the line and the first missing or extra column), or no rows.
 
     Example:
         >>> import tempfile
@@ -189,13 +191,22 @@ def read_table(
         ):
             frame = None
         if frame is not None:
-            return Table(frame, np.arange(2, len(frame) + 2), source)
+            return _with_rows(Table(frame, np.arange(2, len(frame) + 2), source))
     # exact: the csv module's line count; it checks every row's fields, pandas parses them
     lines, width = _row_lines(decoded, names, source, sep, skipinitialspace, trailing_empty)
     frame = parse(max(width, len(fields)))
     if frame is None or len(frame) != len(lines):
         raise TableError(f"{source}: not a readable CSV table")
-    return Table(frame, lines, source)
+    return _with_rows(Table(frame, lines, source))
+
+
+def _with_rows(table: Table) -> Table:
+    """``table``, unless it has no rows (a :class:`TableError` naming the file)."""
+    if table.frame.empty:
+        names = [str(c) for c in table.frame.columns if str(c)]
+        what = f"only its header, {len(names)} column(s)" if names else "the file is empty"
+        raise TableError(f"{table.source}: the table has no rows ({what})")
+    return table
 
 
 def _read_parquet(
@@ -214,7 +225,7 @@ def _read_parquet(
     frame = frame.astype(object).where(frame.notna(), "").astype(str)
     names = [str(c) for c in frame.columns]
     check_columns(names, required(names) if callable(required) else required, str(path))
-    return Table(frame, np.arange(1, len(frame) + 1), str(path))
+    return _with_rows(Table(frame, np.arange(1, len(frame) + 1), str(path)))
 
 
 def _parse(
@@ -428,10 +439,11 @@ def check_duplicates(
 ) -> np.ndarray:
     """Which rows to keep when several rows hold the same ``key`` (the same image or case).
 
-    Without ``drop`` a repeated key is an error naming the file, its lines and the key. With
-    ``drop`` the later copies are dropped (counted and logged) when they equal the first in
-    the ``compare`` columns; copies that differ stay an error, since
-    neither can be chosen silently.
+    Without ``drop`` a repeated key is an error naming the file, its lines and the key, and
+    the columns in which the copies differ, with both values (the first three columns), or,
+    when they are identical, how to drop them. With ``drop`` the later copies are dropped (counted and
+    logged) when they equal the first in the ``compare`` columns; copies that differ stay an
+    error, since neither can be chosen silently.
 
     Args:
         table: the rows.
@@ -474,12 +486,42 @@ def check_duplicates(
     match = (table[key] == table[key].iloc[i]).all(axis=1).to_numpy()
     at = ", ".join(str(n) for n in lines[match][:5])
     value = ", ".join(f"{k}={table[k].iloc[i]!r}" for k in key)
-    hint = (
-        "; the copies differ, so neither can be dropped: fix the table"
-        if drop
-        else "; remove the copies, or set drop_duplicates: true to drop identical ones (counted)"
+    group = np.flatnonzero(match)
+    differ = _differing(table.iloc[group], [c for c in cols if c not in key])
+    if differ:
+        shown = "; ".join(
+            f"{c!r}: {_short(table[c].iloc[group[0]])} on line {lines[group[0]]}, "
+            f"{_short(table[c].iloc[r])} on line {lines[r]}"
+            for c, r in ((c, group[k]) for c, k in differ[:3])
+        )
+        more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+        raise TableError(
+            f"{source}: lines {at} hold the same {what} ({value}); the copies differ in "
+            f"column(s) {shown}{more}, so neither can be dropped: fix the table"
+        )
+    raise TableError(
+        f"{source}: lines {at} hold the same {what} ({value}); remove the copies, or set "
+        "drop_duplicates: true to drop identical ones (counted)"
     )
-    raise TableError(f"{source}: lines {at} hold the same {what} ({value}){hint}")
+
+
+def _differing(rows: pd.DataFrame, columns: Sequence[str]) -> list[tuple[str, int]]:
+    """The ``columns`` in which some of ``rows`` (copies of one key) differ from the first,
+    each with the position in ``rows`` of the first that differs; two blanks agree, as in
+    pandas' ``duplicated``."""
+    out = []
+    for c in columns:
+        values = rows[c]
+        same = (values == values.iloc[0]) | (values.isna() & bool(pd.isna(values.iloc[0])))
+        if not same.all():
+            out.append((c, int(np.flatnonzero(~same.to_numpy())[0])))
+    return out
+
+
+def _short(value: object, width: int = 40) -> str:
+    """``repr(value)``, cut to ``width`` characters for a one-line message."""
+    text = repr(value.item() if isinstance(value, np.generic) else value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def close_names(name: str, known: Iterable[str]) -> str:

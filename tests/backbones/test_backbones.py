@@ -7,6 +7,7 @@ import argparse
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -247,3 +248,121 @@ def test_every_weight_file_error_is_a_weights_error(tmp_path: Path) -> None:
         with pytest.raises(WeightsError, match=message):
             load_backbone_weights(model, tmp_path / name)
     assert issubclass(WeightsError, ValueError)
+
+
+# --- weight values and unreadable files (issue 25) ---------------------------------------------
+
+
+def _resnet18_state() -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in create_backbone("timm/resnet18").state_dict().items()}
+
+
+def test_nan_and_infinite_weights_are_refused_naming_file_and_tensor(tmp_path: Path) -> None:
+    sd = _resnet18_state()
+    sd["layer3.1.conv2.weight"][0, 0, 0, :2] = float("nan")  # 256 * 256 * 3 * 3 = 589824 values
+    sd["layer4.0.bn1.running_var"][7] = float("inf")  # later in the file: the count says so
+    path = tmp_path / "diverged.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}}, path)
+    with pytest.raises(WeightsError) as err:
+        create_backbone("timm/resnet18", pretrained=path)
+    assert str(err.value) == (
+        f"{path}: tensor 'module.layer3.1.conv2.weight' holds 2 NaN and 0 infinite of 589824 "
+        "values (2 non-finite tensor(s) of 120 loaded): a diverged run or a damaged file"
+    )
+
+
+def test_integer_weights_are_refused_but_integer_counters_and_half_precision_load(
+    tmp_path: Path,
+) -> None:
+    sd = _resnet18_state()
+    counters = [k for k in sd if k.endswith("num_batches_tracked")]
+    assert len(counters) == 20 and len(sd) == 120  # 20 BatchNorms: 100 float tensors
+    torch.save({k: v.long() for k, v in sd.items()}, tmp_path / "int64.pth")
+    with pytest.raises(WeightsError) as err:
+        create_backbone("timm/resnet18", pretrained=tmp_path / "int64.pth")
+    assert str(err.value).startswith(
+        f"{tmp_path / 'int64.pth'}: tensor 'conv1.weight' is int64 where the backbone expects "
+        "floating point (100 such tensor(s) of 120 loaded)"
+    )
+    # float16 weights are weights (cast on load); int64 counters are counters
+    half = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+    save_file(half, str(tmp_path / "half.safetensors"))
+    model = create_backbone("timm/resnet18", pretrained=tmp_path / "half.safetensors")
+    torch.testing.assert_close(model.conv1.weight, sd["conv1.weight"].half().float())
+
+
+def _text(path: Path) -> None:
+    path.write_text("resnet18 weights, see the wiki\n")
+
+
+def _truncated(path: Path) -> None:
+    sd = _resnet18_state()
+    if path.suffix == ".safetensors":
+        save_file(sd, str(path))
+    elif path.suffix == ".npz":
+        np.savez(path, **{k: v.numpy() for k, v in sd.items()})
+    else:
+        torch.save(sd, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("damage", [_text, _truncated], ids=["text", "truncated"])
+@pytest.mark.parametrize(
+    ("suffix", "kind"), [(".safetensors", ".safetensors"), (".npz", ".npz"), (".pth", "torch")]
+)
+def test_a_file_that_is_not_valid_in_its_format_is_named(
+    tmp_path: Path, damage, suffix: str, kind: str
+) -> None:
+    path = tmp_path / f"weights{suffix}"
+    damage(path)
+    with pytest.raises(WeightsError) as err:
+        create_backbone("timm/resnet18", pretrained=path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: not a valid {kind} file (text, or truncated?): ")
+    assert "\n" not in message and "weights-only" not in message
+
+
+def test_a_directory_given_as_weights_is_a_directory_and_its_files_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "resnet18.a1_in1k"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"")
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(IsADirectoryError) as err:
+        create_backbone("timm/resnet18", pretrained=folder)
+    assert str(err.value) == (
+        f"weight file {folder} is a directory, not a file; weight files inside it: "
+        "model.safetensors"
+    )
+    # a named source whose expected file is a folder
+    monkeypatch.setenv("MEDXFER_WEIGHTS_DIR", str(tmp_path))
+    (tmp_path / "BiT-M-R50x1.npz").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"BiT-M-R50x1\.npz is a directory, not a file$"):
+        create_backbone("bit-r50x1.bit-m")
+
+
+def test_random_init_is_said_once_per_architecture(caplog: pytest.LogCaptureFixture) -> None:
+    from medxfer.backbones import _note_random_init
+
+    _note_random_init.cache_clear()  # another test may have built these already
+    with caplog.at_level(logging.INFO, logger="medxfer.backbones"):
+        create_backbone("timm/resnet18")
+        create_backbone("timm/resnet18", in_chans=1)
+        create_backbone("resnet50")
+    notices = [r for r in caplog.records if "starts from random weights" in r.getMessage()]
+    assert [r.getMessage().split()[1] for r in notices] == ["timm/resnet18", "resnet50"]
+    assert notices[0].levelno == logging.INFO
+
+
+def test_loaded_weights_say_nothing_about_random_init(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from medxfer.backbones import _note_random_init
+
+    torch.save(_resnet18_state(), tmp_path / "r18.pth")
+    _note_random_init.cache_clear()
+    with caplog.at_level(logging.INFO, logger="medxfer.backbones"):
+        create_backbone("timm/resnet18", pretrained=tmp_path / "r18.pth")
+    assert "random weights" not in caplog.text

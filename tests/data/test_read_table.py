@@ -128,12 +128,27 @@ def test_bad_files_and_headers_are_named(tmp_path: Path) -> None:
     )
 
 
-def test_tsv_with_spaces_and_header_only(tmp_path: Path) -> None:
+def test_tsv_with_spaces(tmp_path: Path) -> None:
     table = read_table(_write(tmp_path, "id\t x\na\t 1\n", "t.tsv"), skipinitialspace=True)
     assert table.frame.to_dict("list") == {"id": ["a"], "x": ["1"]}
-    empty = read_table(_write(tmp_path, "id,age\n", "h.csv"), numeric=["age"])
-    assert empty.frame.empty and empty.lines.tolist() == []
-    assert list(empty.frame.columns) == ["id", "age"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "what"),
+    [
+        pytest.param("h.csv", "id,age\n", "only its header, 2 column(s)", id="header-only"),
+        pytest.param("q.csv", 'id,"a, b"\n\n\n', "only its header, 2 column(s)", id="quoted"),
+        pytest.param("e.csv", "", "the file is empty", id="empty-file"),
+        pytest.param("g.csv.gz", gzip.compress(b"id\tx\n"), "only its header", id="gzip"),
+    ],
+)
+def test_a_table_without_rows_is_named(
+    tmp_path: Path, name: str, content: str | bytes, what: str
+) -> None:
+    path = _write(tmp_path, content, name)
+    with pytest.raises(TableError) as err:
+        read_table(path, numeric=["age"])
+    assert str(err.value).startswith(f"{path}: the table has no rows ({what}")
 
 
 def test_parquet_rows_are_numbered_from_one(tmp_path: Path) -> None:
@@ -143,3 +158,6 @@ def test_parquet_rows_are_numbered_from_one(tmp_path: Path) -> None:
     table = read_table(path, required=["id"])
     assert table.lines.tolist() == [1, 2]
     assert table.frame.to_dict("list") == {"id": ["a", ""], "n": ["1", "2"]}
+    pd.DataFrame({"id": pd.Series([], dtype=str)}).to_parquet(tmp_path / "h.parquet")
+    with pytest.raises(TableError, match=r"h\.parquet: the table has no rows \(only its header"):
+        read_table(tmp_path / "h.parquet")

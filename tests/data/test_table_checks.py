@@ -69,19 +69,46 @@ def test_duplicates_are_named_dropped_when_asked_and_conflicts_kept_as_errors(
     lines = [2, 3, 4, 5, 6]
     with pytest.raises(TableError) as err:
         check_duplicates(table, ["id"], lines, "t.csv", "image")
-    assert str(err.value).startswith("t.csv: lines 2, 4, 6 hold the same image (id='a');")
+    assert str(err.value) == (
+        "t.csv: lines 2, 4, 6 hold the same image (id='a'); remove the copies, or set "
+        "drop_duplicates: true to drop identical ones (counted)"
+    )
     with caplog.at_level(logging.WARNING):
         keep = check_duplicates(table, ["id"], lines, "t.csv", "image", drop=True)
     assert keep.tolist() == [True, True, False, True, False]
     assert "dropped 2 repeated row(s) of the same image" in caplog.text
     table.loc[4, "y"] = 9  # the third copy differs
-    with pytest.raises(TableError, match=r"lines 2, 4, 6 hold the same image .*the copies differ"):
+    with pytest.raises(TableError, match=r"lines 2, 4, 6 hold the same image .*copies differ in"):
         check_duplicates(table, ["id"], lines, "t.csv", "image", drop=True)
     # the line column never makes two copies differ
     keep = check_duplicates(
         pd.DataFrame({"id": ["a", "a"], "line": [2, 3]}), ["id"], [2, 3], "t", "x", drop=True
     )
     assert keep.tolist() == [True, False]
+
+
+@pytest.mark.parametrize("drop", [False, True], ids=["error", "drop_duplicates"])
+def test_copies_that_differ_name_the_columns_and_both_values(drop: bool) -> None:
+    """Line 6 repeats image 'a' of line 2 (line 4 is an identical copy) with another Sex and
+    Age; both blank 'Note's agree; four differing columns show the first three."""
+    table = pd.DataFrame(
+        {
+            "Path": ["a", "b", "a", "c", "a"],
+            "Sex": ["Female", "Male", "Female", "Male", "Male"],
+            "Age": [41.0, 50.0, 41.0, 60.0, 14.0],
+            "Note": [np.nan, "x", np.nan, "y", np.nan],
+            "Edema": [1.0, 0.0, 1.0, 0.0, 0.0],
+            "Effusion": [np.nan, 0.0, np.nan, 0.0, 1.0],
+        }
+    )
+    with pytest.raises(TableError) as err:
+        check_duplicates(table, ["Path"], [2, 3, 4, 5, 6], "train.csv", "image", drop=drop)
+    assert str(err.value) == (
+        "train.csv: lines 2, 4, 6 hold the same image (Path='a'); the copies differ in column(s) "
+        "'Sex': 'Female' on line 2, 'Male' on line 6; 'Age': 41.0 on line 2, 14.0 on line 6; "
+        "'Edema': 1.0 on line 2, 0.0 on line 6 and 1 more, so neither can be dropped: fix the "
+        "table"
+    )
 
 
 def test_near_miss_names() -> None:

@@ -43,7 +43,7 @@ def test_patient_split_has_no_leakage_and_sizes_within_one_percent() -> None:
 )
 def test_grey_containers_decode_to_the_same_plane(tmp_path: Path, mode: str, scale: int) -> None:
     rng = np.random.default_rng(0)
-    grey = rng.integers(0, 256, (9, 7)).astype(np.uint8)
+    grey = rng.integers(0, 256, (9, 8)).astype(np.uint8)  # sides >= MIN_SIDE (8)
     if mode == "I;16":
         img = Image.fromarray(grey.astype(np.uint16) * 257)
     else:

@@ -754,15 +754,17 @@ def test_of_several_problems_the_first_one_checked_is_named(
 # --- the file as the readers open it -------------------------------------------------------
 
 
-def test_a_header_only_table_has_the_text_columns_of_a_full_one(tmp_path: Path) -> None:
-    one = _write(tmp_path / "one" / "CheXpert-v1.0" / "train.csv", HEADER, [ROW])
+def test_a_header_only_table_is_named_not_blamed_on_a_filter(tmp_path: Path) -> None:
+    """Issue 25: a CheXpert table without rows was reported as 'every image is lateral'."""
     none = _write(tmp_path / "none" / "CheXpert-v1.0" / "train.csv", HEADER, [])
-    nih_one = _write(tmp_path / "one.csv", NIH_HEADER, ["a.png,Mass,0,1,50,M,PA,1,1,1,1"])
     nih_none = _write(tmp_path / "none.csv", NIH_HEADER, [])
-    for full, empty in ((read_chexpert_csv(one), read_chexpert_csv(none)),
-                        (read_nih_csv(nih_one), read_nih_csv(nih_none))):  # fmt: skip
-        assert empty.empty
-        assert dict(empty.dtypes) == dict(full.dtypes)
+    for path, read in (
+        (none, lambda: read_chexpert_csv(none, frontal_only=True)),
+        (nih_none, lambda: read_nih_csv(nih_none)),
+    ):
+        with pytest.raises(TableError) as err:
+            read()
+        assert str(err.value).startswith(f"{path}: the table has no rows (only its header")
 
 
 def test_nih_label_asked_for_twice_is_one_column(tmp_path: Path) -> None:
