@@ -121,14 +121,23 @@ def read_grey_image(path: str | os.PathLike[str], context: str = "") -> np.ndarr
     are converted to luminance (ITU-R 601); an alpha channel that is opaque everywhere is
     dropped. 16-bit images keep their range (divided by 65535), 8-bit are divided by 255.
 
+    A path may end in ``#<bits>``, the bits the image was acquired with (a DICOM's
+    ``BitsStored``; PadChest's table gives them): a 16-bit image is then divided by
+    ``2**b - 1``, ``b`` the larger of those bits and the bit length of its brightest pixel, so a
+    12-bit image stored as is fills [0, 1] and one rescaled to 16 bits is read as such.
+
     Args:
-        path: the file.
+        path: the file (optionally ``<file>#<bits>``).
         context: appended to error messages (e.g. ``"row 12 of train.csv"``).
 
     Raises:
         ImageDecodeError: missing file, a decoder failure, a side under :data:`MIN_SIDE`,
             transparent pixels or a CMYK image, naming ``path`` and ``context``.
     """
+    file, _, bits = str(path).rpartition("#")
+    if file and bits.isdigit() and not Path(path).is_file():
+        stored = int(bits)
+        return _decode(file, context, lambda img: _to_grey(img, stored), checks=True)
     return _decode(path, context, _to_grey, checks=True)
 
 
@@ -223,10 +232,13 @@ def _check_colour(img: Image.Image, path: str | os.PathLike[str], context: str) 
         )
 
 
-def _to_grey(img: Image.Image) -> np.ndarray:
+def _to_grey(img: Image.Image, bits: int | None = None) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float32)
+        if bits is not None:  # the acquisition's bits, or more if the pixels need them
+            depth = min(16, max(bits, int(arr.max(initial=0)).bit_length()))
+            return np.clip(arr / float(2**depth - 1), 0.0, 1.0)
         top = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
         return np.clip(arr / top, 0.0, 1.0)
     if mode == "F":

@@ -160,3 +160,43 @@ def test_bad_projection_and_flat_layout(padchest: Path, tmp_path: Path) -> None:
     path = write_rows(tmp_path / "t.csv", rows)
     flat = read_padchest_csv(path, labels=LABELS, layout="flat", image_dir=tmp_path / "img")
     assert flat["path"].tolist()[0] == f"{tmp_path / 'img' / rows[0]['ImageID']}#16"
+
+
+@pytest.mark.parametrize(
+    ("stored", "top", "bits", "scale"),
+    [
+        pytest.param(4095, 4095, 12, 4095, id="12-bit-as-stored"),
+        pytest.param(3000, 3000, 12, 4095, id="12-bit-dark"),
+        pytest.param(60000, 60000, 12, 65535, id="rescaled-to-16-bit"),
+        pytest.param(1000, 1000, 16, 65535, id="16-bit-acquisition"),
+    ],
+)
+def test_16_bit_pngs_are_scaled_by_their_real_bit_depth(
+    tmp_path: Path, stored: int, top: int, bits: int, scale: int
+) -> None:
+    from PIL import Image
+
+    from medxfer.data.images import read_grey_image
+
+    pixels = np.linspace(0, top, 32 * 32).reshape(32, 32).astype(np.uint16)
+    Image.fromarray(pixels).save(tmp_path / "x.png")
+    got = read_grey_image(f"{tmp_path / 'x.png'}#{bits}")
+    np.testing.assert_allclose(got, pixels / scale, rtol=1e-6)
+    plain = read_grey_image(tmp_path / "x.png")  # without the bits: the container's 16 bits
+    np.testing.assert_allclose(plain, pixels / 65535, rtol=1e-6)
+
+
+def test_padchest_through_the_datamodule(padchest: Path) -> None:
+    from medxfer.datamodules.chest_xray import ChestXrayDataModule, CXRTable
+
+    dm = ChestXrayDataModule(
+        CXRTable(csv=str(padchest), format="padchest", options={"method": "RNN_model"}),
+        labels=LABELS,
+        image_size=24,
+        batch_size=4,
+        num_workers=0,
+        verify_images=True,
+    )
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (4, 3, 24, 24) and batch["image"].float().mean() > 10
