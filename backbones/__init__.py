@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from medxfer.errors import ConfigError, UnknownNameError
 from medxfer.registry import Registry
 
+from .exported import exported_files, read_export_metadata
 from .sources import InputConfig, WeightSource, directory_message, weights_dir
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ __all__ = [
     "register_backbone",
     "resolve_weights",
     "stage_names",
+    "weights_chain",
     "weights_dir",
 ]
 
@@ -189,9 +191,33 @@ def resolve_weights(arch: str, pretrained: str | os.PathLike[str]) -> Path:
             f"{weights_dir() / 'timm' / (arch[5:] + '.safetensors')} (from the Hugging Face hub "
             f"page timm/{arch[5:]}), or pass pretrained=<path>"
         )
-    if sources and os.sep not in text and not path.suffix:
-        raise UnknownNameError(f"{arch} has no weight source {text!r}; known: {', '.join(sources)}")
+    exported = exported_files(weights_dir()).get(arch, {})
+    if text in exported:  # a medxfer export in the weights folder, named by its stem
+        return exported[text][0]
+    if (sources or exported) and os.sep not in text and not path.suffix:
+        known = ", ".join([*sources, *exported])
+        raise UnknownNameError(f"{arch} has no weight source {text!r}; known: {known}")
     raise FileNotFoundError(f"weight file {path} does not exist")
+
+
+def weights_chain(
+    name: str, pretrained: str | os.PathLike[str] | None = None
+) -> list[dict[str, Any]]:
+    """Where the weights chosen by ``(name, pretrained)`` come from, oldest first: a medxfer
+    export's recorded chain (:mod:`.exported`), else one entry naming the source, the file or
+    random init. What a task records (``weights_chain``) and ``medxfer export`` extends."""
+    arch, pretrained = _split_name(name, pretrained)
+    if pretrained is None:
+        return [{"start": "random init", "architecture": arch}]
+    text = str(pretrained)
+    sources = {} if arch.startswith("timm/") else BACKBONES.entry(arch).metadata["sources"]
+    if text in sources:
+        return [{"start": f"{arch}.{text}", "file": sources[text].filename}]
+    path = resolve_weights(arch, pretrained)
+    meta = read_export_metadata(path)
+    if meta is not None:
+        return list(meta.get("chain") or [])
+    return [{"start": str(path), "architecture": arch}]
 
 
 def create_backbone(
@@ -368,10 +394,15 @@ def _timm_input_config(model: str) -> InputConfig:
 
 
 def _checkpoint_input_config(path: Path) -> InputConfig | None:
-    """The ``input_norm`` a medxfer task saved in a Lightning checkpoint, or None."""
+    """The ``input_norm`` a medxfer task saved in a Lightning checkpoint, or that a medxfer
+    export records (:mod:`.exported`), or None."""
     from .weights import read_checkpoint_hparams
 
-    norm = (read_checkpoint_hparams(path) or {}).get(INPUT_NORM_KEY)
+    exported = read_export_metadata(path)
+    if exported is not None:
+        norm, what = exported.get("input_norm"), f"export {path} (trained with it)"
+    else:
+        norm, what = (read_checkpoint_hparams(path) or {}).get(INPUT_NORM_KEY), None
     if norm is None:
         return None
 
@@ -394,7 +425,7 @@ def _checkpoint_input_config(path: Path) -> InputConfig | None:
         triple("mean", float),
         triple("std", float),
         triple("input_size", int),
-        f"checkpoint {path} (trained with it)",
+        what or f"checkpoint {path} (trained with it)",
     )
 
 

@@ -36,6 +36,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from medxfer.backbones import create_backbone, input_config, parameter_stages, stage_names
+from medxfer.backbones import weights_chain as backbone_weights_chain
 from medxfer.naming import eval_prefix
 
 __all__ = ["TransferTask", "mixup_batch", "resolve_input_norm"]
@@ -161,6 +162,9 @@ class TransferTask(L.LightningModule):
             weights is warned about. The resolved value (:attr:`input_norm`) is what the task
             normalises its images with (:meth:`normalize_image`, on the device), and is saved
             in the hyper-parameters, checkpoints and the run's config.
+        weights_chain: where the initial weights come from, oldest first (default: from
+            ``backbone`` / ``pretrained``, :func:`medxfer.backbones.weights_chain`; a medxfer
+            export's recorded chain). Saved in checkpoints; ``medxfer export`` extends it.
     """
 
     output_type: ClassVar[str] = "multilabel"
@@ -195,9 +199,16 @@ class TransferTask(L.LightningModule):
         mixup: float = 0.0,
         initialised_from: str | None = None,
         input_norm: dict[str, list[float]] | None = None,
+        weights_chain: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         input_norm = resolve_input_norm(backbone, pretrained, input_norm)  # what hparams record
+        if weights_chain is None:  # recorded once, from the weights this run starts from
+            weights_chain = (
+                [{"start": initialised_from}]
+                if pretrained is None and initialised_from
+                else backbone_weights_chain(backbone, pretrained)
+            )
         _check_norm(input_norm)
         self.save_hyperparameters()
         self.input_norm = input_norm

@@ -34,10 +34,12 @@ LIGHTNING_COMMANDS = {
 #: medxfer's own subcommands, with one line each for ``medxfer --help``.
 COMMANDS = {
     "list": "list backbones (with their weight files), tasks, datamodules or image readers",
-    "synthesize": "write synthetic data in the real formats (cxr, derm, mammo, table, seg)",
+    "synthesize": "write synthetic data in the real formats (cxr, mimic, padchest, covidx, tb, "
+    "natural, derm, mammo, table, seg)",
     "prepare": "pre-resize a config's images into an HDF5 cache (resumable)",
     "study": "run N seeds of a config into a study folder (resumable)",
     "report": "tables and plots of a study folder",
+    "export": "write a run's backbone as .safetensors with its normalisation and weights chain",
 }
 
 #: The module of each of medxfer's own subcommands (``list`` is a builtin's name).

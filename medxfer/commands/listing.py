@@ -2,7 +2,9 @@
 
 Backbones come from their registry (names, weight sources and files; no torch or timm is
 imported), with the weights folder they are read from, how to move it, and whether each named
-source's file is there -- so a user sees before a run which weights it can start from; tasks, datamodules and image readers from the entry points that declare them, read
+source's file is there -- so a user sees before a run which weights it can start from -- and the
+backbones ``medxfer export`` wrote into that folder, under their architecture; tasks,
+datamodules and image readers from the entry points that declare them, read
 as metadata (:mod:`medxfer.plugins`): nothing is imported, so the listing answers at once.
 """
 
@@ -39,9 +41,11 @@ def main(argv: Sequence[str]) -> int:
 
 def _list_backbones(pattern: str) -> None:
     from medxfer.backbones import BACKBONES  # the registry only: neither torch nor timm
+    from medxfer.backbones.exported import describe_chain, exported_files
     from medxfer.backbones.sources import WEIGHT_SUFFIXES, WEIGHTS_DIR_ENV, weights_dir
 
     folder = weights_dir()
+    exported = exported_files(folder)
     names = BACKBONES.names(pattern)
     sources = [
         (name, source, ws)
@@ -67,6 +71,14 @@ def _list_backbones(pattern: str) -> None:
                     f"{'':<{width}}    .{source:<15} {ws.filename:<{file_width}}  {mark}  "
                     f"({ws.description})"
                 )
+        for stem, (path, meta) in exported.get(name, {}).items():
+            chain = " -> ".join(
+                str(step.get("start") or (step.get("trained_on") or {}).get("name") or "?")
+                for step in meta.get("chain") or []
+            )
+            print(
+                f"{'':<{width}}    .{stem:<15} {path.name:<{file_width}}  present  (exported: {chain})"
+            )
     timm_dir = folder / "timm"
     timm_files = (
         sorted(p.name for p in timm_dir.iterdir() if p.name.lower().endswith(WEIGHT_SUFFIXES))
@@ -78,3 +90,10 @@ def _list_backbones(pattern: str) -> None:
         f"{'':<{width}}    .timm            {timm_dir}/<name>.safetensors: "
         + (", ".join(timm_files) if timm_files else "none present")
     )
+    for arch, files in exported.items():
+        if arch.startswith("timm/") and fnmatch.fnmatch(arch, pattern):
+            for stem, (path, meta) in files.items():
+                chain = describe_chain(meta.get("chain") or [])
+                print(
+                    f"{'':<{width}}    .{stem:<15} {path.name}  present  ({arch}, exported: {chain})"
+                )
