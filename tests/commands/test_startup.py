@@ -90,9 +90,10 @@ BUILT_IN = {
         "DermatologyDataModule",
         "ImageTable",
         "MammographyDataModule",
+        "NaturalImageDataModule",
         "SegmentationDataModule",
     },
-    "readers": {"grey", "rgb", "dicom", "mammogram"},
+    "readers": {"grey", "rgb", "dicom", "mammogram", "cifar"},
 }
 
 
