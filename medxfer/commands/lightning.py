@@ -23,6 +23,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from medxfer.checkpointing import use_local_checkpoint_io
+from medxfer.commands.common import check_config_files
 from medxfer.datamodules import MedxferDataModule
 from medxfer.errors import ConfigError
 from medxfer.plugins import load_all
@@ -96,12 +97,14 @@ class MedxferCLI(LightningCLI):
         """The trainer, with :class:`~medxfer.resume.RandomState` added (once), so every
         checkpoint holds the global random generators and a resumed fit continues exactly, and
         writing checkpoints without Lightning's in-memory copy
-        (:func:`medxfer.checkpointing.use_local_checkpoint_io`; the same bytes, faster)."""
-        from medxfer.resume import RandomState
+        (:func:`medxfer.checkpointing.use_local_checkpoint_io`; the same bytes, faster), and
+        :class:`~medxfer.resume.SigtermCheckpoint` (a pre-empted fit writes ``last.ckpt``)."""
+        from medxfer.resume import RandomState, SigtermCheckpoint
 
         trainer = super().instantiate_trainer(**kwargs)
-        if not any(isinstance(cb, RandomState) for cb in trainer.callbacks):
-            trainer.callbacks.append(RandomState())
+        for kind in (RandomState, SigtermCheckpoint):
+            if not any(isinstance(cb, kind) for cb in trainer.callbacks):
+                trainer.callbacks.append(kind())
         use_local_checkpoint_io(trainer)
         return trainer
 
@@ -136,7 +139,11 @@ class MedxferCLI(LightningCLI):
     def before_fit(self) -> None:
         """``--hyperrule true``: the trainer must run the global batch the rule was set for (a
         device count the config leaves to ``auto`` is resolved the way Lightning does; this
-        catches a launcher that starts another number of processes)."""
+        catches a launcher that starts another number of processes). Before that, the run
+        folder is locked (:meth:`lock_run_folder`) and ``--ckpt_path`` checked
+        (:meth:`check_ckpt_path`)."""
+        self.lock_run_folder()
+        self.check_ckpt_path()
         if self.hyperrule_batch is None:
             return
         from medxfer.hyperrule import global_batch
@@ -151,6 +158,54 @@ class MedxferCLI(LightningCLI):
                 f"(from the trainer config), but the run has {actual} "
                 f"({trainer.world_size} process(es)); set trainer.devices and num_nodes explicitly"
             )
+
+    #: The run folder's lock while ``fit`` runs (:meth:`lock_run_folder`).
+    _run_lock: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """LightningCLI's constructor (it parses, builds and runs); the run folder's lock, if
+        taken, is released when it returns or raises."""
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            if self._run_lock is not None:
+                self._run_lock.release()
+
+    def lock_run_folder(self) -> None:
+        """``fit`` only, on global rank zero: lock the run folder
+        (:class:`~medxfer.checkpointing.RunFolderLock`), so a second fit into it -- started on
+        the same folder, or ``--resume`` of a run still going -- stops with a one-line error
+        instead of interleaving checkpoints and results."""
+        from lightning.pytorch.utilities import rank_zero_only
+
+        from medxfer.callbacks.base import run_folder
+        from medxfer.checkpointing import RunFolderLock
+
+        if rank_zero_only.rank == 0 and self._run_lock is None:
+            self._run_lock = RunFolderLock(run_folder(self.trainer)).acquire()
+
+    def check_ckpt_path(self) -> None:
+        """A ``--ckpt_path`` file must be a checkpoint of this model
+        (:func:`~medxfer.checkpointing.check_checkpoint`); Lightning's names (``best``,
+        ``last``, ``hpc``, ``registry``) and remote URLs are left to Lightning."""
+        from medxfer.checkpointing import check_checkpoint
+
+        config = self.config.get(self.subcommand) if self.subcommand else None
+        ckpt = config.get("ckpt_path") if config else None
+        if ckpt is None or "://" in str(ckpt):
+            return
+        if str(ckpt) in ("best", "last", "hpc") or str(ckpt).startswith("registry"):
+            return
+        check_checkpoint(ckpt, self.model)
+
+    def before_validate(self) -> None:
+        self.check_ckpt_path()
+
+    def before_test(self) -> None:
+        self.check_ckpt_path()
+
+    def before_predict(self) -> None:
+        self.check_ckpt_path()
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):
@@ -299,7 +354,9 @@ def expand_resume(argv: Sequence[str]) -> list[str]:
 def build_cli(argv: Sequence[str], run: bool = True) -> MedxferCLI:
     """The ``medxfer`` LightningCLI on ``argv`` (``run=False``: parse and instantiate only).
 
-    ``fit --resume RUN_DIR`` continues a run (:func:`expand_resume`). Every task and datamodule
+    ``fit --resume RUN_DIR`` continues a run (:func:`expand_resume`). The YAML files it names
+    are checked first (:func:`~medxfer.commands.common.check_config_files`: syntax errors and
+    repeated keys name the file and lines). Every task and datamodule
     declared as an entry point (medxfer's own and plug-ins') is imported first, so a config
     names their classes by short name (``class_path: PluginTask``). The short name is the class
     name; an entry point declared under another name warns, as configs cannot use it.
@@ -307,6 +364,7 @@ def build_cli(argv: Sequence[str], run: bool = True) -> MedxferCLI:
     import warnings
 
     argv = expand_resume(argv)
+    check_config_files(argv)
     for kind in ("tasks", "datamodules"):
         for name, obj in load_all(kind).items():
             class_name = getattr(obj, "__name__", name)
