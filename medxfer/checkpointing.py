@@ -47,6 +47,7 @@ __all__ = [
     "LocalCheckpointIO",
     "RunFolderLock",
     "check_checkpoint",
+    "read_checkpoint",
     "use_local_checkpoint_io",
 ]
 
@@ -102,19 +103,14 @@ def _first_line(err: BaseException) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def check_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> None:
-    """Check that ``path`` is a checkpoint of ``model``: a ``torch.save`` zip archive that loads
-    weights-only and whose ``state_dict`` has exactly ``model``'s tensors with their shapes.
-
-    Read memory-mapped (the tensors are not copied); Lightning loads the file again for the run.
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint in ``path``, memory-mapped (its tensors are not read until used): a
+    ``torch.save`` zip archive that loads weights-only, with a ``state_dict``.
 
     Raises:
         FileNotFoundError, IsADirectoryError: ``path`` is missing or a folder.
-        RunFileError: not a checkpoint (a text file, a truncated copy), no ``state_dict``, or a
-            checkpoint of another model (its missing, unexpected and misshaped tensors named).
+        RunFileError: not a checkpoint (a text file, a truncated copy), or no ``state_dict``.
     """
-    import torch
-
     file = Path(path)
     if file.is_dir():
         raise IsADirectoryError(f"checkpoint {file} is a folder, not a checkpoint file")
@@ -129,9 +125,24 @@ def check_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> None:
         state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError...
         raise RunFileError(f"checkpoint {file} cannot be read: {_first_line(err)}") from err
-    tensors = state.get("state_dict") if isinstance(state, dict) else None
-    if not isinstance(tensors, dict):
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
         raise RunFileError(f"checkpoint {file} holds no 'state_dict' (not a Lightning checkpoint)")
+    return state
+
+
+def check_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> None:
+    """Check that ``path`` is a checkpoint of ``model``: :func:`read_checkpoint`, and its
+    ``state_dict`` has exactly ``model``'s tensors with their shapes.
+
+    Read memory-mapped (the tensors are not copied); Lightning loads the file again for the run.
+
+    Raises:
+        FileNotFoundError, IsADirectoryError: ``path`` is missing or a folder.
+        RunFileError: not a checkpoint (:func:`read_checkpoint`), or a checkpoint of another
+            model (its missing, unexpected and misshaped tensors named).
+    """
+    file = Path(path)
+    tensors = read_checkpoint(file)["state_dict"]
     own = model.state_dict()
     missing = [k for k in own if k not in tensors]
     unexpected = [k for k in tensors if k not in own]

@@ -184,19 +184,36 @@ class MedxferCLI(LightningCLI):
         if rank_zero_only.rank == 0 and self._run_lock is None:
             self._run_lock = RunFolderLock(run_folder(self.trainer)).acquire()
 
+    def ckpt_file(self) -> str | None:
+        """The subcommand's ``--ckpt_path`` when it names a local file: None for none, for
+        Lightning's names (``best``, ``last``, ``hpc``, ``registry``) and for remote URLs."""
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand) if subcommand else None
+        ckpt = config.get("ckpt_path") if config else None
+        if ckpt is None or "://" in str(ckpt) or str(ckpt) in ("best", "last", "hpc"):
+            return None
+        return None if str(ckpt).startswith("registry") else str(ckpt)
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads the hyper-parameters of ``--ckpt_path`` while parsing, with a
+        bare ``torch.load``: the file is read here first, so one that is not a checkpoint is
+        named (:func:`~medxfer.checkpointing.read_checkpoint`) instead of a traceback."""
+        from medxfer.checkpointing import read_checkpoint
+
+        ckpt = self.ckpt_file()
+        if ckpt is not None:
+            read_checkpoint(ckpt)
+        super()._parse_ckpt_path()
+
     def check_ckpt_path(self) -> None:
         """A ``--ckpt_path`` file must be a checkpoint of this model
-        (:func:`~medxfer.checkpointing.check_checkpoint`); Lightning's names (``best``,
-        ``last``, ``hpc``, ``registry``) and remote URLs are left to Lightning."""
+        (:func:`~medxfer.checkpointing.check_checkpoint`: another task's or backbone's is
+        named before Lightning fails inside ``load_state_dict``)."""
         from medxfer.checkpointing import check_checkpoint
 
-        config = self.config.get(self.subcommand) if self.subcommand else None
-        ckpt = config.get("ckpt_path") if config else None
-        if ckpt is None or "://" in str(ckpt):
-            return
-        if str(ckpt) in ("best", "last", "hpc") or str(ckpt).startswith("registry"):
-            return
-        check_checkpoint(ckpt, self.model)
+        ckpt = self.ckpt_file()
+        if ckpt is not None:
+            check_checkpoint(ckpt, self.model)
 
     def before_validate(self) -> None:
         self.check_ckpt_path()
