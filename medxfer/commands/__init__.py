@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from medxfer.commands.common import DEBUG_ENV, configure_logging, error_line
+from medxfer.commands.common import DEBUG_ENV, check_config_files, configure_logging, error_line
 
 __all__ = ["COMMANDS", "LIGHTNING_COMMANDS", "main", "raise_unknown_command", "usage"]
 
@@ -76,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int | None:
 def _dispatch(argv: list[str]) -> int | None:
     """Run the subcommand ``argv[0]`` on the rest of ``argv``.
 
-    A LightningCLI command stopped by SIGTERM (a scheduler's time limit, pre-emption) returns
+    The YAML files a LightningCLI command names are checked before Lightning is imported
+    (:func:`~medxfer.commands.common.check_config_files`: a syntax error or a key written
+    twice names the file and lines, at once). A LightningCLI command stopped by SIGTERM (a scheduler's time limit, pre-emption) returns
     :data:`medxfer.resume.SIGTERM_EXIT` (143) after ``fit`` has written ``last.ckpt``: never 0,
     so ``&&`` and schedulers see the run unfinished.
     """
@@ -86,6 +88,7 @@ def _dispatch(argv: list[str]) -> int | None:
         return module.main(rest)
     if command not in LIGHTNING_COMMANDS and not command.startswith("-"):
         raise_unknown_command(command)
+    check_config_files(rest)
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from medxfer.commands.lightning import build_cli

@@ -23,7 +23,6 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from medxfer.checkpointing import use_local_checkpoint_io
-from medxfer.commands.common import check_config_files
 from medxfer.datamodules import MedxferDataModule
 from medxfer.errors import ConfigError
 from medxfer.plugins import load_all
@@ -371,9 +370,7 @@ def expand_resume(argv: Sequence[str]) -> list[str]:
 def build_cli(argv: Sequence[str], run: bool = True) -> MedxferCLI:
     """The ``medxfer`` LightningCLI on ``argv`` (``run=False``: parse and instantiate only).
 
-    ``fit --resume RUN_DIR`` continues a run (:func:`expand_resume`). The YAML files it names
-    are checked first (:func:`~medxfer.commands.common.check_config_files`: syntax errors and
-    repeated keys name the file and lines). Every task and datamodule
+    ``fit --resume RUN_DIR`` continues a run (:func:`expand_resume`). Every task and datamodule
     declared as an entry point (medxfer's own and plug-ins') is imported first, so a config
     names their classes by short name (``class_path: PluginTask``). The short name is the class
     name; an entry point declared under another name warns, as configs cannot use it.
@@ -381,7 +378,6 @@ def build_cli(argv: Sequence[str], run: bool = True) -> MedxferCLI:
     import warnings
 
     argv = expand_resume(argv)
-    check_config_files(argv)
     for kind in ("tasks", "datamodules"):
         for name, obj in load_all(kind).items():
             class_name = getattr(obj, "__name__", name)
