@@ -3,7 +3,8 @@
 
 Problems in the user's files have their own classes where they are found (``TableError`` for
 tables, ``ImageDecodeError`` for images, ``CacheError`` for the HDF5 cache, ``RLEError`` for
-run-length masks, ``WeightsError`` for weight files); a setting medxfer cannot use is a
+run-length masks, ``WeightsError`` for weight files, ``RunFileError`` for a run folder's own
+files: checkpoints, ``results.json``, the folder's lock); a setting medxfer cannot use is a
 :class:`ConfigError`. :func:`expected_errors` gathers them so that every subcommand exits with
 status 2 and one line naming the file, line, column or key instead of a traceback (``--debug``
 or ``MEDXFER_DEBUG=1`` shows it). Anything else is a bug and keeps its traceback.
@@ -17,6 +18,7 @@ import re
 
 __all__ = [
     "ConfigError",
+    "RunFileError",
     "UnknownNameError",
     "WeightsError",
     "expected_errors",
@@ -45,6 +47,13 @@ class WeightsError(ValueError):
     backbone tensors), is not weights-only, or holds no tensors; the message names the file."""
 
 
+class RunFileError(ValueError):
+    """A file of a run folder that cannot be used: a checkpoint that is not one, or belongs to
+    another model or task; a checkpoint that could not be written (a full disk); a truncated
+    or non-numeric ``results.json``; a run folder another ``medxfer fit`` is writing. The
+    message names the file (and the key or tensor)."""
+
+
 def expected_errors() -> tuple[type[BaseException], ...]:
     """Failures caused by the user's files or settings, reported in one line by the command.
 
@@ -65,6 +74,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
         CacheError,
         RLEError,
         WeightsError,
+        RunFileError,
         ConfigError,
     )
 

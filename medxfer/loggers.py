@@ -26,9 +26,23 @@ __all__ = ["PRIVATE_SETTINGS", "WandbLogger", "redact_paths", "wandb_credentials
 
 log = logging.getLogger(__name__)
 
-_PATHLIKE = re.compile(
-    r"([/\\])|(\.(csv|txt|npz|pth|pt|bin|tar|ckpt|safetensors|dcm|dicom|png|jpe?g|h5|hdf5)$)", re.I
-)
+#: File name endings medxfer's inputs and outputs use: tables, images and volumes, arrays,
+#: weights and checkpoints, archives and compression, configs, text. A value ending in one of
+#: them is a file name even without a folder (``metadata_patient456.parquet``). The list is
+#: explicit because a generic "name.ext" rule would take backbone names (``resnet50.dino``)
+#: for files.
+FILE_SUFFIXES = (
+    "csv tsv txt parquet pq feather arrow xlsx xls json jsonl ndjson yaml yml toml xml html "
+    "sqlite db lmdb pkl pickle "
+    "dcm dicom png jpg jpeg tif tiff bmp gif webp jp2 svs ndpi nii mha mhd nrrd raw img "
+    "h5 hdf5 npz npy zarr mat "
+    "pth pt bin ckpt safetensors onnx "
+    "tar tgz gz bz2 xz zst zip 7z rle"
+).split()
+#: A string that is a path or a file name: a folder separator, or a :data:`FILE_SUFFIXES` end.
+_PATHLIKE = re.compile(rf"[/\\]|\.({'|'.join(FILE_SUFFIXES)})$", re.I)
+#: Keys whose value is a location whatever it looks like (``root: scans``, ``cache: c1``).
+_PATH_KEY = re.compile(r"(^|_)(path|paths|file|files|dir|dirs|dirpath|root|csv|cache|table)$")
 REDACTED = "<path redacted>"
 
 #: ``wandb.Settings`` that medxfer's logger always sets, over any the user passes: no console
@@ -56,11 +70,24 @@ def wandb_credentials_available() -> bool:
 
 
 def redact_paths(params: Any) -> Any:
-    """``params`` with every string that looks like a file path replaced by a placeholder."""
+    """``params`` with every path or file name replaced by a placeholder: strings with a folder
+    separator or a file ending (:data:`FILE_SUFFIXES`, with or without a folder), ``Path``
+    objects, and every string under a key that names a location (``csv``, ``root``,
+    ``image_dir``, ``*_path``...).
+
+    Example:
+        >>> redact_paths({"csv": "cases", "table": "metadata_patient456.parquet", "lr": 0.1})
+        {'csv': '<path redacted>', 'table': '<path redacted>', 'lr': 0.1}
+    """
     if isinstance(params, Namespace):
         params = vars(params)
     if isinstance(params, dict):
-        return {k: redact_paths(v) for k, v in params.items()}
+        return {
+            k: REDACTED
+            if isinstance(v, str | Path) and _PATH_KEY.search(str(k).lower())
+            else redact_paths(v)
+            for k, v in params.items()
+        }
     if isinstance(params, list | tuple):
         return type(params)(redact_paths(v) for v in params)
     if isinstance(params, Path) or (isinstance(params, str) and _PATHLIKE.search(params)):

@@ -48,6 +48,7 @@ __all__ = [
     "missing_artifacts",
     "missing_section",
     "performance_section",
+    "read_results",
     "render_html",
     "subgroups_section",
     "summary_section",
@@ -110,8 +111,41 @@ class StudyRuns:
 
 
 def _number(v: object) -> float:
-    """A value of strict JSON as a float: ``null`` -> NaN, ``"inf"`` -> inf."""
+    """A value of strict JSON as a float: ``null`` -> NaN, ``"inf"`` -> inf.
+
+    Raises:
+        ValueError, TypeError: not a number (text, a list, a mapping, true / false).
+    """
+    if isinstance(v, bool | list | dict):
+        raise TypeError(f"{type(v).__name__}")
     return math.nan if v is None else float(v)  # type: ignore[arg-type]
+
+
+def read_results(path: Path) -> dict[str, float]:
+    """A replica's ``results.json``: a JSON object of metric -> number (``null``: NaN).
+
+    Raises:
+        RunFileError: the file is not JSON (truncated, edited by hand), not an object, or a
+            value is not a number (the key and value are named).
+    """
+    from medxfer.errors import RunFileError
+
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise RunFileError(
+            f"{path}: not a complete JSON results table ({err}); run the replica again "
+            "(delete the file; medxfer study redoes it)"
+        ) from err
+    if not isinstance(data, dict):
+        raise RunFileError(f"{path}: not a results table (a JSON object of metric: number)")
+    results = {}
+    for key, value in data.items():
+        try:
+            results[str(key)] = _number(value)
+        except (TypeError, ValueError) as err:
+            raise RunFileError(f"{path}: key '{key}' is not a number: {value!r}") from err
+    return results
 
 
 def _replica_folders(study: Path) -> list[tuple[Path, int]]:
@@ -126,13 +160,14 @@ def find_runs(study: Path) -> list[Run]:
 
     Raises:
         FileNotFoundError: ``study`` holds no finished replica.
+        RunFileError: a ``results.json`` that cannot be read (:func:`read_results`).
     """
     runs = []
     for folder, seed in _replica_folders(study):
         res = folder / artifacts.RESULTS_JSON
         if not res.is_file():
             continue
-        results = {k: _number(v) for k, v in json.loads(res.read_text()).items()}
+        results = read_results(res)
         run = Run(folder.parent.name, seed, folder, results)
         cfg_path = folder / artifacts.CONFIG_YAML
         if cfg_path.is_file():

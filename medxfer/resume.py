@@ -21,6 +21,11 @@ training, never by history:
   torch CPU and CUDA) in every checkpoint and restoring them at the start of the resumed fit,
   for what draws from them in the training loop (dropout, MixUp, stochastic depth).
 
+* :class:`SigtermCheckpoint` -- a pre-empted run (SIGTERM: a scheduler's time limit or
+  pre-emption, ``kill``) writes ``last.ckpt`` where Lightning stops it (the end of the current
+  training step), so ``--resume`` continues from that step rather than from the last periodic
+  checkpoint; ``medxfer fit`` then exits with :data:`SIGTERM_EXIT`, not 0.
+
 The best-model tracking lives in Lightning's ``ModelCheckpoint`` state, restored only when the
 resumed run writes into the same checkpoint folder: ``medxfer fit --resume RUN_DIR`` (see
 :func:`medxfer.commands.lightning.resume_arguments`) makes sure it does.
@@ -28,6 +33,7 @@ resumed run writes into the same checkpoint folder: ``medxfer fit --resume RUN_D
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections.abc import Callable, Iterator, Sized
@@ -41,11 +47,19 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from medxfer.errors import ConfigError
 from medxfer.transforms import sample_key
 
+log = logging.getLogger(__name__)
+
+#: The exit status of a ``medxfer`` command stopped by SIGTERM (128 + 15, what a shell reports
+#: for a process SIGTERM killed): never 0, so a scheduler or ``&&`` does not read it as success.
+SIGTERM_EXIT = 143
+
 __all__ = [
+    "SIGTERM_EXIT",
     "KeyedDataset",
     "RandomState",
     "ResumableLoader",
     "ResumableSampler",
+    "SigtermCheckpoint",
     "mix_seed",
     "run_seed",
 ]
@@ -262,3 +276,52 @@ class RandomState(Callback):
             and len(cuda) == torch.cuda.device_count()
         ):
             torch.cuda.set_rng_state_all(cuda)
+
+
+class SigtermCheckpoint(Callback):
+    """Writes ``last.ckpt`` when a fit stops on SIGTERM.
+
+    Lightning turns SIGTERM into ``SIGTERMException`` at the end of the current training step
+    (or validation batch), on every rank; this callback's ``on_exception`` then saves the
+    checkpoint every rank agrees on, as ``last.ckpt`` in the folder of the ``ModelCheckpoint``
+    that keeps one (``save_last``; else the trainer's checkpoint callback; else
+    ``<run folder>/checkpoints``), where ``medxfer fit --resume RUN_DIR`` reads it. The
+    training loader's position (mid-epoch included) and the random generators go with it, so
+    the resumed run is the uninterrupted one. Other exceptions (Ctrl-C can arrive in the middle
+    of an optimiser step) save nothing: the last periodic checkpoint stays the one to resume.
+
+    ``medxfer fit`` adds it to every run; the command exits with :data:`SIGTERM_EXIT`.
+    """
+
+    #: The checkpoint written, once written.
+    path: str | None = None
+
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
+        from lightning.pytorch.callbacks import ModelCheckpoint
+        from lightning.pytorch.trainer.states import TrainerFn
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
+            return
+        from medxfer import artifacts
+        from medxfer.callbacks.base import run_folder
+
+        keepers = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+        keeper = next((c for c in keepers if c.save_last), trainer.checkpoint_callback)
+        folder = getattr(keeper, "dirpath", None) or os.path.join(
+            run_folder(trainer), artifacts.CHECKPOINTS_DIR
+        )
+        path = os.path.join(folder, artifacts.LAST_CKPT)
+        if isinstance(keeper, ModelCheckpoint):
+            keeper.last_model_path = path
+        trainer.save_checkpoint(path)
+        self.path = path
+        if trainer.is_global_zero:
+            log.warning(
+                "SIGTERM: stopped at step %d; wrote %s (continue with `medxfer fit --resume %s`)",
+                trainer.global_step,
+                path,
+                os.path.dirname(folder),
+            )

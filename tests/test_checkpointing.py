@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import lightning as L
@@ -89,3 +90,63 @@ def test_the_cli_trainer_uses_it(synthetic_cxr: dict[str, Path], tmp_path: Path)
         run=False,
     )
     assert type(cli.trainer.strategy.checkpoint_io) is LocalCheckpointIO
+
+
+def test_full_disk_is_one_line_naming_the_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    """A write that fails with ENOSPC (simulated: ``torch.save`` raising it, as the kernel
+    would on a full disk) is a RunFileError naming the checkpoint; the old one is kept."""
+    import errno
+
+    import medxfer.checkpointing as checkpointing
+    from medxfer.commands.common import error_line
+    from medxfer.errors import RunFileError
+
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    LocalCheckpointIO().save_checkpoint(_state(), target)
+    before = target.read_bytes()
+
+    def full(obj: object, path: object) -> None:
+        Path(str(path)).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpointing.torch, "save", full)
+    with pytest.raises(RunFileError) as info:
+        LocalCheckpointIO().save_checkpoint(_state(), target)
+    line = error_line(info.value)
+    assert line is not None and "\n" not in line
+    assert str(target) in line and "No space left on device" in line
+    assert target.read_bytes() == before
+    assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]  # no partial left
+
+
+def test_run_folder_lock_is_exclusive_and_dies_with_its_holder(tmp_path: Path) -> None:
+    """A second lock on a held folder is refused naming the folder and the holder's PID; a
+    holder killed with SIGKILL (no clean-up) leaves the folder free: the OS drops ``flock``."""
+    import signal
+    import subprocess
+    import sys
+
+    from medxfer.checkpointing import RUN_LOCK, RunFolderLock
+    from medxfer.errors import RunFileError
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from medxfer.checkpointing import RunFolderLock; "
+            f"lock = RunFolderLock({str(tmp_path)!r}).acquire(); print('held', flush=True); "
+            "time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunFileError, match=rf"{tmp_path}.*PID {holder.pid}"):
+            RunFolderLock(tmp_path).acquire()
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        with RunFolderLock(tmp_path):  # free again, without waiting
+            assert (tmp_path / RUN_LOCK).read_text().strip() == str(os.getpid())
+    finally:
+        holder.kill()

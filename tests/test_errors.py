@@ -546,3 +546,140 @@ def test_weights_images_and_tables_report_bad_input_in_one_line(
     extra = prepare(work) if prepare else []
     proc = medxfer(["fit", "-c", TINY, "--trainer.max_steps=1", *args, *extra], work)
     assert_one_line_error(proc, fragments)
+
+
+# --- reliab cases ---
+def yaml_with_repeated_key(work: Path) -> tuple[str, list[str]]:
+    """tiny.yaml with ``lr`` written twice under ``model.init_args``; the fragments name the
+    file, the dotted key and both physical lines (found in the text written)."""
+    text = Path(TINY).read_text().replace("    lr: 0.01\n", "    lr: 0.01\n    lr: 0.5\n")
+    (work / "twice.yaml").write_text(text)
+    lines = [i + 1 for i, line in enumerate(text.splitlines()) if line.strip().startswith("lr:")]
+    assert len(lines) == 2
+    return "twice.yaml", ["twice.yaml", "'model.init_args.lr'", f"lines {lines[0]} and {lines[1]}"]
+
+
+def yaml_with_syntax_error(work: Path) -> tuple[str, list[str]]:
+    """A config whose line 3 is indented under a scalar (a mapping where none may start)."""
+    (work / "broken.yaml").write_text("trainer:\n  max_steps: 1\n   devices: 1\n")
+    return "broken.yaml", ["broken.yaml", "line 3", "YAML syntax error"]
+
+
+@pytest.mark.parametrize(
+    "prepare",
+    [
+        pytest.param(yaml_with_repeated_key, id="repeated-key"),
+        pytest.param(yaml_with_syntax_error, id="syntax-error"),
+    ],
+)
+def test_yaml_config_errors_name_the_file(
+    work: Path, prepare: Callable[[Path], tuple[str, list[str]]]
+) -> None:
+    config, fragments = prepare(work)
+    assert_one_line_error(medxfer(["fit", "-c", config], work), fragments)
+
+
+def test_mistyped_command_lists_every_command(work: Path) -> None:
+    proc = medxfer(["fitt"], work)
+    names = ["fit", "validate", "test", "predict", "list", "synthesize", "prepare", "study"]
+    assert_one_line_error(proc, ["'fitt'", "did you mean 'fit'?", *names, "report", "export"])
+
+
+def text_checkpoint(work: Path) -> list[str]:
+    """A text file named like a checkpoint."""
+    (work / "notes.ckpt").write_text("epoch 3 looked best\n")
+    return ["validate", "-c", TINY, "--ckpt_path=notes.ckpt"]
+
+
+def truncated_checkpoint(work: Path) -> list[str]:
+    """The first half of a real torch.save archive (a copy cut short)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"state_dict": {"w": torch.zeros(64)}}, buffer)
+    (work / "cut.ckpt").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    return ["test", "-c", TINY, "--ckpt_path=cut.ckpt"]
+
+
+def resume_of_another_task(work: Path) -> list[str]:
+    """A run folder holding tiny.yaml's config and a ``last.ckpt`` of another model (a
+    Lightning-layout checkpoint of timm's test_resnet, keys under ``model.``)."""
+    import timm
+    import torch
+
+    run = work / "other_task_run"
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    import yaml
+
+    config = yaml.safe_load(Path(TINY).read_text())
+    config["trainer"].pop("default_root_dir")
+    config["trainer"]["logger"] = False
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    other = timm.create_model("test_resnet", num_classes=3).state_dict()
+    torch.save(
+        {"state_dict": {f"model.{k}": v for k, v in other.items()}, "global_step": 1},
+        run / "checkpoints" / "last.ckpt",
+    )
+    return ["fit", "--resume", "other_task_run"]
+
+
+@pytest.mark.parametrize(
+    ("prepare", "fragments"),
+    [
+        pytest.param(text_checkpoint, ["notes.ckpt", "not a checkpoint"], id="text-ckpt"),
+        pytest.param(truncated_checkpoint, ["cut.ckpt", "not a checkpoint"], id="truncated-ckpt"),
+        pytest.param(
+            resume_of_another_task,
+            [
+                "other_task_run/checkpoints/last.ckpt",
+                "not a checkpoint of this MultiLabelClassifier",
+            ],
+            id="resume-another-task",
+        ),
+    ],
+)
+def test_unusable_checkpoint_is_named(
+    work: Path, prepare: Callable[[Path], list[str]], fragments: list[str]
+) -> None:
+    assert_one_line_error(medxfer(prepare(work), work), fragments)
+
+
+def test_second_fit_into_a_locked_run_folder(work: Path) -> None:
+    """A run folder another fit holds (an ``flock`` taken here, as a running fit holds it) is
+    refused in one line naming the folder and the holder's PID."""
+    import fcntl
+
+    from medxfer.checkpointing import RUN_LOCK
+
+    folder = work / "busy_run"
+    folder.mkdir(exist_ok=True)
+    with open(folder / RUN_LOCK, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write(f"{os.getpid()}\n")
+        held.flush()
+        args = ["--trainer.logger=false", "--trainer.default_root_dir=busy_run"]
+        proc = medxfer(["fit", "-c", TINY, "--trainer.max_steps=1", *args], work)
+    assert_one_line_error(proc, ["busy_run", "in use by another medxfer fit", str(os.getpid())])
+
+
+@pytest.mark.parametrize(
+    ("content", "fragments"),
+    [
+        pytest.param('{"test/chexpert/auroc_mean": 0.7', ["not a complete JSON"], id="truncated"),
+        pytest.param(
+            '{"test/chexpert/auroc_mean": "0.7x"}',
+            ["'test/chexpert/auroc_mean' is not a number", "0.7x"],
+            id="non-numeric",
+        ),
+    ],
+)
+def test_report_names_an_unreadable_results_file(
+    work: Path, content: str, fragments: list[str]
+) -> None:
+    results = work / "bad_study" / "cfg" / "seed0" / "results.json"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(content)
+    proc = medxfer(["report", "bad_study"], work)
+    assert_one_line_error(proc, ["bad_study/cfg/seed0/results.json", *fragments])

@@ -99,3 +99,31 @@ def test_predictions_key_cases_by_a_keyed_hash(run: dict) -> None:
     ]
     expected = {hmac.new(key, i.encode(), hashlib.sha256).hexdigest()[:20] for i in nih_ids}
     assert len(ids) == len(nih_ids) and set(ids) == expected
+
+
+def test_redaction_covers_file_names_without_a_folder() -> None:
+    """Every configured location leaves W&B redacted: a file name with no folder (the issue's
+    ``metadata_patient456.parquet``), compressed tables, and any value under a location key,
+    while names that only look dotted (backbones ``arch.source``) and numbers stay."""
+    from medxfer.loggers import REDACTED, redact_paths
+
+    params = {
+        "data": {
+            "train": {"csv": "metadata_patient456.parquet"},
+            "table": "cases.csv.gz",
+            "image_root": "scans",
+            "cache": "cache_v2",
+            "weights": "BiT-M-R50x1.npz",
+            "labels": ["Edema", "Atelectasis"],
+        },
+        "ids": ["patient00007.dcm", "lesion.nii.gz"],
+        "model": {"backbone": "resnet50.dino", "source": "bit-r50x1.bit-m", "lr": 0.01},
+    }
+    out = redact_paths(params)
+    data = out["data"]
+    assert data["train"]["csv"] == data["table"] == data["image_root"] == REDACTED
+    assert data["cache"] == data["weights"] == REDACTED
+    assert out["ids"] == [REDACTED, REDACTED]
+    assert data["labels"] == ["Edema", "Atelectasis"]
+    assert out["model"] == params["model"]
+    assert "patient456" not in json.dumps(out)

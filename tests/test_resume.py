@@ -22,6 +22,7 @@ import yaml
 from torch.utils.data import TensorDataset, WeightedRandomSampler
 
 from medxfer import artifacts, study
+from medxfer.checkpointing import RUN_LOCK
 from medxfer.commands.lightning import expand_resume, resume_arguments
 from medxfer.resume import (
     KeyedDataset,
@@ -203,13 +204,21 @@ data:
 KILL_AT = 30
 
 
-def _fit(args: list[str], cwd: Path, kill: bool = False) -> subprocess.CompletedProcess[str]:
+def _fit(
+    args: list[str],
+    cwd: Path,
+    kill: bool = False,
+    at: int = KILL_AT,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        **(env or {}),
     )
     env.pop("MEDXFER_TEST_KILL_AT_STEP", None)
     if kill:
-        env["MEDXFER_TEST_KILL_AT_STEP"] = str(KILL_AT)
+        env["MEDXFER_TEST_KILL_AT_STEP"] = str(at)
     return subprocess.run(
         [sys.executable, "-m", "medxfer", "fit", *args],
         cwd=cwd,
@@ -263,6 +272,69 @@ def test_kill_and_resume_equals_the_uninterrupted_run(
         (state,) = [v for k, v in ckpt["callbacks"].items() if "val/auroc_mean" in k]
         best[name] = (Path(state["best_model_path"]).name, float(state["best_model_score"]))
     assert best["whole"] == best["killed"]
+
+
+SIGTERM_CONFIG = """
+seed_everything: 3
+trainer:
+  accelerator: cpu
+  devices: 1
+  max_steps: 6
+  limit_val_batches: 1
+  limit_test_batches: 1
+  enable_progress_bar: false
+  enable_model_summary: false
+  logger:
+    class_path: lightning.pytorch.loggers.CSVLogger
+    init_args: {save_dir: runs}
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {save_last: true}
+    - class_path: kill_at_step.KillAtStep
+    - class_path: kill_at_step.SaveFinalWeights
+model:
+  class_path: MultiLabelClassifier
+  init_args: {backbone: timm/test_resnet, optimizer: sgd, lr: 0.05, mixup: 0.2}
+data:
+  class_path: ChestXrayDataModule
+  init_args:
+    train: {csv: TRAIN_CSV}
+    image_size: 32
+    batch_size: 4
+"""
+
+
+def test_sigterm_saves_last_checkpoint_and_exits_143(
+    synthetic_cxr: dict[str, Path], tmp_path: Path
+) -> None:
+    """A fit sent SIGTERM at the start of step 2 (before any periodic checkpoint: the only
+    ``ModelCheckpoint`` writes at an epoch's end) finishes that step, writes ``last.ckpt`` at
+    step 3, exits 143, not 0, and without results; ``--resume`` from it ends with the weights
+    of the uninterrupted run (mid-epoch: 6 steps of a longer epoch)."""
+    config = tmp_path / "fit.yaml"
+    config.write_text(SIGTERM_CONFIG.replace("TRAIN_CSV", str(synthetic_cxr["chexpert"])))
+    runs = {}
+    for name in ("whole", "termed"):
+        (tmp_path / name).mkdir()
+        env = {"MEDXFER_TEST_KILL_SIGNAL": "SIGTERM"} if name == "termed" else {}
+        out = _fit(["-c", str(config)], tmp_path / name, kill=name == "termed", at=2, env=env)
+        assert out.returncode == (143 if name == "termed" else 0), out.stderr[-3000:]
+        runs[name] = tmp_path / name / "runs" / "lightning_logs" / "version_0"
+    termed = runs["termed"]
+    assert not (termed / "results.json").exists()
+    assert "stopped by SIGTERM (exit status 143)" in out.stderr
+    assert "medxfer fit --resume" in out.stderr
+    last = torch.load(termed / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 3  # step 2 (0-based) finished, then stopped
+    assert (termed / RUN_LOCK).is_file()  # the fit locked its folder; its exit freed it
+
+    out = _fit(["--resume", "runs/lightning_logs/version_0"], tmp_path / "termed")
+    assert out.returncode == 0, out.stderr[-3000:]
+    final = {k: torch.load(r / "final_weights.pt", weights_only=True) for k, r in runs.items()}
+    for key, value in final["whole"].items():
+        assert torch.equal(value, final["termed"][key]), key
+    whole = json.loads((runs["whole"] / "results.json").read_text())
+    assert json.loads((termed / "results.json").read_text()) == whole
 
 
 # medxfer study ----------------------------------------------------------------------------------

@@ -19,9 +19,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from medxfer.commands.common import DEBUG_ENV, configure_logging, error_line
+from medxfer.commands.common import DEBUG_ENV, check_config_files, configure_logging, error_line
 
-__all__ = ["COMMANDS", "LIGHTNING_COMMANDS", "main", "usage"]
+__all__ = ["COMMANDS", "LIGHTNING_COMMANDS", "main", "raise_unknown_command", "usage"]
 
 #: The LightningCLI subcommands, with one line each for ``medxfer --help``.
 LIGHTNING_COMMANDS = {
@@ -76,15 +76,53 @@ def main(argv: Sequence[str] | None = None) -> int | None:
 
 
 def _dispatch(argv: list[str]) -> int | None:
-    """Run the subcommand ``argv[0]`` on the rest of ``argv``."""
+    """Run the subcommand ``argv[0]`` on the rest of ``argv``.
+
+    The YAML files a LightningCLI command names are checked before Lightning is imported
+    (:func:`~medxfer.commands.common.check_config_files`: a syntax error or a key written
+    twice names the file and lines, at once). A LightningCLI command stopped by SIGTERM (a scheduler's time limit, pre-emption) returns
+    :data:`medxfer.resume.SIGTERM_EXIT` (143) after ``fit`` has written ``last.ckpt``: never 0,
+    so ``&&`` and schedulers see the run unfinished.
+    """
     command, rest = argv[0], argv[1:]
     if command in COMMANDS:
         module = importlib.import_module(f"medxfer.commands.{_MODULES.get(command, command)}")
         return module.main(rest)
-    from medxfer.commands.lightning import build_cli
+    if command not in LIGHTNING_COMMANDS and not command.startswith("-"):
+        raise_unknown_command(command)
+    check_config_files(rest)
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    build_cli(argv)
+    from medxfer.commands.lightning import build_cli
+    from medxfer.resume import SIGTERM_EXIT
+
+    try:
+        build_cli(argv)
+    except SIGTERMException:
+        print(
+            f"medxfer: {command} stopped by SIGTERM (exit status {SIGTERM_EXIT})", file=sys.stderr
+        )
+        return SIGTERM_EXIT
     return 0
+
+
+def raise_unknown_command(command: str) -> None:
+    """Raise the error for an unknown ``command``: every command, and the closest one.
+
+    Raises:
+        ConfigError: always.
+    """
+    import difflib
+
+    from medxfer.errors import ConfigError
+
+    names = [*LIGHTNING_COMMANDS, *COMMANDS]
+    close = difflib.get_close_matches(command, names, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ConfigError(
+        f"unknown command '{command}'{hint} The commands: {', '.join(names)} "
+        "(`medxfer --help` describes them)"
+    )
 
 
 def usage() -> str:

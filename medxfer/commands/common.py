@@ -10,12 +10,16 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 __all__ = [
     "DEBUG_ENV",
     "SYNTHETIC_FOLDERS",
     "CommandParser",
+    "check_config_files",
+    "check_yaml",
     "configure_logging",
     "error_line",
     "synthesize_hint",
@@ -48,6 +52,64 @@ class CommandParser(argparse.ArgumentParser):
         from medxfer.errors import ConfigError
 
         raise ConfigError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def check_yaml(path: str | Path) -> None:
+    """Check that the YAML file ``path`` parses and repeats no key in any mapping.
+
+    PyYAML (and so jsonargparse) keeps the last of two equal keys without a word, so a config
+    with ``lr`` twice trains with whichever came last; and jsonargparse parses a file's text,
+    so a syntax error names ``<unicode string>``, not the file. The file is composed (not
+    constructed: custom tags need no constructor) and every mapping's keys compared.
+
+    Raises:
+        ConfigError: a syntax error (file, line, column, the parser's words), or a repeated key
+            (file, the key's dotted path and both lines).
+    """
+    import yaml
+
+    from medxfer.errors import ConfigError
+
+    try:
+        with open(path, encoding="utf-8") as stream:
+            root = yaml.compose(stream, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = " ".join(p for p in (err.context, err.problem) if p)
+        raise ConfigError(f"{path}{where}: YAML syntax error: {what}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: YAML syntax error: {err}") from err
+    todo: list[tuple[str, yaml.Node | None]] = [("", root)]
+    while todo:
+        prefix, node = todo.pop()
+        if isinstance(node, yaml.SequenceNode):
+            todo += [(f"{prefix}[{i}]", item) for i, item in enumerate(node.value)]
+        if not isinstance(node, yaml.MappingNode):
+            continue
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(key.value) if isinstance(key, yaml.ScalarNode) else None
+            dotted = f"{prefix}.{name}" if prefix else str(name)
+            if name is not None and name != "<<":
+                line = key.start_mark.line + 1
+                if name in first:
+                    raise ConfigError(
+                        f"{path}: key '{dotted}' appears twice (lines {first[name]} and {line}); "
+                        "YAML would silently keep the last: remove one"
+                    )
+                first[name] = line
+            todo.append((dotted, value))
+
+
+def check_config_files(argv: Sequence[str]) -> None:
+    """:func:`check_yaml` on every YAML file a command line names (``-c cfg.yaml``,
+    ``--config=cfg.yaml``, ``--data=data.yaml``): each value ending in ``.yaml`` / ``.yml``
+    that is a file. A missing one is left to the command, which names it."""
+    for arg in argv:
+        value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
+        if value.endswith((".yaml", ".yml")) and Path(value).is_file():
+            check_yaml(value)
 
 
 def error_line(err: BaseException) -> str | None:

@@ -96,12 +96,14 @@ class MedxferCLI(LightningCLI):
         """The trainer, with :class:`~medxfer.resume.RandomState` added (once), so every
         checkpoint holds the global random generators and a resumed fit continues exactly, and
         writing checkpoints without Lightning's in-memory copy
-        (:func:`medxfer.checkpointing.use_local_checkpoint_io`; the same bytes, faster)."""
-        from medxfer.resume import RandomState
+        (:func:`medxfer.checkpointing.use_local_checkpoint_io`; the same bytes, faster), and
+        :class:`~medxfer.resume.SigtermCheckpoint` (a pre-empted fit writes ``last.ckpt``)."""
+        from medxfer.resume import RandomState, SigtermCheckpoint
 
         trainer = super().instantiate_trainer(**kwargs)
-        if not any(isinstance(cb, RandomState) for cb in trainer.callbacks):
-            trainer.callbacks.append(RandomState())
+        for kind in (RandomState, SigtermCheckpoint):
+            if not any(isinstance(cb, kind) for cb in trainer.callbacks):
+                trainer.callbacks.append(kind())
         use_local_checkpoint_io(trainer)
         return trainer
 
@@ -136,7 +138,11 @@ class MedxferCLI(LightningCLI):
     def before_fit(self) -> None:
         """``--hyperrule true``: the trainer must run the global batch the rule was set for (a
         device count the config leaves to ``auto`` is resolved the way Lightning does; this
-        catches a launcher that starts another number of processes)."""
+        catches a launcher that starts another number of processes). Before that, the run
+        folder is locked (:meth:`lock_run_folder`) and ``--ckpt_path`` checked
+        (:meth:`check_ckpt_path`)."""
+        self.lock_run_folder()
+        self.check_ckpt_path()
         if self.hyperrule_batch is None:
             return
         from medxfer.hyperrule import global_batch
@@ -151,6 +157,78 @@ class MedxferCLI(LightningCLI):
                 f"(from the trainer config), but the run has {actual} "
                 f"({trainer.world_size} process(es)); set trainer.devices and num_nodes explicitly"
             )
+
+    #: The run folder's lock while ``fit`` runs (:meth:`lock_run_folder`).
+    _run_lock: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """LightningCLI's constructor (it parses, builds and runs); the run folder's lock, if
+        taken, is released when it returns or raises."""
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            if self._run_lock is not None:
+                self._run_lock.release()
+
+    def lock_run_folder(self) -> None:
+        """``fit`` only, on global rank zero: lock the run folder
+        (:class:`~medxfer.checkpointing.RunFolderLock`), so a second fit into it -- started on
+        the same folder, or ``--resume`` of a run still going -- stops with a one-line error
+        instead of interleaving checkpoints and results."""
+        from lightning.pytorch.loggers import CSVLogger
+        from lightning.pytorch.utilities import rank_zero_only
+
+        from medxfer.callbacks.base import run_folder
+        from medxfer.checkpointing import RunFolderLock
+
+        if rank_zero_only.rank != 0 or self._run_lock is not None:
+            return
+        loggers = self.trainer.loggers
+        if loggers and isinstance(loggers[0], CSVLogger):
+            # the CSV writer warns about (and empties) a folder that is not new when it starts:
+            # start it before the lock file is in the folder, as Lightning would a moment later
+            _ = loggers[0].experiment
+        self._run_lock = RunFolderLock(run_folder(self.trainer)).acquire()
+
+    def ckpt_file(self) -> str | None:
+        """The subcommand's ``--ckpt_path`` when it names a local file: None for none, for
+        Lightning's names (``best``, ``last``, ``hpc``, ``registry``) and for remote URLs."""
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand) if subcommand else None
+        ckpt = config.get("ckpt_path") if config else None
+        if ckpt is None or "://" in str(ckpt) or str(ckpt) in ("best", "last", "hpc"):
+            return None
+        return None if str(ckpt).startswith("registry") else str(ckpt)
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads the hyper-parameters of ``--ckpt_path`` while parsing, with a
+        bare ``torch.load``: the file is read here first, so one that is not a checkpoint is
+        named (:func:`~medxfer.checkpointing.read_checkpoint`) instead of a traceback."""
+        from medxfer.checkpointing import read_checkpoint
+
+        ckpt = self.ckpt_file()
+        if ckpt is not None:
+            read_checkpoint(ckpt)
+        super()._parse_ckpt_path()
+
+    def check_ckpt_path(self) -> None:
+        """A ``--ckpt_path`` file must be a checkpoint of this model
+        (:func:`~medxfer.checkpointing.check_checkpoint`: another task's or backbone's is
+        named before Lightning fails inside ``load_state_dict``)."""
+        from medxfer.checkpointing import check_checkpoint
+
+        ckpt = self.ckpt_file()
+        if ckpt is not None:
+            check_checkpoint(ckpt, self.model)
+
+    def before_validate(self) -> None:
+        self.check_ckpt_path()
+
+    def before_test(self) -> None:
+        self.check_ckpt_path()
+
+    def before_predict(self) -> None:
+        self.check_ckpt_path()
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit", True):
