@@ -240,3 +240,18 @@ def test_summaries_at_info_unless_quiet(work: Path) -> None:
     assert "label space (5)" in loud.stderr
     assert "label space" not in quiet.stderr and "chexpert train" not in quiet.stderr
     assert quiet.returncode == loud.returncode == 2
+
+
+# --- ux cases ---
+UX_CASES = [
+    pytest.param(
+        ["predict", "-c", TINY], ["predict needs --ckpt_path"], id="predict-no-checkpoint"
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "fragments"), UX_CASES)
+def test_ux_commands_report_bad_input_in_one_line(
+    work: Path, args: list[str], fragments: list[str]
+) -> None:
+    assert_one_line_error(medxfer(args, work), fragments)

@@ -36,6 +36,7 @@ __all__ = [
     "console_settings",
     "expand_resume",
     "quiet_console",
+    "require_checkpoint",
     "resume_arguments",
 ]
 
@@ -125,6 +126,7 @@ class MedxferCLI(LightningCLI):
         resolution, the task's optimiser, lr, schedule and MixUp, the trainer's steps
         (:func:`medxfer.hyperrule.hyperrule_overrides`). The saved config holds the values."""
         config = self.config.get(self.subcommand) if self.subcommand else None
+        require_checkpoint(self.subcommand, config)
         if self.subcommand != "fit" or not config or not config.get("hyperrule"):
             return
         from medxfer.commands.prepare import rule_of_section
@@ -432,3 +434,13 @@ def add_console_callbacks(trainer: Trainer, subcommand: str | None) -> None:
     if isinstance(trainer.accelerator, CPUAccelerator):
         for message in HARMLESS_ON_CPU:
             warnings.filterwarnings("ignore", message=message)
+
+
+def require_checkpoint(subcommand: str | None, config: Any) -> None:
+    """``medxfer predict`` needs ``--ckpt_path``: without a checkpoint the task's head is freshly
+    initialised, and its per-case probabilities would be written as if they meant something."""
+    if subcommand == "predict" and config is not None and not config.get("ckpt_path"):
+        raise ConfigError(
+            "medxfer predict needs --ckpt_path (a checkpoint of medxfer fit, e.g. "
+            "<run folder>/checkpoints/best-*.ckpt): without one the head is untrained"
+        )
