@@ -26,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -132,8 +133,6 @@ def run_study(
 ) -> list[Path]:
     """Run (or resume) the replicas; returns their folders. A failing replica stops the study
     with its exit status and the path of its log."""
-    import time
-
     # one case-id key for the study: its replicas' prediction files then name cases alike
     artifacts.case_id_key(out)
     folders = []
