@@ -21,6 +21,8 @@ A run folder (``<study>/<name>/seed<k>/`` under ``medxfer study``)::
       cka.json  cka_vs_depth.png  {"history": [{"when", "epoch", "step", "cka": {stage: v}}]}
       weight_drift.json  drift_per_block.png   {"history": [{"epoch", "step", "drift": ...}]}
       convergence.json
+    predictions/           medxfer predict: <set>.csv (id, one probability column per label /
+                           class; predictions_csv), <set>/ the segmentation masks (MaskWriter)
 
 ``<prefix>`` is an evaluation set's logging prefix (``val``, ``test/nih``; see
 :func:`medxfer.naming.eval_prefix`) with ``/`` written as ``_``.
@@ -61,6 +63,7 @@ __all__ = [
     "HISTORY",
     "ID_KEY",
     "LAST_CKPT",
+    "PREDICTIONS_DIR",
     "PROBS",
     "REPORT_DIR",
     "REPORT_HTML",
@@ -79,6 +82,7 @@ __all__ = [
     "is_result_key",
     "jsonable",
     "keyed_case_ids",
+    "predictions_csv",
     "predictions_npz",
     "reliability_plot",
     "replica_dir",
@@ -103,6 +107,8 @@ CKA_PLOT = "cka_vs_depth.png"
 WEIGHT_DRIFT_JSON = "weight_drift.json"
 DRIFT_PLOT = "drift_per_block.png"
 CONVERGENCE_JSON = "convergence.json"
+#: ``medxfer predict``'s folder in a run folder (per-case CSVs, segmentation masks).
+PREDICTIONS_DIR = "predictions"
 
 
 def _flat(prefix: str) -> str:
@@ -127,6 +133,12 @@ def subgroups_json(prefix: str) -> str:
 def predictions_npz(set_name: str) -> str:
     """``predictions_<set>.npz``: the per-case predictions on test set ``set_name``."""
     return f"predictions_{set_name}.npz"
+
+
+def predictions_csv(set_name: str) -> str:
+    """``<set>.csv`` in :data:`PREDICTIONS_DIR`: ``medxfer predict``'s per-case probabilities
+    on evaluation set ``set_name`` (a column ``id``, then one per label / class)."""
+    return f"{set_name}.csv"
 
 
 # Study folders ---------------------------------------------------------------------------------

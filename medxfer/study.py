@@ -26,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -135,24 +136,34 @@ def run_study(
     # one case-id key for the study: its replicas' prediction files then name cases alike
     artifacts.case_id_key(out)
     folders = []
-    for seed in seeds:
+    what = " ".join(f"-c {c}" for c in config) + "".join(f" {a}" for a in extra)
+    for i, seed in enumerate(seeds, 1):
         run_dir = out / name / artifacts.replica_dir(seed)
         folders.append(run_dir)
+        head = f"[study] {name} seed {seed} ({i}/{len(seeds)})"
         if is_finished(run_dir):
-            print(f"[study] {name} seed {seed}: done, skipped")
+            print(f"{head}: done, skipped ({run_dir / artifacts.RESULTS_JSON})", flush=True)
             continue
         run_dir.mkdir(parents=True, exist_ok=True)
         resumable = (run_dir / artifacts.CONFIG_YAML).is_file() and (
             run_dir / artifacts.CHECKPOINTS_DIR / artifacts.LAST_CKPT
         ).is_file()
+        log_file = run_dir / "log.txt"
         if resumable:
             cmd = resume_command(run_dir)
-            print(f"[study] {name} seed {seed}: unfinished, resuming from its last checkpoint")
+            doing = (
+                f"unfinished, resuming from its last checkpoint (medxfer fit --resume {run_dir})"
+            )
         else:
             cmd = replica_command(config, run_dir, seed, extra)
-            print(f"[study] {name} seed {seed}: running")
-        log_file = run_dir / "log.txt"
+            doing = f"running medxfer fit {what} --seed_everything={seed}"
+        print(f"{head}: {doing}; progress in {log_file}", flush=True)
+        start = time.monotonic()
         rc = run_replica(cmd, log_file)
         if rc != 0 or not is_finished(run_dir):
             raise SystemExit(f"[study] {name} seed {seed} failed (exit {rc}); see {log_file}")
+        took = round(time.monotonic() - start)
+        print(
+            f"{head}: done in {took} s, results in {run_dir / artifacts.RESULTS_JSON}", flush=True
+        )
     return folders

@@ -454,10 +454,13 @@ class TransferTask(L.LightningModule):
     def predict_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> dict[str, Any]:
+        """``{"probs", "id", "groups", "set"}`` of a batch: the evaluation set's name (as in
+        test steps) lets :class:`~medxfer.callbacks.PredictionWriter` write one file per set."""
         return {
             "probs": self.probabilities(self(batch).float()),
             "id": batch.get("id", []),
             "groups": batch.get("groups", {}),
+            "set": self._eval_set_name("test", dataloader_idx),
         }
 
     def _log_eval_metrics(self, stage: str) -> None:

@@ -683,3 +683,18 @@ def test_report_names_an_unreadable_results_file(
     results.write_text(content)
     proc = medxfer(["report", "bad_study"], work)
     assert_one_line_error(proc, ["bad_study/cfg/seed0/results.json", *fragments])
+
+
+# --- ux cases ---
+UX_CASES = [
+    pytest.param(
+        ["predict", "-c", TINY], ["predict needs --ckpt_path"], id="predict-no-checkpoint"
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "fragments"), UX_CASES)
+def test_ux_commands_report_bad_input_in_one_line(
+    work: Path, args: list[str], fragments: list[str]
+) -> None:
+    assert_one_line_error(medxfer(args, work), fragments)

@@ -257,8 +257,21 @@ def test_study_command_is_resumable(tmp_path: Path) -> None:
     assert (tmp_path / "st/r/seed3/results.json").is_file() and (
         tmp_path / "st/r/seed3/analysis/predictions_nih.npz"
     ).is_file()
+    # the console says what ran, with which seed, where its progress and results are, and
+    # what to run next; the replica's log has a progress line per epoch
+    lines = first.stdout.splitlines()
+    assert any(
+        "r seed 3 (1/1): running medxfer fit -c " in line
+        and "--seed_everything=3; progress in st/r/seed3/log.txt" in line
+        for line in lines
+    ), first.stdout
+    assert any("r seed 3 (1/1): done in" in ln and "st/r/seed3/results.json" in ln for ln in lines)
+    assert lines[-1].startswith("next: medxfer report st")
+    assert (
+        "medxfer: epoch 1  step 4/4  train/loss " in (tmp_path / "st/r/seed3/log.txt").read_text()
+    )
     again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert "seed 3: done, skipped" in again.stdout
+    assert "seed 3 (1/1): done, skipped" in again.stdout
 
 
 # Each section on a hand-made study folder ----------------------------------------------------

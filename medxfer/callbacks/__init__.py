@@ -1,4 +1,5 @@
-"""Analysis callbacks: calibration, subgroup gaps, CKA, weight drift and convergence.
+"""Analysis callbacks: calibration, subgroup gaps, CKA, weight drift and convergence; the
+per-case prediction writers and the per-epoch progress line.
 
 Each is task-agnostic (it reads the step outputs of DESIGN.md's batch contract or the
 backbone's declared stages), computes in float32 whatever the training precision, gives the
@@ -18,7 +19,8 @@ from .base import EvalSetCallback, analysis_dir, is_last_validation, write_json
 from .calibration import CalibrationCallback
 from .convergence import ConvergenceCallback
 from .masks import MaskWriter
-from .predictions import PredictionWriter
+from .predictions import PredictionWriter, case_probabilities
+from .progress import EpochProgress
 from .representation import CKACallback, WeightDriftCallback
 from .subgroups import SubgroupCallback
 
@@ -26,12 +28,14 @@ __all__ = [
     "CKACallback",
     "CalibrationCallback",
     "ConvergenceCallback",
+    "EpochProgress",
     "EvalSetCallback",
     "MaskWriter",
     "PredictionWriter",
     "SubgroupCallback",
     "WeightDriftCallback",
     "analysis_dir",
+    "case_probabilities",
     "is_last_validation",
     "write_json",
 ]

@@ -1,7 +1,11 @@
-"""Per-case test predictions, kept for the study report's bootstrap intervals over cases."""
+"""Per-case predictions: the test sets' probabilities and targets, kept for the study report's
+bootstrap intervals over cases (``analysis/predictions_<set>.npz``), and the probabilities of
+``medxfer predict`` as one CSV per evaluation set (``predictions/<set>.csv``)."""
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -11,14 +15,40 @@ from typing_extensions import override
 
 from medxfer import artifacts
 
-from .base import analysis_dir
+from .base import analysis_dir, run_folder
 
-__all__ = ["PredictionWriter"]
+__all__ = ["PredictionWriter", "case_probabilities"]
+
+
+def case_probabilities(probs: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """One row of probabilities per case: ``(B, K)`` as it is; per-pixel probabilities
+    ``(B, K, H, W)`` (a segmenter) as each class's mean probability over the image -- the
+    expected fraction of its pixels in that class -- counting only the pixels of the field of
+    view where ``valid`` ``(B, H, W)`` gives one.
+
+    Example:
+        >>> p = torch.tensor([[[[1.0, 0.0], [0.5, 0.5]]]])  # (1, 1, 2, 2)
+        >>> case_probabilities(p).tolist(), case_probabilities(p, p[:, 0] > 0.6).tolist()
+        ([[0.5]], [[1.0]])
+    """
+    if probs.ndim <= 2:
+        return probs
+    weight = torch.ones_like(probs[:, :1]) if valid is None else valid[:, None].to(probs.dtype)
+    dims = tuple(range(2, probs.ndim))
+    return (probs * weight).sum(dims) / weight.sum(dims).clamp_min(1)
 
 
 class PredictionWriter(L.Callback):
-    """Write ``analysis/predictions_<set>.npz`` (``probs``, ``target``, ``id``, and one array per
-    group attribute) for every test set, gathered from all DDP ranks.
+    """Per-case predictions of every evaluation set, gathered from all DDP ranks:
+
+    * ``trainer.test`` (``medxfer fit`` / ``test``): ``analysis/predictions_<set>.npz``
+      (``probs``, ``target``, ``id``, and one array per group attribute);
+    * ``trainer.predict`` (``medxfer predict``, which adds this callback when a config lacks
+      it): ``predictions/<set>.csv`` in the run folder, one row per case -- ``id``, then one
+      column per label / class holding its probability (sigmoid of a multi-label task's
+      logits, softmax of a multi-class one's); for a segmenter, each class's mean per-pixel
+      probability inside the field of view (:func:`case_probabilities`; the masks themselves
+      are :class:`~medxfer.callbacks.MaskWriter`'s).
 
     Case ids are keyed hashes of the datasets' ids (which embed patient identifiers), under the
     key in the run folder's ``id_key`` (see :func:`medxfer.artifacts.case_id_key`): the file names
@@ -32,6 +62,42 @@ class PredictionWriter(L.Callback):
         self.source_ids = source_ids
         self._store: dict[str, dict[str, list]] = {}
 
+    def _add(self, name: str, probs: torch.Tensor, outputs: dict[str, Any]) -> None:
+        s = self._store.setdefault(name, {"probs": [], "target": [], "id": [], "groups": []})
+        s["probs"].append(probs.detach().float().cpu())
+        if "target" in outputs:
+            s["target"].append(outputs["target"].detach().float().cpu())
+        s["id"] += [str(i) for i in outputs.get("id", [])]
+        groups = outputs.get("groups", {})
+        s["groups"] += [{k: str(v[i]) for k, v in groups.items()} for i in range(len(probs))]
+
+    def _gathered(self, trainer: L.Trainer) -> dict[str, list[dict[str, Any]]] | None:
+        """Each set's pieces from every rank (global rank zero; None elsewhere)."""
+        local = {
+            k: {
+                "probs": torch.cat(v["probs"]).numpy(),
+                "target": torch.cat(v["target"]).numpy() if v["target"] else None,
+                "id": v["id"],
+                "groups": v["groups"],
+            }
+            for k, v in self._store.items()
+        }
+        self._store = {}
+        parts: list[Any] = [local]
+        if trainer.world_size > 1:
+            parts = _gather(local, trainer)
+        if not trainer.is_global_zero:
+            return None
+        return {name: [p[name] for p in parts if name in p] for name in parts[0]}
+
+    def _ids(self, ids: list[str], run_dir: Path) -> list[str]:
+        return (
+            ids
+            if self.source_ids
+            else artifacts.keyed_case_ids(ids, artifacts.case_id_key(run_dir))
+        )
+
+    # ------------------------------------------------------------------------------ test
     @override
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._store = {}
@@ -42,46 +108,23 @@ class PredictionWriter(L.Callback):
     ) -> None:
         if not isinstance(outputs, dict) or "probs" not in outputs:
             return
-        s = self._store.setdefault(
-            str(outputs.get("set", f"set{dataloader_idx}")),
-            {"probs": [], "target": [], "id": [], "groups": []},
-        )
-        s["probs"].append(outputs["probs"].detach().float().cpu())
-        s["target"].append(outputs["target"].detach().float().cpu())
-        s["id"] += [str(i) for i in outputs.get("id", [])]
-        groups = outputs.get("groups", {})
-        n = len(outputs["probs"])
-        s["groups"] += [{k: str(v[i]) for k, v in groups.items()} for i in range(n)]
+        self._add(str(outputs.get("set", f"set{dataloader_idx}")), outputs["probs"], outputs)
 
     @override
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        local = {
-            k: {
-                "probs": torch.cat(v["probs"]).numpy(),
-                "target": torch.cat(v["target"]).numpy(),
-                "id": v["id"],
-                "groups": v["groups"],
-            }
-            for k, v in self._store.items()
-        }
-        parts: list[Any] = [local]
-        if trainer.world_size > 1:
-            parts = _gather(local, trainer)
-        if not trainer.is_global_zero:
+        sets = self._gathered(trainer)
+        if sets is None:
             return
         out = analysis_dir(trainer)
         out.mkdir(parents=True, exist_ok=True)
-        key = None if self.source_ids else artifacts.case_id_key(out.parent)
-        for name in parts[0]:
-            pieces = [p[name] for p in parts if name in p]
+        for name, pieces in sets.items():
             groups = [g for p in pieces for g in p["groups"]]
-            ids = [i for p in pieces for i in p["id"]]
             keys = sorted({k for g in groups for k in g})
             arrays = {
                 artifacts.PROBS: np.concatenate([p["probs"] for p in pieces]),
                 artifacts.TARGET: np.concatenate([p["target"] for p in pieces]),
                 artifacts.CASE_ID: np.array(
-                    ids if key is None else artifacts.keyed_case_ids(ids, key)
+                    self._ids([i for p in pieces for i in p["id"]], out.parent)
                 ),
                 **{
                     artifacts.GROUP_PREFIX + k: np.array([g.get(k, "") for g in groups])
@@ -90,6 +133,43 @@ class PredictionWriter(L.Callback):
             }
             with artifacts.atomic_path(out / artifacts.predictions_npz(name)) as tmp:
                 np.savez(tmp, **arrays)
+
+    # --------------------------------------------------------------------------- predict
+    @override
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._store = {}
+
+    @override
+    def on_predict_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        if not isinstance(outputs, dict) or "probs" not in outputs:
+            return
+        valid = batch.get("valid") if isinstance(batch, dict) else None
+        probs = case_probabilities(outputs["probs"].detach().float(), valid)
+        self._add(str(outputs.get("set", f"set{dataloader_idx}")), probs, outputs)
+
+    @override
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        sets = self._gathered(trainer)
+        if sets is None:
+            return
+        run = run_folder(trainer)
+        for name, pieces in sets.items():
+            probs = np.concatenate([p["probs"] for p in pieces])
+            labels = list(getattr(pl_module, "label_names", None) or []) or [
+                f"class{k}" for k in range(probs.shape[1])
+            ]
+            ids = self._ids([i for p in pieces for i in p["id"]], run)
+            path = run / artifacts.PREDICTIONS_DIR / artifacts.predictions_csv(name)
+            with artifacts.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow([artifacts.CASE_ID, *labels])
+                # 9 significant digits: every float32 probability read back exactly
+                writer.writerows(
+                    [i, *(f"{v:.9g}" for v in row)] for i, row in zip(ids, probs, strict=True)
+                )
+            print(f"predictions of {len(ids)} cases written to {path}", flush=True)
 
 
 def _gather(local: dict, trainer: L.Trainer) -> list:

@@ -29,7 +29,16 @@ from medxfer.plugins import load_all
 from medxfer.results import format_results
 from medxfer.tasks import TransferTask
 
-__all__ = ["MedxferCLI", "build_cli", "expand_resume", "resume_arguments"]
+__all__ = [
+    "MedxferCLI",
+    "add_console_callbacks",
+    "build_cli",
+    "console_settings",
+    "expand_resume",
+    "quiet_console",
+    "require_checkpoint",
+    "resume_arguments",
+]
 
 #: Loggers whose folder is ``save_dir/name/version``: ``--resume`` points them at the run folder.
 _FOLDER_LOGGERS = ("CSVLogger", "TensorBoardLogger")
@@ -100,11 +109,13 @@ class MedxferCLI(LightningCLI):
         :class:`~medxfer.resume.SigtermCheckpoint` (a pre-empted fit writes ``last.ckpt``)."""
         from medxfer.resume import RandomState, SigtermCheckpoint
 
+        kwargs = {**console_settings(self._get(self.config_init, "trainer", default={})), **kwargs}
         trainer = super().instantiate_trainer(**kwargs)
         for kind in (RandomState, SigtermCheckpoint):
             if not any(isinstance(cb, kind) for cb in trainer.callbacks):
                 trainer.callbacks.append(kind())
         use_local_checkpoint_io(trainer)
+        add_console_callbacks(trainer, self.subcommand)
         return trainer
 
     #: The global batch BiT-HyperRule was set for (``--hyperrule true``), checked on the trainer.
@@ -117,6 +128,7 @@ class MedxferCLI(LightningCLI):
         resolution, the task's optimiser, lr, schedule and MixUp, the trainer's steps
         (:func:`medxfer.hyperrule.hyperrule_overrides`). The saved config holds the values."""
         config = self.config.get(self.subcommand) if self.subcommand else None
+        require_checkpoint(self.subcommand, config)
         if self.subcommand != "fit" or not config or not config.get("hyperrule"):
             return
         from medxfer.commands.prepare import rule_of_section
@@ -385,6 +397,7 @@ def build_cli(argv: Sequence[str], run: bool = True) -> MedxferCLI:
     import warnings
 
     argv = expand_resume(argv)
+    quiet_console()
     for kind in ("tasks", "datamodules"):
         for name, obj in load_all(kind).items():
             class_name = getattr(obj, "__name__", name)
@@ -433,3 +446,79 @@ def _config_processes(trainer: dict[str, Any]) -> int:
         gpus = torch.cuda.device_count() if accelerator in ("auto", "gpu", "cuda") else 0
         count = max(1, gpus)
     return count * int(trainer.get("num_nodes") or 1)
+
+
+# The console ------------------------------------------------------------------------------------
+#: Lightning's advertisements, logged at INFO by its rank-zero logger: dropped by message.
+_LIGHTNING_TIPS = ("💡 Tip:",)
+#: Warnings known to be harmless in medxfer's runs, by message (a regular expression matched at
+#: the start): torch's deprecation of the ``LeafSpec`` Lightning 2.6 still uses; the logging
+#: interval longer than a short demo epoch (the step is still logged at the epoch's end).
+HARMLESS_WARNINGS = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+)
+#: On CPU the loader's worker count is the user's choice for a machine whose cores also train:
+#: Lightning's "may be a bottleneck" advice is for accelerators.
+HARMLESS_ON_CPU = (r"The '\w+' does not have many workers which may be a bottleneck",)
+
+
+class _DropTips:
+    """A ``logging`` filter that drops Lightning's tips (:data:`_LIGHTNING_TIPS`)."""
+
+    def filter(self, record: Any) -> bool:
+        return not str(record.getMessage()).startswith(_LIGHTNING_TIPS)
+
+
+def quiet_console() -> None:
+    """Filter Lightning's tips and the :data:`HARMLESS_WARNINGS` -- narrowly, by message: any
+    other warning, Lightning's included, is still shown. Idempotent."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropTips) for f in logger.filters):
+            logger.addFilter(_DropTips())
+    for message in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+
+
+def console_settings(trainer_config: dict[str, Any]) -> dict[str, Any]:
+    """Trainer arguments for the console the command runs on: no progress bar unless the config
+    asks for one or stdout and stderr are terminals (a bar redrawn into a CI or SLURM log is
+    noise; :class:`~medxfer.callbacks.EpochProgress` prints one line per epoch instead)."""
+    from medxfer.callbacks.progress import console_is_terminal
+
+    if trainer_config.get("enable_progress_bar") is None and not console_is_terminal():
+        return {"enable_progress_bar": False}
+    return {}
+
+
+def add_console_callbacks(trainer: Trainer, subcommand: str | None) -> None:
+    """What a command adds to a config's callbacks when they lack it: ``fit`` a progress line
+    per epoch (:class:`~medxfer.callbacks.EpochProgress`), ``predict`` the per-case CSV of
+    probabilities (:class:`~medxfer.callbacks.PredictionWriter`); and, on a CPU, the filter of
+    :data:`HARMLESS_ON_CPU`."""
+    import warnings
+
+    from lightning.pytorch.accelerators import CPUAccelerator
+
+    from medxfer.callbacks import EpochProgress, PredictionWriter
+
+    wanted = {"fit": EpochProgress, "predict": PredictionWriter}.get(subcommand or "")
+    if wanted is not None and not any(isinstance(cb, wanted) for cb in trainer.callbacks):
+        trainer.callbacks.append(wanted())
+    if isinstance(trainer.accelerator, CPUAccelerator):
+        for message in HARMLESS_ON_CPU:
+            warnings.filterwarnings("ignore", message=message)
+
+
+def require_checkpoint(subcommand: str | None, config: Any) -> None:
+    """``medxfer predict`` needs ``--ckpt_path``: without a checkpoint the task's head is freshly
+    initialised, and its per-case probabilities would be written as if they meant something."""
+    if subcommand == "predict" and config is not None and not config.get("ckpt_path"):
+        raise ConfigError(
+            "medxfer predict needs --ckpt_path (a checkpoint of medxfer fit, e.g. "
+            "<run folder>/checkpoints/best-*.ckpt): without one the head is untrained"
+        )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from medxfer import artifacts
 from medxfer.commands.common import CommandParser
 from medxfer.study import run_study
 
@@ -34,5 +35,10 @@ def main(argv: Sequence[str]) -> int:
     for file in args.config:
         if not Path(file).is_file():
             raise FileNotFoundError(f"config {file} not found")
-    run_study(args.config, args.out, args.name, args.seeds, extra)
+    folders = run_study(args.config, args.out, args.name, args.seeds, extra)
+    print(
+        f"[study] {len(folders)} replica(s) of {args.name} finished in {args.out / args.name}\n"
+        f"next: medxfer report {args.out}   (tables and plots in {args.out / artifacts.REPORT_DIR})",
+        flush=True,
+    )
     return 0
