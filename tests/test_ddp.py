@@ -58,6 +58,7 @@ def test_two_ddp_ranks_log_what_one_process_logs(
         assert (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-6, (key, a, b)
 
 
+@pytest.mark.slow  # ~25 s each: make test-all (the DDP fit below stays in make test)
 def test_two_ddp_ranks_give_the_dice_of_one_process(tmp_path: Path) -> None:
     from medxfer.datamodules.segmentation import write_synthetic_montgomery
 
@@ -73,6 +74,7 @@ def test_two_ddp_ranks_give_the_dice_of_one_process(tmp_path: Path) -> None:
         assert (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-6, (key, a, b)
 
 
+@pytest.mark.slow  # ~25 s each: make test-all (the DDP fit below stays in make test)
 def test_two_ddp_ranks_write_the_masks_of_one_process(tmp_path: Path) -> None:
     """``MaskWriter`` under DDP: every rank finds the run folder once (``trainer.log_dir``
     broadcasts, so a rank asking alone would wait forever) and writes its own cases' PNGs."""

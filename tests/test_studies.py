@@ -492,6 +492,8 @@ def test_fit_refuses_a_run_of_another_global_batch_than_the_rule_was_set_for() -
         hyperrule_batch=64,
         datamodule=SimpleNamespace(batch_size=16),
         trainer=SimpleNamespace(world_size=1, accumulate_grad_batches=1),
+        lock_run_folder=lambda: None,  # the run folder and --ckpt_path checks: not this test's
+        check_ckpt_path=lambda: None,
     )
     with pytest.raises(ConfigError, match=r"global batch of 64 .* but the run has 16"):
         MedxferCLI.before_fit(run)  # type: ignore[arg-type]

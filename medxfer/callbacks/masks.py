@@ -71,7 +71,7 @@ class MaskWriter(BasePredictionWriter):
         return self._run or Path(trainer.default_root_dir)
 
     def _folder(self, trainer: L.Trainer, dataloader_idx: int) -> Path:
-        root = Path(self.out_dir or self._run_dir(trainer) / "predictions")
+        root = Path(self.out_dir or self._run_dir(trainer) / artifacts.PREDICTIONS_DIR)
         names = list(getattr(trainer.datamodule, "eval_names", []) or [])
         name = names[dataloader_idx] if dataloader_idx < len(names) else f"set{dataloader_idx}"
         folder = root / name
