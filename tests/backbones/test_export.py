@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -24,30 +23,23 @@ from medxfer.tasks import MultiLabelClassifier
 NORM = {"mean": [0.4, 0.45, 0.5], "std": [0.2, 0.25, 0.3]}
 
 
-def fitted(task: MultiLabelClassifier, tmp_path: Path, name: str) -> Path:
+def fitted(task: MultiLabelClassifier, tmp_path: Path, name: str, tiny_trainer) -> Path:
     """``task`` after two optimizer steps on random data, saved as a Lightning checkpoint."""
     images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
     samples = [{"image": images[i], "target": torch.rand(2).round()} for i in range(8)]
     batches = torch.utils.data.DataLoader(samples, batch_size=4)
-    trainer = L.Trainer(
-        max_steps=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
+    trainer = tiny_trainer(max_steps=2, limit_val_batches=0)
     trainer.fit(task, train_dataloaders=batches)
     path = tmp_path / f"{name}.ckpt"
     trainer.save_checkpoint(path)
     return path
 
 
-def test_export_fine_tune_export_keeps_features_normalisation_and_chain(tmp_path: Path) -> None:
+def test_export_fine_tune_export_keeps_features_normalisation_and_chain(
+    tmp_path: Path, tiny_trainer
+) -> None:
     first = MultiLabelClassifier(backbone="timm/test_resnet", num_classes=2, input_norm=NORM)
-    ckpt = fitted(first, tmp_path, "first")
+    ckpt = fitted(first, tmp_path, "first", tiny_trainer)
     out = tmp_path / "first.safetensors"
     meta = export_backbone(ckpt, out)
     assert meta["architecture"] == "timm/test_resnet" and meta["input_norm"] == NORM
@@ -61,7 +53,7 @@ def test_export_fine_tune_export_keeps_features_normalisation_and_chain(tmp_path
     assert second.input_norm["mean"] == NORM["mean"], "the export's normalisation is used"
     assert second.hparams.weights_chain == meta["chain"]
     out2 = tmp_path / "second.safetensors"
-    meta2 = export_backbone(fitted(second, tmp_path, "second"), out2)
+    meta2 = export_backbone(fitted(second, tmp_path, "second", tiny_trainer), out2)
     assert meta2["chain"][:-1] == meta["chain"] and len(meta2["chain"]) == 3
     assert [s.get("exported_to") for s in meta2["chain"][1:]] == [out.name, out2.name]
     assert read_export_metadata(out2) == meta2 and meta2["input_norm"]["mean"] == NORM["mean"]

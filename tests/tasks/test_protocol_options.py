@@ -25,7 +25,7 @@ class ScriptedMetric(MultiLabelClassifier):
 
 
 def test_plateau_halves_the_rate_after_patience_flat_epochs_and_early_stopping_stops(
-    synthetic_cxr: dict[str, Path], tmp_path: Path
+    synthetic_cxr: dict[str, Path], tiny_trainer
 ) -> None:
     dm = ChestXrayDataModule(
         CXRTable(str(synthetic_cxr["chexpert"])), image_size=32, batch_size=4, num_workers=0
@@ -47,16 +47,11 @@ def test_plateau_halves_the_rate_after_patience_flat_epochs_and_early_stopping_s
         def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
             rates.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    trainer = L.Trainer(
+    trainer = tiny_trainer(
+        max_steps=-1,
         max_epochs=6,
         limit_train_batches=1,
         limit_val_batches=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
         callbacks=[Record(), EarlyStopping(monitor="val/scripted", patience=4, mode="min")],
     )
     trainer.fit(task, datamodule=dm)

@@ -162,11 +162,9 @@ def test_datamodule_batches_and_the_hyperrule_of_a_natural_target(cifar10: Path)
     assert rule.mixup == 0.0 and rule.base_lr == 0.003 and rule.batch_size == 512
 
 
-def test_a_small_cnn_learns_synthetic_cifar_on_cpu(tmp_path: Path) -> None:
+def test_a_small_cnn_learns_synthetic_cifar_on_cpu(tmp_path: Path, tiny_trainer) -> None:
     """Two epochs on 400 synthetic CIFAR-10 images: top-1 on the official test batch far above
     chance (0.1)."""
-    import lightning as L
-
     from medxfer.tasks import CaseClassifier
 
     root = write_synthetic_cifar(tmp_path, "cifar10", "python", 400, 100, seed=1)
@@ -179,14 +177,8 @@ def test_a_small_cnn_learns_synthetic_cifar_on_cpu(tmp_path: Path) -> None:
         lr=0.003,
         optimizer="adam",
     )
-    trainer = L.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
+    trainer = tiny_trainer(
+        max_steps=-1, max_epochs=2, limit_val_batches=None, limit_test_batches=None
     )
     trainer.fit(task, datamodule=dm)
     (result,) = trainer.test(task, datamodule=dm, verbose=False)
