@@ -203,9 +203,10 @@ def _image_size(datamodule: Any, path: str) -> tuple[int, int]:
                 return cache.source_shape(path)
             except CacheError:
                 continue
-    if os.path.isfile(path.rpartition("#")[0]):  # a member of a container file (a CIFAR batch)
-        from medxfer.data.images import image_reader
+    from medxfer.data.images import image_reader, split_member
 
+    file, member = split_member(path)
+    if member and os.path.isfile(file):  # a member of a container file (a CIFAR batch)
         shape = image_reader(datamodule.reader)(path).shape
         return int(shape[0]), int(shape[1])
     raise FileNotFoundError(

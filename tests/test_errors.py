@@ -188,209 +188,19 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], fragments: lis
         assert fragment in errors[0], errors[0]
 
 
-@pytest.mark.parametrize(
-    ("args", "fragments", "prepare"),
-    [pytest.param(a, f, p, id=i) for i, a, f, p in FIT_CASES],
-)
-def test_fit_reports_bad_input_in_one_line(
-    work: Path,
-    args: list[str],
-    fragments: list[str],
-    prepare: Callable[[Path], list[str]] | None,
-) -> None:
-    extra = prepare(work) if prepare else []
-    proc = medxfer(["fit", "-c", TINY, "--trainer.max_steps=1", *args, *extra], work)
-    assert_one_line_error(proc, fragments)
-
-
-@pytest.mark.parametrize(
-    ("args", "fragments"),
-    [
-        pytest.param(["fit", "-c", "nowhere.yaml"], ["nowhere.yaml"], id="fit-missing-config"),
-        pytest.param(["prepare", "-c", "nowhere.yaml", "c.h5"], ["nowhere.yaml"], id="prepare"),
-        pytest.param(["prepare", "-c", TINY], ["required: out"], id="prepare-usage"),
-        pytest.param(["list", "backbone"], ["invalid choice: 'backbone'"], id="list-usage"),
-        pytest.param(
-            ["study", "-c", "nowhere.yaml", "--out", "s", "--name", "x"],
-            ["nowhere.yaml"],
-            id="study",
-        ),
-        pytest.param(["report", "no_study_here"], ["no_study_here"], id="report"),
-        pytest.param(["validate", "-c", TINY, "--ckpt_path=none.ckpt"], ["none.ckpt"], id="ckpt"),
-    ],
-)
-def test_every_subcommand_reports_bad_input_in_one_line(
-    work: Path, args: list[str], fragments: list[str]
-) -> None:
-    assert_one_line_error(medxfer(args, work), fragments)
-
-
-def test_debug_shows_the_traceback(work: Path) -> None:
-    proc = medxfer(["fit", "-c", TINY, "--model.init_args.backbone=resnet5O", "--debug"], work)
-    assert proc.returncode != 0
-    assert "Traceback" in proc.stderr and "UnknownNameError" in proc.stderr
-
-
-def test_summaries_at_info_unless_quiet(work: Path) -> None:
-    """Split sizes and the label space are shown by default; ``--quiet`` keeps warnings only
-    (both runs stop at the same config error after the data are read)."""
-    args = ["fit", "-c", TINY, "--model.init_args.backbone=resnet5O"]
-    loud, quiet = medxfer(args, work), medxfer([*args, "--quiet"], work)
-    assert "medxfer: chexpert train: " in loud.stderr
-    assert "label space (5)" in loud.stderr
-    assert "label space" not in quiet.stderr and "chexpert train" not in quiet.stderr
-    assert quiet.returncode == loud.returncode == 2
-
-
-# --- seg cases ---
-SEG_DEMO = str(REPO / "configs" / "seg_demo.yaml")
-
-
-@pytest.fixture(scope="module")
-def seg_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Synthetic Montgomery (32 px) and SIIM-ACR (32 px) layouts in a fresh folder."""
-    from medxfer.datamodules.segmentation import write_synthetic_montgomery, write_synthetic_siim
-
-    work = tmp_path_factory.mktemp("seg_errors")
-    write_synthetic_montgomery(work / "mont", 10, size=32, seed=0)
-    write_synthetic_siim(work / "siim", 8, size=32, seed=0)
-    return work
-
-
-def half_size_mask(work: Path) -> list[str]:
-    """A copy of the Montgomery folder whose first left-lung mask is 16 x 16 (its image 32)."""
-    import shutil
-
-    import numpy as np
-    from PIL import Image
-
-    shutil.copytree(work / "mont", work / "mont_half", dirs_exist_ok=True)
-    Image.fromarray(np.zeros((16, 16), np.uint8)).save(
-        work / "mont_half/ManualMask/leftMask/MCUCXR_0001_0.png"
-    )
-    return ["--data.init_args.train=mont_half"]
-
-
-def missing_dicom(work: Path) -> list[str]:
-    """A copy of the SIIM folder without the DICOM of the table's first row (line 2)."""
-    import shutil
-
-    shutil.copytree(work / "siim", work / "siim_part", dirs_exist_ok=True)
-    first = (work / "siim_part/train-rle.csv").read_text().splitlines()[1].split(",")[0]
-    next((work / "siim_part").rglob(f"{first}.dcm")).unlink()
-    (work / "first_missing.txt").write_text(first)
-    return [
-        "--data.init_args.layout=siim",
-        "--data.init_args.train=siim_part/train-rle.csv",
-        "--data.init_args.dicom_root=siim_part",
-        "--data.init_args.rle_encoding=relative",
-    ]
-
-
-# (case id, arguments after `fit -c seg_demo.yaml`, fragments of the error line, preparation)
-SEG_CASES: list[tuple[str, list[str], list[str], Callable[[Path], list[str]]]] = [
-    (
-        "seg-half-size-mask-verified",
-        ["--data.init_args.verify_images=true", "--data.init_args.num_workers=0"],
-        ["leftMask/MCUCXR_0001_0.png", "is 16x16", "CXR_png/MCUCXR_0001_0.png is 32x32"],
-        half_size_mask,
-    ),
-    (
-        "seg-half-size-mask-in-a-worker",
-        ["--data.init_args.num_workers=1"],
-        ["leftMask/MCUCXR_0001_0.png", "is 16x16", "CXR_png/MCUCXR_0001_0.png is 32x32"],
-        half_size_mask,
-    ),
-    (
-        "siim-missing-dicom",
-        ["--data.init_args.num_workers=0"],
-        ["train-rle.csv, line 2", "skip_missing_images: true"],
-        missing_dicom,
-    ),
-]
-
-
-@pytest.mark.parametrize(
-    ("args", "fragments", "prepare"), [pytest.param(a, f, p, id=i) for i, a, f, p in SEG_CASES]
-)
-def test_segmentation_bad_input_in_one_line(
-    seg_work: Path, args: list[str], fragments: list[str], prepare: Callable[[Path], list[str]]
-) -> None:
-    extra = prepare(seg_work)
-    settings = [
-        "--trainer.max_steps=1",
-        "--data.init_args.image_size=32",
-        "--data.init_args.split=[0.5, 0.25, 0.25]",
-    ]
-    proc = medxfer(["fit", "-c", SEG_DEMO, *settings, *extra, *args], seg_work)
-    assert_one_line_error(proc, fragments)
-    if prepare is missing_dicom:  # the line names the first missing file
-        assert f"{(seg_work / 'first_missing.txt').read_text()}.dcm" in proc.stderr
-
-
-# --- labels cases ---
+# --- labels cases: data options ---
 # Data options validated where they are read: one line naming the key and the allowed range
 # (the other options and bounds, in process: tests/datamodules/test_data_options.py).
-LABELS_CASES: list[tuple[str, list[str], list[str]]] = [
-    ("batch-size-zero", ["--data.init_args.batch_size=0"], ["batch_size=0", ">= 1"]),
-    ("image-size-zero", ["--data.init_args.image_size=0"], ["image_size=0", ">= 1"]),
+OPTION_CASES: list[tuple[str, list[str], list[str], None]] = [
+    ("batch-size-zero", ["--data.init_args.batch_size=0"], ["batch_size=0", ">= 1"], None),
+    ("image-size-zero", ["--data.init_args.image_size=0"], ["image_size=0", ">= 1"], None),
     (
         "train-fraction-above-1",
         ["--data.init_args.train_fraction=1.5"],
         ["train_fraction=1.5", "(0, 1]"],
+        None,
     ),
 ]
-
-
-@pytest.mark.parametrize(
-    ("args", "fragments"), [pytest.param(a, f, id=i) for i, a, f in LABELS_CASES]
-)
-def test_fit_refuses_bad_data_options_in_one_line(
-    work: Path, args: list[str], fragments: list[str]
-) -> None:
-    proc = medxfer(["fit", "-c", TINY, "--trainer.max_steps=1", *args], work)
-    assert_one_line_error(proc, fragments)
-
-
-@pytest.fixture(scope="module")
-def covid_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """configs/image_table_demo.yaml's table layout (synthetic), for the ImageTable cases."""
-    from medxfer.datamodules.image_table import write_synthetic_table
-
-    return write_synthetic_table(tmp_path_factory.mktemp("table"), n_patients=20, size=32)
-
-
-# (case id, arguments after `fit -c image_table_demo.yaml --data.init_args.train=<table>`,
-#  fragments the error line must contain)
-TABLE_LABELS_CASES: list[tuple[str, list[str], list[str]]] = [
-    (
-        "where-missing-column",
-        ["--data.init_args.where={site: [a]}"],
-        ["metadata.csv", "where", "'site'"],
-    ),
-    (
-        "other-folds-a-finding",
-        ["--data.init_args.target=findings", "--data.init_args.other=covid"],
-        ["other='covid'", "finding of the training split", "other: Other"],
-    ),
-    (
-        "declared-class-without-training-case",
-        ["--data.init_args.labels=[normal, pneumonia, covid, lipoid]"],
-        ["'lipoid'", "no positive case in the training split", "drop_empty_labels"],
-    ),
-]
-
-
-@pytest.mark.parametrize(
-    ("args", "fragments"), [pytest.param(a, f, id=i) for i, a, f in TABLE_LABELS_CASES]
-)
-def test_image_table_label_errors_in_one_line(
-    covid_table: Path, args: list[str], fragments: list[str]
-) -> None:
-    config = str(REPO / "configs" / "image_table_demo.yaml")
-    base = [f"--data.init_args.train={covid_table}", "--data.init_args.shifted=null"]
-    proc = medxfer(["fit", "-c", config, "--trainer.max_steps=1", *base, *args], covid_table.parent)
-    assert_one_line_error(proc, fragments)
 
 
 # --- weights cases ---
@@ -535,9 +345,9 @@ WEIGHTS_CASES: list[tuple[str, list[str], list[str], Callable[[Path], list[str]]
 
 @pytest.mark.parametrize(
     ("args", "fragments", "prepare"),
-    [pytest.param(a, f, p, id=i) for i, a, f, p in WEIGHTS_CASES],
+    [pytest.param(a, f, p, id=i) for i, a, f, p in [*FIT_CASES, *OPTION_CASES, *WEIGHTS_CASES]],
 )
-def test_weights_images_and_tables_report_bad_input_in_one_line(
+def test_fit_reports_bad_input_in_one_line(
     work: Path,
     args: list[str],
     fragments: list[str],
@@ -545,6 +355,173 @@ def test_weights_images_and_tables_report_bad_input_in_one_line(
 ) -> None:
     extra = prepare(work) if prepare else []
     proc = medxfer(["fit", "-c", TINY, "--trainer.max_steps=1", *args, *extra], work)
+    assert_one_line_error(proc, fragments)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        pytest.param(["fit", "-c", "nowhere.yaml"], ["nowhere.yaml"], id="fit-missing-config"),
+        pytest.param(["prepare", "-c", "nowhere.yaml", "c.h5"], ["nowhere.yaml"], id="prepare"),
+        pytest.param(["prepare", "-c", TINY], ["required: out"], id="prepare-usage"),
+        pytest.param(["list", "backbone"], ["invalid choice: 'backbone'"], id="list-usage"),
+        pytest.param(
+            ["study", "-c", "nowhere.yaml", "--out", "s", "--name", "x"],
+            ["nowhere.yaml"],
+            id="study",
+        ),
+        pytest.param(["report", "no_study_here"], ["no_study_here"], id="report"),
+        pytest.param(["validate", "-c", TINY, "--ckpt_path=none.ckpt"], ["none.ckpt"], id="ckpt"),
+    ],
+)
+def test_every_subcommand_reports_bad_input_in_one_line(
+    work: Path, args: list[str], fragments: list[str]
+) -> None:
+    assert_one_line_error(medxfer(args, work), fragments)
+
+
+def test_debug_shows_the_traceback(work: Path) -> None:
+    proc = medxfer(["fit", "-c", TINY, "--model.init_args.backbone=resnet5O", "--debug"], work)
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr and "UnknownNameError" in proc.stderr
+
+
+def test_summaries_at_info_unless_quiet(work: Path) -> None:
+    """Split sizes and the label space are shown by default; ``--quiet`` keeps warnings only
+    (both runs stop at the same config error after the data are read)."""
+    args = ["fit", "-c", TINY, "--model.init_args.backbone=resnet5O"]
+    loud, quiet = medxfer(args, work), medxfer([*args, "--quiet"], work)
+    assert "medxfer: chexpert train: " in loud.stderr
+    assert "label space (5)" in loud.stderr
+    assert "label space" not in quiet.stderr and "chexpert train" not in quiet.stderr
+    assert quiet.returncode == loud.returncode == 2
+
+
+# --- seg cases ---
+SEG_DEMO = str(REPO / "configs" / "seg_demo.yaml")
+
+
+@pytest.fixture(scope="module")
+def seg_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic Montgomery (32 px) and SIIM-ACR (32 px) layouts in a fresh folder."""
+    from medxfer.datamodules.segmentation import write_synthetic_montgomery, write_synthetic_siim
+
+    work = tmp_path_factory.mktemp("seg_errors")
+    write_synthetic_montgomery(work / "mont", 10, size=32, seed=0)
+    write_synthetic_siim(work / "siim", 8, size=32, seed=0)
+    return work
+
+
+def half_size_mask(work: Path) -> list[str]:
+    """A copy of the Montgomery folder whose first left-lung mask is 16 x 16 (its image 32)."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    shutil.copytree(work / "mont", work / "mont_half", dirs_exist_ok=True)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(
+        work / "mont_half/ManualMask/leftMask/MCUCXR_0001_0.png"
+    )
+    return ["--data.init_args.train=mont_half"]
+
+
+def missing_dicom(work: Path) -> list[str]:
+    """A copy of the SIIM folder without the DICOM of the table's first row (line 2)."""
+    import shutil
+
+    shutil.copytree(work / "siim", work / "siim_part", dirs_exist_ok=True)
+    first = (work / "siim_part/train-rle.csv").read_text().splitlines()[1].split(",")[0]
+    next((work / "siim_part").rglob(f"{first}.dcm")).unlink()
+    (work / "first_missing.txt").write_text(first)
+    return [
+        "--data.init_args.layout=siim",
+        "--data.init_args.train=siim_part/train-rle.csv",
+        "--data.init_args.dicom_root=siim_part",
+        "--data.init_args.rle_encoding=relative",
+    ]
+
+
+# (case id, arguments after `fit -c seg_demo.yaml`, fragments of the error line, preparation)
+SEG_CASES: list[tuple[str, list[str], list[str], Callable[[Path], list[str]]]] = [
+    (
+        "seg-half-size-mask-verified",
+        ["--data.init_args.verify_images=true", "--data.init_args.num_workers=0"],
+        ["leftMask/MCUCXR_0001_0.png", "is 16x16", "CXR_png/MCUCXR_0001_0.png is 32x32"],
+        half_size_mask,
+    ),
+    (
+        "seg-half-size-mask-in-a-worker",
+        ["--data.init_args.num_workers=1"],
+        ["leftMask/MCUCXR_0001_0.png", "is 16x16", "CXR_png/MCUCXR_0001_0.png is 32x32"],
+        half_size_mask,
+    ),
+    (
+        "siim-missing-dicom",
+        ["--data.init_args.num_workers=0"],
+        ["train-rle.csv, line 2", "skip_missing_images: true"],
+        missing_dicom,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments", "prepare"), [pytest.param(a, f, p, id=i) for i, a, f, p in SEG_CASES]
+)
+def test_segmentation_bad_input_in_one_line(
+    seg_work: Path, args: list[str], fragments: list[str], prepare: Callable[[Path], list[str]]
+) -> None:
+    extra = prepare(seg_work)
+    settings = [
+        "--trainer.max_steps=1",
+        "--data.init_args.image_size=32",
+        "--data.init_args.split=[0.5, 0.25, 0.25]",
+    ]
+    proc = medxfer(["fit", "-c", SEG_DEMO, *settings, *extra, *args], seg_work)
+    assert_one_line_error(proc, fragments)
+    if prepare is missing_dicom:  # the line names the first missing file
+        assert f"{(seg_work / 'first_missing.txt').read_text()}.dcm" in proc.stderr
+
+
+# --- labels cases ---
+@pytest.fixture(scope="module")
+def covid_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """configs/image_table_demo.yaml's table layout (synthetic), for the ImageTable cases."""
+    from medxfer.datamodules.image_table import write_synthetic_table
+
+    return write_synthetic_table(tmp_path_factory.mktemp("table"), n_patients=20, size=32)
+
+
+# (case id, arguments after `fit -c image_table_demo.yaml --data.init_args.train=<table>`,
+#  fragments the error line must contain)
+TABLE_LABELS_CASES: list[tuple[str, list[str], list[str]]] = [
+    (
+        "where-missing-column",
+        ["--data.init_args.where={site: [a]}"],
+        ["metadata.csv", "where", "'site'"],
+    ),
+    (
+        "other-folds-a-finding",
+        ["--data.init_args.target=findings", "--data.init_args.other=covid"],
+        ["other='covid'", "finding of the training split", "other: Other"],
+    ),
+    (
+        "declared-class-without-training-case",
+        ["--data.init_args.labels=[normal, pneumonia, covid, lipoid]"],
+        ["'lipoid'", "no positive case in the training split", "drop_empty_labels"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"), [pytest.param(a, f, id=i) for i, a, f in TABLE_LABELS_CASES]
+)
+def test_image_table_label_errors_in_one_line(
+    covid_table: Path, args: list[str], fragments: list[str]
+) -> None:
+    config = str(REPO / "configs" / "image_table_demo.yaml")
+    base = [f"--data.init_args.train={covid_table}", "--data.init_args.shifted=null"]
+    proc = medxfer(["fit", "-c", config, "--trainer.max_steps=1", *base, *args], covid_table.parent)
     assert_one_line_error(proc, fragments)
 
 

@@ -215,10 +215,8 @@ class ChestXrayDataModule(MedxferDataModule):
         source in proportion); one table as the template does."""
         if self.sources is None:
             return super().split_table(table)
-        parts = [
-            super(ChestXrayDataModule, self).split_table(table[table["dataset"] == name])
-            for name in self.sources
-        ]
+        split = super().split_table  # (zero-argument super() does not work in a comprehension)
+        parts = [split(table[table["dataset"] == name]) for name in self.sources]
         return [pd.concat([p[k] for p in parts]) for k in range(3)]
 
     def fit_labels(self, train: pd.DataFrame) -> list[str]:

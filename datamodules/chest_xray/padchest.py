@@ -308,13 +308,12 @@ def read_padchest_csv(
         hit = np.array([p is not None and not wanted.isdisjoint(p) for p in parsed], dtype=float)
         columns[lab] = hit[codes]
     known = set().union(*(term_map[lab] for lab in labels), PADCHEST_MARKERS)
-    used = np.unique(codes[keep])
+    images_per_code = np.bincount(codes[keep], minlength=len(parsed))
     unmapped: dict[str, int] = {}
-    kept_codes = pd.Series(codes[keep]).value_counts()
-    for code in used:
+    for code in np.flatnonzero(images_per_code):
         for term in parsed[code] or ():
             if term not in known:
-                unmapped[term] = unmapped.get(term, 0) + int(kept_codes[code])
+                unmapped[term] = unmapped.get(term, 0) + int(images_per_code[code])
     if unmapped:
         listed = ", ".join(f"{t!r}: {n}" for t, n in sorted(unmapped.items(), key=lambda x: -x[1]))
         log.info(

@@ -42,7 +42,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from medxfer.data.images import ImageDecodeError, where
+from medxfer.data.images import ImageDecodeError, split_member, where
 from medxfer.data.tables import TableError
 
 __all__ = [
@@ -205,8 +205,8 @@ def read_cifar_image(path: str | os.PathLike[str], context: str = "") -> np.ndar
         ImageDecodeError: no ``#record``, a missing or unreadable batch, or a record past its
             end (naming the path and ``context``).
     """
-    file, _, record = str(path).rpartition("#")
-    if not file or not record.isdigit():
+    file, record = split_member(path)
+    if not record.isdigit():
         raise ImageDecodeError(f"not a CIFAR record path <batch file>#<n>: {where(path, context)}")
     try:
         images, _, _ = _open_batch(file)

@@ -63,6 +63,7 @@ from .images import (
     image_reader,
     known_reader,
     output_version,
+    split_member,
     where,
 )
 
@@ -239,7 +240,7 @@ class FileImages:
     def check(self, path: str, context: str = "", decode: bool = False) -> None:
         if decode:
             self(path, context)
-        elif not os.path.isfile(path.rpartition("#")[0] or path):
+        elif not os.path.isfile(split_member(path)[0]):
             raise ImageDecodeError(f"image not found: {where(path, context)}")
 
 

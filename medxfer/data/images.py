@@ -41,6 +41,7 @@ __all__ = [
     "read_label_image",
     "read_rgb_image",
     "reader_version",
+    "split_member",
     "where",
 ]
 
@@ -134,8 +135,8 @@ def read_grey_image(path: str | os.PathLike[str], context: str = "") -> np.ndarr
         ImageDecodeError: missing file, a decoder failure, a side under :data:`MIN_SIDE`,
             transparent pixels or a CMYK image, naming ``path`` and ``context``.
     """
-    file, _, bits = str(path).rpartition("#")
-    if file and bits.isdigit() and not Path(path).is_file():
+    file, bits = split_member(path)
+    if bits.isdigit():
         stored = int(bits)
         return _decode(file, context, lambda img: _to_grey(img, stored), checks=True)
     return _decode(path, context, _to_grey, checks=True)
@@ -166,6 +167,23 @@ def read_label_image(path: str | os.PathLike[str], context: str = "") -> np.ndar
         return np.asarray(img.convert("L"), dtype=np.uint8)
 
     return _decode(path, context, convert)
+
+
+def split_member(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """``(file, member)`` of an image path: ``<file>#<member>`` names one image inside a
+    container file (a CIFAR batch record) or a decoding argument (PadChest's bits), the one
+    convention the decoders, the image checks and BiT-HyperRule share. A path without ``#``, or
+    an existing file whose name holds one, is ``(path, "")``.
+
+    Example:
+        >>> split_member("batch_1#7")
+        ('batch_1', '7')
+    """
+    text = str(path)
+    file, sep, member = text.rpartition("#")
+    if not sep or not file or os.path.isfile(text):
+        return text, ""
+    return file, member
 
 
 def where(path: str | os.PathLike[str], context: str = "") -> str:
