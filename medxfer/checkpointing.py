@@ -40,7 +40,7 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 
-from medxfer.errors import RunFileError
+from medxfer.errors import RunFileError, one_line
 
 __all__ = [
     "RUN_LOCK",
@@ -51,7 +51,7 @@ __all__ = [
     "use_local_checkpoint_io",
 ]
 
-#: The lock file in a run folder that ``medxfer fit`` holds (``flock``) while it writes there.
+#: The name ending of the lock file beside a run folder that ``medxfer fit`` holds (``flock``).
 RUN_LOCK = ".medxfer.lock"
 
 #: ``OSError`` numbers of a write that failed for lack of space: a full disk, a quota.
@@ -97,12 +97,6 @@ def use_local_checkpoint_io(trainer: L.Trainer) -> None:
         trainer.strategy.checkpoint_io = LocalCheckpointIO()
 
 
-def _first_line(err: BaseException) -> str:
-    """The first line of ``err``'s message, at most 160 characters."""
-    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The checkpoint in ``path``, memory-mapped (its tensors are not read until used): a
     ``torch.save`` zip archive that loads weights-only, with a ``state_dict``.
@@ -124,7 +118,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError...
-        raise RunFileError(f"checkpoint {file} cannot be read: {_first_line(err)}") from err
+        raise RunFileError(f"checkpoint {file} cannot be read: {one_line(err)[:160]}") from err
     if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
         raise RunFileError(f"checkpoint {file} holds no 'state_dict' (not a Lightning checkpoint)")
     return state
@@ -170,7 +164,10 @@ def check_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> None:
 class RunFolderLock:
     """An exclusive lock on a run folder while ``medxfer fit`` writes into it.
 
-    ``fcntl.flock`` on :data:`RUN_LOCK` in the folder, without waiting: the OS releases it when
+    ``fcntl.flock`` on ``.<folder name>`` + :data:`RUN_LOCK` beside the folder (not in it: the
+    lock is taken before the logger starts, which would otherwise warn about a folder that is
+    not empty -- and empty a running fit's ``metrics.csv`` before the lock refused), without
+    waiting: the OS releases it when
     the holder exits or is killed (no stale lock), and it holds across processes on one machine
     and on network file systems that support ``flock``. Where the file system has no locks
     (``ENOLCK``, ``ENOSYS``, ``EOPNOTSUPP``), or off POSIX, the run goes on unlocked with a
@@ -186,6 +183,11 @@ class RunFolderLock:
         self.folder = Path(folder)
         self._file: IO[str] | None = None
 
+    @property
+    def path(self) -> Path:
+        """The lock file: ``.<folder name>.medxfer.lock`` in the folder's parent."""
+        return self.folder.parent / f".{self.folder.name}{RUN_LOCK}"
+
     def acquire(self) -> RunFolderLock:
         """Take the lock.
 
@@ -199,8 +201,8 @@ class RunFolderLock:
         except ImportError:  # Windows
             logging.getLogger(__name__).warning("run folder %s not locked (no fcntl)", self.folder)
             return self
-        self.folder.mkdir(parents=True, exist_ok=True)
-        file = open(self.folder / RUN_LOCK, "a+")  # held until release()
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        file = open(self.path, "a+")  # held until release()
         try:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:

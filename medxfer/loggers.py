@@ -84,7 +84,9 @@ def redact_paths(params: Any) -> Any:
     if isinstance(params, dict):
         return {
             k: REDACTED
-            if isinstance(v, str | Path) and _PATH_KEY.search(str(k).lower())
+            if isinstance(v, str | Path)
+            and _PATH_KEY.search(str(k).lower())
+            and str(k).lstrip("_") != "class_path"  # a class's import path, not a location
             else redact_paths(v)
             for k, v in params.items()
         }

@@ -20,7 +20,6 @@ so no orphan keeps writing into the study folder.
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
 import signal
@@ -61,13 +60,17 @@ def resume_command(run_dir: Path) -> list[str]:
 
 
 def is_finished(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds a complete ``results.json`` (a JSON object): an empty or
-    truncated file, or none, means the replica must run (again)."""
-    path = run_dir / artifacts.RESULTS_JSON
+    """Whether ``run_dir`` holds a complete ``results.json``, by the rule ``medxfer report``
+    reads it with (:func:`medxfer.report.read_results`): an empty, truncated or non-numeric
+    file, or none, means the replica must run (again)."""
+    from medxfer.errors import RunFileError
+    from medxfer.report import read_results
+
     try:
-        return isinstance(json.loads(path.read_text()), dict)
-    except (OSError, ValueError):
+        read_results(run_dir / artifacts.RESULTS_JSON)
+    except (OSError, RunFileError):
         return False
+    return True
 
 
 #: ``prctl(PR_SET_PDEATHSIG, ...)``: the signal a child gets when its parent dies (Linux).

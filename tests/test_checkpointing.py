@@ -146,7 +146,8 @@ def test_run_folder_lock_is_exclusive_and_dies_with_its_holder(tmp_path: Path) -
             RunFolderLock(tmp_path).acquire()
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
-        with RunFolderLock(tmp_path):  # free again, without waiting
-            assert (tmp_path / RUN_LOCK).read_text().strip() == str(os.getpid())
+        with RunFolderLock(tmp_path) as lock:  # free again, without waiting
+            assert lock.path.name == f".{tmp_path.name}{RUN_LOCK}"
+            assert lock.path.read_text().strip() == str(os.getpid())
     finally:
         holder.kill()

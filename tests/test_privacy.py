@@ -127,3 +127,14 @@ def test_redaction_covers_file_names_without_a_folder() -> None:
     assert data["labels"] == ["Edema", "Atelectasis"]
     assert out["model"] == params["model"]
     assert "patient456" not in json.dumps(out)
+
+
+def test_class_paths_are_not_taken_for_locations() -> None:
+    """``class_path`` names a class (``_path`` as in a location key, but not one): kept."""
+    from medxfer.loggers import REDACTED, redact_paths
+
+    params = {"model": {"class_path": "medxfer.tasks.MultiLabelClassifier"}, "_class_path": "x.Y"}
+    params["data"] = {"csv_path": "train"}
+    out = redact_paths(params)
+    assert out["model"]["class_path"] == "medxfer.tasks.MultiLabelClassifier"
+    assert out["_class_path"] == "x.Y" and out["data"]["csv_path"] == REDACTED

@@ -130,8 +130,6 @@ def read_image_table(
     needed = [*image_columns, *columns]
     needed += [c for c in (patient_column, id_column, split_column) if c]
     check_columns(raw, dict.fromkeys(needed), str(path))
-    if raw.empty:
-        raise TableError(f"{path}: the table has no rows")
     if where:
         raw, lines = filter_rows(raw, lines, where, str(path))
         if raw.empty:

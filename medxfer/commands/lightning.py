@@ -187,7 +187,6 @@ class MedxferCLI(LightningCLI):
         (:class:`~medxfer.checkpointing.RunFolderLock`), so a second fit into it -- started on
         the same folder, or ``--resume`` of a run still going -- stops with a one-line error
         instead of interleaving checkpoints and results."""
-        from lightning.pytorch.loggers import CSVLogger
         from lightning.pytorch.utilities import rank_zero_only
 
         from medxfer.callbacks.base import run_folder
@@ -195,11 +194,7 @@ class MedxferCLI(LightningCLI):
 
         if rank_zero_only.rank != 0 or self._run_lock is not None:
             return
-        loggers = self.trainer.loggers
-        if loggers and isinstance(loggers[0], CSVLogger):
-            # the CSV writer warns about (and empties) a folder that is not new when it starts:
-            # start it before the lock file is in the folder, as Lightning would a moment later
-            _ = loggers[0].experiment
+        # before any logger writes: a CSV logger empties the folder's metrics.csv when it starts
         self._run_lock = RunFolderLock(run_folder(self.trainer)).acquire()
 
     def ckpt_file(self) -> str | None:

@@ -182,8 +182,9 @@ def subgroup_gaps(
             if compared:
                 common = torch.stack([~per_label[g].isnan() for g in compared]).all(dim=0)
             report.labels = [n for n, c in zip(names, common.tolist(), strict=True) if c]
-            for g, v in per_label.items():
-                scores[g] = float(v[common].mean()) if common.any() else math.nan
+            for g, v in per_label.items():  # a group kept apart (unknown) may lack some
+                mean = v[common].nanmean() if g in apart else v[common].mean()
+                scores[g] = float(mean) if common.any() else math.nan
         for name, value in scores.items():
             if name in report.too_small:
                 pass

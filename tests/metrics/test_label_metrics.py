@@ -93,3 +93,19 @@ def test_the_metric_class_names_the_common_labels_like_the_function() -> None:
     )["sex"]
     assert report.labels == direct.labels == ["L0", "L1", "L2"]
     assert report.gap == pytest.approx(direct.gap, abs=1e-9)
+
+
+def test_the_unknown_group_is_scored_over_the_common_labels_it_has() -> None:
+    """The unknown group is kept apart; lacking one of the compared groups' common labels, it is
+    scored over the common labels it has (by hand: its AUROC on label 0 is 1.0), not undefined."""
+    import torch
+
+    from medxfer.metrics.subgroups import subgroup_gaps
+
+    y = torch.tensor([[1, 1], [0, 0], [1, 1], [0, 0], [1, 1], [0, 1]], dtype=torch.float32)
+    p = torch.tensor([[0.9, 0.8], [0.1, 0.2], [0.8, 0.3], [0.2, 0.6], [0.7, 0.5], [0.4, 0.4]])
+    groups = {"sex": ["F", "F", "M", "M", "unknown", "unknown"]}
+    report = subgroup_gaps(p, y, groups, min_size=1, label_names=["a", "b"])["sex"]
+    assert report.labels == ["a", "b"]
+    assert report.unknown == {"unknown": pytest.approx(1.0)}  # label b: all positive there
+    assert "unknown" not in report.undefined
