@@ -628,11 +628,11 @@ def test_second_fit_into_a_locked_run_folder(work: Path) -> None:
     refused in one line naming the folder and the holder's PID."""
     import fcntl
 
-    from medxfer.checkpointing import RUN_LOCK
+    from medxfer.checkpointing import RunFolderLock
 
     folder = work / "busy_run"
     folder.mkdir(exist_ok=True)
-    with open(folder / RUN_LOCK, "w") as held:
+    with open(RunFolderLock(folder).path, "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         held.write(f"{os.getpid()}\n")
         held.flush()

@@ -22,7 +22,7 @@ import yaml
 from torch.utils.data import TensorDataset, WeightedRandomSampler
 
 from medxfer import artifacts, study
-from medxfer.checkpointing import RUN_LOCK
+from medxfer.checkpointing import RunFolderLock
 from medxfer.commands.lightning import expand_resume, resume_arguments
 from medxfer.resume import (
     KeyedDataset,
@@ -326,7 +326,7 @@ def test_sigterm_saves_last_checkpoint_and_exits_143(
     assert "medxfer fit --resume" in out.stderr
     last = torch.load(termed / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 3  # step 2 (0-based) finished, then stopped
-    assert (termed / RUN_LOCK).is_file()  # the fit locked its folder; its exit freed it
+    assert RunFolderLock(termed).path.is_file()  # the fit locked its folder; its exit freed it
 
     out = _fit(["--resume", "runs/lightning_logs/version_0"], tmp_path / "termed")
     assert out.returncode == 0, out.stderr[-3000:]
