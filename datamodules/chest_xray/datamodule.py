@@ -216,7 +216,7 @@ class ChestXrayDataModule(MedxferDataModule):
         """Merged sources are split each on its own (every part holds each source in
         proportion): by the source's official split when its table asks for it
         (``official_split: all``), else re-split by patient; one table alike."""
-        train = self.hparams.train
+        train = self.tables["train"]
         if self.sources is None:
             return self._split_source(train, table)
         parts = [
