@@ -12,8 +12,12 @@ Registered architectures (names read ``arch.source`` when a weight source is cho
   (Kolesnikov et al., ECCV 2020), sources ``bit-s`` (ImageNet-1k) and ``bit-m`` (ImageNet-21k);
 * ``resnet50v2-bn``: the BatchNorm ResNet50-v2 baseline of Mustafa et al., "Supervised Transfer
   Learning at Scale for Medical Imaging" (2021);
-* ``resnet50``: the torchvision-layout ResNet-50 of the published self-supervised checkpoints
-  (benchmarked by Ericsson et al., "How Well Do Self-Supervised Models Transfer?", CVPR 2021);
+* ``resnet50``: the torchvision-layout ResNet-50 zoo of the transfer benchmarks (Ericsson et
+  al., "How Well Do Self-Supervised Models Transfer?", CVPR 2021; Hosseinzadeh Taher et al., "A
+  Systematic Benchmarking Analysis of Transfer Learning for Medical Image Analysis", DART
+  2021): supervised (ImageNet, iNat2021), contrastive, clustering, redundancy-reduction /
+  distillation and the benchmark's in-domain and domain-adapted chest X-ray models, grouped by
+  ``WeightSource.method``; BYOL and SimCLR through ``medxfer convert`` (:mod:`.convert`);
 * ``timm/<any timm model name>``.
 
 ``input_config(name, pretrained)`` says how the chosen weights expect their inputs (mean, std,
@@ -615,7 +619,7 @@ register_backbone(
             "simclr_v1_resnet50_1x.safetensors",
             "https://storage.cloud.google.com/simclr-gcs/checkpoints/ResNet50_1x.zip "
             "(TensorFlow checkpoint ResNet50_1x/model.ckpt-225206)",
-            "SimCLR v1, 1000 epochs, ImageNet-1k",
+            "SimCLR v1, ResNet-50 1x, ImageNet-1k",
             "Apache-2.0",
             # trained on unnormalised [0, 1] inputs (the TF release; tonylins/simclr-converter
             # and the ssl-transfer benchmark feed it without mean / std)

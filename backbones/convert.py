@@ -370,8 +370,13 @@ def read_tf_checkpoint(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------- writing
-#: ``medxfer convert`` subcommand -> the named ``resnet50`` sources its output serves.
-CONVERTERS: dict[str, tuple[str, ...]] = {"byol": ("byol",), "simclr": ("simclr-v1", "simclr-v2")}
+#: ``medxfer convert`` subcommand -> what it reads. A source whose ``WeightSource.convert`` names
+#: a subcommand is written by it.
+CONVERTERS = {
+    "byol": "the BYOL release pickle (pretrain_res50x1.pkl)",
+    "simclr": "a SimCLR v1 / v2 TensorFlow checkpoint prefix (model.ckpt-NNN; needs "
+    "tensorflow-cpu) or a .npz of its variables",
+}
 
 
 def convert_release(

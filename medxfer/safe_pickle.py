@@ -34,7 +34,11 @@ def numpy_globals() -> dict[tuple[str, str], Callable[..., Any]]:
     ``_codecs.encode``, with which Python 3 writes bytes at protocol 2 (a pure function of text
     to bytes)."""
     import numpy as np
-    from numpy._core.multiarray import _reconstruct, scalar
+
+    try:
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct, scalar  # type: ignore[no-redef]
 
     found: dict[tuple[str, str], Callable[..., Any]] = {("_codecs", "encode"): codecs.encode}
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):

@@ -14,34 +14,28 @@ from medxfer.commands.common import CommandParser
 
 __all__ = ["main"]
 
-#: What each converter reads (kept here so that ``--help`` imports neither numpy nor torch).
-_READS = {
-    "byol": "the BYOL release pickle (pretrain_res50x1.pkl)",
-    "simclr": "a SimCLR v1 / v2 TensorFlow checkpoint prefix (model.ckpt-NNN; needs "
-    "tensorflow-cpu) or a .npz of its variables",
-}
-
 
 def main(argv: Sequence[str]) -> int:
     """Entry point of ``medxfer convert``."""
+    from medxfer.backbones.convert import CONVERTERS, convert_release  # numpy, not torch
+
     p = CommandParser(
         prog="medxfer convert",
         description="Convert a BYOL (JAX) or SimCLR (TensorFlow) ResNet-50 release to "
         "torchvision-layout .safetensors. "
-        + "; ".join(f"{kind}: IN is {what}" for kind, what in _READS.items()),
+        + "; ".join(f"{kind}: IN is {what}" for kind, what in CONVERTERS.items()),
     )
-    p.add_argument("kind", choices=sorted(_READS), help="which release")
+    p.add_argument("kind", choices=sorted(CONVERTERS), help="which release")
     p.add_argument("source", type=Path, help="the release file (or checkpoint prefix)")
     p.add_argument("out", type=Path, help="the .safetensors file to write")
     p.add_argument("--force", action="store_true", help="overwrite OUT")
     args = p.parse_args(argv)
     from medxfer.backbones import BACKBONES
-    from medxfer.backbones.convert import CONVERTERS, convert_release
 
     report = convert_release(args.kind, args.source, args.out, args.force)
     sources = BACKBONES.entry("resnet50").metadata["sources"]
-    names = ", ".join(
-        f"resnet50.{s} (file name {sources[s].filename})" for s in CONVERTERS[args.kind]
+    names = " or ".join(
+        f"{ws.filename} (resnet50.{s})" for s, ws in sources.items() if ws.convert == args.kind
     )
     dropped = ", ".join(report.dropped[:6]) + (
         f", ... (+{len(report.dropped) - 6})" if len(report.dropped) > 6 else ""

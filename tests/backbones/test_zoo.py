@@ -16,6 +16,7 @@ family builds the real ``resnet50`` through its named source (the slow-marked on
 
 from __future__ import annotations
 
+import json
 import pickle
 import sys
 import types
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from timm.models.resnet import Bottleneck, ResNet
 
@@ -38,6 +40,8 @@ from medxfer.backbones import (
     weights_chain,
 )
 from medxfer.backbones.convert import (
+    CONVERTED_KEY,
+    CONVERTERS,
     byol_to_torchvision,
     read_byol_checkpoint,
     read_tf_checkpoint,
@@ -101,6 +105,7 @@ def test_every_source_has_its_published_metadata_and_normalisation() -> None:
     for name, src in SOURCES.items():
         assert src.filename and src.url and src.licence != "see url" and src.layout, name
         assert src.method in METHODS, name
+        assert src.convert in ("", *CONVERTERS), name
         cfg = input_config("resnet50", name)
         assert (cfg.mean, cfg.std) == PUBLISHED[name], name
 
@@ -329,9 +334,12 @@ def release_modules(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(sys.modules[cls.__module__], cls.__qualname__, cls, raising=False)
 
 
-def _haiku(sd: Mapping[str, torch.Tensor], root: str = "res_net50") -> tuple[dict, dict]:
+def _haiku(
+    sd: Mapping[str, torch.Tensor], layers: tuple[int, ...] = STAND_IN["layers"]
+) -> tuple[dict, dict]:
     """BYOL's online params / state from torchvision-named tensors: Haiku module names,
     HWIO kernels, (1, 1, 1, C) batch-norm vectors, mean_ema / var_ema states."""
+    root = "res_net50"  # Haiku's name of BYOL's ResNet50 module
     params: dict[str, Any] = {}
     state: dict[str, Any] = {}
 
@@ -349,7 +357,7 @@ def _haiku(sd: Mapping[str, torch.Tensor], root: str = "res_net50") -> tuple[dic
             )
 
     put("initial_conv", "conv1", "bn1")
-    for layer, blocks in enumerate(STAND_IN["layers"]):
+    for layer, blocks in enumerate(layers):
         for b in range(blocks):
             base, t = f"block_group_{layer}/~/block_{b}", f"layer{layer + 1}.{b}"
             for k in range(3):
@@ -364,9 +372,11 @@ def _haiku(sd: Mapping[str, torch.Tensor], root: str = "res_net50") -> tuple[dic
     return params, state
 
 
-def _byol_release(sd: Mapping[str, torch.Tensor], path: Path) -> list[str]:
+def _byol_release(
+    sd: Mapping[str, torch.Tensor], path: Path, layers: tuple[int, ...] = STAND_IN["layers"]
+) -> list[str]:
     """Write BYOL's release pickle; return the modules a conversion must drop."""
-    params, state = _haiku(sd)
+    params, state = _haiku(sd, layers)
     target = {
         k: _FrozenDict({n: np.zeros_like(a) for n, a in v.items()}) for k, v in params.items()
     }
@@ -430,13 +440,15 @@ def test_byol_missing_module_is_named(backbone: dict[str, torch.Tensor]) -> None
 
 
 # ----------------------------------------------------------------------------------- SimCLR
-def _simclr_variables(sd: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+def _simclr_variables(
+    sd: Mapping[str, torch.Tensor], layers: tuple[int, ...] = STAND_IN["layers"]
+) -> dict[str, np.ndarray]:
     """SimCLR's TensorFlow variables from torchvision-named tensors: numbered in creation
     order (stem; per block the projection shortcut first, then conv1..3; each convolution's
     batch norm shares its number), HWIO kernels, with the optimizer's Momentum slots, the
     heads, an EMA copy and global_step around them."""
     order = ["conv1"]
-    for layer, blocks in enumerate(STAND_IN["layers"]):
+    for layer, blocks in enumerate(layers):
         for b in range(blocks):
             t = f"layer{layer + 1}.{b}"
             short = [f"{t}.downsample.0"] if f"{t}.downsample.0.weight" in sd else []
@@ -479,6 +491,11 @@ def test_simclr_npz_converts_and_loads(
     report = load_backbone_weights(model, out)
     assert report.unexpected == []
     written = load_file(str(out))
+    with safe_open(str(out), "pt") as f:
+        assert json.loads(f.metadata()[CONVERTED_KEY]) == {
+            "converter": "simclr",
+            "file": "simclr.npz",
+        }
     assert torch.equal(
         written["layer1.0.downsample.0.weight"], backbone["layer1.0.downsample.0.weight"]
     )
@@ -504,3 +521,31 @@ def test_tensorflow_checkpoint_without_tensorflow_says_how_to_install_it(
         ConfigError, match=r"model\.ckpt-225206 needs TensorFlow: pip install tensorflow-cpu"
     ):
         read_tf_checkpoint(tmp_path / "model.ckpt-225206")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["byol", "simclr"])
+def test_converted_release_loads_as_the_named_source(
+    kind: str,
+    release_modules: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MEDXFER_WEIGHTS_DIR", str(tmp_path))
+    sd = {
+        k: v + 0.01 if v.is_floating_point() else v
+        for k, v in create_backbone("resnet50").state_dict().items()
+    }
+    release = tmp_path / "release"
+    if kind == "byol":
+        _byol_release(sd, release, (3, 4, 6, 3))
+    else:
+        release = tmp_path / "release.npz"
+        np.savez(release, **_simclr_variables(sd, (3, 4, 6, 3)))
+    source = "byol" if kind == "byol" else "simclr-v1"
+    assert main(["convert", kind, str(release), str(tmp_path / SOURCES[source].filename)]) == 0
+    model = create_backbone(f"resnet50.{source}")
+    assert model.load_report.unexpected == []
+    for key, value in model.state_dict().items():
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(value, sd[key]), key
