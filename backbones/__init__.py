@@ -520,9 +520,12 @@ _DEEPCLUSTER_LAYOUT = (
     "bare module.* (torchvision keys) + module.projection_head.* + module.prototypes*"
 )
 _BENCH_LAYOUT = (
-    "{'state_dict': module.* (torchvision keys, DataParallel) + module.fc.0.* (the %s-label "
-    "head before its Sigmoid), 'optimizer', 'scheduler', 'epoch', 'lossMIN'}"
+    "{'state_dict': %(p)s* (torchvision keys%(dp)s) + %(p)sfc.0.* (the %(n)s-label head before "
+    "its Sigmoid), 'optimizer', 'scheduler', 'epoch', 'lossMIN'}"
 )
+#: The CheXpert models were saved from DataParallel (``module.``); the ChestX-ray14 ones without.
+_DP = {"p": "module.", "dp": ", DataParallel"}
+_BARE = {"p": "", "dp": ", no prefix"}
 _IMAGENET_PARENT = "resnet50.supervised"
 _SIMCLR_NORM = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
 _CONVERTED = "safetensors, torchvision keys (written by medxfer convert %s from the release: %s)"
@@ -698,7 +701,7 @@ register_backbone(
             "supervised on CheXpert (14 labels) from random init (Hosseinzadeh Taher et al., DART 2021)",
             _BENCH_LICENCE,
             method=MEDICAL,
-            layout=_BENCH_LAYOUT % "14",
+            layout=_BENCH_LAYOUT % {**_DP, "n": "14"},
             parent="random init",
             data="CheXpert",
         ),
@@ -708,7 +711,7 @@ register_backbone(
             "supervised on NIH ChestX-ray14 (14 labels) from random init (DART 2021)",
             _BENCH_LICENCE,
             method=MEDICAL,
-            layout=_BENCH_LAYOUT % "14",
+            layout=_BENCH_LAYOUT % {**_BARE, "n": "14"},
             parent="random init",
             data="ChestX-ray14",
         ),
@@ -718,7 +721,7 @@ register_backbone(
             "domain-adapted: supervised ImageNet, then supervised CheXpert (DART 2021)",
             _BENCH_LICENCE,
             method=MEDICAL,
-            layout=_BENCH_LAYOUT % "14",
+            layout=_BENCH_LAYOUT % {**_DP, "n": "14"},
             parent=_IMAGENET_PARENT,
             data="CheXpert",
         ),
@@ -728,7 +731,7 @@ register_backbone(
             "domain-adapted: supervised ImageNet, then supervised ChestX-ray14 (DART 2021)",
             _BENCH_LICENCE,
             method=MEDICAL,
-            layout=_BENCH_LAYOUT % "14",
+            layout=_BENCH_LAYOUT % {**_BARE, "n": "14"},
             parent=_IMAGENET_PARENT,
             data="ChestX-ray14",
         ),
@@ -740,7 +743,7 @@ register_backbone(
             "et al., MedIA 2025)",
             _BENCH_LICENCE,
             method=MEDICAL,
-            layout=_BENCH_LAYOUT % "N",
+            layout=_BENCH_LAYOUT % {**_DP, "n": "N"},
             parent=_IMAGENET_PARENT,
             data="MIMIC-CXR",
         ),

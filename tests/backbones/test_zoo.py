@@ -233,8 +233,8 @@ LAYOUTS = {
     "dino": bare,
     "chexpert": benchmark("module."),
     "imagenet-chexpert": benchmark("module."),
-    "chestxray14": benchmark(""),  # loads with or without DataParallel's prefix
-    "imagenet-chestxray14": benchmark("module."),
+    "chestxray14": benchmark(""),  # the ChestX-ray14 models: no DataParallel prefix
+    "imagenet-chestxray14": benchmark(""),
     "imagenet-mimic": benchmark("module."),
 }
 
