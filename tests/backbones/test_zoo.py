@@ -549,3 +549,30 @@ def test_converted_release_loads_as_the_named_source(
     for key, value in model.state_dict().items():
         if not key.endswith("num_batches_tracked"):
             assert torch.equal(value, sd[key]), key
+
+
+def test_tensorflow_checkpoint_converts_where_tensorflow_is_installed(
+    backbone: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
+    """A TF1 checkpoint (tensor bundle) written by ``tf.compat.v1.train.Saver``, as SimCLR's
+    release was, read through TensorFlow's reader (skipped without TensorFlow)."""
+    tf = pytest.importorskip("tensorflow")
+    variables = _simclr_variables(backbone)
+    del variables["global_step"]
+    graph = tf.Graph()
+    with graph.as_default():
+        for name, value in variables.items():
+            tf.compat.v1.get_variable(name, initializer=tf.constant(value))
+        saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            prefix = saver.save(session, str(tmp_path / "model.ckpt"), global_step=225206)
+    tensors, dropped = simclr_to_torchvision(read_tf_checkpoint(prefix), prefix)
+    for key, value in tensors.items():
+        np.testing.assert_array_equal(value, backbone[key].numpy(), err_msg=key)
+    assert sorted(dropped) == sorted(set(variables) - {k for k in variables if _encoder(k)})
+
+
+def _encoder(name: str) -> bool:
+    """Whether a SimCLR variable is one the backbone takes (no slot, EMA copy or head)."""
+    return name.startswith("base_model/") and not name.endswith("/Momentum")
