@@ -510,7 +510,8 @@ _BENCH_LICENCE = "ASU non-commercial research licence (LICENSE of MR-Hosseinzade
 #: Layouts, as the releases hold them (the loader finds the wrapper and the prefix).
 _PYCONTRAST_LAYOUT = (
     "{'model': module.encoder.* + module.head.* (projection)%s, 'model_ema': encoder.* + "
-    "head.* (momentum encoder), 'contrast': memory bank, 'optimizer', 'epoch'}"
+    "head.* (the momentum encoder, where one was trained), 'contrast': the memory bank or "
+    "queue, 'optimizer', 'epoch'}"
 )
 _MOCO_LAYOUT = (
     "{'state_dict': module.encoder_q.* (fc: the MLP head) + module.encoder_k.* (momentum "
