@@ -20,6 +20,8 @@ from medxfer.datamodules.chest_xray import (
     write_synthetic_chexpert,
     write_synthetic_mimic,
     write_synthetic_nih,
+    write_synthetic_padchest,
+    write_synthetic_tuberculosis,
 )
 from medxfer.datamodules.dermatology import write_synthetic_derm
 from medxfer.datamodules.image_table import write_synthetic_table
@@ -54,6 +56,11 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_synthetic_chexpert(work / "data/synthetic/chexpert", n_patients=40, size=40, seed=0)
     write_synthetic_nih(work / "data/synthetic/nih", n_patients=10, size=40, seed=1)
     write_synthetic_mimic(work / "data/synthetic/mimic", n_patients=40, size=40, seed=0)
+    write_synthetic_padchest(work / "data/synthetic/padchest", 30, size=40, seed=0)
+    for folder, collection in (("montgomery_tb", "MCUCXR"), ("shenzhen_tb", "CHNCXR")):
+        write_synthetic_tuberculosis(
+            work / f"data/synthetic/{folder}", 24, size=40, seed=0, collection=collection
+        )
     write_synthetic_cifar(work / "data/synthetic/natural", "cifar10", "python", 120, 40)
     write_synthetic_derm(work / "data/synthetic/derm", n_cases=40, size=40, seed=0)
     write_synthetic_derm(work / "data/synthetic/derm_b", n_cases=12, size=40, seed=1, shifted=True)
