@@ -18,7 +18,13 @@ import torch
 from medxfer import artifacts
 from medxfer.metrics import stage_drift
 
-__all__ = ["plot_cka_vs_depth", "plot_drift_per_block", "plot_reliability", "saved_figure"]
+__all__ = [
+    "plot_cka_vs_depth",
+    "plot_drift_per_block",
+    "plot_reliability",
+    "plot_reliability_per_label",
+    "saved_figure",
+]
 
 #: Resolution of every saved figure.
 _DPI = 120
@@ -76,6 +82,47 @@ def plot_reliability(
         ax.legend(loc="upper left", fontsize=8)
         hx.bar(edges[:-1], bins["count"], width=1 / n, align="edge", color="grey")
         hx.set(xlabel="predicted probability", ylabel="count")
+
+
+def plot_reliability_per_label(
+    bins: Mapping[str, Mapping[str, Any]],
+    ece: Mapping[str, float],
+    title: str,
+    path: str | os.PathLike[str],
+) -> None:
+    """One small reliability diagram per label (``bins``: label -> ``{"count", "confidence",
+    "outcome"}`` per bin, as :func:`medxfer.metrics.reliability_bins` gives for one label;
+    ``ece``: label -> its ECE), four to a row."""
+    labels = list(bins)
+    ncols = min(4, max(1, len(labels)))
+    nrows = max(1, -(-len(labels) // ncols))
+    with saved_figure(
+        path, nrows=nrows, ncols=ncols, figsize=(2.6 * ncols, 2.6 * nrows), squeeze=False
+    ) as (fig, axes):
+        for ax in axes.flat[len(labels) :]:
+            ax.set_visible(False)
+        for ax, label in zip(axes.flat, labels, strict=False):
+            b = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in bins[label].items()}
+            n = len(b["count"])
+            ok = b["count"] > 0
+            ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+            ax.bar(
+                torch.linspace(0, 1, n + 1)[:-1][ok],
+                b["outcome"][ok],
+                width=1 / n,
+                align="edge",
+                alpha=0.7,
+                edgecolor="k",
+                lw=0.5,
+            )
+            ax.plot(b["confidence"][ok], b["outcome"][ok], "o", ms=2, color="C3")
+            e = ece.get(label, float("nan"))
+            ax.set(xlim=(0, 1), ylim=(0, 1), title=f"{label} (ECE {e:.3f})")
+            ax.title.set_fontsize(8)
+            ax.tick_params(labelsize=6)
+        fig.suptitle(title, fontsize=9)
+        fig.supxlabel("predicted probability", fontsize=8)
+        fig.supylabel("observed frequency", fontsize=8)
 
 
 def plot_cka_vs_depth(history: Sequence[Mapping], path: str | os.PathLike[str]) -> None:
