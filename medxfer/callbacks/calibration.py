@@ -10,7 +10,6 @@ import math
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.trainer.states import TrainerFn
 from typing_extensions import override
 
 from medxfer import artifacts
@@ -44,13 +43,15 @@ class CalibrationCallback(EvalSetCallback):
     pixels of each image drawn with a generator seeded by ``pixel_seed`` and the case id
     (:func:`medxfer.metrics.sample_pixels`): the same pixels on any number of ranks.
 
-    Temperature scaling (multi-label and multi-class tasks): at every validation of fitting,
-    one temperature ``T`` is fitted on the whole ``val`` set (:class:`medxfer.metrics.
+    Temperature scaling (multi-label and multi-class tasks): at every validation (of fitting,
+    or a standalone ``validate``), one temperature ``T`` is fitted on the whole ``val`` set (:class:`medxfer.metrics.
     TemperatureFit`: the logits recovered from the step's probabilities, gathered across ranks)
     and logged as ``val/temperature``. ``T`` is part of this callback's state, so a checkpoint
     carries the ``T`` of the validation it was saved after, and Lightning restores it with the
     checkpoint a test loads: the best checkpoint tested after ``medxfer fit`` is scaled by the
-    ``T`` fitted on its own validation predictions, with no extra pass. At test, each set's
+    ``T`` fitted on its own validation predictions, with no extra pass (``trainer.validate``
+    then ``trainer.test`` of one model in one process scales by the ``T`` of that
+    validation, unless the tested checkpoint brings its own). At test, each set's
     probabilities are rescaled by ``T`` and a second ECE accumulated (sum states, exact under
     DDP): ``<prefix>/temperature`` and ``<prefix>/ece_scaled`` are logged, and the JSON holds
     ``temperature``, ``temperature_epoch`` (the validation epoch it was fitted at),
@@ -132,7 +133,7 @@ class CalibrationCallback(EvalSetCallback):
             return
         prefix = self._prefix(outputs, stage, idx)
         probs, target = outputs["probs"].detach(), outputs["target"]
-        if stage == "val" and prefix == _FIT_SET and trainer.state.fn == TrainerFn.FITTING:
+        if stage == "val" and prefix == _FIT_SET:
             if self._val_fit is None:
                 self._val_fit = TemperatureFit(task).to(pl_module.device)
             self._val_fit.update(probs, target)

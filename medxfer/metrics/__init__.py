@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from .bootstrap import BootstrapCI, bootstrap_ci, resampled_auroc
 from .calibration import (
+    TEMPERATURE_BOUNDS,
     CalibrationError,
     TemperatureFit,
     expected_calibration_error,
@@ -38,6 +39,7 @@ from .subgroups import (
 )
 
 __all__ = [
+    "TEMPERATURE_BOUNDS",
     "BootstrapCI",
     "CalibrationError",
     "MinibatchCKA",

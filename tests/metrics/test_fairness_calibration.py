@@ -9,11 +9,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize
 from torchmetrics.functional.classification import binary_sensitivity_at_specificity
 
 from medxfer.artifacts import jsonable
 from medxfer.metrics import (
+    TEMPERATURE_BOUNDS,
     SubgroupMetrics,
     SubgroupReport,
     TemperatureFit,
@@ -161,10 +162,14 @@ def test_temperature_closed_form_multilabel_and_multiclass() -> None:
 
 
 def _scipy_temperature(z: np.ndarray, nll) -> float:
-    res = minimize_scalar(
-        lambda lt: nll(z / np.exp(lt)), bounds=(-5, 5), method="bounded", options={"xatol": 1e-10}
+    """Nelder-Mead over log T, unbounded: another search than fit_temperature's."""
+    res = minimize(
+        lambda lt: nll(z / np.exp(lt[0])),
+        x0=[0.0],
+        method="Nelder-Mead",
+        options={"xatol": 1e-10, "fatol": 1e-15},
     )
-    return float(np.exp(res.x))
+    return float(np.exp(res.x[0]))
 
 
 def test_temperature_matches_scipy() -> None:
@@ -204,6 +209,17 @@ def test_temperature_recovers_overconfidence_and_lowers_ece() -> None:
     assert t == pytest.approx(2.0, rel=0.05)
     scaled = temperature_scaled(logits_from_probs(probs, "multilabel"), t, "multilabel")
     assert expected_calibration_error(scaled, y) < expected_calibration_error(probs, y) / 3
+
+
+def test_temperature_without_an_interior_minimum_lands_on_a_bound() -> None:
+    z = torch.tensor([[3.0], [-2.0], [1.0], [-1.0]])
+    separable = (z > 0).float()
+    assert fit_temperature(z, separable) == pytest.approx(TEMPERATURE_BOUNDS[0], rel=1e-6)
+    uninformative = torch.tensor([[1.0], [0.0], [0.0], [1.0]])  # the mirror image of z
+    z = torch.tensor([[1.0], [1.0], [-1.0], [-1.0]])
+    assert fit_temperature(z, uninformative) == pytest.approx(TEMPERATURE_BOUNDS[1], rel=1e-6)
+    with torch.inference_mode():  # as in a callback under trainer.validate
+        assert fit_temperature(z, uninformative) == pytest.approx(TEMPERATURE_BOUNDS[1], rel=1e-6)
 
 
 @pytest.mark.parametrize("task", ["multilabel", "multiclass"])
