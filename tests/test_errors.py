@@ -675,3 +675,23 @@ def test_ux_commands_report_bad_input_in_one_line(
     work: Path, args: list[str], fragments: list[str]
 ) -> None:
     assert_one_line_error(medxfer(args, work), fragments)
+
+
+# --- fairness ---
+# The fairness options of the analysis callbacks, checked when the callback is built.
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        pytest.param(
+            [
+                "--trainer.callbacks+=medxfer.callbacks.SubgroupCallback",
+                "--trainer.callbacks.specificity=1.5",
+            ],
+            ["SubgroupCallback", "specificity", "1.5", "[0, 1]"],
+            id="specificity-above-1",
+        ),
+    ],
+)
+def test_fairness_options_in_one_line(work: Path, args: list[str], fragments: list[str]) -> None:
+    proc = medxfer(["fit", "-c", TINY, "--trainer.max_steps=1", *args], work)
+    assert_one_line_error(proc, fragments)

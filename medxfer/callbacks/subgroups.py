@@ -12,6 +12,7 @@ import lightning as L
 
 from medxfer import artifacts
 from medxfer.artifacts import ECE
+from medxfer.errors import ConfigError
 from medxfer.metrics import SubgroupMetrics
 from medxfer.naming import SUBGROUP, SUBGROUP_SUMMARY
 
@@ -64,7 +65,7 @@ class SubgroupCallback(EvalSetCallback):
     ) -> None:
         super().__init__(every_n_epochs)
         if specificity is not None and not 0 <= specificity <= 1:
-            raise ValueError(f"SubgroupCallback: specificity must be in [0, 1], got {specificity}")
+            raise ConfigError(f"SubgroupCallback: specificity={specificity} must be in [0, 1]")
         self.specificity = specificity
         self.n_bins = n_bins
         self.attributes = list(attributes) if attributes is not None else None
