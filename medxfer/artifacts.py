@@ -234,7 +234,8 @@ DRIFT, DRIFT_L1 = "drift", "l1"
 ATTRIBUTES = "attributes"
 #: ``calibration_<prefix>.json``: the reliability diagram's bins.
 BINS = "bins"
-#: ``calibration_<prefix>.json``: label -> its own bins (multi-label tasks); the temperature
+#: ``calibration_<prefix>.json``: label (as in ``ece/<label>``, :func:`medxfer.metrics.metric_key`)
+#: -> its own bins (multi-label tasks); the temperature
 #: fitted on validation (logged as ``<prefix>/temperature``) and the validation epoch it was
 #: fitted at; the ECE after scaling by it (logged as ``<prefix>/ece_scaled``) and its bins.
 BINS_PER_LABEL, TEMPERATURE, TEMPERATURE_EPOCH = (

@@ -85,41 +85,52 @@ def plot_reliability(
 
 
 def plot_reliability_per_label(
-    bins: Mapping[str, Mapping[str, Any]],
-    ece: Mapping[str, float],
+    curves: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    ece: Mapping[str, Mapping[str, float]],
     title: str,
     path: str | os.PathLike[str],
 ) -> None:
-    """One small reliability diagram per label (``bins``: label -> ``{"count", "confidence",
-    "outcome"}`` per bin, as :func:`medxfer.metrics.reliability_bins` gives for one label;
-    ``ece``: label -> its ECE), four to a row."""
-    labels = list(bins)
+    """One small reliability diagram per label, four to a row, with one curve (mean outcome
+    against mean confidence over the non-empty bins) per entry of ``curves``.
+
+    Args:
+        curves: curve name (an evaluation set, a configuration) -> label -> ``{"count",
+            "confidence", "outcome"}`` per bin, as :func:`medxfer.metrics.reliability_bins`
+            gives for one label.
+        ece: curve name -> label -> its ECE, shown in the legend.
+        title: the figure's title.
+        path: the PNG file to write.
+    """
+    labels = list(dict.fromkeys(label for c in curves.values() for label in c))
     ncols = min(4, max(1, len(labels)))
     nrows = max(1, -(-len(labels) // ncols))
     with saved_figure(
-        path, nrows=nrows, ncols=ncols, figsize=(2.6 * ncols, 2.6 * nrows), squeeze=False
+        path, nrows=nrows, ncols=ncols, figsize=(2.8 * ncols, 2.8 * nrows), squeeze=False
     ) as (fig, axes):
         for ax in axes.flat[len(labels) :]:
             ax.set_visible(False)
         for ax, label in zip(axes.flat, labels, strict=False):
-            b = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in bins[label].items()}
-            n = len(b["count"])
-            ok = b["count"] > 0
             ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-            ax.bar(
-                torch.linspace(0, 1, n + 1)[:-1][ok],
-                b["outcome"][ok],
-                width=1 / n,
-                align="edge",
-                alpha=0.7,
-                edgecolor="k",
-                lw=0.5,
-            )
-            ax.plot(b["confidence"][ok], b["outcome"][ok], "o", ms=2, color="C3")
-            e = ece.get(label, float("nan"))
-            ax.set(xlim=(0, 1), ylim=(0, 1), title=f"{label} (ECE {e:.3f})")
+            for name, per_label in curves.items():
+                if label not in per_label:
+                    continue
+                b = {
+                    k: torch.as_tensor(v, dtype=torch.float64) for k, v in per_label[label].items()
+                }
+                ok = b["count"] > 0
+                e = ece.get(name, {}).get(label, float("nan"))
+                ax.plot(
+                    b["confidence"][ok],
+                    b["outcome"][ok],
+                    "o-",
+                    ms=2.5,
+                    lw=1,
+                    label=f"{name} ({e:.3f})",
+                )
+            ax.set(xlim=(0, 1), ylim=(0, 1), title=label)
             ax.title.set_fontsize(8)
             ax.tick_params(labelsize=6)
+            ax.legend(fontsize=5, title="ECE", title_fontsize=5, loc="upper left")
         fig.suptitle(title, fontsize=9)
         fig.supxlabel("predicted probability", fontsize=8)
         fig.supylabel("observed frequency", fontsize=8)

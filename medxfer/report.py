@@ -656,10 +656,10 @@ def calibration_fairness_section(study: StudyRuns, out: Path) -> list[str]:
 
     * ECE, the temperature ``T`` fitted on validation (Guo et al., 2017) and the test ECE after
       scaling by it (each the mean over replicas);
-    * per-label reliability diagrams, one figure per configuration and test set
-      (``reliability_labels_<configuration>_<set>.png``): each bin pools its cases over the
-      replicas (counts summed; mean confidence and outcome weighted by count), each label's ECE
-      is the mean over replicas;
+    * per-label reliability diagrams, one figure per test set (``reliability_labels_<set>.png``)
+      with one curve per configuration: each bin pools its cases over the replicas (counts
+      summed; mean confidence and outcome weighted by count), each label's ECE is the mean over
+      replicas (one figure per set, not per configuration: a 1,420-run study draws 7, not 150);
     * per attribute: ECE and TPR at the run's fixed specificity per subgroup, and the
       equalised-odds gap at the shared threshold (Hardt et al., 2016; see
       :mod:`medxfer.metrics.subgroups`).
@@ -675,7 +675,10 @@ def calibration_fairness_section(study: StudyRuns, out: Path) -> list[str]:
         groups = sorted({g for d in dicts for g in d})
         return ", ".join(f"{g} {_fmt(_mean([d.get(g) for d in dicts]))}" for g in groups) or "-"
 
-    cal_rows, fair_rows, figures = [], [], []
+    cal_rows: list[list[str]] = []
+    fair_rows: list[list[str]] = []
+    curves: dict[str, dict[str, dict]] = {s: {} for s in study.sets}  # set -> configuration ->
+    eces: dict[str, dict[str, dict]] = {s: {} for s in study.sets}  # label -> bins / ECE
     for name, reps in study.by_name.items():
         for s in study.sets:
             prefix = eval_prefix("test", s)
@@ -710,14 +713,7 @@ def calibration_fairness_section(study: StudyRuns, out: Path) -> list[str]:
                             "outcome": sums[:, 2] / sums[:, 0],
                         }
                     ece[label] = _mean([c.get(f"{artifacts.ECE}/{label}") for c in cals])
-                file = "reliability_labels_{}_{}.png".format(
-                    *(
-                        "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in v)
-                        for v in (name, s)
-                    )
-                )
-                plot_reliability_per_label(pooled, ece, f"{name} / {s}", out / file)
-                figures += _image(f"reliability per label, {name} / {s}", file)
+                curves[s][name], eces[s][name] = pooled, ece
             subs = [
                 d[artifacts.ATTRIBUTES]
                 for r in reps
@@ -740,6 +736,15 @@ def calibration_fairness_section(study: StudyRuns, out: Path) -> list[str]:
                     )
     if not (cal_rows or fair_rows):
         return []
+    figures = []
+    for s in (s for s in study.sets if curves[s]):
+        file = "reliability_labels_{}.png".format(
+            "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in s)
+        )
+        plot_reliability_per_label(
+            curves[s], eces[s], f"test set {s}: reliability per label", out / file
+        )
+        figures += _image(f"reliability per label, {s}", file)
     md = ["## Calibration and fairness", ""]
     if cal_rows:
         md += [

@@ -55,12 +55,12 @@ def test_section_averages_replicas_and_pools_bins(tmp_path: Path, monkeypatch) -
     )
     md = "\n".join(calibration_fairness_section(StudyRuns.read(tmp_path), tmp_path / "out"))
     assert "| r50 | nih | 0.150 | 2.000 | 0.050 | 2 |" in md
-    pooled = drawn["bins"]["Edema"]
+    pooled = drawn["bins"]["r50"]["Edema"]
     assert pooled["count"].tolist() == [4, 4, 6]
     assert pooled["confidence"] == pytest.approx([0.15, 0.5, 0.9])
     assert pooled["outcome"] == pytest.approx([0.25, 0.25, 1.0])
-    assert drawn["ece"] == {"Edema": pytest.approx(0.16)}
-    assert drawn["path"].name == "reliability_labels_r50_nih.png"
+    assert drawn["ece"] == {"r50": {"Edema": pytest.approx(0.16)}}
+    assert drawn["path"].name == "reliability_labels_nih.png"
     eo = np.mean([s1["equalized_odds_gap"], s2["equalized_odds_gap"]])
     ece_f = np.mean([s1["ece"]["F"], s2["ece"]["F"]])
     tpr_m = np.mean([s1["tpr_at_specificity"]["M"], s2["tpr_at_specificity"]["M"]])
@@ -78,5 +78,5 @@ def test_section_draws_the_figure(tmp_path: Path) -> None:
     bins = {"count": [1, 0], "confidence": [0.2, None], "outcome": [0.0, None]}
     _replica(tmp_path, 0, 0.1, 1.2, 0.05, bins)
     md = calibration_fairness_section(StudyRuns.read(tmp_path), tmp_path)
-    assert "![reliability per label, r50 / nih](reliability_labels_r50_nih.png)" in md
-    assert (tmp_path / "reliability_labels_r50_nih.png").stat().st_size > 0
+    assert "![reliability per label, nih](reliability_labels_nih.png)" in md
+    assert (tmp_path / "reliability_labels_nih.png").stat().st_size > 0

@@ -17,6 +17,7 @@ from medxfer.metrics import (
     CalibrationError,
     TemperatureFit,
     logits_from_probs,
+    metric_key,
     reliability_bins,
     sample_pixels,
     temperature_scaled,
@@ -179,8 +180,8 @@ class CalibrationCallback(EvalSetCallback):
         extra: dict[str, Any] = {}
         if metric.task == "multilabel" and metric.label_names:
             per_label = reliability_bins(metric.stats, per_label=True)
-            extra[artifacts.BINS_PER_LABEL] = {
-                name: {k: v[i] for k, v in per_label.items()}
+            extra[artifacts.BINS_PER_LABEL] = {  # keyed as ece/<label> is
+                metric_key(name): {k: v[i] for k, v in per_label.items()}
                 for i, name in enumerate(metric.label_names)
             }
         if prefix in self._scaled:
@@ -230,9 +231,9 @@ class CalibrationCallback(EvalSetCallback):
             plot_reliability(bins, ece, prefix, folder / artifacts.reliability_plot(prefix))
             if label_bins:
                 plot_reliability_per_label(
-                    label_bins,
-                    label_ece,
-                    prefix,
+                    {prefix: label_bins},
+                    {prefix: label_ece},
+                    f"{prefix}: reliability per label",
                     folder / artifacts.reliability_labels_plot(prefix),
                 )
 

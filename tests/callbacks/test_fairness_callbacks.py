@@ -24,6 +24,7 @@ from medxfer.metrics import (
     expected_calibration_error,
     fit_temperature,
     logits_from_probs,
+    metric_key,
     temperature_scaled,
     tpr_at_specificity,
 )
@@ -129,7 +130,7 @@ def test_per_label_reliability_bins_and_diagrams(tested) -> None:
         p, y = probs[known, k].numpy(), target[known, k].numpy()
         idx = np.minimum((p * 15).astype(int), 14)
         count = np.bincount(idx, minlength=15)
-        got = cal[artifacts.BINS_PER_LABEL][label]
+        got = cal[artifacts.BINS_PER_LABEL][metric_key(label)]  # "Pleural_Effusion"
         assert got["count"] == count.tolist()
         for b in np.nonzero(count)[0]:
             assert got["confidence"][b] == pytest.approx(p[idx == b].mean(), abs=1e-6)
