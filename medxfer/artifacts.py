@@ -15,7 +15,7 @@ A run folder (``<study>/<name>/seed<k>/`` under ``medxfer study``)::
     results.md             the same as Markdown tables, and each subgroup's size (subgroups_*.json)
     id_key                 the key of the keyed case ids in prediction files (or in a folder above)
     analysis/
-      calibration_<prefix>.json   reliability_<prefix>.png
+      calibration_<prefix>.json   reliability_<prefix>.png   reliability_labels_<prefix>.png
       subgroups_<prefix>.json     {"epoch", "metric", "min_size", "attributes": {attr: report}}
       predictions_<set>.npz       probs, target, id, group_<attribute> (test sets)
       cka.json  cka_vs_depth.png  {"history": [{"when", "epoch", "step", "cka": {stage: v}}]}
@@ -46,6 +46,8 @@ __all__ = [
     "AUROC_LABELS",
     "AUROC_MEAN",
     "BINS",
+    "BINS_PER_LABEL",
+    "BINS_SCALED",
     "CASE_ID",
     "CHECKPOINTS_DIR",
     "CKA",
@@ -57,6 +59,7 @@ __all__ = [
     "DRIFT_L1",
     "DRIFT_PLOT",
     "ECE",
+    "ECE_SCALED",
     "END",
     "EPOCH",
     "GROUP_PREFIX",
@@ -73,6 +76,8 @@ __all__ = [
     "START",
     "STEP",
     "TARGET",
+    "TEMPERATURE",
+    "TEMPERATURE_EPOCH",
     "TOP1",
     "WEIGHT_DRIFT_JSON",
     "WHEN",
@@ -84,6 +89,7 @@ __all__ = [
     "keyed_case_ids",
     "predictions_csv",
     "predictions_npz",
+    "reliability_labels_plot",
     "reliability_plot",
     "replica_dir",
     "replica_seed",
@@ -123,6 +129,11 @@ def calibration_json(prefix: str) -> str:
 def reliability_plot(prefix: str) -> str:
     """``reliability_<prefix>.png`` of evaluation set ``prefix``."""
     return f"reliability_{_flat(prefix)}.png"
+
+
+def reliability_labels_plot(prefix: str) -> str:
+    """``reliability_labels_<prefix>.png``: one reliability diagram per label of ``prefix``."""
+    return f"reliability_labels_{_flat(prefix)}.png"
 
 
 def subgroups_json(prefix: str) -> str:
@@ -223,6 +234,16 @@ DRIFT, DRIFT_L1 = "drift", "l1"
 ATTRIBUTES = "attributes"
 #: ``calibration_<prefix>.json``: the reliability diagram's bins.
 BINS = "bins"
+#: ``calibration_<prefix>.json``: label (as in ``ece/<label>``, :func:`medxfer.metrics.metric_key`)
+#: -> its own bins (multi-label tasks); the temperature
+#: fitted on validation (logged as ``<prefix>/temperature``) and the validation epoch it was
+#: fitted at; the ECE after scaling by it (logged as ``<prefix>/ece_scaled``) and its bins.
+BINS_PER_LABEL, TEMPERATURE, TEMPERATURE_EPOCH = (
+    "bins_per_label",
+    "temperature",
+    "temperature_epoch",
+)
+ECE_SCALED, BINS_SCALED = "ece_scaled", "bins_scaled"
 
 
 # Strict JSON -----------------------------------------------------------------------------------

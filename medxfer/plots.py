@@ -18,7 +18,13 @@ import torch
 from medxfer import artifacts
 from medxfer.metrics import stage_drift
 
-__all__ = ["plot_cka_vs_depth", "plot_drift_per_block", "plot_reliability", "saved_figure"]
+__all__ = [
+    "plot_cka_vs_depth",
+    "plot_drift_per_block",
+    "plot_reliability",
+    "plot_reliability_per_label",
+    "saved_figure",
+]
 
 #: Resolution of every saved figure.
 _DPI = 120
@@ -76,6 +82,58 @@ def plot_reliability(
         ax.legend(loc="upper left", fontsize=8)
         hx.bar(edges[:-1], bins["count"], width=1 / n, align="edge", color="grey")
         hx.set(xlabel="predicted probability", ylabel="count")
+
+
+def plot_reliability_per_label(
+    curves: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    ece: Mapping[str, Mapping[str, float]],
+    title: str,
+    path: str | os.PathLike[str],
+) -> None:
+    """One small reliability diagram per label, four to a row, with one curve (mean outcome
+    against mean confidence over the non-empty bins) per entry of ``curves``.
+
+    Args:
+        curves: curve name (an evaluation set, a configuration) -> label -> ``{"count",
+            "confidence", "outcome"}`` per bin, as :func:`medxfer.metrics.reliability_bins`
+            gives for one label.
+        ece: curve name -> label -> its ECE, shown in the legend.
+        title: the figure's title.
+        path: the PNG file to write.
+    """
+    labels = list(dict.fromkeys(label for c in curves.values() for label in c))
+    ncols = min(4, max(1, len(labels)))
+    nrows = max(1, -(-len(labels) // ncols))
+    with saved_figure(
+        path, nrows=nrows, ncols=ncols, figsize=(2.8 * ncols, 2.8 * nrows), squeeze=False
+    ) as (fig, axes):
+        for ax in axes.flat[len(labels) :]:
+            ax.set_visible(False)
+        for ax, label in zip(axes.flat, labels, strict=False):
+            ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+            for name, per_label in curves.items():
+                if label not in per_label:
+                    continue
+                b = {
+                    k: torch.as_tensor(v, dtype=torch.float64) for k, v in per_label[label].items()
+                }
+                ok = b["count"] > 0
+                e = ece.get(name, {}).get(label, float("nan"))
+                ax.plot(
+                    b["confidence"][ok],
+                    b["outcome"][ok],
+                    "o-",
+                    ms=2.5,
+                    lw=1,
+                    label=f"{name} ({e:.3f})",
+                )
+            ax.set(xlim=(0, 1), ylim=(0, 1), title=label)
+            ax.title.set_fontsize(8)
+            ax.tick_params(labelsize=6)
+            ax.legend(fontsize=5, title="ECE", title_fontsize=5, loc="upper left")
+        fig.suptitle(title, fontsize=9)
+        fig.supxlabel("predicted probability", fontsize=8)
+        fig.supylabel("observed frequency", fontsize=8)
 
 
 def plot_cka_vs_depth(history: Sequence[Mapping], path: str | os.PathLike[str]) -> None:

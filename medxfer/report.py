@@ -41,6 +41,7 @@ __all__ = [
     "auroc_cells",
     "baseline_section",
     "build_report",
+    "calibration_fairness_section",
     "comparison_section",
     "data_efficiency_section",
     "feature_reuse_section",
@@ -613,6 +614,7 @@ def build_report(
             *data_efficiency_section(runs, auroc, out),
             *baseline_section(runs, auroc, baseline),
             *subgroups_section(runs, out),
+            *calibration_fairness_section(runs, out),
             *feature_reuse_section(runs, out),
             *comparison_section(runs, compare),
         ]
@@ -645,3 +647,135 @@ def render_html(text: str) -> str:
         "<!doctype html><html><head><meta charset='utf-8'><title>medxfer report</title>"
         f"<style>{_STYLE}</style></head><body>\n{body}\n</body></html>\n"
     )
+
+
+def calibration_fairness_section(study: StudyRuns, out: Path) -> list[str]:
+    """Calibration and fairness beyond the gaps, per configuration and test set, averaged over
+    the replicas that wrote them (:class:`~medxfer.callbacks.CalibrationCallback`,
+    :class:`~medxfer.callbacks.SubgroupCallback`):
+
+    * ECE, the temperature ``T`` fitted on validation (Guo et al., 2017) and the test ECE after
+      scaling by it (each the mean over replicas);
+    * per-label reliability diagrams, one figure per test set (``reliability_labels_<set>.png``)
+      with one curve per configuration: each bin pools its cases over the replicas (counts
+      summed; mean confidence and outcome weighted by count), each label's ECE is the mean over
+      replicas (one figure per set, not per configuration: a 1,420-run study draws 7, not 150);
+    * per attribute: ECE and TPR at the run's fixed specificity per subgroup, and the
+      equalised-odds gap at the shared threshold (Hardt et al., 2016; see
+      :mod:`medxfer.metrics.subgroups`).
+
+    Nothing when no replica wrote these figures.
+    """
+    from medxfer.plots import plot_reliability_per_label
+
+    def read(p: Path) -> dict | None:
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    def by_group(dicts: list[dict]) -> str:
+        groups = sorted({g for d in dicts for g in d})
+        return ", ".join(f"{g} {_fmt(_mean([d.get(g) for d in dicts]))}" for g in groups) or "-"
+
+    cal_rows: list[list[str]] = []
+    fair_rows: list[list[str]] = []
+    curves: dict[str, dict[str, dict]] = {s: {} for s in study.sets}  # set -> configuration ->
+    eces: dict[str, dict[str, dict]] = {s: {} for s in study.sets}  # label -> bins / ECE
+    for name, reps in study.by_name.items():
+        for s in study.sets:
+            prefix = eval_prefix("test", s)
+            cals = [c for r in reps if (c := read(r.analysis / artifacts.calibration_json(prefix)))]
+            if cals:
+                cal_rows.append(
+                    [
+                        name,
+                        s,
+                        *(
+                            _fmt(_mean([c.get(k) for c in cals]))
+                            for k in (artifacts.ECE, artifacts.TEMPERATURE, artifacts.ECE_SCALED)
+                        ),
+                        str(len(cals)),
+                    ]
+                )
+            per_label = [c[artifacts.BINS_PER_LABEL] for c in cals if artifacts.BINS_PER_LABEL in c]
+            if per_label:
+                pooled, ece = {}, {}
+                for label in dict.fromkeys(k for b in per_label for k in b):
+                    bins = [b[label] for b in per_label if label in b]
+                    sums = np.zeros((len(bins[0]["count"]), 3))
+                    for b in bins:
+                        n = np.asarray(b["count"], dtype=float)
+                        conf = np.nan_to_num(np.asarray(b["confidence"], dtype=float))
+                        outcome = np.nan_to_num(np.asarray(b["outcome"], dtype=float))
+                        sums += np.stack([n, n * conf, n * outcome], axis=1)
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        pooled[label] = {
+                            "count": sums[:, 0],
+                            "confidence": sums[:, 1] / sums[:, 0],
+                            "outcome": sums[:, 2] / sums[:, 0],
+                        }
+                    ece[label] = _mean([c.get(f"{artifacts.ECE}/{label}") for c in cals])
+                curves[s][name], eces[s][name] = pooled, ece
+            subs = [
+                d[artifacts.ATTRIBUTES]
+                for r in reps
+                if (d := read(r.analysis / artifacts.subgroups_json(prefix)))
+            ]
+            for attr in sorted({a for sub in subs for a in sub}):
+                vals = [SubgroupReport.from_dict(sub[attr]) for sub in subs if attr in sub]
+                vals = [v for v in vals if not math.isnan(v.specificity)]
+                if vals:
+                    fair_rows.append(
+                        [
+                            name,
+                            s,
+                            attr,
+                            _fmt(_mean([v.specificity for v in vals]), 2),
+                            by_group([v.ece for v in vals]),
+                            by_group([v.tpr_at_specificity for v in vals]),
+                            _fmt(_mean([v.equalized_odds_gap for v in vals])),
+                        ]
+                    )
+    if not (cal_rows or fair_rows):
+        return []
+    figures = []
+    for s in (s for s in study.sets if curves[s]):
+        file = "reliability_labels_{}.png".format(
+            "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in s)
+        )
+        plot_reliability_per_label(
+            curves[s], eces[s], f"test set {s}: reliability per label", out / file
+        )
+        figures += _image(f"reliability per label, {s}", file)
+    md = ["## Calibration and fairness", ""]
+    if cal_rows:
+        md += [
+            "ECE on the test set, the temperature T fitted on validation (by minimising the "
+            "validation NLL) and the test ECE after dividing the logits by T; means over "
+            "replicas.",
+            "",
+            *_table(
+                ["configuration", "test set", "ECE", "T", "ECE after scaling", "replicas"],
+                cal_rows,
+            ),
+            *figures,
+        ]
+    if fair_rows:
+        md += [
+            "Per subgroup: ECE, and the true-positive rate at the fixed specificity (each "
+            "subgroup's own threshold); equalised-odds gap: the larger of the TPR and FPR "
+            "spreads across subgroups at one shared threshold (specificity held on all cases), "
+            "mean over labels. Means over replicas.",
+            "",
+            *_table(
+                [
+                    "configuration",
+                    "test set",
+                    "attribute",
+                    "specificity",
+                    "ECE per subgroup",
+                    "TPR at specificity",
+                    "equalised-odds gap",
+                ],
+                fair_rows,
+            ),
+        ]
+    return md

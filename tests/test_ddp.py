@@ -50,6 +50,10 @@ def test_two_ddp_ranks_log_what_one_process_logs(
         "test/chexpert/auroc_mean",
         "test/nih/subgroup/sex/gap",
         "val/subgroup/age/mean",
+        # --- fairness: temperature scaling, ECE / operating points per subgroup ---
+        "val/temperature",
+        "test/nih/ece_scaled",
+        "test/nih/subgroup/sex/equalized_odds_gap",
     ):
         assert family in keys
     assert set(keys) <= set(two["logged"])

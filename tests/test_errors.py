@@ -730,3 +730,23 @@ def test_convert_reports_bad_releases_in_one_line(
     work: Path, make: Callable[[Path], list[str]], fragments: list[str]
 ) -> None:
     assert_one_line_error(medxfer(make(work), work), fragments)
+
+
+# --- fairness ---
+# The fairness options of the analysis callbacks, checked when the callback is built.
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        pytest.param(
+            [
+                "--trainer.callbacks+=medxfer.callbacks.SubgroupCallback",
+                "--trainer.callbacks.specificity=1.5",
+            ],
+            ["SubgroupCallback", "specificity", "1.5", "[0, 1]"],
+            id="specificity-above-1",
+        ),
+    ],
+)
+def test_fairness_options_in_one_line(work: Path, args: list[str], fragments: list[str]) -> None:
+    proc = medxfer(["fit", "-c", TINY, "--trainer.max_steps=1", *args], work)
+    assert_one_line_error(proc, fragments)

@@ -96,6 +96,11 @@ class EvalSetCallback(Callback):
             return True
         return (trainer.current_epoch + 1) % self.every_n_epochs == 0 or is_last_validation(trainer)
 
+    @staticmethod
+    def _prefix(outputs: dict[str, Any], stage: str, idx: int) -> str:
+        """The logging prefix of the evaluation set a step's ``outputs`` came from."""
+        return eval_prefix(stage, str(outputs.get("set", "val" if stage == "val" else f"set{idx}")))
+
     def _on_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, stage: str, idx: int
     ) -> None:
@@ -105,9 +110,7 @@ class EvalSetCallback(Callback):
             or "probs" not in outputs
         ):
             return
-        prefix = eval_prefix(
-            stage, str(outputs.get("set", "val" if stage == "val" else f"set{idx}"))
-        )
+        prefix = self._prefix(outputs, stage, idx)
         if prefix not in self._metrics:
             self._metrics[prefix] = self.make_metric(pl_module).to(pl_module.device)
         with torch.no_grad():

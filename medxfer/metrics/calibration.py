@@ -11,21 +11,43 @@
 Only per-bin counts, confidence sums and outcome sums are kept, so the Metric uses constant
 memory and its all-reduce is three small sums: exact under DDP. The functional form and the
 Metric share :func:`_ece_update` and :func:`_ece_compute`.
+
+Temperature scaling (Guo et al., ICML 2017, section 4.2): one scalar ``T > 0`` divides every
+logit; it is fitted on validation predictions by minimising the negative log-likelihood --
+binary cross-entropy of ``sigmoid(z / T)`` over the known labels for multi-label tasks, cross
+entropy of ``softmax(z / T)`` for multi-class ones -- by :func:`scipy.optimize.minimize_scalar`
+(bounded Brent) over ``log T`` in ``[log 0.01, log 100]``, in float64. It
+changes no ranking (AUROC is unchanged), only confidence. Tasks hand callbacks probabilities,
+not logits, so :func:`logits_from_probs` inverts the sigmoid / softmax (probabilities clipped to
+``[eps, 1 - eps]``, i.e. logits within about +-16 for ``eps = 1e-7``: a float32 sigmoid is 1.0
+beyond that anyway). :class:`TemperatureFit` keeps the validation logits (gathered across
+ranks: the fit needs every case, it is not a sum) and fits ``T`` at ``compute``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 from medxfer.artifacts import ECE
 
 from .classification import metric_key
 
-__all__ = ["CalibrationError", "expected_calibration_error", "reliability_bins"]
+__all__ = [
+    "TEMPERATURE_BOUNDS",
+    "CalibrationError",
+    "TemperatureFit",
+    "expected_calibration_error",
+    "fit_temperature",
+    "logits_from_probs",
+    "reliability_bins",
+    "temperature_scaled",
+]
 
 Task = Literal["binary", "multilabel", "multiclass"]
 
@@ -100,17 +122,23 @@ def _ece_compute(stats: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, ece, torch.full_like(ece, float("nan"))).float()
 
 
-def reliability_bins(stats: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-bin count, mean confidence and mean outcome (NaN for empty bins), pooled over labels:
-    the points of a reliability diagram."""
-    pooled = stats.sum(dim=0)
-    count = pooled[:, 0]
+def reliability_bins(stats: torch.Tensor, per_label: bool = False) -> dict[str, torch.Tensor]:
+    """Per-bin count, mean confidence and mean outcome (NaN for empty bins): the points of a
+    reliability diagram.
+
+    Args:
+        stats: ``(L, n_bins, 3)`` bin sums (:class:`CalibrationError`'s ``stats``).
+        per_label: keep one diagram per label (``(L, n_bins)`` values) instead of pooling the
+            labels into one (``(n_bins,)`` values).
+    """
+    pooled = stats if per_label else stats.sum(dim=0)
+    count = pooled[..., 0]
     safe = count.clamp(min=1)
     empty = count == 0
     return {
         "count": count,
-        "confidence": torch.where(empty, torch.nan, pooled[:, 1] / safe),
-        "outcome": torch.where(empty, torch.nan, pooled[:, 2] / safe),
+        "confidence": torch.where(empty, torch.nan, pooled[..., 1] / safe),
+        "outcome": torch.where(empty, torch.nan, pooled[..., 2] / safe),
     }
 
 
@@ -186,3 +214,139 @@ class CalibrationError(Metric):
                 }
             )
         return out
+
+
+# Temperature scaling ----------------------------------------------------------------------------
+ScalingTask = Literal["multilabel", "multiclass"]
+
+
+def logits_from_probs(probs: torch.Tensor, task: ScalingTask, eps: float = 1e-7) -> torch.Tensor:
+    """Logits whose sigmoid (``multilabel``) or softmax (``multiclass``) are ``probs``.
+
+    The inverse sigmoid is ``log p - log(1 - p)``; for softmax, ``log p`` (softmax ignores a
+    constant added to a row, so these are the logits up to that constant, which temperature
+    scaling keeps irrelevant). ``probs`` are clipped to ``[eps, 1 - eps]`` first.
+
+    Example:
+        >>> logits_from_probs(torch.tensor([[0.5, 0.8807971]]), "multilabel")
+        tensor([[0.0000, 2.0000]], dtype=torch.float64)
+    """
+    p = probs.detach().double().clamp(eps, 1 - eps)
+    if task == "multiclass":
+        return p.log()
+    if task == "multilabel":
+        return p.log() - (-p).log1p()
+    raise ValueError(
+        f"temperature scaling: task must be 'multilabel' or 'multiclass', got {task!r}"
+    )
+
+
+def temperature_scaled(logits: torch.Tensor, temperature: float, task: ScalingTask) -> torch.Tensor:
+    """Probabilities of ``logits / temperature``: sigmoid (``multilabel``) or softmax over the
+    last dimension (``multiclass``)."""
+    z = logits / temperature
+    return torch.softmax(z, dim=-1) if task == "multiclass" else torch.sigmoid(z)
+
+
+def _temperature_nll(
+    logits: torch.Tensor, target: torch.Tensor, task: ScalingTask
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and targets in the form the NLL takes: known multi-label entries, flattened, with
+    their 0/1 targets; or multi-class rows with their class index."""
+    logits = logits.detach().double()
+    if task == "multiclass":
+        return logits, _class_index(logits, target.detach())
+    if task != "multilabel":
+        raise ValueError(
+            f"temperature scaling: task must be 'multilabel' or 'multiclass', got {task!r}"
+        )
+    if logits.shape != target.shape:
+        raise ValueError(
+            f"temperature scaling needs logits and target of one shape, got {tuple(logits.shape)}, {tuple(target.shape)}"
+        )
+    known = ~torch.isnan(target)
+    return logits[known], target.detach().double()[known]
+
+
+#: The bounds of the fitted temperature.
+TEMPERATURE_BOUNDS = (0.01, 100.0)
+
+
+def fit_temperature(
+    logits: torch.Tensor, target: torch.Tensor, task: ScalingTask = "multilabel"
+) -> float:
+    """The temperature ``T`` minimising the mean NLL of ``logits / T`` against ``target``.
+
+    Minimised over ``log T`` by :func:`scipy.optimize.minimize_scalar` (bounded Brent, to
+    ``1e-10`` in ``log T``) within :data:`TEMPERATURE_BOUNDS`, in float64. One scalar needs no
+    gradient, and the bounded search always ends: the NLL has no interior minimum when the
+    validation predictions separate the classes (it falls as ``T -> 0``) or carry no
+    information (as ``T -> inf``), and ``T`` then lands on a bound -- which says so.
+
+    Args:
+        logits: ``(N, L)`` multi-label logits (NaN targets skipped) or ``(N, K)`` multi-class
+            logits.
+        target: ``(N, L)`` 0/1 targets, NaN = unknown; multi-class: ``(N,)`` class indices or
+            one-hot / soft ``(N, K)`` rows (their argmax is the class, as for ECE).
+        task: ``multilabel`` (sigmoid, binary cross-entropy) or ``multiclass`` (softmax, cross
+            entropy).
+
+    Returns:
+        ``T``; NaN without a known target.
+
+    Example:
+        >>> import math
+        >>> # every logit is 2 and 70 % are positive: sigmoid(2 / T) = 0.7, T = 2 / logit(0.7)
+        >>> z, y = torch.full((10, 1), 2.0), torch.tensor([[1.0]] * 7 + [[0.0]] * 3)
+        >>> round(fit_temperature(z, y), 4), round(2 / math.log(0.7 / 0.3), 4)
+        (2.3604, 2.3604)
+    """
+    from scipy.optimize import minimize_scalar
+
+    z, y = _temperature_nll(logits, target, task)
+    if len(y) == 0:
+        return float("nan")
+    loss_fn = (
+        torch.nn.functional.cross_entropy
+        if task == "multiclass"
+        else torch.nn.functional.binary_cross_entropy_with_logits
+    )
+    lo, hi = (math.log(b) for b in TEMPERATURE_BOUNDS)
+    res = minimize_scalar(
+        lambda log_t: float(loss_fn(z / math.exp(log_t), y)),
+        bounds=(lo, hi),
+        method="bounded",
+        options={"xatol": 1e-10},
+    )
+    return math.exp(res.x)
+
+
+class TemperatureFit(Metric):
+    """:func:`fit_temperature` as a Metric fed probabilities: ``update(probs, target)`` keeps
+    their logits (:func:`logits_from_probs`) and targets, gathered across ranks at
+    ``compute()``, which returns ``T`` (a 0-dim tensor): the single-process value under DDP."""
+
+    is_differentiable = False
+    full_state_update = False
+
+    def __init__(self, task: ScalingTask = "multilabel", **kwargs) -> None:
+        super().__init__(**kwargs)
+        if task not in ("multilabel", "multiclass"):
+            raise ValueError(
+                f"temperature scaling: task must be 'multilabel' or 'multiclass', got {task!r}"
+            )
+        self.task: ScalingTask = task
+        self.add_state("logits", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+
+    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch of probabilities (sigmoid / softmax outputs) and their targets."""
+        self.logits.append(logits_from_probs(probs, self.task).float())
+        self.target.append(target.detach().float())
+
+    def compute(self) -> torch.Tensor:
+        if isinstance(self.logits, list) and not self.logits:  # a list until synced
+            return torch.tensor(float("nan"))
+        return torch.tensor(
+            fit_temperature(dim_zero_cat(self.logits), dim_zero_cat(self.target), self.task)
+        )

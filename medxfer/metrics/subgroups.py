@@ -14,6 +14,25 @@ are listed as too small, never silently dropped. Cases whose attribute is unknow
 gap only when asked (``include_unknown=True``). A gap (and ratio) needs two scored subgroups;
 with fewer it is NaN (rendered ``n/a``), not 0.
 
+Beyond the gaps (for probabilities: the ``auroc`` and ``accuracy`` metrics, not ``dice``), each
+report holds per scored subgroup its expected calibration error (:func:`expected_calibration_error`
+on the subgroup's cases: multi-label ECE for ``auroc``, top-label ECE for ``accuracy``) and its
+operating points, label by label (one-vs-rest per class for ``accuracy``):
+
+* **TPR at a fixed specificity** (:func:`tpr_at_specificity`): the subgroup's largest
+  sensitivity among thresholds whose specificity on the subgroup's own negatives is at least
+  ``specificity`` (e.g. 0.9) -- its discrimination at a clinically fixed false-alarm rate.
+* **Equalised odds** (Hardt, Price and Srebro, "Equality of Opportunity in Supervised Learning",
+  NeurIPS 2016): a classifier satisfies it when its TPR and FPR are equal across subgroups. At
+  one shared threshold per label -- the one :func:`tpr_at_specificity` picks on *all* cases of
+  the set, the operating point a deployment would use -- each subgroup's TPR and FPR are
+  measured, and the gap (:func:`equalized_odds_gap`) is ``max(max_g TPR_g - min_g TPR_g,
+  max_g FPR_g - min_g FPR_g)`` over the compared subgroups (fairlearn's
+  ``equalized_odds_difference``).
+
+These are averaged over the labels with positives and negatives in every compared subgroup
+(``operating_labels``), as AUROC is.
+
 The Metric keeps every case (AUROC is not decomposable) with each attribute's subgroup as an
 integer code; the code -> name tables of all ranks are merged at ``compute``, so DDP gives the
 single-process result.
@@ -32,9 +51,18 @@ import torch.distributed as dist
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from .calibration import expected_calibration_error
 from .classification import masked_multilabel_auroc
 
-__all__ = ["UNKNOWN_GROUPS", "SubgroupMetrics", "SubgroupReport", "subgroup_gaps"]
+__all__ = [
+    "UNKNOWN_GROUPS",
+    "SubgroupMetrics",
+    "SubgroupReport",
+    "equalized_odds_gap",
+    "rates_at_threshold",
+    "subgroup_gaps",
+    "tpr_at_specificity",
+]
 
 MetricName = Literal["auroc", "accuracy", "dice"]
 
@@ -83,6 +111,18 @@ class SubgroupReport:
         gap: ``max |value - mean| / mean``; NaN with fewer than two values.
         worst: the lowest value.
         ratio: max / min of ``values``; NaN with fewer than two values.
+        specificity: the specificity of the operating points (NaN when none were computed).
+        ece: ECE per scored subgroup (unknown ones included).
+        operating_labels: the labels the operating points below average: those with positives
+            and negatives in every compared subgroup.
+        tpr_at_specificity: per scored subgroup, the mean over ``operating_labels`` of its TPR
+            at its own threshold of specificity ``specificity``.
+        tpr, fpr: per scored subgroup, the mean over ``operating_labels`` of its TPR / FPR at
+            the shared thresholds.
+        equalized_odds_gap: the mean over ``operating_labels`` of the per-label gap.
+        thresholds: label -> the shared threshold (all cases, specificity ``specificity``).
+        operating_points: label -> ``{"equalized_odds_gap": gap, "tpr_at_specificity":
+            {group: v}, "tpr": {group: v}, "fpr": {group: v}}``.
     """
 
     values: dict[str, float] = field(default_factory=dict)
@@ -96,6 +136,15 @@ class SubgroupReport:
     gap: float = float("nan")
     worst: float = float("nan")
     ratio: float = float("nan")
+    specificity: float = float("nan")
+    ece: dict[str, float] = field(default_factory=dict)
+    operating_labels: list[str] = field(default_factory=list)
+    tpr_at_specificity: dict[str, float] = field(default_factory=dict)
+    tpr: dict[str, float] = field(default_factory=dict)
+    fpr: dict[str, float] = field(default_factory=dict)
+    equalized_odds_gap: float = float("nan")
+    thresholds: dict[str, float] = field(default_factory=dict)
+    operating_points: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,17 +159,192 @@ class SubgroupReport:
 
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in data.items() if k in known}
-        for k in ("mean", "gap", "worst", "ratio"):
+
+        def numbers(v: Any) -> Any:  # a number, or a (nested) dict of numbers
+            return {k: numbers(x) for k, x in v.items()} if isinstance(v, dict) else number(v)
+
+        for k in ("mean", "gap", "worst", "ratio", "specificity", "equalized_odds_gap"):
             if k in kw:
                 kw[k] = number(kw[k])
-        for k in ("values", "unknown"):
+        dicts = ("values", "unknown", "per_label", "ece", "tpr_at_specificity", "tpr", "fpr")
+        for k in (*dicts, "thresholds", "operating_points"):
             if k in kw:
-                kw[k] = {g: number(v) for g, v in kw[k].items()}
-        if "per_label" in kw:
-            kw["per_label"] = {
-                g: {n: number(v) for n, v in per.items()} for g, per in kw["per_label"].items()
-            }
+                kw[k] = numbers(kw[k])
         return cls(**kw)
+
+
+def tpr_at_specificity(
+    scores: torch.Tensor, target: torch.Tensor, specificity: float = 0.9
+) -> tuple[float, float]:
+    """The true-positive rate at a fixed specificity, and its threshold.
+
+    Cases whose score is ``>= threshold`` are called positive. Of the thresholds whose
+    specificity (the fraction of negatives scored below it) is at least ``specificity``, the
+    lowest is taken: it gives the largest TPR at that specificity. The candidates are the
+    distinct scores (and ``inf``, which calls nothing positive: TPR 0, specificity 1), so tied
+    scores always fall on the same side. The ROC points come from
+    :func:`sklearn.metrics.roc_curve` (every point kept: ``drop_intermediate=False``).
+
+    Args:
+        scores: ``(N,)`` scores (probabilities or logits).
+        target: ``(N,)`` 0/1 targets, NaN = unknown (skipped).
+        specificity: the specificity to hold, in ``[0, 1]``.
+
+    Returns:
+        ``(tpr, threshold)``; NaN, NaN without a positive or a negative.
+
+    Example:
+        >>> s = torch.tensor([0.1, 0.4, 0.5, 0.35, 0.45, 0.8], dtype=torch.float64)
+        >>> y = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+        >>> tpr_at_specificity(s, y, 0.6)  # one negative of three may score >= the threshold
+        (0.6666666666666666, 0.45)
+    """
+    from sklearn.metrics import roc_curve
+
+    if not 0 <= specificity <= 1:
+        raise ValueError(f"specificity must be in [0, 1], got {specificity}")
+    known = ~torch.isnan(target)
+    s, y = scores[known].double().cpu().numpy(), target[known].cpu().numpy()
+    if not ((y == 1).any() and (y == 0).any()):
+        return math.nan, math.nan
+    fpr, tpr, thresholds = roc_curve(y, s, drop_intermediate=False)
+    # fpr and tpr rise as the threshold falls: the last point within the allowed FPR is best
+    i = int((fpr <= 1 - specificity + 1e-12).nonzero()[0][-1])
+    return float(tpr[i]), float(thresholds[i])
+
+
+def rates_at_threshold(
+    scores: torch.Tensor, target: torch.Tensor, threshold: float
+) -> tuple[float, float]:
+    """``(TPR, FPR)`` when cases scored ``>= threshold`` are called positive (NaN target =
+    unknown, skipped; a rate without cases to count is NaN)."""
+    known = ~torch.isnan(target)
+    called, y = scores[known] >= threshold, target[known]
+    pos, neg = y == 1, y == 0
+    tpr = float(called[pos].double().mean()) if pos.any() else math.nan
+    fpr = float(called[neg].double().mean()) if neg.any() else math.nan
+    return tpr, fpr
+
+
+def equalized_odds_gap(
+    scores: torch.Tensor, target: torch.Tensor, groups: Sequence[Any], threshold: float
+) -> float:
+    """The equalised-odds gap of a thresholded score across subgroups (Hardt et al., 2016).
+
+    Equalised odds holds when the prediction ``score >= threshold`` has the same true-positive
+    and the same false-positive rate in every subgroup. The gap is the larger of the two
+    spreads, ``max(max_g TPR_g - min_g TPR_g, max_g FPR_g - min_g FPR_g)`` (fairlearn's
+    ``equalized_odds_difference``), over the subgroups that have positives and negatives.
+
+    Args:
+        scores: ``(N,)`` scores.
+        target: ``(N,)`` 0/1 targets, NaN = unknown.
+        groups: the N cases' subgroups.
+        threshold: the shared threshold (e.g. :func:`tpr_at_specificity`'s on all cases).
+
+    Returns:
+        The gap; NaN with fewer than two such subgroups.
+
+    Example:
+        >>> s = torch.tensor([0.9, 0.2, 0.6, 0.9, 0.4, 0.3])
+        >>> y = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 0.0])
+        >>> # a: TPR 1, FPR 1/2; b: TPR 1/2, FPR 0 -> max(1/2, 1/2)
+        >>> equalized_odds_gap(s, y, ["a", "a", "a", "b", "b", "b"], 0.5)
+        0.5
+    """
+    labels = [str(g) for g in groups]
+    rates = []
+    for name in sorted(set(labels)):
+        rows = torch.tensor([lab == name for lab in labels])
+        tpr, fpr = rates_at_threshold(scores[rows], target[rows], threshold)
+        if not (math.isnan(tpr) or math.isnan(fpr)):
+            rates.append((tpr, fpr))
+    return _odds_gap(rates)
+
+
+def _odds_gap(rates: Sequence[tuple[float, float]]) -> float:
+    """``max`` of the TPR spread and the FPR spread of ``(tpr, fpr)`` pairs (NaN under two)."""
+    if len(rates) < 2:
+        return math.nan
+    tprs, fprs = zip(*rates, strict=True)
+    return max(max(tprs) - min(tprs), max(fprs) - min(fprs))
+
+
+def _binary_columns(
+    probs: torch.Tensor, target: torch.Tensor, metric: MetricName
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores and 0/1 targets per label: multi-label as they are; multi-class one-vs-rest
+    (the class is the target's argmax)."""
+    if metric == "accuracy":
+        onehot = torch.zeros_like(probs)
+        onehot[torch.arange(len(probs)), target.argmax(dim=1)] = 1.0
+        return probs, onehot
+    return probs, target
+
+
+def _operating_points(
+    report: SubgroupReport,
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    rows: Mapping[str, torch.Tensor],
+    compared: Sequence[str],
+    metric: MetricName,
+    names: Sequence[str],
+    specificity: float,
+    n_bins: int,
+) -> None:
+    """Fill ``report``'s ECE per subgroup and operating points (see the module docstring) for
+    the scored subgroups ``rows`` (group -> row mask), the gap over ``compared`` ones."""
+    report.specificity = specificity
+    task = "multiclass" if metric == "accuracy" else "multilabel"
+    for g, r in rows.items():
+        report.ece[g] = float(expected_calibration_error(probs[r], target[r], n_bins, task=task))
+    scores, y = _binary_columns(probs, target, metric)
+
+    def both(col: torch.Tensor) -> bool:
+        return bool((col == 1).any() and (col == 0).any())
+
+    common = [
+        k for k in range(len(names)) if compared and all(both(y[rows[g], k]) for g in compared)
+    ]
+    report.operating_labels = [names[k] for k in common]
+    own: dict[str, list[float]] = {g: [] for g in rows}
+    shared: dict[str, list[tuple[float, float]]] = {g: [] for g in rows}
+    gaps = []
+    for k, label in enumerate(names):
+        _, threshold = tpr_at_specificity(scores[:, k], y[:, k], specificity)
+        report.thresholds[label] = threshold
+        point: dict[str, Any] = {"tpr_at_specificity": {}, "tpr": {}, "fpr": {}}
+        for g, r in rows.items():
+            tpr_own = tpr_at_specificity(scores[r, k], y[r, k], specificity)[0]
+            tpr, fpr = rates_at_threshold(scores[r, k], y[r, k], threshold)
+            point["tpr_at_specificity"][g], point["tpr"][g], point["fpr"][g] = tpr_own, tpr, fpr
+            if k in common:
+                own[g].append(tpr_own)
+                shared[g].append((tpr, fpr))
+        gap = _odds_gap(
+            [
+                (point["tpr"][g], point["fpr"][g])
+                for g in compared
+                if not (math.isnan(point["tpr"][g]) or math.isnan(point["fpr"][g]))
+            ]
+        )
+        point["equalized_odds_gap"] = gap
+        report.operating_points[label] = point
+        if k in common:
+            gaps.append(gap)
+    if common:
+        for g in rows:
+            report.tpr_at_specificity[g] = _nanmean(own[g])
+            report.tpr[g] = _nanmean([t for t, _ in shared[g]])
+            report.fpr[g] = _nanmean([f for _, f in shared[g]])
+        report.equalized_odds_gap = _nanmean(gaps)
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    """The mean of the values that are not NaN (NaN when none is)."""
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else math.nan
 
 
 def subgroup_gaps(
@@ -131,8 +355,11 @@ def subgroup_gaps(
     min_size: int = 30,
     include_unknown: bool = False,
     label_names: Sequence[str] | None = None,
+    specificity: float | None = 0.9,
+    n_bins: int = 15,
 ) -> dict[str, SubgroupReport]:
-    """Metric per subgroup and the gaps between subgroups, for each attribute in ``groups``.
+    """Metric per subgroup and the gaps between subgroups, for each attribute in ``groups``;
+    ECE and operating points per subgroup (see the module docstring).
 
     Args:
         probs: ``(N, K)`` probabilities.
@@ -146,6 +373,10 @@ def subgroup_gaps(
         include_unknown: let the unknown-attribute subgroup (:data:`UNKNOWN_GROUPS`) join the
             values, mean and gap like any other; by default it is scored apart (``unknown``).
         label_names: the K label names of ``labels`` / ``per_label`` (default ``"0"`` ...).
+        specificity: the specificity of the operating points (TPR at that specificity per
+            subgroup; the shared threshold of the equalised-odds gap); ``None``: no ECE or
+            operating points (never for ``dice``).
+        n_bins: equal-width bins of the ECE per subgroup.
     """
     names = (
         list(label_names) if label_names is not None else [str(k) for k in range(probs.shape[1])]
@@ -161,6 +392,7 @@ def subgroup_gaps(
         scores: dict[str, float] = {}
         per_label: dict[str, torch.Tensor] = {}
         apart: set[str] = set()
+        scored_rows: dict[str, torch.Tensor] = {}
         for name in sorted(set(labels)):
             rows = torch.tensor([lab == name for lab in labels])
             report.sizes[name] = int(rows.sum())
@@ -170,6 +402,7 @@ def subgroup_gaps(
                 report.too_small.append(name)
                 scores[name] = math.nan
                 continue
+            scored_rows[name] = rows
             if metric == "auroc":
                 per_label[name] = masked_multilabel_auroc(probs[rows], target[rows]).double()
                 report.per_label[name] = dict(zip(names, per_label[name].tolist(), strict=True))
@@ -201,6 +434,18 @@ def subgroup_gaps(
             if len(vals) > 1:
                 report.gap = float((vals - vals.mean()).abs().max() / vals.mean())
                 report.ratio = float(vals.max() / vals.min()) if vals.min() > 0 else math.inf
+        if specificity is not None and metric != "dice":
+            _operating_points(
+                report,
+                probs,
+                target,
+                scored_rows,
+                list(report.values),
+                metric,
+                names,
+                specificity,
+                n_bins,
+            )
         out[attribute] = report
     return out
 
@@ -212,7 +457,8 @@ def _code(name: str) -> int:
 class SubgroupMetrics(Metric):
     """:func:`subgroup_gaps` as a Metric; ``update(probs, target, groups)`` with ``groups`` an
     attribute -> list of B labels (the batch contract's ``groups``); ``label_names`` name the
-    labels of an ``auroc`` report."""
+    labels of an ``auroc`` report; ``specificity`` and ``n_bins`` those of the ECE and operating
+    points per subgroup."""
 
     is_differentiable = False
     full_state_update = False
@@ -224,10 +470,14 @@ class SubgroupMetrics(Metric):
         min_size: int = 30,
         include_unknown: bool = False,
         label_names: Sequence[str] | None = None,
+        specificity: float | None = 0.9,
+        n_bins: int = 15,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.attributes = list(attributes)
+        self.specificity = specificity
+        self.n_bins = n_bins
         self.label_names = list(label_names) if label_names is not None else None
         self.metric: MetricName = metric
         self.min_size = min_size
@@ -281,4 +531,6 @@ class SubgroupMetrics(Metric):
             self.min_size,
             self.include_unknown,
             self.label_names,
+            self.specificity,
+            self.n_bins,
         )
