@@ -37,6 +37,7 @@ latter changes, i.e. once per DataLoader worker.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 from typing import ClassVar, Protocol, runtime_checkable
 
@@ -44,6 +45,7 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
+from torchvision.transforms.v2 import functional as TF
 
 from medxfer.data.cache import quantise, resize_square
 
@@ -52,6 +54,7 @@ __all__ = [
     "DatasetTransform",
     "ImageTransform",
     "SeededTransform",
+    "TenCropTransform",
     "resize_side",
     "sample_key",
     "unit_float",
@@ -258,3 +261,45 @@ class ImageTransform(SeededTransform):
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         """Transform one image; see the class docstring."""
         return self.finish(self.augment(self.prepare(image)))
+
+
+class TenCropTransform:
+    """Test-time ten-crop of an evaluation transform (Krizhevsky et al., 2012; the test protocol
+    of Hosseinzadeh Taher et al., "A Systematic Benchmarking Analysis of Transfer Learning for
+    Medical Image Analysis", 2021): resize to ``round(S * 256 / 224)`` (256 for ``S`` = 224,
+    :func:`resize_side`), then the four corner and the centre crops of side ``S`` and their
+    horizontal flips (torchvision's ``ten_crop``), stacked ``(10, C, S, S)``. The task averages
+    the ten crops' probabilities (:meth:`medxfer.tasks.TransferTask.eval_outputs`).
+
+    The wrapped transform's own resize and output steps (:meth:`SeededTransform.prepare`,
+    :meth:`SeededTransform.finish`: 8-bit pixels or float16, grey repeated to ``channels``) make
+    the resized image, so the crops hold exactly the pixels of its evaluation path; only its
+    evaluation geometry (a centre crop, or none) is replaced.
+
+    Args:
+        base: the evaluation transform of a single-image dataset.
+    """
+
+    #: Crops per image.
+    crops: ClassVar[int] = 10
+
+    def __init__(self, base: SeededTransform) -> None:
+        self.base = copy.copy(base)
+        self.base.resize = resize_side(base.image_size)
+        self.base.train = False
+        self.image_size, self.channels, self.dtype = base.image_size, base.channels, base.dtype
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The wrapped transform's generator (ten-crop itself draws nothing)."""
+        return self.base.rng
+
+    def reseed(self) -> None:
+        """Re-seed the wrapped transform (see :meth:`SeededTransform.reseed`)."""
+        self.base.reseed()
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        """The ten crops ``(10, C, S, S)`` of one image, in torchvision's order: top-left,
+        top-right, bottom-left, bottom-right, centre, then the same of the flipped image."""
+        full = self.base.finish(self.base.prepare(image))
+        return torch.stack(TF.ten_crop(full, [self.image_size, self.image_size]))

@@ -418,9 +418,28 @@ class TransferTask(L.LightningModule):
         )
         return names[dataloader_idx] if dataloader_idx < len(names) else f"set{dataloader_idx}"
 
+    def eval_outputs(
+        self, batch: dict[str, Any], loss: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Probabilities ``(B, K)`` of an evaluation batch and its loss (None without ``loss``).
+
+        A batch of test-time crops (``"crops"`` in the batch, ``image`` ``(B, N, C, H, W)``:
+        the datamodule's ``ten_crop``, :class:`~medxfer.transforms.TenCropTransform`) is scored
+        by the mean of its N crops' probabilities, the test protocol of Hosseinzadeh Taher et
+        al. (2021); its loss is the mean of the crops' losses against the case's target.
+        """
+        if "crops" not in batch:
+            logits = self(batch).float()
+            return self.probabilities(logits), self.batch_loss(logits, batch) if loss else None
+        image = batch["image"]
+        b, n = image.shape[:2]
+        flat = {"image": image.flatten(0, 1), "target": batch["target"].repeat_interleave(n, 0)}
+        logits = self(flat).float()
+        probs = self.probabilities(logits).unflatten(0, (b, n)).mean(dim=1)
+        return probs, self.batch_loss(logits, flat) if loss else None
+
     def _eval_step(self, batch: dict[str, Any], stage: str, dataloader_idx: int) -> dict[str, Any]:
-        logits = self(batch).float()
-        probs = self.probabilities(logits)
+        probs, loss = self.eval_outputs(batch)
         name = self._eval_set_name(stage, dataloader_idx)
         prefix = eval_prefix(stage, name)
         if prefix not in self.eval_metrics:
@@ -428,7 +447,7 @@ class TransferTask(L.LightningModule):
         self.update_metrics(self.eval_metrics[prefix], probs, batch)
         self.log(
             f"{prefix}/loss",
-            self.batch_loss(logits, batch),
+            loss,
             batch_size=len(probs),
             add_dataloader_idx=False,
             sync_dist=True,
@@ -457,7 +476,7 @@ class TransferTask(L.LightningModule):
         """``{"probs", "id", "groups", "set"}`` of a batch: the evaluation set's name (as in
         test steps) lets :class:`~medxfer.callbacks.PredictionWriter` write one file per set."""
         return {
-            "probs": self.probabilities(self(batch).float()),
+            "probs": self.eval_outputs(batch, loss=False)[0],
             "id": batch.get("id", []),
             "groups": batch.get("groups", {}),
             "set": self._eval_set_name("test", dataloader_idx),
