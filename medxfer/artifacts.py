@@ -66,6 +66,7 @@ __all__ = [
     "HISTORY",
     "ID_KEY",
     "LAST_CKPT",
+    "MEAN_CLASS_ACC",
     "PREDICTIONS_DIR",
     "PROBS",
     "REPORT_DIR",
@@ -178,6 +179,9 @@ def replica_seed(folder_name: str) -> int | None:
 #: Metrics of an evaluation set, logged as ``<prefix>/<metric>`` (results.json: test sets):
 #: mean AUROC over labels, expected calibration error, top-1 accuracy against the top label.
 AUROC_MEAN, ECE, TOP1 = "auroc_mean", "ece", "top1"
+#: Beside ``top1`` for multi-class tasks: the mean over classes of each class's top-1 accuracy
+#: (balanced accuracy; the scale study's second natural-target metric).
+MEAN_CLASS_ACC = "mean_class_acc"
 #: Beside ``auroc_mean``: how many labels it averages (those with both classes among the set's
 #: known cases), so a mean over 4 of 5 labels says so.
 AUROC_LABELS = "auroc_labels"
