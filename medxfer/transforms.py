@@ -39,7 +39,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 import albumentations as A
 import cv2
@@ -214,16 +214,20 @@ class ImageTransform(SeededTransform):
     """Grey ``(H, W)`` or colour ``(H, W, 3)`` image in [0, 1] (float) or 8-bit -> uint8 tensor
     ``(channels, S, S)``: the generic recipe of :class:`~medxfer.datamodules.image_table.ImageTable`.
 
-    Training: resize to ``resize``, rotation by up to ``rotate`` degrees, random crop of ``S``,
-    horizontal (and optionally vertical) flip, all on 8-bit pixels. Evaluation: resize and
-    centre crop. This is the usual fine-tuning recipe of BiT / ImageNet transfer; modality
-    packages bring their own. The task normalises the output for its weights.
+    Training: resize to ``resize``, rotation by up to ``rotate`` degrees, a crop of ``S`` --
+    ``random`` (a random ``S`` x ``S`` window) or ``resized`` (a random area of 8-100 % and
+    aspect ratio 3/4-4/3 resized to ``S``, torchvision's ``RandomResizedCrop``; the benchmark of
+    Hosseinzadeh Taher et al., 2021) -- then horizontal (and optionally vertical) flip, all on
+    8-bit pixels. Evaluation: resize and centre crop. This is the usual fine-tuning recipe of
+    BiT / ImageNet transfer; modality packages bring their own. The task normalises the output
+    for its weights.
 
     Args:
         image_size: the output side ``S``.
         resize: side before cropping (default ``S * 8 / 7``; equal to ``S`` for no crop).
         train: apply the random augmentation.
         rotate: maximum rotation in degrees (0: none).
+        crop: the training crop, ``random`` or ``resized`` (above).
         hflip, vflip: flip with probability 0.5.
         channels: output channels (grey is repeated; colour needs 3).
         seed: base seed of the transform's generators.
@@ -239,12 +243,19 @@ class ImageTransform(SeededTransform):
         vflip: bool = False,
         channels: int = 3,
         seed: int = 0,
+        crop: Literal["random", "resized"] = "random",
     ) -> None:
+        if crop not in ("random", "resized"):
+            raise ValueError(f"crop must be 'random' or 'resized', got {crop!r}")
         steps: list[A.BasicTransform] = []
         if train:
             if rotate:
                 steps += [A.Rotate(limit=rotate, border_mode=cv2.BORDER_CONSTANT, p=1.0)]
-            steps += [A.RandomCrop(image_size, image_size)]
+            steps += [
+                A.RandomCrop(image_size, image_size)
+                if crop == "random"
+                else A.RandomResizedCrop(size=(image_size, image_size), area_for_downscale="image")
+            ]
             steps += [A.HorizontalFlip(p=0.5)] if hflip else []
             steps += [A.VerticalFlip(p=0.5)] if vflip else []
         else:

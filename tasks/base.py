@@ -127,6 +127,7 @@ class TransferTask(L.LightningModule):
         optimizer: ``sgd`` (momentum) or ``adam``.
         lr: peak learning rate.
         momentum: SGD momentum.
+        nesterov: Nesterov momentum for SGD (the scale study's fine-tuning optimiser).
         weight_decay: ordinary L2 weight decay of the optimizer.
         wd_to_init: coefficient of ``sum ||w - w0||^2 / 2`` over the backbone (L2-SP).
         schedule: ``step`` (decay by ``decay_factor`` every ``decay_every`` steps), ``cosine``
@@ -182,6 +183,7 @@ class TransferTask(L.LightningModule):
         optimizer: Literal["sgd", "adam"] = "sgd",
         lr: float = 0.003,
         momentum: float = 0.9,
+        nesterov: bool = False,
         weight_decay: float = 0.0,
         wd_to_init: float = 0.0,
         schedule: Literal["step", "cosine", "constant", "plateau"] = "step",
@@ -515,7 +517,11 @@ class TransferTask(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(
-                params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+                params,
+                lr=hp.lr,
+                momentum=hp.momentum,
+                nesterov=hp.get("nesterov", False),  # absent from older checkpoints
+                weight_decay=hp.weight_decay,
             )
         elif hp.optimizer == "adam":
             opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)

@@ -107,7 +107,7 @@ def _extra(config: str, workdir: Path) -> list[str]:
             f"--data.init_args.shifted={json.dumps(nih)}",
             "--model.init_args.channels_last=false",
         ]
-    if config == "cifar10_bit.yaml":  # the real download's path: the synthetic copy
+    if config in ("cifar10_bit.yaml", "cifar10_bit_reduced.yaml"):  # the synthetic copy
         return [
             "--data.init_args.root=data/synthetic/natural",
             "--model.init_args.channels_last=false",
@@ -147,6 +147,15 @@ def _extra(config: str, workdir: Path) -> list[str]:
             ],
         }
         return [*small, *data[config]]
+    if config == "cls_benchmark_nih.yaml":  # ResNet-50 weights and /data paths
+        nih = "data/synthetic/nih/"
+        table = {"csv": nih + "Data_Entry_2017_v2020.csv", "format": "nih"}
+        return [
+            "--model.init_args.backbone=timm/resnet18",
+            "--model.init_args.pretrained=null",
+            f"--data.init_args.train={json.dumps({**table, 'split_list': nih + 'train_val_list.txt'})}",
+            f"--data.init_args.test={json.dumps({**table, 'split_list': nih + 'test_list.txt'})}",
+        ]
     if config == "mammo_paper.yaml":
         return ["--data.init_args.train=data/synthetic/mammo/exams.csv", *small_bit]
     if (
@@ -171,6 +180,8 @@ def run_folder(workdir: Path, name: str) -> Path:
 PAPER_CONFIGS = {
     "chexpert_bit_r50x1.yaml",
     "cifar10_bit.yaml",
+    "cifar10_bit_reduced.yaml",
+    "cls_benchmark_nih.yaml",
     "derm_paper.yaml",
     "mammo_paper.yaml",
     "mimic_cxr.yaml",
