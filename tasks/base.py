@@ -37,6 +37,7 @@ from torchmetrics import Metric
 
 from medxfer.backbones import create_backbone, input_config, parameter_stages, stage_names
 from medxfer.backbones import weights_chain as backbone_weights_chain
+from medxfer.errors import ConfigError
 from medxfer.naming import eval_prefix
 
 __all__ = ["TransferTask", "mixup_batch", "resolve_input_norm"]
@@ -204,6 +205,11 @@ class TransferTask(L.LightningModule):
         weights_chain: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
+        if schedule == "plateau" and warmup_steps:
+            raise ConfigError(
+                "model option schedule 'plateau' has no warm-up (ReduceLROnPlateau sets the "
+                f"rate alone): set warmup_steps: 0, not {warmup_steps}"
+            )
         input_norm = resolve_input_norm(backbone, pretrained, input_norm)  # what hparams record
         if weights_chain is None:  # recorded once, from the weights this run starts from
             weights_chain = (
@@ -528,11 +534,6 @@ class TransferTask(L.LightningModule):
         else:
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {hp.optimizer!r}")
         if hp.schedule == "plateau":
-            if hp.warmup_steps:
-                raise ValueError(
-                    "schedule 'plateau' has no warm-up (ReduceLROnPlateau sets the rate alone); "
-                    f"set warmup_steps: 0, not {hp.warmup_steps}"
-                )
             plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 opt, mode=hp.plateau_mode, factor=hp.plateau_factor, patience=hp.plateau_patience
             )
