@@ -275,7 +275,7 @@ class MedxferCLI(LightningCLI):
         out.mkdir(parents=True, exist_ok=True)
         table = format_results(flat, _subgroup_reports(out, flat))
         artifacts.write_text(out / artifacts.RESULTS_MD, table + "\n")
-        for cb in self.trainer.callbacks:
+        for cb in getattr(self.trainer, "callbacks", ()):  # a stub trainer may have none
             if isinstance(cb, ConvergenceCallback):
                 flat.update(cb.results())
         # results.json last: its presence marks a finished run (medxfer study)
