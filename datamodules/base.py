@@ -46,7 +46,7 @@ from medxfer.data.subsample import multilabel_strata, subsample_mask
 from medxfer.data.tables import TableError
 from medxfer.errors import ConfigError
 from medxfer.resume import KeyedDataset, ResumableLoader, ResumableSampler, run_seed
-from medxfer.transforms import DatasetTransform
+from medxfer.transforms import DatasetTransform, SeededTransform, TenCropTransform
 
 __all__ = ["MedxferDataModule", "check_fraction", "check_positive"]
 
@@ -147,6 +147,12 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         subsample_seed: seed of the subsets (one seed gives nested fractions).
         cache: an HDF5 image cache built by ``medxfer prepare`` with this datamodule's settings;
             images are then read from it (the source files are not needed).
+        ten_crop: test-time ten-crop of the test (and shifted, and predict) sets: each image
+            resized to ``round(image_size * 256 / 224)`` and cut into the four corner and
+            centre crops and their flips (:class:`~medxfer.transforms.TenCropTransform`); the
+            task scores the mean of the ten crops' probabilities (the classification test
+            protocol of Hosseinzadeh Taher et al., 2021). Validation stays one centre crop.
+            Single-image classification only.
     """
 
     #: The defaults of ``name``, ``split`` and ``batch_size`` for this datamodule (a modality
@@ -189,6 +195,7 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         persistent_workers: bool | None = None,
         prefetch_factor: int | None = None,
         cache: str | None = None,
+        ten_crop: bool = False,
     ) -> None:
         super().__init__()
         if train_fraction is not None and shots_per_class is not None:
@@ -244,6 +251,7 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         )
         self.prefetch_factor = prefetch_factor
         self.cache = cache
+        self.ten_crop = ten_crop
         self._images: ImageSource | None = None
         self._parts: dict[str, pd.DataFrame] | None = None
         self._labels: list[str] | None = None
@@ -424,7 +432,7 @@ class MedxferDataModule(L.LightningDataModule, ABC):
         )
         self.val_set = self.build_dataset(parts["val"], False, f"{self.name} val split of {src}")
         self.test_sets = {
-            name: self.build_dataset(table, False, f"{name} test split of {src}")
+            name: self.build_dataset(table, False, f"{name} test split of {src}", test=True)
             for name, table in self.test_parts(parts["test"]).items()
         }
         for name, table in self.shifted.items():
@@ -436,21 +444,32 @@ class MedxferDataModule(L.LightningDataModule, ABC):
                 shifted["patient_id"].nunique(),
             )
             self.test_sets[name] = self.build_dataset(
-                shifted, False, f"shifted set {name!r} ({self.table_name(table)})"
+                shifted, False, f"shifted set {name!r} ({self.table_name(table)})", test=True
             )
 
-    def build_dataset(self, table: pd.DataFrame, train: bool, what: str) -> ImageTableDataset:
-        """The dataset of one split: image checks, targets, groups, transform."""
+    def build_dataset(
+        self, table: pd.DataFrame, train: bool, what: str, test: bool = False
+    ) -> ImageTableDataset:
+        """The dataset of one split: image checks, targets, groups, transform (a test set's
+        wrapped in :class:`~medxfer.transforms.TenCropTransform` with ``ten_crop``)."""
         self._check_not_empty(table, what, self.split_description())
         table = self.checked(table, what, decode=self.verify_images)
         groups = {g: table[c].astype(str).tolist() for g, c in self.group_columns().items()}
+        transform = self.transform(train)
+        options = self.dataset_options(train)
+        if test and self.ten_crop:
+            if (
+                options.get("views") is not None
+                or self.dataset_class is not ImageTableDataset
+                or not isinstance(transform, SeededTransform)
+            ):
+                raise ConfigError(
+                    f"data option ten_crop=true: {type(self).__name__} does not hold single-image "
+                    "classification cases (ten-crop averages one image's crop predictions)"
+                )
+            transform = TenCropTransform(transform)
         return self.dataset_class(
-            table,
-            self.targets(table, what),
-            self.transform(train),
-            groups,
-            self.images,
-            **self.dataset_options(train),
+            table, self.targets(table, what), transform, groups, self.images, **options
         )
 
     def _read(self, table: Any, role: str, evaluation: bool = False) -> pd.DataFrame:

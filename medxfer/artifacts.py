@@ -11,7 +11,8 @@ A run folder (``<study>/<name>/seed<k>/`` under ``medxfer study``)::
 
     config.yaml            the resolved config (LightningCLI)
     checkpoints/           best-*.ckpt, last.ckpt (what ``medxfer fit --resume`` continues)
-    results.json           {"test/<set>/<metric>": value} (result_key), strict JSON (NaN -> null)
+    results.json           {"test/<set>/<metric>": value} (result_key), strict JSON (NaN -> null),
+                           and "convergence/<field>" (convergence_key) with a ConvergenceCallback
     results.md             the same as Markdown tables, and each subgroup's size (subgroups_*.json)
     id_key                 the key of the keyed case ids in prediction files (or in a folder above)
     analysis/
@@ -54,6 +55,7 @@ __all__ = [
     "CKA_JSON",
     "CKA_PLOT",
     "CONFIG_YAML",
+    "CONVERGENCE",
     "CONVERGENCE_JSON",
     "DRIFT",
     "DRIFT_L1",
@@ -62,10 +64,12 @@ __all__ = [
     "ECE_SCALED",
     "END",
     "EPOCH",
+    "EPOCHS_TO_BEST",
     "GROUP_PREFIX",
     "HISTORY",
     "ID_KEY",
     "LAST_CKPT",
+    "MEAN_CLASS_ACC",
     "PREDICTIONS_DIR",
     "PROBS",
     "REPORT_DIR",
@@ -84,6 +88,7 @@ __all__ = [
     "atomic_path",
     "calibration_json",
     "case_id_key",
+    "convergence_key",
     "is_result_key",
     "jsonable",
     "keyed_case_ids",
@@ -185,6 +190,9 @@ def replica_seed(folder_name: str) -> int | None:
 #: Metrics of an evaluation set, logged as ``<prefix>/<metric>`` (results.json: test sets):
 #: mean AUROC over labels, expected calibration error, top-1 accuracy against the top label.
 AUROC_MEAN, ECE, TOP1 = "auroc_mean", "ece", "top1"
+#: Beside ``top1`` for multi-class tasks: the mean over classes of each class's top-1 accuracy
+#: (balanced accuracy; the scale study's second natural-target metric).
+MEAN_CLASS_ACC = "mean_class_acc"
 #: Beside ``auroc_mean``: how many labels it averages (those with both classes among the set's
 #: known cases), so a mean over 4 of 5 labels says so.
 AUROC_LABELS = "auroc_labels"
@@ -218,6 +226,22 @@ def result_sets(keys: Iterable[str]) -> list[str]:
         ['chexpert', 'nih']
     """
     return sorted({k.split("/")[1] for k in keys if is_result_key(k)})
+
+
+#: ``convergence/<field>``: the :class:`~medxfer.callbacks.ConvergenceCallback` summary, logged
+#: and kept in ``results.json`` beside the test metrics; ``EPOCHS_TO_BEST`` is the benchmark's
+#: epochs to converge (epochs trained when the monitored validation metric first reached its best).
+CONVERGENCE, EPOCHS_TO_BEST = "convergence", "epochs_to_best"
+
+
+def convergence_key(field: str) -> str:
+    """The logged and ``results.json`` key of a convergence summary field.
+
+    Example:
+        >>> convergence_key(EPOCHS_TO_BEST)
+        'convergence/epochs_to_best'
+    """
+    return f"{CONVERGENCE}/{field}"
 
 
 #: ``predictions_<set>.npz``: ``(n, K)`` probabilities and targets, ``(n,)`` case ids, and one

@@ -37,13 +37,15 @@ latter changes, i.e. once per DataLoader worker.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 import albumentations as A
 import cv2
 import numpy as np
 import torch
+from torchvision.transforms.v2 import functional as TF
 
 from medxfer.data.cache import quantise, resize_square
 
@@ -52,6 +54,7 @@ __all__ = [
     "DatasetTransform",
     "ImageTransform",
     "SeededTransform",
+    "TenCropTransform",
     "resize_side",
     "sample_key",
     "unit_float",
@@ -211,16 +214,20 @@ class ImageTransform(SeededTransform):
     """Grey ``(H, W)`` or colour ``(H, W, 3)`` image in [0, 1] (float) or 8-bit -> uint8 tensor
     ``(channels, S, S)``: the generic recipe of :class:`~medxfer.datamodules.image_table.ImageTable`.
 
-    Training: resize to ``resize``, rotation by up to ``rotate`` degrees, random crop of ``S``,
-    horizontal (and optionally vertical) flip, all on 8-bit pixels. Evaluation: resize and
-    centre crop. This is the usual fine-tuning recipe of BiT / ImageNet transfer; modality
-    packages bring their own. The task normalises the output for its weights.
+    Training: resize to ``resize``, rotation by up to ``rotate`` degrees, a crop of ``S`` --
+    ``random`` (a random ``S`` x ``S`` window) or ``resized`` (a random area of 8-100 % and
+    aspect ratio 3/4-4/3 resized to ``S``, torchvision's ``RandomResizedCrop``; the benchmark of
+    Hosseinzadeh Taher et al., 2021) -- then horizontal (and optionally vertical) flip, all on
+    8-bit pixels. Evaluation: resize and centre crop. This is the usual fine-tuning recipe of
+    BiT / ImageNet transfer; modality packages bring their own. The task normalises the output
+    for its weights.
 
     Args:
         image_size: the output side ``S``.
         resize: side before cropping (default ``S * 8 / 7``; equal to ``S`` for no crop).
         train: apply the random augmentation.
         rotate: maximum rotation in degrees (0: none).
+        crop: the training crop, ``random`` or ``resized`` (above).
         hflip, vflip: flip with probability 0.5.
         channels: output channels (grey is repeated; colour needs 3).
         seed: base seed of the transform's generators.
@@ -236,12 +243,19 @@ class ImageTransform(SeededTransform):
         vflip: bool = False,
         channels: int = 3,
         seed: int = 0,
+        crop: Literal["random", "resized"] = "random",
     ) -> None:
+        if crop not in ("random", "resized"):
+            raise ValueError(f"crop must be 'random' or 'resized', got {crop!r}")
         steps: list[A.BasicTransform] = []
         if train:
             if rotate:
                 steps += [A.Rotate(limit=rotate, border_mode=cv2.BORDER_CONSTANT, p=1.0)]
-            steps += [A.RandomCrop(image_size, image_size)]
+            steps += [
+                A.RandomCrop(image_size, image_size)
+                if crop == "random"
+                else A.RandomResizedCrop(size=(image_size, image_size), area_for_downscale="image")
+            ]
             steps += [A.HorizontalFlip(p=0.5)] if hflip else []
             steps += [A.VerticalFlip(p=0.5)] if vflip else []
         else:
@@ -258,3 +272,45 @@ class ImageTransform(SeededTransform):
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         """Transform one image; see the class docstring."""
         return self.finish(self.augment(self.prepare(image)))
+
+
+class TenCropTransform:
+    """Test-time ten-crop of an evaluation transform (Krizhevsky et al., 2012; the test protocol
+    of Hosseinzadeh Taher et al., "A Systematic Benchmarking Analysis of Transfer Learning for
+    Medical Image Analysis", 2021): resize to ``round(S * 256 / 224)`` (256 for ``S`` = 224,
+    :func:`resize_side`), then the four corner and the centre crops of side ``S`` and their
+    horizontal flips (torchvision's ``ten_crop``), stacked ``(10, C, S, S)``. The task averages
+    the ten crops' probabilities (:meth:`medxfer.tasks.TransferTask.eval_outputs`).
+
+    The wrapped transform's own resize and output steps (:meth:`SeededTransform.prepare`,
+    :meth:`SeededTransform.finish`: 8-bit pixels or float16, grey repeated to ``channels``) make
+    the resized image, so the crops hold exactly the pixels of its evaluation path; only its
+    evaluation geometry (a centre crop, or none) is replaced.
+
+    Args:
+        base: the evaluation transform of a single-image dataset.
+    """
+
+    #: Crops per image.
+    crops: ClassVar[int] = 10
+
+    def __init__(self, base: SeededTransform) -> None:
+        self.base = copy.copy(base)
+        self.base.resize = resize_side(base.image_size)
+        self.base.train = False
+        self.image_size, self.channels, self.dtype = base.image_size, base.channels, base.dtype
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The wrapped transform's generator (ten-crop itself draws nothing)."""
+        return self.base.rng
+
+    def reseed(self) -> None:
+        """Re-seed the wrapped transform (see :meth:`SeededTransform.reseed`)."""
+        self.base.reseed()
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        """The ten crops ``(10, C, S, S)`` of one image, in torchvision's order: top-left,
+        top-right, bottom-left, bottom-right, centre, then the same of the flipped image."""
+        full = self.base.finish(self.base.prepare(image))
+        return torch.stack(TF.ten_crop(full, [self.image_size, self.image_size]))

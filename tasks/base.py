@@ -128,6 +128,7 @@ class TransferTask(L.LightningModule):
         optimizer: ``sgd`` (momentum) or ``adam``.
         lr: peak learning rate.
         momentum: SGD momentum.
+        nesterov: Nesterov momentum for SGD (the scale study's fine-tuning optimiser).
         weight_decay: ordinary L2 weight decay of the optimizer.
         wd_to_init: coefficient of ``sum ||w - w0||^2 / 2`` over the backbone (L2-SP).
         schedule: ``step`` (decay by ``decay_factor`` every ``decay_every`` steps), ``cosine``
@@ -187,6 +188,7 @@ class TransferTask(L.LightningModule):
         optimizer: Literal["sgd", "adam"] = "sgd",
         lr: float = 0.003,
         momentum: float = 0.9,
+        nesterov: bool = False,
         weight_decay: float = 0.0,
         wd_to_init: float = 0.0,
         schedule: Literal["step", "cosine", "constant", "plateau"] = "step",
@@ -208,6 +210,11 @@ class TransferTask(L.LightningModule):
         weights_chain: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
+        if schedule == "plateau" and warmup_steps:
+            raise ConfigError(
+                "model option schedule 'plateau' has no warm-up (ReduceLROnPlateau sets the "
+                f"rate alone): set warmup_steps: 0, not {warmup_steps}"
+            )
         input_norm = resolve_input_norm(backbone, pretrained, input_norm)  # what hparams record
         if weights_chain is None:  # recorded once, from the weights this run starts from
             weights_chain = (
@@ -431,9 +438,28 @@ class TransferTask(L.LightningModule):
         )
         return names[dataloader_idx] if dataloader_idx < len(names) else f"set{dataloader_idx}"
 
+    def eval_outputs(
+        self, batch: dict[str, Any], loss: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Probabilities ``(B, K)`` of an evaluation batch and its loss (None without ``loss``).
+
+        A batch of test-time crops (``"crops"`` in the batch, ``image`` ``(B, N, C, H, W)``:
+        the datamodule's ``ten_crop``, :class:`~medxfer.transforms.TenCropTransform`) is scored
+        by the mean of its N crops' probabilities, the test protocol of Hosseinzadeh Taher et
+        al. (2021); its loss is the mean of the crops' losses against the case's target.
+        """
+        if "crops" not in batch:
+            logits = self(batch).float()
+            return self.probabilities(logits), self.batch_loss(logits, batch) if loss else None
+        image = batch["image"]
+        b, n = image.shape[:2]
+        flat = {"image": image.flatten(0, 1), "target": batch["target"].repeat_interleave(n, 0)}
+        logits = self(flat).float()
+        probs = self.probabilities(logits).unflatten(0, (b, n)).mean(dim=1)
+        return probs, self.batch_loss(logits, flat) if loss else None
+
     def _eval_step(self, batch: dict[str, Any], stage: str, dataloader_idx: int) -> dict[str, Any]:
-        logits = self(batch).float()
-        probs = self.probabilities(logits)
+        probs, loss = self.eval_outputs(batch)
         name = self._eval_set_name(stage, dataloader_idx)
         prefix = eval_prefix(stage, name)
         if prefix not in self.eval_metrics:
@@ -441,7 +467,7 @@ class TransferTask(L.LightningModule):
         self.update_metrics(self.eval_metrics[prefix], probs, batch)
         self.log(
             f"{prefix}/loss",
-            self.batch_loss(logits, batch),
+            loss,
             batch_size=len(probs),
             add_dataloader_idx=False,
             sync_dist=True,
@@ -470,7 +496,7 @@ class TransferTask(L.LightningModule):
         """``{"probs", "id", "groups", "set"}`` of a batch: the evaluation set's name (as in
         test steps) lets :class:`~medxfer.callbacks.PredictionWriter` write one file per set."""
         return {
-            "probs": self.probabilities(self(batch).float()),
+            "probs": self.eval_outputs(batch, loss=False)[0],
             "id": batch.get("id", []),
             "groups": batch.get("groups", {}),
             "set": self._eval_set_name("test", dataloader_idx),
@@ -509,18 +535,17 @@ class TransferTask(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(
-                params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+                params,
+                lr=hp.lr,
+                momentum=hp.momentum,
+                nesterov=hp.get("nesterov", False),  # absent from older checkpoints
+                weight_decay=hp.weight_decay,
             )
         elif hp.optimizer == "adam":
             opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
         else:
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {hp.optimizer!r}")
         if hp.schedule == "plateau":
-            if hp.warmup_steps:
-                raise ValueError(
-                    "schedule 'plateau' has no warm-up (ReduceLROnPlateau sets the rate alone); "
-                    f"set warmup_steps: 0, not {hp.warmup_steps}"
-                )
             plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 opt, mode=hp.plateau_mode, factor=hp.plateau_factor, patience=hp.plateau_patience
             )

@@ -2,7 +2,8 @@
 of 1-6 photos) as in Mustafa et al. (2021): per-image
 backbone features, their mean over the case's real images, dropout 0.2, one linear layer,
 softmax; cross-entropy with soft targets (the dermatologists' weighted differential); top-1 and
-top-3 accuracy against the top label and per-class AUROC.
+top-3 accuracy against the top label, mean per-class accuracy (the natural targets of the scale
+study) and per-class AUROC.
 
 Only the real images of a case go through the backbone, so padding slots can change nothing --
 not even BatchNorm statistics in training.
@@ -16,9 +17,10 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
+from torchmetrics.functional.classification import multiclass_accuracy
 from torchmetrics.utilities import dim_zero_cat
 
-from medxfer.artifacts import TOP1
+from medxfer.artifacts import MEAN_CLASS_ACC, TOP1
 from medxfer.metrics import label_mean, masked_multilabel_auroc, metric_key
 from medxfer.naming import POSITIVES
 
@@ -34,12 +36,17 @@ def masked_mean(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class CaseMetrics(Metric):
-    """Top-1 / top-3 accuracy against the top label and one-vs-rest AUROC per class.
+    """Top-1 / top-3 accuracy against the top label, mean per-class accuracy and one-vs-rest
+    AUROC per class.
 
-    ``compute()`` -> ``{"top1", "top3", "auroc_mean", "auroc/<class>", "positives/<class>"}``,
-    where ``positives/<class>`` counts the cases whose top label is the class (the positives of
-    its one-vs-rest AUROC, named as :class:`medxfer.metrics.MultilabelAUROC` names them). Every
-    case is kept (AUROC is not decomposable) and gathered across DDP ranks.
+    ``compute()`` -> ``{"top1", "top3", "mean_class_acc", "auroc_mean", "auroc/<class>",
+    "positives/<class>"}``, where ``positives/<class>`` counts the cases whose top label is the
+    class (the positives of its one-vs-rest AUROC, named as
+    :class:`medxfer.metrics.MultilabelAUROC` names them) and ``mean_class_acc`` is torchmetrics'
+    macro-averaged multi-class accuracy (each class's top-1 accuracy over its cases, averaged
+    over the classes; a class neither present nor predicted is left out). Every case is kept
+    (AUROC is not decomposable) and gathered across DDP ranks, so every value is that of one
+    process.
     """
 
     is_differentiable = False
@@ -67,6 +74,9 @@ class CaseMetrics(Metric):
         out = {
             TOP1: (ranked[:, 0] == top).float().mean(),
             "top3": (ranked == top[:, None]).any(dim=1).float().mean(),
+            MEAN_CLASS_ACC: multiclass_accuracy(
+                probs, top, num_classes=probs.shape[1], average="macro"
+            ),
             **label_mean(per_class, positives, self.class_names, self._warned),
         }
         for name, auroc, pos in zip(self.class_names, per_class, positives, strict=True):

@@ -28,7 +28,16 @@ def _strict(text: str) -> object:
 
 
 def test_results_json_is_strict_json(tmp_path: Path) -> None:
-    trainer = SimpleNamespace(is_global_zero=True, loggers=[], default_root_dir=str(tmp_path))
+    from medxfer.callbacks import ConvergenceCallback
+
+    convergence = ConvergenceCallback(monitor="val/auroc_mean")
+    convergence.history = [(10, 0, 0.6), (20, 1, 0.7), (30, 2, 0.65)]  # best after epoch 1
+    trainer = SimpleNamespace(
+        is_global_zero=True,
+        loggers=[],
+        default_root_dir=str(tmp_path),
+        callbacks=[convergence],
+    )
     results = {
         "test/nih/auroc_mean": 0.75,
         "test/nih/subgroup/sex/gap": math.nan,
@@ -37,12 +46,22 @@ def test_results_json_is_strict_json(tmp_path: Path) -> None:
     }
     MedxferCLI.write_results(SimpleNamespace(trainer=trainer), [results])
     values = _strict((tmp_path / "results.json").read_text())
-    assert values == {
+    epochs = artifacts.convergence_key(artifacts.EPOCHS_TO_BEST)
+    assert values.pop(epochs) == 2  # epochs to converge: two epochs trained at the best
+    assert values.pop("convergence/best") == 0.7 and values.pop("convergence/best_step") == 20
+    assert {k for k in values if k.startswith("convergence/")} == {
+        "convergence/best_epoch",
+        "convergence/epoch_at_fraction",
+        "convergence/fraction",
+        "convergence/step_at_fraction",
+    }
+    assert {k: v for k, v in values.items() if not k.startswith("convergence/")} == {
         "test/nih/auroc_mean": 0.75,
         "test/nih/subgroup/sex/gap": None,
         "test/nih/subgroup/sex/ratio": "inf",
     }
-    assert "| nih | sex | n/a |" in (tmp_path / "results.md").read_text()
+    table = (tmp_path / "results.md").read_text()
+    assert "| nih | sex | n/a |" in table and "convergence" not in table
 
 
 @pytest.mark.parametrize(

@@ -750,3 +750,42 @@ def test_convert_reports_bad_releases_in_one_line(
 def test_fairness_options_in_one_line(work: Path, args: list[str], fragments: list[str]) -> None:
     proc = medxfer(["fit", "-c", TINY, "--trainer.max_steps=1", *args], work)
     assert_one_line_error(proc, fragments)
+
+
+# --- protocol ---
+# The benchmark protocol's options that contradict the rest of a config (ten-crop on cases of
+# several images, a warm-up before ReduceLROnPlateau); choices are checked by the parser.
+def derm_with_ten_crop(work: Path) -> list[str]:
+    """Ten-crop asked of multi-image dermatology cases (it averages one image's crops)."""
+    from medxfer.datamodules.dermatology import write_synthetic_derm
+
+    table = write_synthetic_derm(work / "data/protocol_derm", n_cases=12, size=16, seed=0)
+    return ["-c", str(REPO / "configs" / "derm_demo.yaml"), f"--data.init_args.train={table}"]
+
+
+PROTOCOL_CASES = [
+    pytest.param(
+        ["-c", TINY, "--model.init_args.schedule=plateau"],
+        ["schedule 'plateau' has no warm-up", "warmup_steps: 0"],
+        None,
+        id="plateau-with-warm-up",
+    ),
+    pytest.param(
+        ["--data.init_args.ten_crop=true"],
+        ["ten_crop=true", "DermatologyDataModule", "single-image"],
+        derm_with_ten_crop,
+        id="ten-crop-multi-image",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "fragments", "prepare"), PROTOCOL_CASES)
+def test_protocol_options_report_bad_input_in_one_line(
+    work: Path,
+    args: list[str],
+    fragments: list[str],
+    prepare: Callable[[Path], list[str]] | None,
+) -> None:
+    extra = prepare(work) if prepare else []
+    proc = medxfer(["fit", *extra, *args, "--trainer.max_steps=1"], work)
+    assert_one_line_error(proc, fragments)

@@ -35,7 +35,7 @@ from .tables import (
     read_chexpert_csv,
     read_nih_csv,
 )
-from .transforms import GreyImageTransform
+from .transforms import RECIPES, GreyImageTransform
 from .tuberculosis import TB_LABEL, read_tuberculosis
 
 __all__ = ["CXRTable", "ChestXrayDataModule"]
@@ -137,7 +137,11 @@ class ChestXrayDataModule(MedxferDataModule):
         image_size: training and evaluation resolution.
         resize: side before cropping (default ``image_size * 8 / 7``).
         channels: output channels (3 for RGB backbones, 1 with an adapted first conv).
-        augment: the paper's augmentation in training.
+        augment: augment the training images (``recipe``).
+        recipe: the training augmentation (:data:`~.transforms.RECIPES`): ``paper`` (Mustafa et
+            al., 2021: rotation ±20°, random crop, flip, brightness / contrast) or
+            ``benchmark`` (Hosseinzadeh Taher et al., 2021: random resized crop, flip, rotation
+            ±7°).
         age_bins: edges of the age groups.
         **kwargs: the settings every datamodule shares (:class:`MedxferDataModule`): image
             checks (``skip_bad_images``, ``verify_images``), table checks
@@ -168,6 +172,7 @@ class ChestXrayDataModule(MedxferDataModule):
         resize: int | None = None,
         channels: int = 3,
         augment: bool = True,
+        recipe: Literal["paper", "benchmark"] = "paper",
         age_bins: Sequence[float] = (40, 60, 80),
         **kwargs: Any,
     ) -> None:
@@ -406,4 +411,5 @@ class ChestXrayDataModule(MedxferDataModule):
             train=train and hp.augment,
             channels=self._channels,
             seed=self.seed,
+            **RECIPES[hp.recipe],
         )

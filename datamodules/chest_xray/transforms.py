@@ -7,6 +7,8 @@ are done here so that their amounts are exactly those of the paper on the [-1, 1
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import cv2
 import numpy as np
 import torch
@@ -14,7 +16,17 @@ import torch
 from medxfer.data.cache import quantise
 from medxfer.transforms import ImageTransform
 
-__all__ = ["GreyImageTransform"]
+__all__ = ["RECIPES", "GreyImageTransform"]
+
+#: The training augmentations a chest X-ray datamodule offers (``recipe``), as
+#: :class:`GreyImageTransform` arguments: ``paper`` -- Mustafa et al. (2021), above; ``benchmark``
+#: -- Hosseinzadeh Taher et al., "A Systematic Benchmarking Analysis of Transfer Learning for
+#: Medical Image Analysis" (2021): random resized crop, horizontal flip, rotation by up to 7
+#: degrees, no value changes.
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "benchmark": {"rotate": 7.0, "crop": "resized", "brightness": 0.0, "contrast": (1.0, 1.0)},
+}
 
 
 class GreyImageTransform(ImageTransform):
@@ -31,8 +43,10 @@ class GreyImageTransform(ImageTransform):
         train: apply the random augmentation; otherwise resize and centre-crop only.
         brightness: maximum additive brightness change on the [-1, 1] scale.
         contrast: range of the multiplicative contrast factor.
-        rotate, hflip, channels, seed: as for :class:`~medxfer.transforms.ImageTransform`
-            (the paper rotates by up to 20 degrees; no vertical flip).
+        rotate, hflip, channels, seed, crop: as for :class:`~medxfer.transforms.ImageTransform`
+            (the paper rotates by up to 20 degrees and crops at random; no vertical flip).
+            Brightness 0 and contrast (1, 1) leave the pixel values alone: the geometry only
+            (the benchmark recipe, :data:`RECIPES`).
     """
 
     def __init__(
@@ -47,9 +61,17 @@ class GreyImageTransform(ImageTransform):
         hflip: bool = True,
         channels: int = 3,
         seed: int = 0,
+        crop: Literal["random", "resized"] = "random",
     ) -> None:
         super().__init__(
-            image_size, resize, train, rotate=rotate, hflip=hflip, channels=channels, seed=seed
+            image_size,
+            resize,
+            train,
+            rotate=rotate,
+            hflip=hflip,
+            channels=channels,
+            seed=seed,
+            crop=crop,
         )
         self.brightness = brightness
         self.contrast = contrast
@@ -59,7 +81,7 @@ class GreyImageTransform(ImageTransform):
         if image.ndim != 2:
             raise ValueError(f"expected a grey (H, W) image, got shape {image.shape}")
         x = self.augment(self.prepare(image))
-        if self.train:
+        if self.train and (self.brightness or tuple(self.contrast) != (1.0, 1.0)):
             shift = self.rng.uniform(-self.brightness, self.brightness)
             factor = self.rng.uniform(*self.contrast)
             x = cv2.LUT(x, _value_table(shift, factor))

@@ -107,7 +107,11 @@ class ImageTable(MedxferDataModule):
         channels: output channels of grey images.
         image_size: training and evaluation resolution.
         resize: side before cropping (default ``image_size * 8 / 7``).
-        augment: random rotation (``rotate``), crop and flips (``hflip``, ``vflip``) in training.
+        augment: random rotation (``rotate``), crop (``crop``) and flips (``hflip``,
+            ``vflip``) in training.
+        crop: the training crop: ``random`` (an ``image_size`` window of the resized image) or
+            ``resized`` (torchvision's random resized crop, the benchmark of Hosseinzadeh Taher
+            et al., 2021; :class:`~medxfer.transforms.ImageTransform`).
         split, split_seed, stratify, seed, batch_size, **kwargs: as for every datamodule
             (:class:`MedxferDataModule`: image checks, loader settings, subsets, ``cache``);
             ``stratify`` defaults to true for class targets (:attr:`default_stratify`).
@@ -147,6 +151,7 @@ class ImageTable(MedxferDataModule):
         rotate: float = 10.0,
         hflip: bool = True,
         vflip: bool = False,
+        crop: Literal["random", "resized"] = "random",
         **kwargs: Any,
     ) -> None:
         if split_column is not None:
@@ -579,4 +584,5 @@ class ImageTable(MedxferDataModule):
             vflip=hp.vflip,
             channels=self._channels,
             seed=self.seed,
+            crop=hp.crop,
         )

@@ -1,6 +1,7 @@
 """When did training converge? The step and epoch at which the monitored validation metric
 first reached its best value, and first reached a fraction (default 99 %) of it -- the
-convergence-speed comparison of Mustafa et al. (2021)."""
+convergence-speed comparison of Mustafa et al. (2021) and the epochs to converge of the
+benchmark of Hosseinzadeh Taher et al. (2021), kept in ``results.json`` for the report."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ __all__ = ["ConvergenceCallback"]
 
 class ConvergenceCallback(L.Callback):
     """Track ``monitor`` after every validation; log ``convergence/best``,
-    ``convergence/best_step``, ``convergence/step_at_fraction`` and their epochs; write
-    ``analysis/convergence.json``. The history is part of the checkpoint, so a resumed run
-    continues it.
+    ``convergence/best_step``, ``convergence/step_at_fraction``, their epochs and
+    ``convergence/epochs_to_best`` (:func:`medxfer.artifacts.convergence_key`); write
+    ``analysis/convergence.json``. ``medxfer fit`` keeps the summary in ``results.json``
+    (:meth:`results`). The history is part of the checkpoint, so a resumed run continues it.
 
     Args:
         monitor: a logged validation metric.
@@ -53,7 +55,8 @@ class ConvergenceCallback(L.Callback):
         self.history = [tuple(h) for h in state_dict.get("history", [])]
 
     def summary(self) -> dict[str, float | int | None]:
-        """Best value and where it, and ``fraction`` of it, were first reached."""
+        """Best value and where it, and ``fraction`` of it, were first reached (step and
+        0-based epoch), and ``epochs_to_best``: the epochs trained by then (best epoch + 1)."""
         values = [(s, e, v) for s, e, v in self.history if not math.isnan(v)]
         if not values:
             return {}
@@ -68,10 +71,16 @@ class ConvergenceCallback(L.Callback):
             "best": best,
             "best_step": first_best[0],
             "best_epoch": first_best[1],
+            artifacts.EPOCHS_TO_BEST: first_best[1] + 1,
             "step_at_fraction": reached[0],
             "epoch_at_fraction": reached[1],
             "fraction": self.fraction,
         }
+
+    def results(self) -> dict[str, float]:
+        """The summary as ``results.json`` entries (:func:`medxfer.artifacts.convergence_key`);
+        empty before any validation."""
+        return {artifacts.convergence_key(k): float(v) for k, v in self.summary().items()}
 
     @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -87,10 +96,7 @@ class ConvergenceCallback(L.Callback):
         summary = self.summary()
         if trainer.is_global_zero and summary:
             for logger in trainer.loggers:
-                logger.log_metrics(
-                    {f"convergence/{k}": float(v) for k, v in summary.items()},
-                    step=trainer.global_step,
-                )
+                logger.log_metrics(self.results(), step=trainer.global_step)
         write_json(
             trainer,
             artifacts.CONVERGENCE_JSON,

@@ -258,8 +258,10 @@ class MedxferCLI(LightningCLI):
 
     def write_results(self, results: Sequence[dict[str, Any]] | dict[str, Any]) -> None:
         """Write test metrics to ``results.json`` (strict JSON: NaN as ``null``) and
-        ``results.md`` in the run folder, and print them."""
+        ``results.md`` in the run folder, and print them; ``results.json`` also keeps a
+        :class:`~medxfer.callbacks.ConvergenceCallback`'s summary (epochs to converge)."""
         from medxfer import artifacts
+        from medxfer.callbacks import ConvergenceCallback
         from medxfer.callbacks.base import run_folder
 
         if not self.trainer.is_global_zero:
@@ -273,6 +275,9 @@ class MedxferCLI(LightningCLI):
         out.mkdir(parents=True, exist_ok=True)
         table = format_results(flat, _subgroup_reports(out, flat))
         artifacts.write_text(out / artifacts.RESULTS_MD, table + "\n")
+        for cb in getattr(self.trainer, "callbacks", ()):  # a stub trainer may have none
+            if isinstance(cb, ConvergenceCallback):
+                flat.update(cb.results())
         # results.json last: its presence marks a finished run (medxfer study)
         artifacts.write_json(out / artifacts.RESULTS_JSON, flat, sort_keys=True)
         print(f"\n{table}\n\nwritten to {out / artifacts.RESULTS_MD}")

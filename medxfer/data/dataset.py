@@ -70,6 +70,10 @@ class ImageTableDataset(Dataset):
     * packed (``pack=True``; 1-6-photo cases): the real images fill the first slots, in training
       shuffled and then the first ``V`` kept (table order in evaluation).
 
+    A single-image transform giving several crops of the image ``(N, C, S, S)``
+    (:class:`~medxfer.transforms.TenCropTransform`, test-time ten-crop) makes ``image``
+    ``(N, C, S, S)`` and adds ``"crops": True``: the task averages the crops' predictions.
+
     Random view choices draw from the transform's seeded generator, so they are reproducible and
     differ between DataLoader workers.
 
@@ -137,6 +141,8 @@ class ImageTableDataset(Dataset):
         sample: dict[str, Any] = {}
         if self.views is None:
             sample["image"] = self._read(i, self.paths[i])
+            if sample["image"].ndim == 4:  # (N, C, S, S): test-time crops of one image
+                sample["crops"] = True
         elif self.pack:
             paths = self.paths[i]
             if self.shuffle:

@@ -78,6 +78,8 @@ def test_convergence_state_survives_a_checkpoint() -> None:
     cb.history = [(10, 0, 0.5), (20, 1, 0.86), (30, 2, 0.95), (40, 3, 0.94)]
     summary = cb.summary()
     assert (summary["best_step"], summary["step_at_fraction"]) == (30, 20)  # 0.86 >= 0.9 * 0.95
+    assert summary["epochs_to_best"] == 3  # best after epoch 2: three epochs trained
+    assert cb.results()["convergence/epochs_to_best"] == 3.0  # what results.json keeps
     fresh = ConvergenceCallback(monitor="val/auroc_mean", fraction=0.9)
     fresh.load_state_dict(cb.state_dict())
     assert fresh.summary() == summary

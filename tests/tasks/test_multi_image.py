@@ -86,3 +86,30 @@ def test_case_metrics_positives_count_top_labels_across_batches() -> None:
     table = format_results(flat)
     assert "(3 pos)" in table and "n/a (0 pos)" in table
     assert "positives" not in table.splitlines()[0]  # no column of their own
+
+
+def test_mean_class_accuracy_is_the_mean_of_per_class_accuracies_by_hand() -> None:
+    """Classes a, b, c with 3, 2 and 1 cases; right: 2 of a, 1 of b, 0 of c -> per-class
+    accuracies 2/3, 1/2, 0, mean 7/18 (top-1: 3/6). Fed in two halves merged as DDP's gather
+    concatenates them, the value is the same."""
+    probs = torch.tensor(
+        [
+            [0.8, 0.1, 0.1],  # a -> a (right)
+            [0.6, 0.3, 0.1],  # a -> a (right)
+            [0.2, 0.7, 0.1],  # a -> b
+            [0.1, 0.8, 0.1],  # b -> b (right)
+            [0.5, 0.2, 0.3],  # b -> a
+            [0.6, 0.3, 0.1],  # c -> a
+        ]
+    )
+    target = torch.eye(3)[[0, 0, 0, 1, 1, 2]]
+    task = CaseClassifier(backbone="timm/test_resnet", num_classes=3, label_names=["a", "b", "c"])
+    whole, first, second = task.make_metrics(), task.make_metrics(), task.make_metrics()
+    whole.update(probs, target)
+    first.update(probs[:4], target[:4])
+    second.update(probs[4:], target[4:])
+    first.merge_state(second)
+    for m in (whole, first):
+        out = m.compute()
+        assert out["mean_class_acc"].item() == pytest.approx(7 / 18)
+        assert out["top1"].item() == pytest.approx(3 / 6)

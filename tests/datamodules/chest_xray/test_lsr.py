@@ -85,3 +85,21 @@ def test_mimic_draws_per_study_and_the_datamodule_seed(tmp_path: Path, chexpert:
         .to_numpy()[parts["val"][list(COMPETITION_LABELS)].notna().to_numpy()]
         .all()
     ), "evaluation reads uncertain labels by eval_uncertainty (masked)"
+
+
+def test_a_resumed_run_gets_the_draws_it_started_with(chexpert: Path) -> None:
+    """``medxfer fit --resume`` rebuilds the datamodule from the run's saved config: the same
+    arguments give the same smoothed training targets, another seed other ones."""
+
+    def train_targets(**kw: object) -> np.ndarray:
+        dm = ChestXrayDataModule(
+            CXRTable(csv=str(chexpert)), uncertainty="lsr-zeros", image_size=16, num_workers=0, **kw
+        )
+        dm.setup("fit")
+        return dm.train_set.targets.numpy()
+
+    started = train_targets(seed=11)
+    smoothed = (started > 0) & (started < 0.3)
+    assert smoothed.sum() > 10, "uncertain labels drawn from U(0, 0.3)"
+    np.testing.assert_array_equal(train_targets(seed=11), started)
+    assert not np.array_equal(train_targets(seed=12)[smoothed], started[smoothed])
