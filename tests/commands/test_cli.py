@@ -163,6 +163,15 @@ def _extra(config: str, workdir: Path) -> list[str]:
             f"--data.init_args.train={json.dumps({**table, 'split_list': nih + 'train_val_list.txt'})}",
             f"--data.init_args.test={json.dumps({**table, 'split_list': nih + 'test_list.txt'})}",
         ]
+    if config == "tb_benchmark.yaml":  # ResNet-50 weights and /data paths
+        tb = {"format": "tuberculosis"}
+        return [
+            "--model.init_args.backbone=timm/resnet18",
+            "--model.init_args.pretrained=null",
+            f"--data.init_args.train={json.dumps({**tb, 'csv': 'data/synthetic/shenzhen_tb'})}",
+            "--data.init_args.shifted="
+            + json.dumps({"montgomery": {**tb, "csv": "data/synthetic/montgomery_tb"}}),
+        ]
     if config == "mammo_paper.yaml":
         return ["--data.init_args.train=data/synthetic/mammo/exams.csv", *small_bit]
     if (
@@ -189,6 +198,7 @@ PAPER_CONFIGS = {
     "cifar10_bit.yaml",
     "cifar10_bit_reduced.yaml",
     "cls_benchmark_nih.yaml",
+    "tb_benchmark.yaml",
     "derm_paper.yaml",
     "mammo_paper.yaml",
     "mimic_cxr.yaml",
