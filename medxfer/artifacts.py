@@ -4,6 +4,9 @@ sides import the names from here, so a file or key is spelled once.
 
 A study folder (``medxfer study``; the report in ``report/``)::
 
+    <study>/study.yaml        the study file the folder was run from (STUDY_YAML)
+    <study>/<name>/axes.json  run <name>'s axis values {axis: value as a string} (AXES_JSON)
+    <study>/<name>/run_spec.json  its configs, overrides and their hash (RUN_SPEC_JSON)
     <study>/<name>/seed<k>/   one replica (replica_dir(k)) of configuration <name>
     <study>/report/           report.md, report.html and their figures (medxfer report)
 
@@ -45,6 +48,7 @@ __all__ = [
     "ATTRIBUTES",
     "AUROC_LABELS",
     "AUROC_MEAN",
+    "AXES_JSON",
     "BINS",
     "CASE_ID",
     "CHECKPOINTS_DIR",
@@ -70,8 +74,10 @@ __all__ = [
     "REPORT_MD",
     "RESULTS_JSON",
     "RESULTS_MD",
+    "RUN_SPEC_JSON",
     "START",
     "STEP",
+    "STUDY_YAML",
     "TARGET",
     "TOP1",
     "WEIGHT_DRIFT_JSON",
@@ -109,6 +115,11 @@ DRIFT_PLOT = "drift_per_block.png"
 CONVERGENCE_JSON = "convergence.json"
 #: ``medxfer predict``'s folder in a run folder (per-case CSVs, segmentation masks).
 PREDICTIONS_DIR = "predictions"
+AXES_JSON = "axes.json"
+#: ``medxfer study``: the copy of the study file at the study folder's root, and each run's
+#: expanded spec (configs, overrides, its hash) beside its ``seed<k>/`` folders.
+STUDY_YAML = "study.yaml"
+RUN_SPEC_JSON = "run_spec.json"
 
 
 def _flat(prefix: str) -> str:
