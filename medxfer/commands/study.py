@@ -152,9 +152,7 @@ def _run(plan: Any, replicas: list[Any], args: Any) -> int:
                 f"log.txt says why); run the same command again to redo them"
             )
     else:
-        parameters = _key_values(args.submitit)
-        cluster = "slurm" if args.executor == "slurm" else "local"
-        jobs = submit(replicas, plan.out / ".submitit", cluster, parameters)
+        jobs = submit(replicas, _submitit_executor(plan.out, args.executor, args.submitit))
         print(
             f"[study] submitted {len(jobs)} array task(s) (job {jobs[0].job_id.split('_')[0]})"
             if jobs
@@ -181,19 +179,32 @@ def _run(plan: Any, replicas: list[Any], args: Any) -> int:
     return 0
 
 
-def _key_values(items: Sequence[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings as a dict, the values read as YAML (``240`` -> 240)."""
+def _submitit_executor(out: Path, kind: str, items: Sequence[str]) -> Any:
+    """submitit's ``AutoExecutor`` (``slurm`` or ``local``) in ``STUDY/.submitit``, with the
+    ``KEY=VALUE`` parameters (values read as YAML: ``240`` -> 240).
+
+    Raises:
+        ConfigError: an item that is not KEY=VALUE, or a parameter submitit refuses.
+    """
+    import submitit
     import yaml
 
     from medxfer.errors import ConfigError
 
-    out = {}
+    parameters = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"medxfer study run: --submitit {item!r} is not KEY=VALUE")
-        out[key] = yaml.safe_load(value)
-    return out
+        parameters[key] = yaml.safe_load(value)
+    cluster = "slurm" if kind == "slurm" else "local"
+    executor = submitit.AutoExecutor(folder=out / ".submitit", cluster=cluster)
+    try:
+        executor.update_parameters(**parameters)
+    except (NameError, AssertionError, TypeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"medxfer study run: --submitit: {first}") from None
+    return executor
 
 
 def check_fit_keys(file: Path, runs: Sequence[Any]) -> None:

@@ -79,6 +79,8 @@ def is_finished(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a complete ``results.json``, by the rule ``medxfer report``
     reads it with (:func:`medxfer.report.read_results`): an empty, truncated or non-numeric
     file, or none, means the replica must run (again)."""
+    if not (run_dir / artifacts.RESULTS_JSON).is_file():
+        return False  # without importing the report (and torch): a new task starts at once
     from medxfer.errors import RunFileError
     from medxfer.report import read_results
 

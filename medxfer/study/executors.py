@@ -27,7 +27,6 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from submitit.helpers import Checkpointable, DelayedSubmission
@@ -209,31 +208,21 @@ class ReplicaJob(Checkpointable):
 
 
 def submit(
-    replicas: Sequence[Replica],
-    folder: Path,
-    cluster: str | None = None,
-    parameters: dict[str, Any] | None = None,
-    fit: Sequence[str] | None = None,
+    replicas: Sequence[Replica], executor: Any, fit: Sequence[str] | None = None
 ) -> list[Any]:
-    """Submit one array task per replica with submitit; returns the jobs.
+    """Submit one array task per unfinished replica with a submitit executor; returns the jobs.
 
     Args:
         replicas: the replicas (finished ones are skipped here, not submitted).
-        folder: submitit's folder (its logs and pickles), ``STUDY/.submitit``.
-        cluster: ``None`` (SLURM if present), ``"slurm"``, ``"local"`` or ``"debug"``.
-        parameters: ``AutoExecutor.update_parameters`` settings (``timeout_min``,
-            ``slurm_partition``, ``gpus_per_node``, ``slurm_array_parallelism``...).
+        executor: a submitit executor with its parameters set (``AutoExecutor`` for SLURM:
+            ``timeout_min``, ``slurm_partition``, ``gpus_per_node``,
+            ``slurm_array_parallelism``...; ``LocalExecutor`` / ``DebugExecutor`` on one machine).
         fit: a program standing for ``python -m medxfer fit`` (tests).
     """
-    import submitit
-
     todo = [r for r in replicas if not study.is_finished(r.run_dir)]
     if not todo:
         return []
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
-    executor.update_parameters(**(parameters or {}))
-    job = ReplicaJob(fit)
-    return list(executor.map_array(job, todo))
+    return list(executor.map_array(ReplicaJob(fit), todo))
 
 
 def collect(jobs: Sequence[Any]) -> list[tuple[Any, str]]:
@@ -244,7 +233,8 @@ def collect(jobs: Sequence[Any]) -> list[tuple[Any, str]]:
         try:
             job.result()
         except Exception as err:  # submitit re-raises the task's failure
-            lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
+            # a local / SLURM job's error holds the task's traceback: its last "...Error:" line
+            lines = [ln.strip() for ln in str(err).splitlines() if "Error" in ln]
             failed.append((job, lines[-1] if lines else type(err).__name__))
     return failed
 

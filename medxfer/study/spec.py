@@ -425,7 +425,7 @@ def replica_state(replica: Replica) -> str:
     run_dir = replica.run_dir
     if not run_dir.is_dir():
         return "new"
-    if (run_dir / artifacts.RESULTS_JSON).is_file() and is_finished(run_dir):
+    if is_finished(run_dir):
         return "done"
     if (run_dir / artifacts.CONFIG_YAML).is_file() and (
         run_dir / artifacts.CHECKPOINTS_DIR / artifacts.LAST_CKPT
