@@ -637,16 +637,25 @@ def test_a_run_folder_of_another_study_version_is_refused(tmp_path: Path) -> Non
 
 def test_shipped_study_files_expand(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each file in studies/ expands (configs present, names unique); the benchmark's grid is
-    21 initialisations x 7 tasks x 10 runs = 1,420 fine-tunings."""
+    21 initialisations x 7 tasks x 10 runs; the scale study's medical source names its
+    weights by the run's model (``cxr-{model}``)."""
     from medxfer.study.spec import load_study
 
     monkeypatch.chdir(REPO)
     files = sorted((REPO / "studies").glob("*.yaml"))
     assert files
     counts = {f.stem: len(load_study(f).replicas()) for f in files}
-    assert counts["benchmark_resnet50"] == 21 * 7 * 10
+    assert counts == {"benchmark_resnet50": 21 * 7 * 10, "bit_medical": 5 * 4 * 5,
+                      "scale": 5 * 2 * 2 * 6 * 5}  # fmt: skip
     plan = load_study(REPO / "studies/benchmark_resnet50.yaml")
-    assert {r.axes["init"] for r in plan.runs} >= {"supervised", "moco-v2", "chexpert"}
+    assert len({r.axes["init"] for r in plan.runs}) == 21
+    assert {r.axes["init"] for r in plan.runs} >= {"supervised", "moco-v2", "imagenet-chexpert"}
+    scale = {r.name: r for r in load_study(REPO / "studies/scale.yaml").runs}
+    run = scale["cifar100_cxr_bit-r152x4_shots5"]
+    assert run.overrides["model.init_args.pretrained"] == "cxr-bit-r152x4"
+    assert run.overrides["model.init_args.backbone"] == "bit-r152x4"
+    assert run.overrides["data.init_args.shots_per_class"] == 5
+    assert run.overrides["data.init_args.dataset"] == "cifar100"
 
 
 def _fake_study(tmp_path: Path, runs: int = 2, seeds: int = 2) -> object:

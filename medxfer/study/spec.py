@@ -15,6 +15,7 @@ A study file (YAML) is the one source of truth of a study's grid::
         data.init_args.shots_per_class: [1, 5, 10]
     seeds: 10                         # 0..9, or a list [0, 1, 2]
     name: "{init}_{task}_shots{shots}"   # optional; default joins the parts with "_"
+    # a string override may name axes: pretrained: "cxr-{model}" takes the run's model value
     exclude: [{init: random, shots: [1, 5]}]   # optional rules on axis values
     only: [...]                       # optional: keep the runs matching any rule
 
@@ -269,6 +270,18 @@ def _matches(axes: Mapping[str, str], rules: list[dict]) -> bool:
     return any(all(axes[a] in v for a, v in rule.items()) for rule in rules)
 
 
+def _fill(value: Any, axes: Mapping[str, str]) -> Any:
+    """A string override with ``{axis}`` in it, the run's value put in (only axis names are
+    replaced: ``best-{epoch}`` stays as written).
+
+    >>> _fill("cxr-{model}", {"model": "bit-r50x1"})
+    'cxr-bit-r50x1'
+    """
+    if not isinstance(value, str) or "{" not in value:
+        return value
+    return re.sub(r"\{([^{}]+)\}", lambda m: axes.get(m.group(1), m.group(0)), value)
+
+
 def load_study(file: str | Path, out: str | Path | None = None) -> Study:
     """Read and expand a study file (no run folder is touched; config files must exist).
 
@@ -351,6 +364,7 @@ def load_study(file: str | Path, out: str | Path | None = None) -> Study:
         overrides = dict(common)
         for lv in combo:
             overrides.update(lv.overrides)
+        overrides = {k: _fill(v, values) for k, v in overrides.items()}
         configs = (*base, *common_configs, *(c for lv in combo for c in lv.configs))
         runs.append(Run(name, values, configs, overrides))
     if not runs:
