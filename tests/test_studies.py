@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -823,3 +825,39 @@ def test_the_sweeps_agent_command_reaches_the_model(
     assert config["data"]["init_args"]["train_fraction"] == 0.5
     assert config["seed_everything"] == 1
     assert Path(config["trainer"]["default_root_dir"]) == Path("out/fast_frac0.5/seed1").absolute()
+
+
+@pytest.mark.slow  # two real fits and two schema checks: ~2 min on a busy 2-core machine
+def test_a_two_run_grid_of_real_fits_end_to_end(
+    synthetic_cxr: dict[str, Path], tmp_path: Path
+) -> None:
+    """``medxfer study run`` of configs/tiny.yaml at two learning rates, both at once: each run's
+    replica trains, tests and is counted done by ``study plan``; its saved config holds the
+    run's settings; a second ``run`` skips both."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "synthetic").symlink_to(synthetic_cxr["root"])
+    body = {"base": [str(REPO / "configs/tiny.yaml")], "overrides": {"trainer.max_steps": 2},
+            "axes": {"lr": {"model.init_args.lr": [0.01, 0.1]}}, "seeds": [3]}  # fmt: skip
+    file = _study_file(tmp_path, body)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    medxfer = [sys.executable, "-m", "medxfer", "study"]
+
+    def study(*args: str) -> str:
+        proc = subprocess.run(
+            [*medxfer, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    study("run", str(file), "--jobs", "2")
+    for lr in ("0.01", "0.1"):
+        run = tmp_path / "out" / f"lr{lr}"
+        assert json.loads((run / "axes.json").read_text()) == {"lr": lr}
+        saved = yaml.safe_load((run / "seed3" / "config.yaml").read_text())
+        assert saved["model"]["init_args"]["lr"] == float(lr) and saved["seed_everything"] == 3
+        assert saved["trainer"]["max_steps"] == 2
+        assert any(
+            k.startswith("test/") for k in json.loads((run / "seed3/results.json").read_text())
+        )
+    assert "2 done, 0 to resume from last.ckpt, 0 to run" in study("plan", str(file))
+    assert study("run", str(file)).count("done, skipped") == 2
