@@ -648,7 +648,7 @@ def test_shipped_study_files_expand(monkeypatch: pytest.MonkeyPatch) -> None:
     assert files
     counts = {f.stem: len(load_study(f).replicas()) for f in files}
     assert counts == {"benchmark_resnet50": 21 * 7 * 10, "bit_medical": 5 * 4 * 5,
-                      "scale": 5 * 2 * 2 * 6 * 5}  # fmt: skip
+                      "scale": 5 * 2 * 2 * 6 * 5, "demo": 2 * 3}  # fmt: skip
     plan = load_study(REPO / "studies/benchmark_resnet50.yaml")
     assert len({r.axes["init"] for r in plan.runs}) == 21
     assert {r.axes["init"] for r in plan.runs} >= {"supervised", "moco-v2", "imagenet-chexpert"}
