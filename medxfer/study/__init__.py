@@ -77,12 +77,12 @@ def resume_command(run_dir: Path) -> list[str]:
 
 def is_finished(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a complete ``results.json``, by the rule ``medxfer report``
-    reads it with (:func:`medxfer.report.read_results`): an empty, truncated or non-numeric
+    reads it with (:func:`medxfer.results.read_results`, standard library only): an empty, truncated or non-numeric
     file, or none, means the replica must run (again)."""
     if not (run_dir / artifacts.RESULTS_JSON).is_file():
-        return False  # without importing the report (and torch): a new task starts at once
+        return False
     from medxfer.errors import RunFileError
-    from medxfer.report import read_results
+    from medxfer.results import read_results
 
     try:
         read_results(run_dir / artifacts.RESULTS_JSON)
