@@ -368,6 +368,11 @@ def test_fit_reports_bad_input_in_one_line(
         pytest.param(["prepare", "-c", TINY], ["required: out"], id="prepare-usage"),
         pytest.param(["list", "backbone"], ["invalid choice: 'backbone'"], id="list-usage"),
         pytest.param(["study", "run", "nowhere.yaml"], ["nowhere.yaml"], id="study"),
+        pytest.param(
+            ["study", "-c", TINY, "--out", "s", "--name", "x"],
+            ["medxfer study takes a study file"],
+            id="study-old-form",
+        ),
         pytest.param(["report", "no_study_here"], ["no_study_here"], id="report"),
         pytest.param(["validate", "-c", TINY, "--ckpt_path=none.ckpt"], ["none.ckpt"], id="ckpt"),
     ],

@@ -73,6 +73,14 @@ def _parser() -> CommandParser:
 
 def main(argv: Sequence[str]) -> int:
     """``medxfer study plan | run | sweep FILE [--out STUDY] [--only RUN[/seedK] ...]``."""
+    if argv and argv[0] in ("-c", "--config"):  # the form before study files
+        from medxfer.errors import ConfigError
+
+        raise ConfigError(
+            "medxfer study takes a study file: medxfer study plan | run | sweep FILE; the seeds "
+            "of one config are the file `{out: STUDY, base: [CONFIG], seeds: [0, 1, 2]}` "
+            "(docs/studies.md)"
+        )
     args = _parser().parse_args(list(argv))
     from medxfer.study.spec import check_run_folders, load_study, select
 
