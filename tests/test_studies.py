@@ -685,6 +685,13 @@ def test_the_local_executor_continues_after_a_killed_run(
     assert [r.label for r in failed] == ["r0/seed1", "r1/seed1"]
     assert [_steps(r) for r in replicas] == [[1, 2, 3, 4, 5], [1, 2, 3]] * 2
     capsys.readouterr()
+    from medxfer.commands import main as cli_main
+
+    assert cli_main(["study", "plan", str(plan.file)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["r0", "1/2", "done,", "1", "resume", "cfg=r0"]
+    assert lines[-1].endswith("4 replica(s) in " + str(plan.out) + ": 2 done, 2 to resume from "
+                              "last.ckpt, 0 to run")  # fmt: skip
     assert run_local(replicas, jobs=2, fit=FAKE_FIT) == []
     out = capsys.readouterr().out
     # the finished replicas were skipped, the killed ones continued from step 3

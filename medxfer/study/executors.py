@@ -25,7 +25,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -89,7 +89,7 @@ def _command(replica: Replica, fit: Sequence[str] | None) -> tuple[list[str], st
 def run_one(
     replica: Replica,
     fit: Sequence[str] | None = None,
-    on_start: Any = None,
+    on_start: Callable[[subprocess.Popen], None] | None = None,
 ) -> int:
     """Run (or resume, or skip) one replica; returns the exit status (0: finished).
 
@@ -114,7 +114,10 @@ def run_one(
     if rc == 0:
         print(f"[study] {replica.label}: done in {took} s", flush=True)
     else:
-        print(f"[study] {replica.label}: failed (exit {rc}) after {took} s; see {log_file}")
+        print(
+            f"[study] {replica.label}: failed (exit {rc}) after {took} s; see {log_file}",
+            flush=True,
+        )
     return rc
 
 
