@@ -12,8 +12,12 @@ Registered architectures (names read ``arch.source`` when a weight source is cho
   (Kolesnikov et al., ECCV 2020), sources ``bit-s`` (ImageNet-1k) and ``bit-m`` (ImageNet-21k);
 * ``resnet50v2-bn``: the BatchNorm ResNet50-v2 baseline of Mustafa et al., "Supervised Transfer
   Learning at Scale for Medical Imaging" (2021);
-* ``resnet50``: the torchvision-layout ResNet-50 of the published self-supervised checkpoints
-  (benchmarked by Ericsson et al., "How Well Do Self-Supervised Models Transfer?", CVPR 2021);
+* ``resnet50``: the torchvision-layout ResNet-50 zoo of the transfer benchmarks (Ericsson et
+  al., "How Well Do Self-Supervised Models Transfer?", CVPR 2021; Hosseinzadeh Taher et al., "A
+  Systematic Benchmarking Analysis of Transfer Learning for Medical Image Analysis", DART
+  2021): supervised (ImageNet, iNat2021), contrastive, clustering, redundancy-reduction /
+  distillation and the benchmark's in-domain and domain-adapted chest X-ray models, grouped by
+  ``WeightSource.method``; BYOL and SimCLR through ``medxfer convert`` (:mod:`.convert`);
 * ``timm/<any timm model name>``.
 
 ``input_config(name, pretrained)`` says how the chosen weights expect their inputs (mean, std,
@@ -35,7 +39,16 @@ from medxfer.errors import ConfigError, UnknownNameError
 from medxfer.registry import Registry
 
 from .exported import exported_files, read_export_metadata
-from .sources import InputConfig, WeightSource, directory_message, weights_dir
+from .sources import (
+    CLUSTERING,
+    CONTRASTIVE,
+    MEDICAL,
+    REDUNDANCY,
+    InputConfig,
+    WeightSource,
+    directory_message,
+    weights_dir,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -204,15 +217,21 @@ def weights_chain(
     name: str, pretrained: str | os.PathLike[str] | None = None
 ) -> list[dict[str, Any]]:
     """Where the weights chosen by ``(name, pretrained)`` come from, oldest first: a medxfer
-    export's recorded chain (:mod:`.exported`), else one entry naming the source, the file or
-    random init. What a task records (``weights_chain``) and ``medxfer export`` extends."""
+    export's recorded chain (:mod:`.exported`); for a named source with a recorded parent
+    (``resnet50.imagenet-chexpert``: ``resnet50.supervised`` -> CheXpert) the parent, then the
+    source with its training data; else one entry naming the source, the file or random init.
+    What a task records (``weights_chain``) and ``medxfer export`` extends."""
     arch, pretrained = _split_name(name, pretrained)
     if pretrained is None:
         return [{"start": "random init", "architecture": arch}]
     text = str(pretrained)
     sources = {} if arch.startswith("timm/") else BACKBONES.entry(arch).metadata["sources"]
     if text in sources:
-        return [{"start": f"{arch}.{text}", "file": sources[text].filename}]
+        src = sources[text]
+        if not src.parent:
+            return [{"start": f"{arch}.{text}", "file": src.filename}]
+        trained = {"source": f"{arch}.{text}", "file": src.filename}
+        return [{"start": src.parent}, {**trained, "trained_on": {"name": src.data or text}}]
     path = resolve_weights(arch, pretrained)
     meta = read_export_metadata(path)
     if meta is not None:
@@ -482,74 +501,252 @@ register_backbone(
 )(_timm_factory("resnetv2_50"))
 
 _FB = "https://dl.fbaipublicfiles.com"
-_SSL = "CC-BY-NC-4.0"
+_FB_NC = "CC-BY-NC-4.0"
+_PYCONTRAST = "https://www.dropbox.com/sh/87d24jqsl6ra7t2"  # HobbitLong/PyContrast MODEL_ZOO.md
+_PCL = "https://storage.googleapis.com/sfr-pcl-data-research/PCL_checkpoint"
+_NEWT = "https://cornell.box.com/s/bnyhq5lwobu6fgjrub44zle0pyjijbmw (visipedia/newt)"
+_BENCH = "https://zenodo.org/record/5205234/files"  # Hosseinzadeh Taher et al., DART 2021
+_BENCH_LICENCE = "ASU non-commercial research licence (LICENSE of MR-HosseinzadehTaher/BenchmarkTransferLearning)"
+#: Layouts, as the releases hold them (the loader finds the wrapper and the prefix).
+_PYCONTRAST_LAYOUT = (
+    "{'model': module.encoder.* + module.head.* (projection)%s, 'model_ema': encoder.* + "
+    "head.* (the momentum encoder, where one was trained), 'contrast': the memory bank or "
+    "queue, 'optimizer', 'epoch'}"
+)
+_MOCO_LAYOUT = (
+    "{'state_dict': module.encoder_q.* (fc: the MLP head) + module.encoder_k.* (momentum "
+    "encoder) + module.queue, module.queue_ptr%s, 'optimizer', 'epoch', 'arch'}"
+)
+_DEEPCLUSTER_LAYOUT = (
+    "bare module.* (torchvision keys) + module.projection_head.* + module.prototypes*"
+)
+_BENCH_LAYOUT = (
+    "{'state_dict': %(p)s* (torchvision keys%(dp)s) + %(p)sfc.0.* (the %(n)s-label head before "
+    "its Sigmoid), 'optimizer', 'scheduler', 'epoch', 'lossMIN'}"
+)
+#: The CheXpert models were saved from DataParallel (``module.``); the ChestX-ray14 ones without.
+_DP = {"p": "module.", "dp": ", DataParallel"}
+_BARE = {"p": "", "dp": ", no prefix"}
+_IMAGENET_PARENT = "resnet50.supervised"
+_SIMCLR_NORM = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+_CONVERTED = "safetensors, torchvision keys (written by medxfer convert %s from the release: %s)"
+
 register_backbone(
     "resnet50",
-    description="ResNet-50, torchvision layout: supervised and self-supervised (SwAV, MoCo, DINO...) checkpoints",
+    description="ResNet-50, torchvision layout: the benchmark's supervised, self-supervised and medical checkpoints",
     sources={
+        # ---------------------------------------------------------------- supervised
         "supervised": WeightSource(
             "resnet50-0676ba61.pth",
             "https://download.pytorch.org/models/resnet50-0676ba61.pth",
             "supervised on ImageNet-1k (torchvision V1)",
             "BSD-3-Clause",
+            layout="bare torchvision state dict, fc.* = the 1000-class head",
+            data="ImageNet-1k",
         ),
-        "swav": WeightSource(
-            "swav_800ep_pretrain.pth.tar",
-            f"{_FB}/deepcluster/swav_800ep_pretrain.pth.tar",
-            "SwAV, 800 epochs, ImageNet-1k",
-            _SSL,
+        "inat2021": WeightSource(
+            "inat2021_supervised_large.pth.tar",
+            _NEWT,
+            "supervised on iNat2021 (10,000 species), from ImageNet (Van Horn et al., CVPR 2021)",
+            "MIT (visipedia/newt)",
+            layout="{'state_dict': torchvision keys + fc.* (10,000-class head)}",
+            parent=_IMAGENET_PARENT,
+            data="iNat2021",
         ),
-        "deepcluster-v2": WeightSource(
-            "deepclusterv2_800ep_pretrain.pth.tar",
-            f"{_FB}/deepcluster/deepclusterv2_800ep_pretrain.pth.tar",
-            "DeepCluster-v2, 800 epochs, ImageNet-1k",
-            _SSL,
+        "inat2021-mini": WeightSource(
+            "inat2021_supervised_mini.pth.tar",
+            _NEWT,
+            "supervised on iNat2021-mini (10,000 species), from ImageNet",
+            "MIT (visipedia/newt)",
+            layout="{'state_dict': torchvision keys + fc.* (10,000-class head)}",
+            parent=_IMAGENET_PARENT,
+            data="iNat2021-mini",
         ),
-        "sela-v2": WeightSource(
-            "selav2_400ep_pretrain.pth.tar",
-            f"{_FB}/deepcluster/selav2_400ep_pretrain.pth.tar",
-            "SeLa-v2, 400 epochs, ImageNet-1k",
-            _SSL,
+        # ------------------------------------------------ contrastive instance discrimination
+        "insdis": WeightSource(
+            "InsDis.pth",
+            f"{_PYCONTRAST}/AACcsSIt1_Njv7GsmsuzZ6Sta/InsDis.pth",
+            "InsDis (instance discrimination, memory bank), 200 epochs, ImageNet-1k",
+            "BSD-2-Clause (HobbitLong/PyContrast)",
+            method=CONTRASTIVE,
+            layout=_PYCONTRAST_LAYOUT % "",
+        ),
+        "pirl": WeightSource(
+            "PIRL.pth",
+            f"{_PYCONTRAST}/AADN4jKnvTI0U5oT6hTmQZz8a/PIRL.pth",
+            "PIRL (jigsaw-invariant contrastive), 200 epochs, ImageNet-1k",
+            "BSD-2-Clause (HobbitLong/PyContrast)",
+            method=CONTRASTIVE,
+            layout=_PYCONTRAST_LAYOUT % " + module.head_jig.* (jigsaw head)",
+        ),
+        "infomin": WeightSource(
+            "InfoMin_800.pth",
+            f"{_PYCONTRAST}/AAAzMTynP3Qc8mIE4XWkgILUa/InfoMin_800.pth",
+            "InfoMin Aug., 800 epochs, ImageNet-1k",
+            "BSD-2-Clause (HobbitLong/PyContrast)",
+            method=CONTRASTIVE,
+            layout=_PYCONTRAST_LAYOUT % "",
         ),
         "moco-v1": WeightSource(
             "moco_v1_200ep_pretrain.pth.tar",
             f"{_FB}/moco/moco_checkpoints/moco_v1_200ep/moco_v1_200ep_pretrain.pth.tar",
             "MoCo v1, 200 epochs, ImageNet-1k",
-            _SSL,
+            _FB_NC,
+            method=CONTRASTIVE,
+            layout=_MOCO_LAYOUT % "",
         ),
         "moco-v2": WeightSource(
             "moco_v2_800ep_pretrain.pth.tar",
             f"{_FB}/moco/moco_checkpoints/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar",
             "MoCo v2, 800 epochs, ImageNet-1k",
-            _SSL,
+            _FB_NC,
+            method=CONTRASTIVE,
+            layout=_MOCO_LAYOUT % "",
         ),
+        "pcl-v1": WeightSource(
+            "PCL_v1_epoch200.pth.tar",
+            f"{_PCL}/PCL_v1_epoch200.pth.tar",
+            "PCL v1 (prototypical contrastive), 200 epochs, ImageNet-1k",
+            "MIT (salesforce/PCL)",
+            method=CONTRASTIVE,
+            layout=_MOCO_LAYOUT % "",
+        ),
+        "pcl-v2": WeightSource(
+            "PCL_v2_epoch200.pth.tar",
+            f"{_PCL}/PCL_v2_epoch200.pth.tar",
+            "PCL v2 (prototypical contrastive), 200 epochs, ImageNet-1k",
+            "MIT (salesforce/PCL)",
+            method=CONTRASTIVE,
+            layout=_MOCO_LAYOUT % "",
+        ),
+        "simclr-v1": WeightSource(
+            "simclr_v1_resnet50_1x.safetensors",
+            "https://storage.cloud.google.com/simclr-gcs/checkpoints/ResNet50_1x.zip "
+            "(TensorFlow checkpoint ResNet50_1x/model.ckpt-225206)",
+            "SimCLR v1, ResNet-50 1x, ImageNet-1k",
+            "Apache-2.0",
+            # trained on unnormalised [0, 1] inputs (the TF release; tonylins/simclr-converter
+            # and the ssl-transfer benchmark feed it without mean / std)
+            **_SIMCLR_NORM,
+            method=CONTRASTIVE,
+            layout=_CONVERTED % ("simclr", "TF names base_model/conv2d_N/kernel, ..."),
+            convert="simclr",
+        ),
+        "simclr-v2": WeightSource(
+            "simclr_v2_r50_1x_sk0.safetensors",
+            "gs://simclr-checkpoints/simclrv2/pretrained/r50_1x_sk0 (TensorFlow checkpoint "
+            "model.ckpt-250228)",
+            "SimCLR v2, ResNet-50 1x without selective kernels, 800 epochs, ImageNet-1k",
+            "Apache-2.0",
+            **_SIMCLR_NORM,
+            method=CONTRASTIVE,
+            layout=_CONVERTED % ("simclr", "TF names base_model/conv2d_N/kernel, ..."),
+            convert="simclr",
+        ),
+        # ------------------------------------------------------------------------ clustering
+        "swav": WeightSource(
+            "swav_800ep_pretrain.pth.tar",
+            f"{_FB}/deepcluster/swav_800ep_pretrain.pth.tar",
+            "SwAV, 800 epochs, ImageNet-1k",
+            _FB_NC,
+            method=CLUSTERING,
+            layout=_DEEPCLUSTER_LAYOUT,
+        ),
+        "deepcluster-v2": WeightSource(
+            "deepclusterv2_800ep_pretrain.pth.tar",
+            f"{_FB}/deepcluster/deepclusterv2_800ep_pretrain.pth.tar",
+            "DeepCluster-v2, 800 epochs, ImageNet-1k",
+            _FB_NC,
+            method=CLUSTERING,
+            layout=_DEEPCLUSTER_LAYOUT,
+        ),
+        "sela-v2": WeightSource(
+            "selav2_400ep_pretrain.pth.tar",
+            f"{_FB}/deepcluster/selav2_400ep_pretrain.pth.tar",
+            "SeLa-v2, 400 epochs, ImageNet-1k",
+            _FB_NC,
+            method=CLUSTERING,
+            layout=_DEEPCLUSTER_LAYOUT,
+        ),
+        # ---------------------------------------------------- redundancy reduction / distillation
         "barlow-twins": WeightSource(
             "barlowtwins-resnet50.pth",
             f"{_FB}/barlowtwins/ep1000_bs2048_lrw0.2_lrb0.0048_lambd0.0051/resnet50.pth (rename)",
             "Barlow Twins, 1000 epochs, ImageNet-1k",
             "MIT",
+            method=REDUNDANCY,
+            layout="bare torchvision state dict without fc",
+        ),
+        "byol": WeightSource(
+            "byol_pretrain_res50x1.safetensors",
+            "https://storage.googleapis.com/deepmind-byol/checkpoints/pretrain_res50x1.pkl",
+            "BYOL, 1000 epochs, ImageNet-1k",
+            "Apache-2.0",
+            method=REDUNDANCY,
+            layout=_CONVERTED
+            % ("byol", "a pickled Haiku experiment state, online_params / online_state"),
+            convert="byol",
         ),
         "dino": WeightSource(
             "dino_resnet50_pretrain.pth",
             f"{_FB}/dino/dino_resnet50_pretrain/dino_resnet50_pretrain.pth",
             "DINO, ImageNet-1k",
             "Apache-2.0",
+            method=REDUNDANCY,
+            layout="bare torchvision state dict without fc (the teacher's backbone)",
         ),
-        "simclr-v1": WeightSource(
-            "simclr-v1.pth",
-            "converted from the TF release (e.g. the ssl-transfer benchmark)",
-            "SimCLR v1, ImageNet-1k, converted to torchvision layout",
-            "Apache-2.0",
-            # trained on unnormalised [0, 1] inputs (the TF release; the converters and the
-            # ssl-transfer benchmark feed it without mean / std)
-            mean=(0.0, 0.0, 0.0),
-            std=(1.0, 1.0, 1.0),
+        # ---------------------------------------------- in-domain / domain-adaptive medical
+        "chexpert": WeightSource(
+            "chexpert.pth.tar",
+            f"{_BENCH}/chexpert.pth.tar",
+            "supervised on CheXpert (14 labels) from random init (Hosseinzadeh Taher et al., DART 2021)",
+            _BENCH_LICENCE,
+            method=MEDICAL,
+            layout=_BENCH_LAYOUT % {**_DP, "n": "14"},
+            parent="random init",
+            data="CheXpert",
         ),
-        "byol": WeightSource(
-            "byol.pth",
-            "converted from the JAX release (e.g. the ssl-transfer benchmark)",
-            "BYOL, ImageNet-1k, converted to torchvision layout",
-            "Apache-2.0",
+        "chestxray14": WeightSource(
+            "chestxray14.pth.tar",
+            f"{_BENCH}/chestxray14.pth.tar",
+            "supervised on NIH ChestX-ray14 (14 labels) from random init (DART 2021)",
+            _BENCH_LICENCE,
+            method=MEDICAL,
+            layout=_BENCH_LAYOUT % {**_BARE, "n": "14"},
+            parent="random init",
+            data="ChestX-ray14",
+        ),
+        "imagenet-chexpert": WeightSource(
+            "ImageNet_chexpert.pth.tar",
+            f"{_BENCH}/ImageNet_chexpert.pth.tar",
+            "domain-adapted: supervised ImageNet, then supervised CheXpert (DART 2021)",
+            _BENCH_LICENCE,
+            method=MEDICAL,
+            layout=_BENCH_LAYOUT % {**_DP, "n": "14"},
+            parent=_IMAGENET_PARENT,
+            data="CheXpert",
+        ),
+        "imagenet-chestxray14": WeightSource(
+            "ImageNet_chestxray14.pth.tar",
+            f"{_BENCH}/ImageNet_chestxray14.pth.tar",
+            "domain-adapted: supervised ImageNet, then supervised ChestX-ray14 (DART 2021)",
+            _BENCH_LICENCE,
+            method=MEDICAL,
+            layout=_BENCH_LAYOUT % {**_BARE, "n": "14"},
+            parent=_IMAGENET_PARENT,
+            data="ChestX-ray14",
+        ),
+        "imagenet-mimic": WeightSource(
+            "domain_adapted_resnet50_imagenet_mimic_checkpoint.pth.tar",
+            "https://zenodo.org/records/17627332/files/"
+            "domain_adapted_resnet50_imagenet_mimic_checkpoint.pth.tar",
+            "domain-adapted: supervised ImageNet, then supervised MIMIC-CXR (Hosseinzadeh Taher "
+            "et al., MedIA 2025)",
+            _BENCH_LICENCE,
+            method=MEDICAL,
+            layout=_BENCH_LAYOUT % {**_DP, "n": "N"},
+            parent=_IMAGENET_PARENT,
+            data="MIMIC-CXR",
         ),
     },
 )(_timm_factory("resnet50"))

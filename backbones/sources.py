@@ -13,6 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "CLUSTERING",
+    "CONTRASTIVE",
+    "MEDICAL",
+    "METHODS",
+    "REDUNDANCY",
+    "SUPERVISED",
     "TORCH_SUFFIXES",
     "WEIGHTS_DIR_ENV",
     "WEIGHT_SUFFIXES",
@@ -28,6 +34,16 @@ WEIGHTS_DIR_ENV = "MEDXFER_WEIGHTS_DIR"
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".tar", ".ckpt")
 #: Every weight file name medxfer reads.
 WEIGHT_SUFFIXES = (".npz", ".safetensors", *TORCH_SUFFIXES)
+
+
+#: Pre-training methods, the groups of ``medxfer list backbones`` (the taxonomy of Ericsson et
+#: al., CVPR 2021, and Hosseinzadeh Taher et al., DART 2021), in the order they are listed.
+SUPERVISED = "supervised"
+CONTRASTIVE = "contrastive instance discrimination"
+CLUSTERING = "clustering"
+REDUNDANCY = "redundancy reduction / distillation"
+MEDICAL = "in-domain / domain-adaptive medical"
+METHODS = (SUPERVISED, CONTRASTIVE, CLUSTERING, REDUNDANCY, MEDICAL)
 
 
 def weights_dir() -> Path:
@@ -59,6 +75,13 @@ class WeightSource:
         mean, std: input normalisation the weights were trained with (per RGB channel); read
             by :func:`medxfer.backbones.input_config`.
         input_size: (C, H, W) of pre-training.
+        method: the pre-training method, one of :data:`METHODS`.
+        layout: the file's key layout as published (wrapper, prefix, what is left out).
+        parent: the weights this source's training started from (a named source such as
+            ``resnet50.supervised``, or ``random init``); "" when none is recorded.
+        data: the pre-training data of this source's own training (``CheXpert``).
+        convert: the ``medxfer convert`` subcommand that writes :attr:`filename` from the
+            release ("" when the release loads as it is).
     """
 
     filename: str
@@ -68,6 +91,15 @@ class WeightSource:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     input_size: tuple[int, int, int] = (3, 224, 224)
+    method: str = SUPERVISED
+    layout: str = "torchvision state dict"
+    parent: str = ""
+    data: str = ""
+    convert: str = ""
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"{self.filename}: method {self.method!r} is not one of {METHODS}")
 
     def path(self) -> Path:
         """Where this file is expected locally."""

@@ -37,6 +37,7 @@ from torchmetrics import Metric
 
 from medxfer.backbones import create_backbone, input_config, parameter_stages, stage_names
 from medxfer.backbones import weights_chain as backbone_weights_chain
+from medxfer.errors import ConfigError
 from medxfer.naming import eval_prefix
 
 __all__ = ["TransferTask", "mixup_batch", "resolve_input_norm"]
@@ -150,6 +151,10 @@ class TransferTask(L.LightningModule):
         freeze_stages: freeze the first N entries of the backbone's ``feature_info`` (1: the
             stem, 2: stem and first stage, ...); their norm layers stay in eval mode.
         channels_last: run the backbone in channels-last memory format (faster on GPUs).
+        grad_checkpointing: activation checkpointing of the backbone's stages (timm's
+            ``set_grad_checkpointing``): a stage's activations are recomputed in the backward
+            pass instead of kept, for models whose activations do not fit (R152x4 at 224 px);
+            the gradients are the same, a training step costs about one more forward.
         mixup: MixUp alpha in training (Zhang et al., ICLR 2018; BiT-HyperRule uses 0.1 from
             20k examples): images, masks and targets of shuffled pairs mixed with
             ``lambda ~ Beta(alpha, alpha)``; 0 disables it.
@@ -196,6 +201,7 @@ class TransferTask(L.LightningModule):
         agc_clip: float | None = None,
         freeze_stages: int = 0,
         channels_last: bool = False,
+        grad_checkpointing: bool = False,
         mixup: float = 0.0,
         initialised_from: str | None = None,
         input_norm: dict[str, list[float]] | None = None,
@@ -239,6 +245,13 @@ class TransferTask(L.LightningModule):
             self._freeze(freeze_stages)
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
+        if grad_checkpointing:
+            if not hasattr(self.backbone, "set_grad_checkpointing"):
+                raise ConfigError(
+                    f"grad_checkpointing: backbone {backbone!r} has no set_grad_checkpointing "
+                    "(timm models have it)"
+                )
+            self.backbone.set_grad_checkpointing(True)
         self.eval_metrics = nn.ModuleDict()
 
     # ------------------------------------------------------------------ input normalisation

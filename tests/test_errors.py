@@ -5,6 +5,7 @@ traceback (``--debug`` shows it). Each case runs the command in a subprocess, as
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -678,6 +679,60 @@ def test_ux_commands_report_bad_input_in_one_line(
     work: Path, args: list[str], fragments: list[str]
 ) -> None:
     assert_one_line_error(medxfer(args, work), fragments)
+
+
+# --- zoo ---
+def _zoo_text_pickle(work: Path) -> list[str]:
+    (work / "notes.pkl").write_text("not a pickle\n")
+    return ["convert", "byol", "notes.pkl", "byol.safetensors"]
+
+
+def _zoo_no_experiment_state(work: Path) -> list[str]:
+    import pickle
+
+    (work / "other.pkl").write_bytes(pickle.dumps({"step": 3, "params": {}}))
+    return ["convert", "byol", "other.pkl", "byol.safetensors"]
+
+
+def _zoo_simclr_missing_variable(work: Path) -> list[str]:
+    import numpy as np
+
+    np.savez(work / "simclr.npz", **{"base_model/conv2d/kernel": np.zeros((7, 7, 3, 8))})
+    return ["convert", "simclr", "simclr.npz", "simclr.safetensors"]
+
+
+def _zoo_tensorflow_checkpoint(work: Path) -> list[str]:
+    (work / "model.ckpt-225206.index").write_bytes(b"")
+    return ["convert", "simclr", "model.ckpt-225206", "simclr.safetensors"]
+
+
+ZOO_CASES = [
+    pytest.param(_zoo_text_pickle, ["notes.pkl", "not a readable BYOL"], id="byol-not-a-pickle"),
+    pytest.param(
+        _zoo_no_experiment_state, ["other.pkl", "no key 'experiment_state'"], id="byol-no-state"
+    ),
+    pytest.param(
+        _zoo_simclr_missing_variable,
+        ["simclr.npz", "missing variable base_model/batch_normalization/gamma"],
+        id="simclr-missing-variable",
+    ),
+    pytest.param(
+        _zoo_tensorflow_checkpoint,
+        ["model.ckpt-225206", "pip install tensorflow-cpu"],
+        id="simclr-without-tensorflow",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("tensorflow") is not None,
+            reason="TensorFlow is installed: the checkpoint reader exists",
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "fragments"), ZOO_CASES)
+def test_convert_reports_bad_releases_in_one_line(
+    work: Path, make: Callable[[Path], list[str]], fragments: list[str]
+) -> None:
+    assert_one_line_error(medxfer(make(work), work), fragments)
 
 
 # --- study ---

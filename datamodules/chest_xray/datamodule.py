@@ -25,7 +25,7 @@ from medxfer.transforms import resize_side
 
 from ..base import MedxferDataModule
 from .covidx import COVIDX_CLASSES, read_covidx
-from .mimic import read_mimic_cxr
+from .mimic import MIMIC_SPLITS, read_mimic_cxr
 from .padchest import PADCHEST_TERMS, read_padchest_csv
 from .tables import (
     CHEXPERT_LABELS,
@@ -59,7 +59,9 @@ class CXRTable:
             split's image folder (default: ``train/``, ``val/`` or ``test/`` beside the file).
         split_list: NIH only: keep the images listed (``test_list.txt``...).
         official_split: MIMIC only: keep the images of this official split (``train``,
-            ``validate``, ``test``).
+            ``validate``, ``test``), or ``all``: keep every image and use the official split
+            as this source's train / val / test (in place of the patient re-split by
+            ``split``; one source of a merged set may, the others are re-split).
         labeler: MIMIC only: the label table, ``chexpert`` or ``negbio``.
         patients: MIMIC only: MIMIC-IV's ``patients.csv[.gz]`` for sex and age.
         fields: COVIDx only: the label file's shape, ``3``, ``4``, ``mixed`` or ``auto``
@@ -75,7 +77,7 @@ class CXRTable:
     format: Literal["chexpert", "nih", "mimic", "padchest", "covidx", "tuberculosis"] = "chexpert"
     root: str | None = None
     split_list: str | None = None
-    official_split: Literal["train", "validate", "test"] | None = None
+    official_split: Literal["train", "validate", "test", "all"] | None = None
     labeler: Literal["chexpert", "negbio"] = "chexpert"
     patients: str | None = None
     fields: Literal["auto", "3", "4", "mixed"] = "auto"
@@ -211,13 +213,31 @@ class ChestXrayDataModule(MedxferDataModule):
         return {name: test[test["dataset"] == name] for name in self.sources}
 
     def split_table(self, table: pd.DataFrame) -> list[pd.DataFrame]:
-        """Merged sources are re-split by patient each on its own (every part holds each
-        source in proportion); one table as the template does."""
+        """Merged sources are split each on its own (every part holds each source in
+        proportion): by the source's official split when its table asks for it
+        (``official_split: all``), else re-split by patient; one table alike."""
+        train = self.tables["train"]
         if self.sources is None:
-            return super().split_table(table)
-        split = super().split_table  # (zero-argument super() does not work in a comprehension)
-        parts = [split(table[table["dataset"] == name]) for name in self.sources]
+            return self._split_source(train, table)
+        parts = [
+            self._split_source(train[name], table[table["dataset"] == name])
+            for name in self.sources
+        ]
         return [pd.concat([p[k] for p in parts]) for k in range(3)]
+
+    def _split_source(self, source: CXRTable, rows: pd.DataFrame) -> list[pd.DataFrame]:
+        """One source's train / val / test: its official split (MIMIC's ``train`` /
+        ``validate`` / ``test``, patient-disjoint as its reader checked) or the template's
+        patient re-split."""
+        if source.official_split != "all":
+            return super().split_table(rows)
+        official = rows["split"]
+        log.info(
+            "%s: official split used (train / validate / test: %s)",
+            source.csv,
+            " / ".join(str(int((official == s).sum())) for s in MIMIC_SPLITS),
+        )
+        return [rows[official == s] for s in MIMIC_SPLITS]
 
     def fit_labels(self, train: pd.DataFrame) -> list[str]:
         """``labels``, or their union / intersection over what the training sources annotate

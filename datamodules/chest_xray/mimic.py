@@ -224,7 +224,7 @@ def read_mimic_cxr(
     labels: Sequence[str] = COMPETITION_LABELS,
     uncertainty: Uncertainty = "ones",
     frontal_only: bool = False,
-    split: Literal["train", "validate", "test"] | None = None,
+    split: Literal["train", "validate", "test", "all"] | None = None,
     labeler: Labeler = "chexpert",
     root: str | os.PathLike[str] | None = None,
     patients: str | os.PathLike[str] | None = None,
@@ -253,7 +253,9 @@ def read_mimic_cxr(
             ``lsr-ones`` / ``lsr-zeros`` -> a draw per study and label (``lsr_seed``).
         frontal_only: drop the lateral views (``LATERAL``, ``LL``, ``XTABLE LATERAL``).
         split: keep the images of this official split (``-split.csv.gz`` beside
-            ``metadata``); None keeps every image.
+            ``metadata``); ``all`` keeps every image with its official split in ``split``
+            (a datamodule then uses it as the source's train / val / test); None keeps every
+            image and reads no split file.
         labeler: ``chexpert`` or ``negbio``, the label table to read.
         root: the folder holding ``files/`` (default: the folder of ``metadata``).
         patients: MIMIC-IV's ``patients.csv[.gz]`` for sex and age (default: unknown).
@@ -281,8 +283,10 @@ def read_mimic_cxr(
         )
     if labeler not in ("chexpert", "negbio"):
         raise ValueError(f"labeler must be 'chexpert' or 'negbio', got {labeler!r}")
-    if split is not None and split not in MIMIC_SPLITS:
-        raise ValueError(f"split must be one of {', '.join(MIMIC_SPLITS)} or None, got {split!r}")
+    if split is not None and split not in (*MIMIC_SPLITS, "all"):
+        raise ValueError(
+            f"split must be one of {', '.join(MIMIC_SPLITS)}, 'all' or None, got {split!r}"
+        )
     if unlabelled not in ("drop", "error"):
         raise ValueError(f"unlabelled must be 'drop' or 'error', got {unlabelled!r}")
     table = read_table(
@@ -376,7 +380,7 @@ def read_mimic_cxr(
     out["uncertain"] = bits[rows]
     out["split"] = official
     out["source"], out["line"] = source, lines
-    if split is not None:
+    if split is not None and split != "all":
         keep &= (official == split).to_numpy()
     if frontal_only:
         keep &= (view != "Lateral").to_numpy()

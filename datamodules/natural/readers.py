@@ -9,9 +9,9 @@ dataset in its official order (the label space, whatever a split holds).
 * CIFAR, python version (``cifar-10-batches-py/data_batch_1..5``, ``test_batch``,
   ``batches.meta``; ``cifar-100-python/train``, ``test``, ``meta``): Python 2 pickles of dicts
   holding a uint8 array ``data`` ``(N, 3072)``, channel-major, and label lists. They are read
-  by :class:`SafeUnpickler`, which admits only what those files contain (builtin containers,
-  numbers, strings, and the three numpy names that rebuild an array) and refuses any other
-  global before it is loaded, as medxfer refuses unsafe weight pickles. Keys come back as bytes
+  by :class:`SafeUnpickler` (:mod:`medxfer.safe_pickle`), which admits only what those files
+  contain (builtin containers, numbers, strings, and the numpy names that rebuild an array) and
+  refuses any other global before it is loaded, as medxfer refuses unsafe weight pickles. Keys come back as bytes
   (``encoding="bytes"``) and are read as text.
 * CIFAR, binary version (``cifar-10-batches-bin/data_batch_N.bin``, ``test_batch.bin``,
   ``batches.meta.txt``; ``cifar-100-binary/train.bin``, ``test.bin``,
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +43,7 @@ import pandas as pd
 
 from medxfer.data.images import ImageDecodeError, split_member, where
 from medxfer.data.tables import TableError
+from medxfer.safe_pickle import RestrictedUnpickler, numpy_globals
 
 __all__ = [
     "CIFAR_FILES",
@@ -68,52 +68,22 @@ CIFAR_FILES: dict[tuple[str, str], tuple[str, tuple[str, ...], str]] = {
     ),
     ("cifar100", "binary"): ("cifar-100-binary", ("train.bin",), "test.bin"),
 }  # fmt: skip
-#: The globals a CIFAR pickle may name: the numpy functions that rebuild an array and its dtype,
-#: and ``_codecs.encode``, with which Python 3 writes bytes at protocol 2 (a file re-saved by
-#: Python 3; a pure function of text to bytes).
-_ALLOWED_GLOBALS = {
-    ("_codecs", "encode"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-}
 _PIXELS = 3072
+#: What a CIFAR pickle may hold, for the refusal's message.
+_CIFAR_HOLDS = "a dataset pickle holds only builtin values and numpy arrays"
 
 
 class UnsafePickleError(TableError):
     """A pickle names a type a dataset file never holds; it was refused before it ran."""
 
 
-class SafeUnpickler(pickle.Unpickler):
-    """An unpickler for dataset pickles: builtin values (dicts, lists, tuples, numbers, strings,
-    bytes) and numpy arrays only (see ``_ALLOWED_GLOBALS``).
-
-    Why by hand: :mod:`pickle` runs whatever callable a file names; the standard library's
-    documented defence is to override :meth:`find_class`, which this does. ``numpy.load``'s
-    ``allow_pickle=False`` refuses object arrays but not a pickled dict, and
-    ``torch.load(weights_only=True)`` admits torch types, not numpy's.
-    """
+class SafeUnpickler(RestrictedUnpickler):
+    """The unpickler of dataset pickles: builtin values (dicts, lists, tuples, numbers, strings,
+    bytes) and numpy arrays only (:func:`medxfer.safe_pickle.numpy_globals`); anything else is
+    an :class:`UnsafePickleError` before it is loaded."""
 
     def __init__(self, file: io.BufferedIOBase, source: str) -> None:
-        super().__init__(file, encoding="bytes")
-        self.source = source
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise UnsafePickleError(
-                f"{self.source}: refused to load {module}.{name}: a dataset pickle holds only "
-                "builtin values and numpy arrays (nothing from the file was run)"
-            )
-        if name == "_reconstruct":
-            from numpy._core.multiarray import _reconstruct
-
-            return _reconstruct
-        if module == "_codecs":
-            import codecs
-
-            return codecs.encode
-        return getattr(np, name)
+        super().__init__(file, source, numpy_globals(), error=UnsafePickleError, what=_CIFAR_HOLDS)
 
 
 def _text(value: Any) -> Any:

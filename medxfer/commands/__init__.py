@@ -41,6 +41,7 @@ COMMANDS = {
     "local, SLURM, W&B)",
     "report": "tables and plots of a study folder",
     "export": "write a run's backbone as .safetensors with its normalisation and weights chain",
+    "convert": "convert a BYOL (JAX) or SimCLR (TensorFlow) ResNet-50 release to .safetensors",
 }
 
 #: The module of each of medxfer's own subcommands (``list`` is a builtin's name).

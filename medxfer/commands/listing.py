@@ -2,8 +2,11 @@
 
 Backbones come from their registry (names, weight sources and files; no torch or timm is
 imported), with the weights folder they are read from, how to move it, and whether each named
-source's file is there -- so a user sees before a run which weights it can start from -- and the
-backbones ``medxfer export`` wrote into that folder, under their architecture; tasks,
+source's file is there -- so a user sees before a run which weights it can start from -- grouped
+by pre-training method (``WeightSource.method``: supervised, contrastive instance discrimination,
+clustering, redundancy reduction / distillation, in-domain / domain-adaptive medical; a source
+written by ``medxfer convert`` says which converter), and the backbones ``medxfer export`` wrote
+into that folder, under their architecture; tasks,
 datamodules and image readers from the entry points that declare them, read
 as metadata (:mod:`medxfer.plugins`): nothing is imported, so the listing answers at once.
 """
@@ -42,7 +45,7 @@ def main(argv: Sequence[str]) -> int:
 def _list_backbones(pattern: str) -> None:
     from medxfer.backbones import BACKBONES  # the registry only: neither torch nor timm
     from medxfer.backbones.exported import describe_chain, exported_files
-    from medxfer.backbones.sources import WEIGHT_SUFFIXES, WEIGHTS_DIR_ENV, weights_dir
+    from medxfer.backbones.sources import METHODS, WEIGHT_SUFFIXES, WEIGHTS_DIR_ENV, weights_dir
 
     folder = weights_dir()
     exported = exported_files(folder)
@@ -62,22 +65,28 @@ def _list_backbones(pattern: str) -> None:
     print(f"  ({origin}); {len(present)} of {len(sources)} named weight files present there\n")
     width = max((len(n) for n in [*names, "timm/<name>"]), default=0)
     file_width = max((len(ws.filename) for *_, ws in sources), default=0)
+    source_width = max((len(source) for _, source, _ in sources), default=0)
     for name in names:
         print(f"{name:<{width}}  {BACKBONES.entry(name).description}")
-        for owner, source, ws in sources:
-            if owner == name:
+        own = [(source, ws) for owner, source, ws in sources if owner == name]
+        for method in METHODS:  # grouped by pre-training method, in METHODS' order
+            group = [(source, ws) for source, ws in own if ws.method == method]
+            if group:
+                print(f"{'':<{width}}  [{method}]")
+            for source, ws in group:
                 mark = "present" if id(ws) in present else "absent "
+                how = f"; medxfer convert {ws.convert}" if ws.convert else ""
                 print(
-                    f"{'':<{width}}    .{source:<15} {ws.filename:<{file_width}}  {mark}  "
-                    f"({ws.description})"
+                    f"{'':<{width}}    .{source:<{source_width}} {ws.filename:<{file_width}}  "
+                    f"{mark}  ({ws.description}{how})"
                 )
+        if exported.get(name):
+            print(f"{'':<{width}}  [exported by medxfer export]")
         for stem, (path, meta) in exported.get(name, {}).items():
-            chain = " -> ".join(
-                str(step.get("start") or (step.get("trained_on") or {}).get("name") or "?")
-                for step in meta.get("chain") or []
-            )
+            chain = describe_chain(meta.get("chain") or [])
             print(
-                f"{'':<{width}}    .{stem:<15} {path.name:<{file_width}}  present  (exported: {chain})"
+                f"{'':<{width}}    .{stem:<{source_width}} {path.name:<{file_width}}  present  "
+                f"(exported: {chain})"
             )
     timm_dir = folder / "timm"
     timm_files = (

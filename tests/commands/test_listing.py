@@ -47,7 +47,34 @@ def test_list_backbones_names_the_default_folder_and_how_to_change_it(
     assert lines[0] == f"weights folder: {default} (does not exist yet)"
     assert lines[1] == (
         "  (the default; set $MEDXFER_WEIGHTS_DIR to read weights from another folder); "
-        "0 of 10 named weight files present there"
+        "0 of 23 named weight files present there"
     )
-    assert sum(" absent " in line for line in lines) == 10
+    assert sum(" absent " in line for line in lines) == 23
     assert lines[-1].endswith("<name>.safetensors: none present")
+
+
+def test_list_backbones_groups_sources_by_pre_training_method(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MEDXFER_WEIGHTS_DIR", str(tmp_path))
+    lines = [line.strip() for line in _lines(capsys, "resnet50")]
+    headers = [line for line in lines if line.startswith("[")]
+    assert headers == [
+        "[supervised]",
+        "[contrastive instance discrimination]",
+        "[clustering]",
+        "[redundancy reduction / distillation]",
+        "[in-domain / domain-adaptive medical]",
+    ]
+
+    def group(source: str) -> str:  # the header above a source's line
+        at = next(i for i, line in enumerate(lines) if line.startswith(f".{source} "))
+        return next(line for line in reversed(lines[:at]) if line.startswith("["))
+
+    assert group("inat2021") == "[supervised]"
+    assert group("pirl") == group("pcl-v2") == "[contrastive instance discrimination]"
+    assert group("sela-v2") == "[clustering]"
+    assert group("byol") == "[redundancy reduction / distillation]"
+    assert group("imagenet-mimic") == group("chexpert") == "[in-domain / domain-adaptive medical]"
+    byol = next(line for line in lines if line.startswith(".byol "))
+    assert byol.endswith("; medxfer convert byol)")

@@ -5,8 +5,10 @@ sets, and per-source sampling weights."""
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ from medxfer.datamodules.chest_xray import (
     ChestXrayDataModule,
     CXRTable,
     write_synthetic_chexpert,
+    write_synthetic_mimic,
     write_synthetic_nih,
     write_synthetic_padchest,
 )
@@ -136,3 +139,30 @@ def test_the_evaluation_read_equals_parsing_again_under_the_evaluation_policy(
     np.testing.assert_array_equal(
         train.to_numpy(), ones.set_index("id").loc[train.index, labels].to_numpy()
     )
+
+
+def test_a_source_with_an_official_split_keeps_it_the_others_are_re_split(
+    sources: dict[str, CXRTable], tmp_path: Path
+) -> None:
+    mimic = write_synthetic_mimic(tmp_path / "mimic", n_patients=30, size=24, seed=3)
+    merged = {
+        "chexpert": sources["chexpert"],
+        "mimic": CXRTable(csv=str(mimic), format="mimic", official_split="all"),
+    }
+    dm = module(merged, split=(0.6, 0.2, 0.2), frontal_only=False)
+    parts = dm.prepare_tables()
+    # the release's own split file, read independently
+    official = pd.read_csv(mimic.with_name("mimic-cxr-2.0.0-split.csv.gz"))
+    by_image = dict(zip(official["dicom_id"], official["split"], strict=True))
+    for part, want in zip(parts.values(), ("train", "validate", "test"), strict=True):
+        ids = part.loc[part["dataset"] == "mimic", "id"]
+        assert len(ids) > 0
+        assert {by_image[i] for i in ids} == {want}
+    # every image whose study has a label row is kept (unlabelled studies are dropped)
+    meta = pd.read_csv(mimic)
+    labels = pd.read_csv(mimic.with_name("mimic-cxr-2.0.0-chexpert.csv.gz"))
+    labelled = meta.merge(labels[["subject_id", "study_id"]], on=["subject_id", "study_id"])
+    kept = sum(int((p["dataset"] == "mimic").sum()) for p in parts.values())
+    assert kept == len(labelled)
+    chexpert = [int((p["dataset"] == "chexpert").sum()) for p in parts.values()]
+    assert abs(chexpert[0] - 0.6 * sum(chexpert)) <= 8  # re-split by fractions
