@@ -652,6 +652,14 @@ def test_shipped_study_files_expand(monkeypatch: pytest.MonkeyPatch) -> None:
     plan = load_study(REPO / "studies/benchmark_resnet50.yaml")
     assert len({r.axes["init"] for r in plan.runs}) == 21
     assert {r.axes["init"] for r in plan.runs} >= {"supervised", "moco-v2", "imagenet-chexpert"}
+    # every initialisation and backbone is a registered weight source of its architecture
+    from medxfer.backbones import BACKBONES
+
+    for file in ("benchmark_resnet50", "bit_medical"):
+        for r in load_study(REPO / f"studies/{file}.yaml").runs:
+            arch = r.overrides["model.init_args.backbone"]
+            sources = BACKBONES.entry(arch).metadata["sources"]
+            assert r.overrides["model.init_args.pretrained"] in sources, (file, r.name)
     scale = {r.name: r for r in load_study(REPO / "studies/scale.yaml").runs}
     run = scale["cifar100_cxr_bit-r152x4_shots5"]
     assert run.overrides["model.init_args.pretrained"] == "cxr-bit-r152x4"
