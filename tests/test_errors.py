@@ -763,6 +763,11 @@ def same_name(work: Path) -> list[str]:
     return ["plan", study_file(work, "same", name="run")]
 
 
+def submitit_parameter(work: Path) -> list[str]:
+    file = study_file(work, "bogus")
+    return ["run", file, "--executor", "submitit-local", "--submitit", "bogus=1"]
+
+
 def another_version(work: Path) -> list[str]:
     folder = work / "studies" / "old" / "a"
     folder.mkdir(parents=True, exist_ok=True)
@@ -781,6 +786,11 @@ def another_version(work: Path) -> list[str]:
         ),
         pytest.param(unknown_axis, ["axis.yaml: exclude[0]: unknown axis 'size'"], id="axis"),
         pytest.param(same_name, ["same.yaml: two runs are named 'run'"], id="study-same-name"),
+        pytest.param(
+            submitit_parameter,
+            ["--submitit: Parameter 'bogus' need to be prefixed"],
+            id="study-submitit-parameter",
+        ),
         pytest.param(
             another_version,
             ["studies/old/a: made from another version of old.yaml (its overrides differ"],

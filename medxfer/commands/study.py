@@ -93,8 +93,11 @@ def main(argv: Sequence[str]) -> int:
         return _plan(plan, replicas, args.commands)
     if args.action == "sweep":
         return _sweep(plan, replicas, args.to)
+    executor = None
+    if args.executor != "local":  # its settings before the (slower) schema check
+        executor = _submitit_executor(plan.out, args.executor, args.submitit)
     check_fit_keys(plan.file, runs)
-    return _run(plan, replicas, args)
+    return _run(plan, replicas, args, executor)
 
 
 def _plan(plan: Any, replicas: list[Any], commands: bool) -> int:
@@ -146,7 +149,7 @@ def _sweep(plan: Any, replicas: list[Any], to: Path | None) -> int:
     return 0
 
 
-def _run(plan: Any, replicas: list[Any], args: Any) -> int:
+def _run(plan: Any, replicas: list[Any], args: Any, executor: Any) -> int:
     from medxfer import artifacts
     from medxfer.study.executors import collect, prepare, run_local, submit
 
@@ -160,7 +163,7 @@ def _run(plan: Any, replicas: list[Any], args: Any) -> int:
                 f"log.txt says why); run the same command again to redo them"
             )
     else:
-        jobs = submit(replicas, _submitit_executor(plan.out, args.executor, args.submitit))
+        jobs = submit(replicas, executor)
         print(
             f"[study] submitted {len(jobs)} array task(s) (job {jobs[0].job_id.split('_')[0]})"
             if jobs
@@ -192,7 +195,8 @@ def _submitit_executor(out: Path, kind: str, items: Sequence[str]) -> Any:
     ``KEY=VALUE`` parameters (values read as YAML: ``240`` -> 240).
 
     Raises:
-        ConfigError: an item that is not KEY=VALUE, or a parameter submitit refuses.
+        ConfigError: an item that is not KEY=VALUE, a parameter submitit refuses, or no SLURM
+            on this machine.
     """
     import submitit
     import yaml
@@ -206,7 +210,10 @@ def _submitit_executor(out: Path, kind: str, items: Sequence[str]) -> Any:
             raise ConfigError(f"medxfer study run: --submitit {item!r} is not KEY=VALUE")
         parameters[key] = yaml.safe_load(value)
     cluster = "slurm" if kind == "slurm" else "local"
-    executor = submitit.AutoExecutor(folder=out / ".submitit", cluster=cluster)
+    try:
+        executor = submitit.AutoExecutor(folder=out / ".submitit", cluster=cluster)
+    except RuntimeError as err:  # no srun / sbatch on this machine
+        raise ConfigError(f"medxfer study run --executor {kind}: {err}") from None
     try:
         executor.update_parameters(**parameters)
     except (NameError, AssertionError, TypeError, ValueError) as err:
