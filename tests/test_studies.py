@@ -695,9 +695,11 @@ def test_the_local_executor_continues_after_a_killed_run(
     capsys.readouterr()
     from medxfer.commands import main as cli_main
 
+    (plan.out / "removed-level" / "seed0").mkdir(parents=True)  # a run no longer in the file
     assert cli_main(["study", "plan", str(plan.file)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["r0", "1/2", "done,", "1", "resume", "cfg=r0"]
+    assert "hold replicas of no run of this file: removed-level" in lines[-2]
     assert lines[-1].endswith("4 replica(s) in " + str(plan.out) + ": 2 done, 2 to resume from "
                               "last.ckpt, 0 to run")  # fmt: skip
     assert run_local(replicas, jobs=2, fit=FAKE_FIT) == []

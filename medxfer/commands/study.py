@@ -123,12 +123,35 @@ def _plan(plan: Any, replicas: list[Any], commands: bool) -> int:
 
             for r in reps:
                 print("    " + " ".join(_command(r, None)[0]))
+    stale = _foreign_folders(plan) if len(by_run) == len(plan.runs) else []
+    if stale:
+        print(
+            f"[study] {len(stale)} folder(s) in {plan.out} hold replicas of no run of this file: "
+            f"{', '.join(stale)} (medxfer report reads them too: move them away to leave them out)"
+        )
     print(
         f"[study] {plan.file}: {len(by_run)} run(s) x {len(plan.seeds)} seed(s) = "
         f"{len(replicas)} replica(s) in {plan.out}: {total['done']} done, "
         f"{total['resume']} to resume from last.ckpt, {total['rerun'] + total['new']} to run"
     )
     return 0
+
+
+def _foreign_folders(plan: Any) -> list[str]:
+    """Folders of the study folder holding replicas (``seed<k>/``) that are no run of the study
+    file: runs of a level since removed or renamed, or another study's."""
+    from medxfer import artifacts
+
+    if not plan.out.is_dir():
+        return []
+    names = {r.name for r in plan.runs}
+    return sorted(
+        d.name
+        for d in plan.out.iterdir()
+        if d.is_dir()
+        and d.name not in names
+        and any(artifacts.replica_seed(c.name) is not None for c in d.iterdir())
+    )
 
 
 def _sweep(plan: Any, replicas: list[Any], to: Path | None) -> int:
