@@ -806,7 +806,7 @@ def test_the_sweeps_agent_command_reaches_the_model(
     that run's settings."""
     from medxfer import study
     from medxfer.commands import main as cli_main
-    from medxfer.commands.lightning import MedxferCLI, build_cli
+    from medxfer.commands.study import parse_fit_arguments
 
     monkeypatch.chdir(tmp_path)
     tiny = str(REPO / "configs" / "tiny.yaml")
@@ -830,14 +830,7 @@ def test_the_sweeps_agent_command_reaches_the_model(
     (cmd,) = ran
     assert cmd[1:4] == ["-m", "medxfer", "fit"]
 
-    class ParseOnly(MedxferCLI):
-        def before_instantiate_classes(self) -> None:
-            pass
-
-        def instantiate_classes(self) -> None:
-            pass
-
-    config = build_cli(cmd[4:], run=False, cli_class=ParseOnly).config
+    config = parse_fit_arguments(cmd[4:])
     assert config["model"]["init_args"]["lr"] == 0.1
     assert config["data"]["init_args"]["train_fraction"] == 0.5
     assert config["seed_everything"] == 1

@@ -17,7 +17,7 @@ from typing import Any
 
 from medxfer.commands.common import CommandParser, check_yaml
 
-__all__ = ["check_fit_keys", "main"]
+__all__ = ["check_fit_keys", "main", "parse_fit_arguments"]
 
 #: ``--executor``: this machine, SLURM through submitit, or submitit's local executor (one
 #: process per task on this machine: the array path without a cluster).
@@ -253,17 +253,7 @@ def check_fit_keys(file: Path, runs: Sequence[Any]) -> None:
     Raises:
         StudyError: the study file, the key, a run that sets it, and jsonargparse's reason.
     """
-    from medxfer.commands.lightning import MedxferCLI, build_cli
     from medxfer.study.spec import StudyError, override_argument
-
-    class ParseOnly(MedxferCLI):
-        """Parses the config files and overrides (types and keys); builds nothing."""
-
-        def before_instantiate_classes(self) -> None:
-            pass
-
-        def instantiate_classes(self) -> None:
-            pass
 
     groups: dict[tuple[str, ...], dict[str, tuple[Any, str]]] = {}
     for run in runs:
@@ -280,7 +270,7 @@ def check_fit_keys(file: Path, runs: Sequence[Any]) -> None:
                 *(override_argument(k, v) for k, (v, _) in items.items()),
             ]
             try:
-                build_cli(argv, run=False, cli_class=ParseOnly)
+                parse_fit_arguments(argv)
             except Exception as err:  # jsonargparse's error, or a config's own
                 return _reason(err)
             return None
@@ -300,6 +290,22 @@ def check_fit_keys(file: Path, runs: Sequence[Any]) -> None:
                     f"of {' + '.join(configs) or 'the defaults'}: {reason}"
                 )
         raise StudyError(f"{file}: the runs on {' + '.join(configs)} do not parse: {parses(keys)}")
+
+
+def parse_fit_arguments(argv: Sequence[str]) -> Any:
+    """``medxfer fit``'s arguments (``-c`` files, ``--key=value``) parsed by its LightningCLI
+    parser -- keys and types checked, defaults filled -- with nothing built; returns the config
+    (a jsonargparse namespace)."""
+    from medxfer.commands.lightning import MedxferCLI, build_cli
+
+    class ParseOnly(MedxferCLI):
+        def before_instantiate_classes(self) -> None:
+            pass
+
+        def instantiate_classes(self) -> None:
+            pass
+
+    return build_cli(argv, run=False, cli_class=ParseOnly).config
 
 
 def _reason(err: BaseException) -> str:
