@@ -4,11 +4,11 @@ sides import the names from here, so a file or key is spelled once.
 
 A study folder (``medxfer study``; the report in ``report/``)::
 
-    <study>/study.yaml        the study file the folder was run from (STUDY_YAML)
-    <study>/<name>/axes.json  run <name>'s axis values {axis: value as a string} (AXES_JSON)
-    <study>/<name>/run_spec.json  its configs, overrides and their hash (RUN_SPEC_JSON)
     <study>/<name>/seed<k>/   one replica (replica_dir(k)) of configuration <name>
+    <study>/<name>/axes.json  {axis: value} of configuration <name> (medxfer study)
     <study>/report/           report.md, report.html and their figures (medxfer report)
+    <study>/<name>/run_spec.json  its configs, overrides and their hash (RUN_SPEC_JSON)
+    <study>/study.yaml        the study file the folder was run from (STUDY_YAML)
 
 A run folder (``<study>/<name>/seed<k>/`` under ``medxfer study``)::
 
@@ -115,7 +115,6 @@ DRIFT_PLOT = "drift_per_block.png"
 CONVERGENCE_JSON = "convergence.json"
 #: ``medxfer predict``'s folder in a run folder (per-case CSVs, segmentation masks).
 PREDICTIONS_DIR = "predictions"
-AXES_JSON = "axes.json"
 #: ``medxfer study``: the copy of the study file at the study folder's root, and each run's
 #: expanded spec (configs, overrides, its hash) beside its ``seed<k>/`` folders.
 STUDY_YAML = "study.yaml"
@@ -153,6 +152,9 @@ def predictions_csv(set_name: str) -> str:
 
 
 # Study folders ---------------------------------------------------------------------------------
+#: ``<study>/<name>/axes.json``: a flat JSON object {axis name: value as a string} of the
+#: configuration, written by ``medxfer study`` and read by ``medxfer report``.
+AXES_JSON = "axes.json"
 #: ``medxfer report``'s folder in a study folder, and its two renderings of the report.
 REPORT_DIR, REPORT_MD, REPORT_HTML = "report", "report.md", "report.html"
 _REPLICA = "seed"
