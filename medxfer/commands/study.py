@@ -51,7 +51,13 @@ def _parser() -> CommandParser:
                 "--commands", action="store_true", help="print each replica's command line"
             )
         if action == "run":
-            a.add_argument("--jobs", type=int, default=1, help="replicas at a time (local)")
+            a.add_argument(
+                "--jobs",
+                type=int,
+                default=None,
+                help="replicas at a time (local: default 1; slurm: the array's "
+                "slurm_array_parallelism)",
+            )
             a.add_argument("--executor", choices=EXECUTORS, default="local")
             a.add_argument(
                 "--submitit",
@@ -95,7 +101,10 @@ def main(argv: Sequence[str]) -> int:
         return _sweep(plan, replicas, args.to)
     executor = None
     if args.executor != "local":  # its settings before the (slower) schema check
-        executor = _submitit_executor(plan.out, args.executor, args.submitit)
+        items = list(args.submitit)
+        if args.jobs and args.executor == "slurm":
+            items.append(f"slurm_array_parallelism={args.jobs}")
+        executor = _submitit_executor(plan.out, args.executor, items)
     check_fit_keys(plan.file, runs)
     return _run(plan, replicas, args, executor)
 
@@ -178,7 +187,7 @@ def _run(plan: Any, replicas: list[Any], args: Any, executor: Any) -> int:
 
     prepare(plan, replicas)
     if args.executor == "local":
-        failed = run_local(replicas, jobs=args.jobs)
+        failed = run_local(replicas, jobs=args.jobs or 1)
         if failed:
             names = ", ".join(r.label for r in failed)
             raise SystemExit(
