@@ -871,3 +871,45 @@ def test_a_two_run_grid_of_real_fits_end_to_end(
         )
     assert "2 done, 0 to resume from last.ckpt, 0 to run" in study("plan", str(file))
     assert study("run", str(file)).count("done, skipped") == 2
+
+
+def test_run_on_slurm_submits_one_array_task_per_unfinished_replica(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--executor slurm``: submitit's AutoExecutor (here a recorder: no SLURM) gets the
+    ``--submitit`` settings and ``--jobs`` as the array's parallelism, and one task per replica
+    not yet done."""
+    import submitit
+
+    from medxfer.commands import main as cli_main
+    from medxfer.commands import study as study_command
+    from medxfer.study.executors import ReplicaJob, prepare
+
+    plan = _fake_study(tmp_path, runs=2, seeds=2)
+    prepare(plan, plan.replicas())
+    done = plan.replicas()[1].run_dir
+    done.mkdir(parents=True)
+    (done / "results.json").write_text('{"test/a/auroc": 0.5}')
+    record: dict = {}
+
+    class Recorder:
+        def __init__(self, folder: Path, cluster: str | None = None) -> None:
+            record.update(folder=folder, cluster=cluster)
+
+        def update_parameters(self, **kw: object) -> None:
+            record["parameters"] = kw
+
+        def map_array(self, fn: object, items: list) -> list:
+            record.update(fn=fn, items=items)
+            return []
+
+    monkeypatch.setattr(submitit, "AutoExecutor", Recorder)
+    monkeypatch.setattr(study_command, "check_fit_keys", lambda file, runs: None)
+    args = ["study", "run", str(plan.file), "--executor", "slurm", "--jobs", "3"]
+    assert cli_main([*args, "--submitit", "timeout_min=60", "slurm_partition=gpu"]) == 0
+    assert record["cluster"] == "slurm" and record["folder"] == plan.out / ".submitit"
+    assert record["parameters"] == {
+        "timeout_min": 60, "slurm_partition": "gpu", "slurm_array_parallelism": 3
+    }  # fmt: skip
+    assert isinstance(record["fn"], ReplicaJob)
+    assert [r.label for r in record["items"]] == ["r0/seed0", "r1/seed0", "r1/seed1"]
