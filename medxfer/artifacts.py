@@ -5,7 +5,10 @@ sides import the names from here, so a file or key is spelled once.
 A study folder (``medxfer study``; the report in ``report/``)::
 
     <study>/<name>/seed<k>/   one replica (replica_dir(k)) of configuration <name>
+    <study>/<name>/axes.json  {axis: value} of configuration <name> (medxfer study)
     <study>/report/           report.md, report.html and their figures (medxfer report)
+    <study>/<name>/run_spec.json  its configs, overrides and their hash (RUN_SPEC_JSON)
+    <study>/study.yaml        the study file the folder was run from (STUDY_YAML)
 
 A run folder (``<study>/<name>/seed<k>/`` under ``medxfer study``)::
 
@@ -46,6 +49,7 @@ __all__ = [
     "ATTRIBUTES",
     "AUROC_LABELS",
     "AUROC_MEAN",
+    "AXES_JSON",
     "BINS",
     "BINS_PER_LABEL",
     "BINS_SCALED",
@@ -77,8 +81,10 @@ __all__ = [
     "REPORT_MD",
     "RESULTS_JSON",
     "RESULTS_MD",
+    "RUN_SPEC_JSON",
     "START",
     "STEP",
+    "STUDY_YAML",
     "TARGET",
     "TEMPERATURE",
     "TEMPERATURE_EPOCH",
@@ -120,6 +126,10 @@ DRIFT_PLOT = "drift_per_block.png"
 CONVERGENCE_JSON = "convergence.json"
 #: ``medxfer predict``'s folder in a run folder (per-case CSVs, segmentation masks).
 PREDICTIONS_DIR = "predictions"
+#: ``medxfer study``: the copy of the study file at the study folder's root, and each run's
+#: expanded spec (configs, overrides, its hash) beside its ``seed<k>/`` folders.
+STUDY_YAML = "study.yaml"
+RUN_SPEC_JSON = "run_spec.json"
 
 
 def _flat(prefix: str) -> str:
@@ -158,6 +168,9 @@ def predictions_csv(set_name: str) -> str:
 
 
 # Study folders ---------------------------------------------------------------------------------
+#: ``<study>/<name>/axes.json``: a flat JSON object {axis name: value as a string} of the
+#: configuration, written by ``medxfer study`` and read by ``medxfer report``.
+AXES_JSON = "axes.json"
 #: ``medxfer report``'s folder in a study folder, and its two renderings of the report.
 REPORT_DIR, REPORT_MD, REPORT_HTML = "report", "report.md", "report.html"
 _REPLICA = "seed"

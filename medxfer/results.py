@@ -1,5 +1,6 @@
 """The results table of a run: the Markdown that ``medxfer fit`` / ``medxfer test`` print and
-write as ``results.md`` beside ``results.json``.
+write as ``results.md`` beside ``results.json``, and the reader of ``results.json``
+(:func:`read_results`: ``medxfer study`` counts a replica done by it without importing torch).
 
 A library function (the commands and the study report both use it); it imports the standard
 library at module level only, and the subgroup reader (torch) when a run has subgroups.
@@ -7,10 +8,12 @@ library at module level only, and the subgroup reader (torch) when a run has sub
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
-__all__ = ["format_results"]
+__all__ = ["format_results", "read_results"]
 
 
 def format_results(
@@ -105,3 +108,41 @@ def _group_tables(subgroups: dict[str, dict[str, Any]], cell: Any) -> list[str]:
                         value = cell(rep.values.get(group))  # undefined: n/a
                     lines.append(f"| {name} | {attr} | {group} | {n} | {value} |")
     return lines
+
+
+def _number(v: object) -> float:
+    """A value of strict JSON as a float: ``null`` -> NaN, ``"inf"`` -> inf.
+
+    Raises:
+        ValueError, TypeError: not a number (text, a list, a mapping, true / false).
+    """
+    if isinstance(v, bool | list | dict):
+        raise TypeError(f"{type(v).__name__}")
+    return math.nan if v is None else float(v)  # type: ignore[arg-type]
+
+
+def read_results(path: Path) -> dict[str, float]:
+    """A replica's ``results.json``: a JSON object of metric -> number (``null``: NaN).
+
+    Raises:
+        RunFileError: the file is not JSON (truncated, edited by hand), not an object, or a
+            value is not a number (the key and value are named).
+    """
+    from medxfer.errors import RunFileError
+
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise RunFileError(
+            f"{path}: not a complete JSON results table ({err}); run the replica again "
+            "(delete the file; medxfer study redoes it)"
+        ) from err
+    if not isinstance(data, dict):
+        raise RunFileError(f"{path}: not a results table (a JSON object of metric: number)")
+    results = {}
+    for key, value in data.items():
+        try:
+            results[str(key)] = _number(value)
+        except (TypeError, ValueError) as err:
+            raise RunFileError(f"{path}: key '{key}' is not a number: {value!r}") from err
+    return results

@@ -35,6 +35,29 @@ def _run(data: Path, out: Path, devices: int, kind: str = "cxr") -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow  # two evaluations in subprocesses, ~40 s: make test-all
+def test_two_ranks_launched_by_torchrun_log_what_one_process_logs(
+    synthetic_cxr: dict[str, Path], tmp_path: Path
+) -> None:
+    """Multi-node training stays Lightning's: under ``torchrun`` (as on a cluster, one process
+    per rank started by the launcher, not by Lightning) the same script finds its rank and world
+    size from the environment (TorchElasticEnvironment) and logs what one process logs."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    out = tmp_path / "torchrun.json"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1"]
+    torchrun += ["--nproc_per_node=2", str(SCRIPT), str(synthetic_cxr["root"]), str(out), "2"]
+    proc = subprocess.run(torchrun, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    two = json.loads(out.read_text())
+    one = _run(synthetic_cxr["root"], tmp_path / "one.json", 1)
+    assert two["world_size"] == 2
+    keys = [k for k in one["logged"] if not k.endswith("/loss")]
+    assert "test/nih/ece" in keys and set(keys) <= set(two["logged"])
+    for key in keys:
+        a, b = one["logged"][key], two["logged"][key]
+        assert (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-6, (key, a, b)
+
+
 def test_two_ddp_ranks_log_what_one_process_logs(
     synthetic_cxr: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -6,6 +6,7 @@ traceback (``--debug`` shows it). Each case runs the command in a subprocess, as
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from medxfer.datamodules.chest_xray import write_synthetic_chexpert, write_synthetic_nih
 
@@ -366,10 +368,11 @@ def test_fit_reports_bad_input_in_one_line(
         pytest.param(["prepare", "-c", "nowhere.yaml", "c.h5"], ["nowhere.yaml"], id="prepare"),
         pytest.param(["prepare", "-c", TINY], ["required: out"], id="prepare-usage"),
         pytest.param(["list", "backbone"], ["invalid choice: 'backbone'"], id="list-usage"),
+        pytest.param(["study", "run", "nowhere.yaml"], ["nowhere.yaml"], id="study"),
         pytest.param(
-            ["study", "-c", "nowhere.yaml", "--out", "s", "--name", "x"],
-            ["nowhere.yaml"],
-            id="study",
+            ["study", "-c", TINY, "--out", "s", "--name", "x"],
+            ["medxfer study takes a study file"],
+            id="study-old-form",
         ),
         pytest.param(["report", "no_study_here"], ["no_study_here"], id="report"),
         pytest.param(["validate", "-c", TINY, "--ckpt_path=none.ckpt"], ["none.ckpt"], id="ckpt"),
@@ -789,3 +792,74 @@ def test_protocol_options_report_bad_input_in_one_line(
     extra = prepare(work) if prepare else []
     proc = medxfer(["fit", *extra, *args, "--trainer.max_steps=1"], work)
     assert_one_line_error(proc, fragments)
+
+
+# --- study ---
+def study_file(work: Path, stem: str, **change: object) -> str:
+    """A study file over configs/tiny.yaml (two runs, init a / b) with ``change`` applied."""
+    body = {
+        "out": f"studies/{stem}",
+        "base": [TINY],
+        "axes": {"init": {"a": {"model.init_args.lr": 0.1}, "b": {"model.init_args.lr": 0.2}}},
+        "seeds": [0],
+        **change,
+    }
+    path = work / f"{stem}.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path.name
+
+
+def unknown_override_key(work: Path) -> list[str]:
+    axes = {"init": {"a": {"model.init_args.lr": 0.1}, "b": {"model.init_args.lrr": 0.2}}}
+    return ["run", study_file(work, "typo", axes=axes)]
+
+
+def unknown_axis(work: Path) -> list[str]:
+    return ["plan", study_file(work, "axis", exclude=[{"size": 1}])]
+
+
+def same_name(work: Path) -> list[str]:
+    return ["plan", study_file(work, "same", name="run")]
+
+
+def submitit_parameter(work: Path) -> list[str]:
+    file = study_file(work, "bogus")
+    return ["run", file, "--executor", "submitit-local", "--submitit", "bogus=1"]
+
+
+def another_version(work: Path) -> list[str]:
+    folder = work / "studies" / "old" / "a"
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {"configs": [TINY], "overrides": {"model.init_args.lr": 0.3}, "hash": "0123"}
+    (folder / "run_spec.json").write_text(json.dumps(spec))
+    return ["plan", study_file(work, "old")]
+
+
+@pytest.mark.parametrize(
+    ("make", "fragments"),
+    [
+        pytest.param(
+            unknown_override_key,
+            ["typo.yaml: override model.init_args.lrr=0.2 (run b)", "'lrr' is not accepted"],
+            id="study-unknown-key",
+        ),
+        pytest.param(unknown_axis, ["axis.yaml: exclude[0]: unknown axis 'size'"], id="axis"),
+        pytest.param(same_name, ["same.yaml: two runs are named 'run'"], id="study-same-name"),
+        pytest.param(
+            submitit_parameter,
+            ["--submitit: Parameter 'bogus' need to be prefixed"],
+            id="study-submitit-parameter",
+        ),
+        pytest.param(
+            another_version,
+            ["studies/old/a: made from another version of old.yaml (its overrides differ"],
+            id="study-another-version",
+        ),
+    ],
+)
+def test_study_bad_input_in_one_line(
+    work: Path, make: Callable[[Path], list[str]], fragments: list[str]
+) -> None:
+    proc = medxfer(["study", *make(work)], work)
+    assert_one_line_error(proc, fragments)
+    assert not (work / "studies" / "typo").exists()  # nothing ran

@@ -31,6 +31,8 @@ from medxfer.resume import (
     ResumableSampler,
     mix_seed,
 )
+from medxfer.study.executors import run_local
+from medxfer.study.spec import Replica, Run
 from medxfer.transforms import ImageTransform, sample_key
 
 TESTS = Path(__file__).resolve().parent
@@ -375,7 +377,8 @@ def test_a_half_written_replica_is_run_again(tmp_path: Path, monkeypatch) -> Non
         "artifacts.write_json(pathlib.Path(sys.argv[1]) / 'results.json', {'test/a/auroc': 0.75})"
     )
     monkeypatch.setattr(study, "replica_command", _fake_replica(script))
-    study.run_study(["unused.yaml"], tmp_path, "cfg", [0, 1])
+    run = Run("cfg", {}, ("unused.yaml",), {})
+    assert run_local([Replica(tmp_path, run, 0), Replica(tmp_path, run, 1)]) == []
     assert json.loads((done / "results.json").read_text()) == {"test/a/auroc": 0.25}  # skipped
     assert json.loads((half / "results.json").read_text()) == {"test/a/auroc": 0.75}  # redone
 
@@ -401,15 +404,18 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_killing_the_study_driver_takes_its_replica(sig: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize("jobs", [1, 2], ids=["one-at-a-time", "two-at-a-time"])
+def test_killing_the_study_driver_takes_its_replica(sig: int, jobs: int, tmp_path: Path) -> None:
     pid_file = tmp_path / "replica.pid"
     replica = (
         f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(300)"
     )
     driver = (
-        "import sys; from medxfer import study; "
+        "import sys; from pathlib import Path; from medxfer import study; "
+        "from medxfer.study.spec import Replica, Run; from medxfer.study.executors import run_local; "
         f"study.replica_command = lambda *a: [sys.executable, '-c', {replica!r}]; "
-        f"study.run_study(['unused.yaml'], __import__('pathlib').Path({str(tmp_path)!r}), 'cfg', [0])"
+        f"run_local([Replica(Path({str(tmp_path)!r}), Run('cfg', {{}}, ('unused.yaml',), {{}}), 0)], "
+        f"jobs={jobs})"
     )
     proc = subprocess.Popen([sys.executable, "-c", driver])
     try:

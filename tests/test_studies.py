@@ -4,8 +4,12 @@ with `medxfer prepare`; bootstrap intervals (exactness and coverage); MixUp's pr
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -499,3 +503,413 @@ def test_fit_refuses_a_run_of_another_global_batch_than_the_rule_was_set_for() -
         MedxferCLI.before_fit(run)  # type: ignore[arg-type]
     run.trainer.world_size = 4  # 16 x 4 processes: the batch the rule was set for
     MedxferCLI.before_fit(run)  # type: ignore[arg-type]
+
+
+# --- study files and executors ------------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+FAKE_FIT = [sys.executable, str(Path(__file__).with_name("fake_fit.py"))]
+
+
+def _study_file(tmp_path: Path, body: dict, name: str = "study.yaml") -> Path:
+    """A study file in ``tmp_path`` whose base config is an (empty) YAML file beside it."""
+    for config in ("base.yaml", "task_a.yaml", "task_b.yaml"):
+        (tmp_path / config).write_text("{}\n")
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump({"out": str(tmp_path / "out"), **body}, sort_keys=False))
+    return path
+
+
+GRID = {
+    "base": ["{tmp}/base.yaml"],
+    "overrides": {"trainer.max_steps": 3},
+    "axes": {
+        "init": {
+            "moco-v2": {
+                "model.init_args.backbone": "resnet50",
+                "model.init_args.pretrained": "moco-v2",
+            },
+            "random": {"model.init_args.backbone": "resnet50"},
+        },
+        "task": {"a": {"config": "{tmp}/task_a.yaml"}, "b": {"config": ["{tmp}/task_b.yaml"]}},
+        "shots": {"data.init_args.shots_per_class": [1, 10]},
+    },
+    "seeds": 2,
+    "exclude": [{"init": "random", "shots": 1}],
+}
+
+
+def _grid(tmp_path: Path, **change: object) -> Path:
+    text = yaml.safe_dump({**GRID, **change}, sort_keys=False).replace("{tmp}", str(tmp_path))
+    return _study_file(tmp_path, yaml.safe_load(text))
+
+
+def test_a_study_file_expands_into_named_runs(tmp_path: Path) -> None:
+    from medxfer.study.spec import load_study
+
+    plan = load_study(_grid(tmp_path))
+    # by hand: 2 inits x 2 tasks x 2 shot counts, less random x 1-shot (2 runs), first axis slowest
+    expected = [
+        ("moco-v2_a_shots1", "moco-v2", "a", 1),
+        ("moco-v2_a_shots10", "moco-v2", "a", 10),
+        ("moco-v2_b_shots1", "moco-v2", "b", 1),
+        ("moco-v2_b_shots10", "moco-v2", "b", 10),
+        ("random_a_shots10", "random", "a", 10),
+        ("random_b_shots10", "random", "b", 10),
+    ]
+    assert [r.name for r in plan.runs] == [e[0] for e in expected]
+    for run, (_, init, task, shots) in zip(plan.runs, expected, strict=True):
+        assert run.axes == {"init": init, "task": task, "shots": str(shots)}
+        assert run.configs == (str(tmp_path / "base.yaml"), str(tmp_path / f"task_{task}.yaml"))
+        assert run.overrides["trainer.max_steps"] == 3
+        assert run.overrides["data.init_args.shots_per_class"] == shots
+        assert ("model.init_args.pretrained" in run.overrides) == (init == "moco-v2")
+    assert plan.seeds == [0, 1] and len(plan.replicas()) == 12
+    assert plan.replicas()[1].run_dir == tmp_path / "out/moco-v2_a_shots1/seed1"
+    # a name template and an only rule
+    plan = load_study(_grid(tmp_path, name="{task}-{init}-k{shots}", only=[{"task": "b"}]))
+    assert [r.name for r in plan.runs] == ["b-moco-v2-k1", "b-moco-v2-k10", "b-random-k10"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [3, 0.1, 1e-4, True, None, "resnet50", "1e-3", [1, 2], {"a": [1, None]}],
+    ids=repr,
+)
+def test_an_override_argument_reads_back_as_its_value(value: object) -> None:
+    from medxfer.study.spec import override_argument
+
+    key, text = override_argument("a.b", value)[2:].split("=", 1)
+    # jsonargparse reads a command-line value as YAML; a string stays as written
+    assert key == "a.b" and (text if isinstance(value, str) else yaml.safe_load(text)) == value
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        pytest.param({"name": "{init}"}, "two runs are named 'moco-v2'", id="same-name"),
+        pytest.param({"name": "{model}"}, "unknown axis 'model'", id="template-axis"),
+        pytest.param({"exclude": [{"size": 1}]}, "unknown axis 'size'", id="rule-axis"),
+        pytest.param({"only": [{"init": "byol"}]}, "unknown value(s) byol", id="rule-value"),
+        pytest.param({"seeds": [0, 0]}, "repeats a seed", id="seeds"),
+        pytest.param(
+            {"axes": {"init": {"a/b": {}}}, "exclude": None}, "not a plain folder name", id="slash"
+        ),
+        pytest.param(
+            {"axes": {"x": {"c": {"config": "nope.yaml"}}}, "exclude": None},
+            "nope.yaml not found",
+            id="config",
+        ),
+        pytest.param(
+            {"axes": {"x": {"c": {"1bad": 2}}}, "exclude": None},
+            "'1bad' is not a fit config key",
+            id="key",
+        ),
+        pytest.param({"axis": {}}, "axis: unknown key", id="top-key"),
+    ],
+)
+def test_a_study_file_it_cannot_use_is_named(tmp_path: Path, change: dict, fragment: str) -> None:
+    from medxfer.study.spec import StudyError, load_study
+
+    with pytest.raises(StudyError) as err:
+        load_study(_grid(tmp_path, **change))
+    assert fragment in str(err.value) and str(tmp_path / "study.yaml") in str(err.value)
+
+
+def test_a_run_folder_of_another_study_version_is_refused(tmp_path: Path) -> None:
+    from medxfer.study.executors import prepare
+    from medxfer.study.spec import StudyError, check_run_folders, load_study
+
+    plan = load_study(_grid(tmp_path))
+    prepare(plan, plan.replicas())
+    check_run_folders(plan)  # the same version: accepted
+    assert json.loads((plan.out / "random_b_shots10" / "axes.json").read_text()) == {
+        "init": "random", "task": "b", "shots": "10"
+    }  # fmt: skip
+    assert (plan.out / "study.yaml").read_text() == plan.file.read_text()
+    changed = load_study(_grid(tmp_path, overrides={"trainer.max_steps": 4}))
+    with pytest.raises(StudyError, match="moco-v2_a_shots1: made from another version"):
+        check_run_folders(changed)
+    # replicas without a run spec (made by hand or another tool)
+    (tmp_path / "other").mkdir()
+    other = load_study(_grid(tmp_path, out=str(tmp_path / "other")))
+    (other.out / "moco-v2_a_shots1" / "seed0").mkdir(parents=True)
+    with pytest.raises(StudyError, match=r"holds replicas but no run_spec\.json"):
+        check_run_folders(other)
+
+
+def test_shipped_study_files_expand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each file in studies/ expands (configs present, names unique); the benchmark's grid is
+    21 initialisations x 7 tasks x 10 runs; the scale study's medical source names its
+    weights by the run's model (``cxr-{model}``)."""
+    from medxfer.study.spec import load_study
+
+    monkeypatch.chdir(REPO)
+    files = sorted((REPO / "studies").glob("*.yaml"))
+    assert files
+    counts = {f.stem: len(load_study(f).replicas()) for f in files}
+    assert counts == {"benchmark_resnet50": 21 * 7 * 10, "bit_medical": 5 * 4 * 5,
+                      "scale": 5 * 2 * 2 * 6 * 5, "demo": 2 * 3}  # fmt: skip
+    plan = load_study(REPO / "studies/benchmark_resnet50.yaml")
+    assert len({r.axes["init"] for r in plan.runs}) == 21
+    assert {r.axes["init"] for r in plan.runs} >= {"supervised", "moco-v2", "imagenet-chexpert"}
+    # every initialisation and backbone is a registered weight source of its architecture
+    from medxfer.backbones import BACKBONES
+
+    for file in ("benchmark_resnet50", "bit_medical"):
+        for r in load_study(REPO / f"studies/{file}.yaml").runs:
+            arch = r.overrides["model.init_args.backbone"]
+            sources = BACKBONES.entry(arch).metadata["sources"]
+            assert r.overrides["model.init_args.pretrained"] in sources, (file, r.name)
+    scale = {r.name: r for r in load_study(REPO / "studies/scale.yaml").runs}
+    run = scale["cifar100_cxr_bit-r152x4_shots5"]
+    assert run.overrides["model.init_args.pretrained"] == "cxr-bit-r152x4"
+    assert run.overrides["model.init_args.backbone"] == "bit-r152x4"
+    assert run.overrides["data.init_args.shots_per_class"] == 5
+    assert run.overrides["data.init_args.dataset"] == "cifar100"
+
+
+def _fake_study(tmp_path: Path, runs: int = 2, seeds: int = 2) -> object:
+    from medxfer.study.spec import load_study
+
+    levels = {f"r{i}": {"model.init_args.lr": 0.01 * (i + 1)} for i in range(runs)}
+    return load_study(_study_file(tmp_path, {"base": [str(tmp_path / "base.yaml")],
+                                             "axes": {"cfg": levels}, "seeds": seeds}))  # fmt: skip
+
+
+def _steps(replica) -> list[int]:
+    return [int(s) for s in (replica.run_dir / "steps.txt").read_text().split()]
+
+
+def test_the_local_executor_continues_after_a_killed_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from medxfer.study.executors import prepare, run_local
+
+    plan = _fake_study(tmp_path)
+    replicas = plan.replicas()
+    prepare(plan, replicas)
+    monkeypatch.setenv("FAKE_FIT_DIE", "seed1:3")  # seed 1 of each run dies after step 3
+    failed = run_local(replicas, jobs=2, fit=FAKE_FIT)
+    assert [r.label for r in failed] == ["r0/seed1", "r1/seed1"]
+    assert [_steps(r) for r in replicas] == [[1, 2, 3, 4, 5], [1, 2, 3]] * 2
+    capsys.readouterr()
+    from medxfer.commands import main as cli_main
+
+    (plan.out / "removed-level" / "seed0").mkdir(parents=True)  # a run no longer in the file
+    assert cli_main(["study", "plan", str(plan.file)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["r0", "1/2", "done,", "1", "resume", "cfg=r0"]
+    assert "hold replicas of no run of this file: removed-level" in lines[-2]
+    assert lines[-1].endswith("4 replica(s) in " + str(plan.out) + ": 2 done, 2 to resume from "
+                              "last.ckpt, 0 to run")  # fmt: skip
+    assert run_local(replicas, jobs=2, fit=FAKE_FIT) == []
+    out = capsys.readouterr().out
+    # the finished replicas were skipped, the killed ones continued from step 3
+    assert [_steps(r) for r in replicas] == [[1, 2, 3, 4, 5]] * 4
+    assert out.count("done, skipped") == 2 and out.count("resuming from its last.ckpt") == 2
+    for r in replicas:
+        assert json.loads((r.run_dir / "results.json").read_text()) == {
+            "test/a/auroc": 0.5 + r.seed / 100
+        }
+
+
+def test_submitit_runs_a_grid_end_to_end(tmp_path: Path) -> None:
+    """submitit's DebugExecutor (the tasks in this process, in order) runs a 2-run grid."""
+    import submitit
+
+    from medxfer.study.executors import collect, prepare, submit
+
+    plan = _fake_study(tmp_path, runs=2, seeds=1)
+    replicas = plan.replicas()
+    prepare(plan, replicas)
+    executor = submitit.DebugExecutor(folder=tmp_path / "submitit")
+    jobs = submit(replicas, executor, fit=FAKE_FIT)
+    assert len(jobs) == 2 and collect(jobs) == []
+    for r, job in zip(replicas, jobs, strict=True):
+        assert job.result() == str(r.run_dir) and _steps(r) == [1, 2, 3, 4, 5]
+        argv = json.loads((r.run_dir / "config.yaml").read_text())["argv"]
+        assert f"--model.init_args.lr={r.run.overrides['model.init_args.lr']}" in argv
+    assert submit(replicas, executor, fit=FAKE_FIT) == []  # all done: nothing submitted
+
+
+@pytest.mark.slow  # ~1 min: real processes, a real time-out signal
+def test_submitit_local_requeues_on_time_out_and_a_failed_task_leaves_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """submitit's LocalExecutor, one process per task: the controller sends USR2
+    ``signal_delay_s`` before the time-out, submitit calls ``ReplicaJob.checkpoint`` and
+    requeues; the requeued task continues from last.ckpt. The other task dies; its failure is
+    reported and the first task's result stays."""
+    import submitit
+
+    from medxfer.study.executors import collect, prepare, submit
+
+    plan = _fake_study(tmp_path, runs=1, seeds=2)
+    replicas = plan.replicas()
+    prepare(plan, replicas)
+    monkeypatch.setenv("FAKE_FIT_STEPS", "300")
+    monkeypatch.setenv("FAKE_FIT_SLEEP", "0.1")
+    monkeypatch.setenv("FAKE_FIT_DIE", "seed1:2")
+    executor = submitit.LocalExecutor(folder=tmp_path / "submitit")
+    executor.update_parameters(timeout_min=1, signal_delay_s=40)  # USR2 after 20 s
+    jobs = submit(replicas, executor, fit=FAKE_FIT)
+    failed = collect(jobs)
+    assert [j for j, _ in failed] == [jobs[1]] and "r0/seed1 failed (exit 9)" in failed[0][1]
+    assert _steps(replicas[0]) == list(range(1, 301))  # continued, never restarted
+    assert "resuming from its last.ckpt" in jobs[0].stdout()
+    assert (replicas[0].run_dir / "results.json").is_file()
+
+
+def test_a_requeued_task_resumes_from_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What submitit does on pre-emption or time-out: call the task's ``checkpoint`` (while the
+    task runs) and run the submission it returns. The fit is stopped after a step (it writes
+    last.ckpt) and the requeued task continues from there."""
+    import threading
+
+    from medxfer.study.executors import ReplicaJob, prepare
+
+    plan = _fake_study(tmp_path, runs=1, seeds=1)
+    (replica,) = plan.replicas()
+    prepare(plan, [replica])
+    monkeypatch.setenv("FAKE_FIT_STEPS", "40")
+    monkeypatch.setenv("FAKE_FIT_SLEEP", "0.05")
+    job = ReplicaJob(FAKE_FIT)
+    outcome: list[BaseException | str] = []
+
+    def task() -> None:
+        try:
+            outcome.append(job(replica))
+        except RuntimeError as err:
+            outcome.append(err)
+
+    thread = threading.Thread(target=task)
+    thread.start()
+    steps = replica.run_dir / "steps.txt"
+    while not (steps.is_file() and len(steps.read_text().split()) >= 3):
+        time.sleep(0.02)
+    delayed = job.checkpoint(replica)
+    thread.join(timeout=30)
+    assert isinstance(outcome[0], RuntimeError) and "exit 143" in str(outcome[0])
+    stopped_at = len(_steps(replica))
+    assert 3 <= stopped_at < 40 and not (replica.run_dir / "results.json").exists()
+    assert delayed.result() == str(replica.run_dir)  # the requeued task
+    assert _steps(replica) == list(range(1, 41))  # continued, not restarted
+
+
+def test_the_sweeps_agent_command_reaches_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The generated W&B sweep, expanded as a W&B agent does (``${args}`` -> ``--only=VALUE``),
+    runs ``medxfer study run`` on one replica whose fit command line parses (LightningCLI) to
+    that run's settings."""
+    from medxfer import study
+    from medxfer.commands import main as cli_main
+    from medxfer.commands.study import parse_fit_arguments
+
+    monkeypatch.chdir(tmp_path)
+    tiny = str(REPO / "configs" / "tiny.yaml")
+    body = {"base": [tiny], "axes": {"init": {"slow": {"model.init_args.lr": 0.001},
+                                              "fast": {"model.init_args.lr": 0.1}},
+                                     "frac": {"data.init_args.train_fraction": [0.5, 1.0]}},
+            "seeds": 2}  # fmt: skip
+    file = _study_file(tmp_path, body)
+    assert cli_main(["study", "sweep", str(file), "--to", "sweep.yaml"]) == 0
+    sweep = yaml.safe_load((tmp_path / "sweep.yaml").read_text())
+    assert sweep["method"] == "grid" and len(sweep["parameters"]["only"]["values"]) == 8
+    value = sweep["parameters"]["only"]["values"][5]
+    assert value == "fast_frac0.5/seed1"
+    args = [f"--{k}={value}" for k in sweep["parameters"]]
+    command = [a for c in sweep["command"] for a in (args if c == "${args}" else [c])]
+    assert command[:3] == ["medxfer", "study", "run"]
+    ran = []
+    monkeypatch.setattr(study, "run_replica", lambda cmd, log, on_start=None: ran.append(cmd) or 1)
+    with pytest.raises(SystemExit):  # the stand-in exits 1: the replica "failed"
+        cli_main(command[1:])
+    (cmd,) = ran
+    assert cmd[1:4] == ["-m", "medxfer", "fit"]
+
+    config = parse_fit_arguments(cmd[4:])
+    assert config["model"]["init_args"]["lr"] == 0.1
+    assert config["data"]["init_args"]["train_fraction"] == 0.5
+    assert config["seed_everything"] == 1
+    assert Path(config["trainer"]["default_root_dir"]) == Path("out/fast_frac0.5/seed1").absolute()
+
+
+@pytest.mark.slow  # two real fits and two schema checks: ~2 min on a busy 2-core machine
+def test_a_two_run_grid_of_real_fits_end_to_end(
+    synthetic_cxr: dict[str, Path], tmp_path: Path
+) -> None:
+    """``medxfer study run`` of configs/tiny.yaml at two learning rates, both at once: each run's
+    replica trains, tests and is counted done by ``study plan``; its saved config holds the
+    run's settings; a second ``run`` skips both."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "synthetic").symlink_to(synthetic_cxr["root"])
+    body = {"base": [str(REPO / "configs/tiny.yaml")], "overrides": {"trainer.max_steps": 2},
+            "axes": {"lr": {"model.init_args.lr": [0.01, 0.1]}}, "seeds": [3]}  # fmt: skip
+    file = _study_file(tmp_path, body)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    medxfer = [sys.executable, "-m", "medxfer", "study"]
+
+    def study(*args: str) -> str:
+        proc = subprocess.run(
+            [*medxfer, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    study("run", str(file), "--jobs", "2")
+    for lr in ("0.01", "0.1"):
+        run = tmp_path / "out" / f"lr{lr}"
+        assert json.loads((run / "axes.json").read_text()) == {"lr": lr}
+        saved = yaml.safe_load((run / "seed3" / "config.yaml").read_text())
+        assert saved["model"]["init_args"]["lr"] == float(lr) and saved["seed_everything"] == 3
+        assert saved["trainer"]["max_steps"] == 2
+        assert any(
+            k.startswith("test/") for k in json.loads((run / "seed3/results.json").read_text())
+        )
+    assert "2 done, 0 to resume from last.ckpt, 0 to run" in study("plan", str(file))
+    assert study("run", str(file)).count("done, skipped") == 2
+
+
+def test_run_on_slurm_submits_one_array_task_per_unfinished_replica(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--executor slurm``: submitit's AutoExecutor (here a recorder: no SLURM) gets the
+    ``--submitit`` settings and ``--jobs`` as the array's parallelism, and one task per replica
+    not yet done."""
+    import submitit
+
+    from medxfer.commands import main as cli_main
+    from medxfer.commands import study as study_command
+    from medxfer.study.executors import ReplicaJob, prepare
+
+    plan = _fake_study(tmp_path, runs=2, seeds=2)
+    prepare(plan, plan.replicas())
+    done = plan.replicas()[1].run_dir
+    done.mkdir(parents=True)
+    (done / "results.json").write_text('{"test/a/auroc": 0.5}')
+    record: dict = {}
+
+    class Recorder:
+        def __init__(self, folder: Path, cluster: str | None = None) -> None:
+            record.update(folder=folder, cluster=cluster)
+
+        def update_parameters(self, **kw: object) -> None:
+            record["parameters"] = kw
+
+        def map_array(self, fn: object, items: list) -> list:
+            record.update(fn=fn, items=items)
+            return []
+
+    monkeypatch.setattr(submitit, "AutoExecutor", Recorder)
+    monkeypatch.setattr(study_command, "check_fit_keys", lambda file, runs: None)
+    args = ["study", "run", str(plan.file), "--executor", "slurm", "--jobs", "3"]
+    assert cli_main([*args, "--submitit", "timeout_min=60", "slurm_partition=gpu"]) == 0
+    assert record["cluster"] == "slurm" and record["folder"] == plan.out / ".submitit"
+    assert record["parameters"] == {
+        "timeout_min": 60, "slurm_partition": "gpu", "slurm_array_parallelism": 3
+    }  # fmt: skip
+    assert isinstance(record["fn"], ReplicaJob)
+    assert [r.label for r in record["items"]] == ["r0/seed0", "r1/seed0", "r1/seed1"]

@@ -37,7 +37,8 @@ COMMANDS = {
     "synthesize": "write synthetic data in the real formats (cxr, mimic, padchest, covidx, tb, "
     "natural, derm, mammo, table, seg)",
     "prepare": "pre-resize a config's images into an HDF5 cache (resumable)",
-    "study": "run N seeds of a config into a study folder (resumable)",
+    "study": "plan / run / sweep a study file's grid of runs into a study folder (resumable; "
+    "local, SLURM, W&B)",
     "report": "tables and plots of a study folder",
     "export": "write a run's backbone as .safetensors with its normalisation and weights chain",
     "convert": "convert a BYOL (JAX) or SimCLR (TensorFlow) ResNet-50 release to .safetensors",

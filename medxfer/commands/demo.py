@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             f"[demo] run folder: {run} ({artifacts.RESULTS_MD}, {artifacts.ANALYSIS_DIR}/, "
             f"{artifacts.CHECKPOINTS_DIR}/)\n"
             f"next: medxfer predict -c {config} --ckpt_path {ckpt}   (per-case probabilities)\n"
-            f"      medxfer study -c {config} --out studies/demo --name resnet18 --seeds 0 1 2",
+            "      medxfer study run studies/demo.yaml   (this demo at 2 training fractions x "
+            "3 seeds; `medxfer study plan` lists them)",
             flush=True,
         )
     return 0

@@ -386,8 +386,11 @@ def expand_resume(argv: Sequence[str]) -> list[str]:
     return argv
 
 
-def build_cli(argv: Sequence[str], run: bool = True) -> MedxferCLI:
-    """The ``medxfer`` LightningCLI on ``argv`` (``run=False``: parse and instantiate only).
+def build_cli(
+    argv: Sequence[str], run: bool = True, cli_class: type[MedxferCLI] | None = None
+) -> MedxferCLI:
+    """The ``medxfer`` LightningCLI on ``argv`` (``run=False``: parse and instantiate only;
+    ``cli_class``: a subclass, e.g. one that parses only, as ``medxfer study run`` checks keys).
 
     ``fit --resume RUN_DIR`` continues a run (:func:`expand_resume`). Every task and datamodule
     declared as an entry point (medxfer's own and plug-ins') is imported first, so a config
@@ -416,7 +419,7 @@ def build_cli(argv: Sequence[str], run: bool = True) -> MedxferCLI:
     # would start them with no command. LightningCLI's warning about both is for Python callers.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        return MedxferCLI(
+        return (cli_class or MedxferCLI)(
             TransferTask,
             MedxferDataModule,
             subclass_mode_model=True,

@@ -147,4 +147,4 @@ def test_demo_says_what_it_runs_its_progress_and_what_to_run_next(tmp_path: Path
     (ckpt,) = (tmp_path / run / "checkpoints").glob("best-*.ckpt")
     predict = f"next: medxfer predict -c {REPO / 'configs/chexpert_demo.yaml'} --ckpt_path "
     assert any(line.startswith(predict + str(ckpt.relative_to(tmp_path))) for line in lines)
-    assert any("medxfer study -c" in line for line in lines)
+    assert any("medxfer study run studies/demo.yaml" in line for line in lines)

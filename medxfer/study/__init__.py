@@ -1,11 +1,16 @@
-"""``medxfer study``: replicas of one configuration into a study folder, resumable.
+"""``medxfer study``: a study file's grid of runs into a study folder, resumable, on one machine
+(N at a time), a SLURM array (submitit) or W&B agents.
 
-A study folder holds one sub-folder per named configuration and one per seed inside it::
+A study folder holds one sub-folder per run of the study file and one per seed inside it::
 
-    STUDY/<name>/seed<k>/   config.yaml, metrics.csv, checkpoints/, results.json, analysis/
+    STUDY/study.yaml                     the study file it was run from
+    STUDY/<run>/axes.json, run_spec.json the run's axis values; its configs, overrides, hash
+    STUDY/<run>/seed<k>/                 config.yaml, metrics.csv, checkpoints/, results.json, ...
 
 Each replica is ``medxfer fit -c CONFIG ... --seed_everything=k`` in its own process, logging to
 its folder, with per-case test predictions written for the report's bootstrap intervals.
+:mod:`medxfer.study.spec` reads and expands study files, :mod:`medxfer.study.executors` runs
+their replicas.
 
 Resuming: a replica whose ``results.json`` holds a JSON table is done and skipped (the file is
 written atomically, last, by ``medxfer fit``; an empty or truncated one -- a run killed by an
@@ -25,14 +30,25 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
 from medxfer import artifacts
 
-__all__ = ["is_finished", "replica_command", "resume_command", "run_replica", "run_study"]
+__all__ = [
+    "LOG_TXT",
+    "is_finished",
+    "replica_command",
+    "resume_command",
+    "run_replica",
+    "stop_child",
+]
+
+#: A replica's console output, in its run folder.
+LOG_TXT = "log.txt"
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +77,12 @@ def resume_command(run_dir: Path) -> list[str]:
 
 def is_finished(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds a complete ``results.json``, by the rule ``medxfer report``
-    reads it with (:func:`medxfer.report.read_results`): an empty, truncated or non-numeric
+    reads it with (:func:`medxfer.results.read_results`, standard library only): an empty, truncated or non-numeric
     file, or none, means the replica must run (again)."""
+    if not (run_dir / artifacts.RESULTS_JSON).is_file():
+        return False
     from medxfer.errors import RunFileError
-    from medxfer.report import read_results
+    from medxfer.results import read_results
 
     try:
         read_results(run_dir / artifacts.RESULTS_JSON)
@@ -89,10 +107,17 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def run_replica(cmd: Sequence[str], log_file: Path) -> int:
+def run_replica(
+    cmd: Sequence[str],
+    log_file: Path,
+    on_start: Callable[[subprocess.Popen], None] | None = None,
+) -> int:
     """Run one replica, its output appended to ``log_file``; returns its exit status. It dies
-    with this process: on Linux by ``PR_SET_PDEATHSIG``, and a SIGTERM / SIGINT to this process
-    terminates it (then re-raises here as ``SystemExit(128 + signal)``)."""
+    with this process: on Linux by ``PR_SET_PDEATHSIG``, and, called from the main thread, a
+    SIGTERM / SIGINT to this process terminates it (then re-raises here as
+    ``SystemExit(128 + signal)``). ``on_start`` gets the child (an executor that stops it
+    itself: the local pool, a submitit job's checkpoint). The wait polls, so a signal handler
+    of the caller may poll the same child without dead-locking on ``Popen``'s wait lock."""
     parent = os.getpid()
     preexec = (lambda: _die_with_parent(parent)) if sys.platform.startswith("linux") else None
     with open(log_file, "a") as logf:
@@ -101,26 +126,44 @@ def run_replica(cmd: Sequence[str], log_file: Path) -> int:
             stdout=logf,
             stderr=subprocess.STDOUT,
             env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            preexec_fn=preexec,  # only prctl; the driver runs no threads
+            preexec_fn=preexec,  # only prctl
         )
+        if on_start is not None:
+            on_start(child)
+        if threading.current_thread() is not threading.main_thread():
+            return _poll(child)
 
         def stop(signum: int, frame: FrameType | None) -> None:
-            raise _Stopped(signum)  # out of child.wait(), which then holds no lock
+            raise _Stopped(signum)  # out of the wait, which then holds no lock
 
         previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            return child.wait()
+            return _poll(child)
         except _Stopped as stopped:
-            child.terminate()
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+            stop_child(child)
             raise SystemExit(128 + stopped.signum) from None
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _poll(child: subprocess.Popen) -> int:
+    while (rc := child.poll()) is None:
+        time.sleep(0.1)
+    return rc
+
+
+def stop_child(child: subprocess.Popen, grace: float = 60.0) -> None:
+    """SIGTERM a replica (``medxfer fit`` writes ``last.ckpt`` and exits) and wait for it; kill
+    it after ``grace`` seconds."""
+    if child.poll() is not None:
+        return
+    child.terminate()
+    deadline = time.monotonic() + grace
+    while child.poll() is None:
+        if time.monotonic() > deadline:
+            child.kill()
+        time.sleep(0.1)
 
 
 class _Stopped(Exception):
@@ -129,44 +172,3 @@ class _Stopped(Exception):
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
-
-
-def run_study(
-    config: Sequence[str], out: Path, name: str, seeds: Sequence[int], extra: Sequence[str] = ()
-) -> list[Path]:
-    """Run (or resume) the replicas; returns their folders. A failing replica stops the study
-    with its exit status and the path of its log."""
-    # one case-id key for the study: its replicas' prediction files then name cases alike
-    artifacts.case_id_key(out)
-    folders = []
-    what = " ".join(f"-c {c}" for c in config) + "".join(f" {a}" for a in extra)
-    for i, seed in enumerate(seeds, 1):
-        run_dir = out / name / artifacts.replica_dir(seed)
-        folders.append(run_dir)
-        head = f"[study] {name} seed {seed} ({i}/{len(seeds)})"
-        if is_finished(run_dir):
-            print(f"{head}: done, skipped ({run_dir / artifacts.RESULTS_JSON})", flush=True)
-            continue
-        run_dir.mkdir(parents=True, exist_ok=True)
-        resumable = (run_dir / artifacts.CONFIG_YAML).is_file() and (
-            run_dir / artifacts.CHECKPOINTS_DIR / artifacts.LAST_CKPT
-        ).is_file()
-        log_file = run_dir / "log.txt"
-        if resumable:
-            cmd = resume_command(run_dir)
-            doing = (
-                f"unfinished, resuming from its last checkpoint (medxfer fit --resume {run_dir})"
-            )
-        else:
-            cmd = replica_command(config, run_dir, seed, extra)
-            doing = f"running medxfer fit {what} --seed_everything={seed}"
-        print(f"{head}: {doing}; progress in {log_file}", flush=True)
-        start = time.monotonic()
-        rc = run_replica(cmd, log_file)
-        if rc != 0 or not is_finished(run_dir):
-            raise SystemExit(f"[study] {name} seed {seed} failed (exit {rc}); see {log_file}")
-        took = round(time.monotonic() - start)
-        print(
-            f"{head}: done in {took} s, results in {run_dir / artifacts.RESULTS_JSON}", flush=True
-        )
-    return folders
