@@ -648,16 +648,19 @@ def test_shipped_study_files_expand(monkeypatch: pytest.MonkeyPatch) -> None:
     assert files
     counts = {f.stem: len(load_study(f).replicas()) for f in files}
     assert counts == {"benchmark_resnet50": 21 * 7 * 10, "bit_medical": 5 * 4 * 5,
-                      "scale": 5 * 2 * 2 * 6 * 5, "demo": 2 * 3}  # fmt: skip
+                      "scale": 5 * 2 * 2 * 6 * 5, "demo": 2 * 3,
+                      "tb_pretraining": 7 * 5, "pretrain_demo": 2 * 2}  # fmt: skip
     plan = load_study(REPO / "studies/benchmark_resnet50.yaml")
     assert len({r.axes["init"] for r in plan.runs}) == 21
     assert {r.axes["init"] for r in plan.runs} >= {"supervised", "moco-v2", "imagenet-chexpert"}
     # every initialisation and backbone is a registered weight source of its architecture
     from medxfer.backbones import BACKBONES
 
-    for file in ("benchmark_resnet50", "bit_medical"):
+    for file in ("benchmark_resnet50", "bit_medical", "tb_pretraining"):
         for r in load_study(REPO / f"studies/{file}.yaml").runs:
-            arch = r.overrides["model.init_args.backbone"]
+            if r.overrides["model.init_args.pretrained"] is None:
+                continue  # random init
+            arch = r.overrides.get("model.init_args.backbone", "resnet50")
             sources = BACKBONES.entry(arch).metadata["sources"]
             assert r.overrides["model.init_args.pretrained"] in sources, (file, r.name)
     scale = {r.name: r for r in load_study(REPO / "studies/scale.yaml").runs}
