@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all demo lint clean
+.PHONY: install test test-all demo demo-pretrain lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test-all: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m medxfer.commands.demo
+
+demo-pretrain: $(STAMP)
+	$(PY) -m medxfer.commands.demo pretrain
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -16,7 +16,13 @@ import yaml
 
 from medxfer.callbacks.progress import format_seconds
 from medxfer.commands.lightning import HARMLESS_WARNINGS, quiet_console
-from medxfer.datamodules.chest_xray import write_synthetic_chexpert, write_synthetic_nih
+from medxfer.datamodules.chest_xray import (
+    write_synthetic_chexpert,
+    write_synthetic_mimic,
+    write_synthetic_nih,
+    write_synthetic_padchest,
+    write_synthetic_tuberculosis,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -148,3 +154,40 @@ def test_demo_says_what_it_runs_its_progress_and_what_to_run_next(tmp_path: Path
     predict = f"next: medxfer predict -c {REPO / 'configs/chexpert_demo.yaml'} --ckpt_path "
     assert any(line.startswith(predict + str(ckpt.relative_to(tmp_path))) for line in lines)
     assert any("medxfer study run studies/demo.yaml" in line for line in lines)
+
+
+@pytest.mark.slow
+def test_pretrain_demo_pretrains_exports_fine_tunes_and_reports(tmp_path: Path) -> None:
+    """``make demo-pretrain`` end to end on small data written beforehand: the pre-training
+    (tiny settings passed through), the export, the random-vs-continual study and its report;
+    the continual replicas start from the export, the random ones from nothing."""
+    data = tmp_path / "data/synthetic"
+    write_synthetic_chexpert(data / "chexpert", n_patients=24, size=32, seed=0)
+    write_synthetic_nih(data / "nih", n_patients=12, size=32, seed=1)
+    write_synthetic_mimic(data / "mimic", n_patients=24, size=32, seed=2)
+    write_synthetic_padchest(data / "padchest", 24, size=32, seed=3)
+    for folder, collection in (("montgomery_tb", "MCUCXR"), ("shenzhen_tb", "CHNCXR")):
+        write_synthetic_tuberculosis(data / folder, 30, size=32, seed=4, collection=collection)
+    tiny = [
+        "--trainer.max_steps=3",
+        "--trainer.limit_val_batches=1",
+        "--data.init_args.num_workers=0",
+    ]
+    out = subprocess.run(
+        [sys.executable, "-m", "medxfer.commands.demo", "pretrain", *tiny],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert (tmp_path / "cxr_demo.safetensors").is_file()
+    study = tmp_path / "studies/pretrain_demo"
+    for init, want in (("random", None), ("continual", "cxr_demo.safetensors")):
+        for seed in (0, 1):
+            config = yaml.safe_load((study / init / f"seed{seed}" / "config.yaml").read_text())
+            assert config["model"]["init_args"]["pretrained"] == want
+    report = (study / "report" / "report.md").read_text()
+    assert "random" in report and "continual" in report
+    assert "random vs continual" in out.stdout
