@@ -5,6 +5,7 @@ sides import the names from here, so a file or key is spelled once.
 A study folder (``medxfer study``; the report in ``report/``)::
 
     <study>/<name>/seed<k>/   one replica (replica_dir(k)) of configuration <name>
+    <study>/<name>/axes.json  {axis: value} of configuration <name> (medxfer study)
     <study>/report/           report.md, report.html and their figures (medxfer report)
 
 A run folder (``<study>/<name>/seed<k>/`` under ``medxfer study``)::
@@ -18,6 +19,7 @@ A run folder (``<study>/<name>/seed<k>/`` under ``medxfer study``)::
       calibration_<prefix>.json   reliability_<prefix>.png
       subgroups_<prefix>.json     {"epoch", "metric", "min_size", "attributes": {attr: report}}
       predictions_<set>.npz       probs, target, id, group_<attribute> (test sets)
+      bootstrap_<set>.npz         each metric on each shared resample of the cases (report)
       cka.json  cka_vs_depth.png  {"history": [{"when", "epoch", "step", "cka": {stage: v}}]}
       weight_drift.json  drift_per_block.png   {"history": [{"epoch", "step", "drift": ...}]}
       convergence.json
@@ -45,7 +47,9 @@ __all__ = [
     "ATTRIBUTES",
     "AUROC_LABELS",
     "AUROC_MEAN",
+    "AXES_JSON",
     "BINS",
+    "BOOTSTRAP_CASES",
     "CASE_ID",
     "CHECKPOINTS_DIR",
     "CKA",
@@ -53,6 +57,8 @@ __all__ = [
     "CKA_PLOT",
     "CONFIG_YAML",
     "CONVERGENCE_JSON",
+    "DICE",
+    "DICE_MEAN",
     "DRIFT",
     "DRIFT_L1",
     "DRIFT_PLOT",
@@ -73,10 +79,12 @@ __all__ = [
     "START",
     "STEP",
     "TARGET",
+    "TASK",
     "TOP1",
     "WEIGHT_DRIFT_JSON",
     "WHEN",
     "atomic_path",
+    "bootstrap_npz",
     "calibration_json",
     "case_id_key",
     "is_result_key",
@@ -135,6 +143,13 @@ def predictions_npz(set_name: str) -> str:
     return f"predictions_{set_name}.npz"
 
 
+def bootstrap_npz(set_name: str) -> str:
+    """``bootstrap_<set>.npz``: each metric of test set ``set_name`` on each resample of its
+    cases (:func:`medxfer.metrics.resampled_metrics`; one ``(n_resamples,)`` array per metric,
+    named as in ``results.json``, and the digest of the cases, :data:`BOOTSTRAP_CASES`)."""
+    return f"bootstrap_{set_name}.npz"
+
+
 def predictions_csv(set_name: str) -> str:
     """``<set>.csv`` in :data:`PREDICTIONS_DIR`: ``medxfer predict``'s per-case probabilities
     on evaluation set ``set_name`` (a column ``id``, then one per label / class)."""
@@ -142,6 +157,9 @@ def predictions_csv(set_name: str) -> str:
 
 
 # Study folders ---------------------------------------------------------------------------------
+#: ``<study>/<name>/axes.json``: a flat JSON object {axis name: value as a string} of the
+#: configuration, written by ``medxfer study`` and read by ``medxfer report``.
+AXES_JSON = "axes.json"
 #: ``medxfer report``'s folder in a study folder, and its two renderings of the report.
 REPORT_DIR, REPORT_MD, REPORT_HTML = "report", "report.md", "report.html"
 _REPLICA = "seed"
@@ -212,6 +230,13 @@ def result_sets(keys: Iterable[str]) -> list[str]:
 #: ``predictions_<set>.npz``: ``(n, K)`` probabilities and targets, ``(n,)`` case ids, and one
 #: ``(n,)`` array of subgroup names per attribute, ``group_<attribute>``.
 PROBS, TARGET, CASE_ID, GROUP_PREFIX = "probs", "target", "id", "group_"
+#: Also in ``predictions_<set>.npz``: the task's output type (``multilabel``, ``multiclass``,
+#: ``segmentation``) and, for a segmenter, each case's Dice per class ``(n, K)``.
+TASK, DICE = "task", "dice"
+#: A segmenter's mean Dice over classes, in ``results.json``.
+DICE_MEAN = "dice_mean"
+#: ``bootstrap_<set>.npz``: the digest of the set's case ids (:func:`medxfer.metrics.cases_digest`).
+BOOTSTRAP_CASES = "cases"
 #: JSON files: where in training a record was made, and the history of records.
 EPOCH, STEP, HISTORY = "epoch", "step", "history"
 #: ``cka.json`` records: ``WHEN`` is ``START``, ``"epoch"`` or ``END``; ``CKA`` maps stage -> CKA.

@@ -4,7 +4,8 @@
   :func:`label_mean`;
 * calibration: :func:`expected_calibration_error`, :class:`CalibrationError`;
 * fairness: :func:`subgroup_gaps`, :class:`SubgroupMetrics`;
-* uncertainty: :func:`bootstrap_ci` (percentile bootstrap over cases, vectorised);
+* uncertainty: :func:`bootstrap_ci` (percentile bootstrap over cases, vectorised),
+  :func:`resampled_metrics` (every metric of a task on resamples shared by replicas);
 * feature reuse: :func:`linear_cka`, :class:`MinibatchCKA`, :func:`weight_drift`;
 * segmentation: :func:`dice_iou`, :class:`SegmentationMetrics` (Dice and IoU per class),
   :func:`case_dice` (per image, for subgroups), :func:`sample_pixels` (for pixel ECE).
@@ -12,7 +13,17 @@
 
 from __future__ import annotations
 
-from .bootstrap import BootstrapCI, bootstrap_ci, resampled_auroc
+from .bootstrap import (
+    BOOTSTRAP_TASKS,
+    BootstrapCI,
+    bootstrap_ci,
+    case_order,
+    cases_digest,
+    replica_interval,
+    resample_blocks,
+    resampled_auroc,
+    resampled_metrics,
+)
 from .calibration import CalibrationError, expected_calibration_error, reliability_bins
 from .cka import MinibatchCKA, gram, hsic_unbiased, linear_cka
 from .classification import MultilabelAUROC, label_mean, masked_multilabel_auroc, metric_key
@@ -21,6 +32,7 @@ from .segmentation import SegmentationMetrics, case_dice, dice_iou, sample_pixel
 from .subgroups import SubgroupMetrics, SubgroupReport, subgroup_gaps
 
 __all__ = [
+    "BOOTSTRAP_TASKS",
     "BootstrapCI",
     "CalibrationError",
     "MinibatchCKA",
@@ -30,6 +42,8 @@ __all__ = [
     "SubgroupReport",
     "bootstrap_ci",
     "case_dice",
+    "case_order",
+    "cases_digest",
     "dice_iou",
     "expected_calibration_error",
     "gram",
@@ -39,7 +53,10 @@ __all__ = [
     "masked_multilabel_auroc",
     "metric_key",
     "reliability_bins",
+    "replica_interval",
+    "resample_blocks",
     "resampled_auroc",
+    "resampled_metrics",
     "sample_pixels",
     "stage_drift",
     "subgroup_gaps",
