@@ -26,13 +26,13 @@ from medxfer.metrics import bootstrap_ci
 from medxfer.report import (
     StudyRuns,
     _matching_fraction,
-    auroc_cells,
     baseline_section,
     build_report,
     comparison_section,
     data_efficiency_section,
     feature_reuse_section,
     find_runs,
+    metric_cells,
     missing_section,
     performance_section,
     render_html,
@@ -208,11 +208,12 @@ def test_report_interval_and_missing_artifacts(tmp_path: Path) -> None:
     _write_run(study / "b" / "seed1", 0.8, None)  # no per-case predictions
     (study / "b" / "seed2").mkdir()  # unfinished: no results.json
     text = build_report(study, n_resamples=300).read_text()
-    point, low, high = sklearn_replica_interval(probs, target, 300)
-    assert f"| a | ? | none | 1 | ext | 2 | {point:.3f} [{low:.3f}, {high:.3f}] |" in text
-    assert (
-        "| b | ? | none | 1 | ext | 2 | 0.750 (no interval: per-case predictions missing) |" in text
-    )
+    # the resamples index the cases in the order of their ids: case0, case1, case10, ...
+    order = np.argsort(ids)
+    _, low, high = sklearn_replica_interval([p[order] for p in probs], target[order], 300)
+    assert f"| a | ? | none | 1 | ext | 2 | 0.500 ± 0.000 [{low:.3f}, {high:.3f}] |" in text
+    no_interval = "(no interval: per-case predictions missing)"
+    assert f"| b | ? | none | 1 | ext | 2 | 0.750 ± 0.071 {no_interval} |" in text
     assert "## Missing artifacts" in text
     assert "- `b/seed1` lacks `analysis/predictions_ext.npz`" in text
     assert "- `b/seed2` lacks `results.json`" in text
@@ -341,19 +342,26 @@ def test_summary_and_performance_sections(tmp_path: Path) -> None:
     _replica(tmp_path, "b", 0, {"test/ext/auroc_mean": None, "test/int/auroc_mean": 0.9})
     study = StudyRuns.read(tmp_path)
     assert study.sets == ["ext", "int"] and list(study.by_name) == ["a", "b"]
+    assert study.sets_of == {"a": ["ext"], "b": ["ext", "int"]}
     assert summary_section(study) == [
         f"# Study report: {tmp_path.name}",
         "",
         "3 runs, 2 configurations, test sets: ext, int.",
         "",
     ]
-    lines = performance_section(study, auroc_cells(study, 10), 10)
+    metrics = ["auroc_mean", "ece", "top1"]
+    lines = performance_section(study, metric_cells(study, metrics, 10), metrics, 10)
     no_interval = "(no interval: per-case predictions missing)"
-    # ECE (0.1 + 0.3) / 2; top-1 of the one replica that logged it; nothing logged: n/a
-    assert f"| a | r50 | none | 1 | ext | 2 | 0.700 {no_interval} | 0.200 | 0.500 |" in lines
-    assert f"| a | r50 | none | 1 | int | 2 | n/a {no_interval} | n/a | n/a |" in lines
-    assert f"| b | r50 | none | 1 | ext | 1 | n/a {no_interval} | n/a | n/a |" in lines
-    assert lines[0] == "## Performance" and "(10 resamples)" in lines[2]
+    # mean ± sample std over replicas: AUROC 0.7 ± 0.1414, ECE 0.2 ± 0.1414; top-1 of the one
+    # replica that logged it; nothing logged: n/a; a is not scored on int: no row
+    assert (
+        f"| a | r50 | none | 1 | ext | 2 | 0.700 ± 0.141 {no_interval} "
+        f"| 0.200 ± 0.141 {no_interval} | 0.500 {no_interval} |" in lines
+    )
+    assert not any(line.startswith("| a | r50 | none | 1 | int |") for line in lines)
+    assert "| b | r50 | none | 1 | ext | 1 | n/a | n/a | n/a |" in lines
+    assert f"| b | r50 | none | 1 | int | 1 | 0.900 {no_interval} | n/a | n/a |" in lines
+    assert lines[0] == "## Performance" and "(10 resamples" in lines[2]
 
 
 def _curves_study(root: Path) -> StudyRuns:
@@ -370,7 +378,7 @@ def test_data_efficiency_section_draws_one_curve_per_backbone(
 ) -> None:
     study = _curves_study(tmp_path / "study")
     out = tmp_path / "out"
-    lines = data_efficiency_section(study, auroc_cells(study, 10), out)
+    lines = data_efficiency_section(study, metric_cells(study, ["auroc_mean"], 10), out)
     assert lines == ["## Data efficiency", "", "![data efficiency](data_efficiency.png)", ""]
     assert (out / "data_efficiency.png").stat().st_size > 1000
     (ax,) = figures[0].axes
@@ -382,20 +390,20 @@ def test_data_efficiency_section_draws_one_curve_per_backbone(
 
 def test_baseline_section_interpolates_the_matching_fraction(tmp_path: Path) -> None:
     study = _curves_study(tmp_path)
-    lines = baseline_section(study, auroc_cells(study, 10), "v")
+    lines = baseline_section(study, metric_cells(study, ["auroc_mean"], 10), "v")
     # r50 reaches 0.8 halfway from (0.1, 0.7) to (0.5, 0.9): 0.1 + 0.5 * 0.4 = 0.3
     assert "| ext | r50 (none) | 0.800 | 0.3 |" in lines
     assert "| ext | vit (none) | 0.800 | 1 |" in lines
-    assert baseline_section(study, auroc_cells(study, 10), None) == []
+    assert baseline_section(study, metric_cells(study, ["auroc_mean"], 10), None) == []
 
 
 def test_data_efficiency_needs_two_fractions_of_one_backbone(tmp_path: Path) -> None:
     _replica(tmp_path / "study", "r", 0, {"test/ext/auroc_mean": 0.7}, fraction=0.1)
     _replica(tmp_path / "study", "v", 0, {"test/ext/auroc_mean": 0.8}, backbone="vit")
     study = StudyRuns.read(tmp_path / "study")
-    auroc = auroc_cells(study, 10)
-    assert data_efficiency_section(study, auroc, tmp_path / "out") == []
-    assert baseline_section(study, auroc, "v") == []
+    cells = metric_cells(study, ["auroc_mean"], 10)
+    assert data_efficiency_section(study, cells, tmp_path / "out") == []
+    assert baseline_section(study, cells, "v") == []
     assert not (tmp_path / "out").exists()
 
 
@@ -483,23 +491,30 @@ def test_comparison_section_is_welchs_t_test(tmp_path: Path) -> None:
         _replica(tmp_path, "a", seed, {"test/ext/auroc_mean": v})
     for seed, v in enumerate([0.5, 0.6]):
         _replica(tmp_path, "b", seed, {"test/ext/auroc_mean": v})
-    lines = comparison_section(StudyRuns.read(tmp_path), ["a", "b"])
+    study = StudyRuns.read(tmp_path)
+    cells = metric_cells(study, ["auroc_mean"], 0)
+    lines = comparison_section(study, cells, ["auroc_mean"], ["a", "b"])
     # Welch by hand: variances 0.01 / 3 and 0.005 / 2, Welch-Satterthwaite degrees of freedom
     sa, sb = 0.01 / 3, 0.005 / 2
     t = (0.8 - 0.55) / math.sqrt(sa + sb)
     df = (sa + sb) ** 2 / (sa**2 / 2 + sb**2 / 1)
     p = 2 * scipy.stats.t.sf(t, df)
     assert lines[0] == "## a vs b"
-    assert f"| ext | 0.800 | 0.550 | {t:.3f} | {p:.4f} |" in lines
-    assert comparison_section(StudyRuns.read(tmp_path), None) == []
+    assert (
+        f"| ext | auroc_mean | 0.800 ± 0.100 | 0.550 ± 0.071 | Welch | {t:.3f} | {p:.4f} |" in lines
+    )
+    assert comparison_section(study, cells, ["auroc_mean"], None) == []
 
 
 def test_comparison_needs_two_replicas_a_side(tmp_path: Path) -> None:
     _replica(tmp_path, "a", 0, {"test/ext/auroc_mean": 0.7})
     _replica(tmp_path, "b", 0, {"test/ext/auroc_mean": 0.6})
     _replica(tmp_path, "b", 1, {"test/ext/auroc_mean": 0.8})
-    lines = comparison_section(StudyRuns.read(tmp_path), ["a", "b"])
-    assert "| ext | 0.700 | 0.700 | n/a | n/a |" in lines
+    study = StudyRuns.read(tmp_path)
+    lines = comparison_section(
+        study, metric_cells(study, ["auroc_mean"], 0), ["auroc_mean"], ["a", "b"]
+    )
+    assert "| ext | auroc_mean | 0.700 | 0.700 ± 0.141 | n/a | n/a | n/a |" in lines
 
 
 def test_missing_section_is_empty_when_nothing_is_missing(tmp_path: Path) -> None:
@@ -587,7 +602,13 @@ def test_build_report_writes_markdown_and_its_html(tmp_path: Path) -> None:
     assert md == tmp_path / "study" / "report" / "report.md"
     text = md.read_text()
     headings = [line for line in text.splitlines() if line.startswith("#")]
-    assert headings == ["# Study report: study", "## Performance", "## Data efficiency"]
+    assert headings == [
+        "# Study report: study",
+        "## Performance",
+        "## Best against every other configuration",
+        "### auroc_mean (higher is better)",
+        "## Data efficiency",
+    ]
     parser = _Cells()
     parser.feed((md.parent / "report.html").read_text())
     found = parser.found
