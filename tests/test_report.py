@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.stats
+import torch
 import yaml
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score
@@ -27,17 +28,25 @@ from medxfer.report import (
     StudyRuns,
     _matching_fraction,
     baseline_section,
+    best_section,
     build_report,
     comparison_section,
+    convergence_section,
     data_efficiency_section,
+    default_metrics,
     feature_reuse_section,
     find_runs,
+    layout_section,
     metric_cells,
     missing_section,
+    parse_layout,
     performance_section,
+    read_reference,
+    reference_section,
     render_html,
     subgroups_section,
     summary_section,
+    two_sample_test,
 )
 from medxfer.study import replica_command
 
@@ -115,6 +124,9 @@ def test_report_renders_every_table_and_plot(study: Path) -> None:
     ):
         assert (md.parent / png).stat().st_size > 1000
     assert "matching fraction" in text and text.count("| chexpert |") >= 4
+    # every replica stored its resamples at test time: intervals for AUROC, ECE and top-1
+    assert (study / "test_resnet_f1.0" / "seed0" / "analysis" / "bootstrap_nih.npz").is_file()
+    assert "no interval" not in text
     html = md.with_suffix(".html").read_text()
     assert "<table>" in html and 'src="cka_vs_depth.png"' in html
 
@@ -616,3 +628,300 @@ def test_build_report_writes_markdown_and_its_html(tmp_path: Path) -> None:
     assert ("td", "0.700 (no interval: per-case predictions missing)") in found
     assert [c for tag, c in found if tag == "td"][-4:] == ["ext", "vit (none)", "0.800", "1"]
     assert (md.parent / "data_efficiency.png").is_file()
+
+
+# Every metric: tests, intervals, tables -------------------------------------------------------
+def _bootstrap_file(folder: Path, values: dict[str, list[float]], cases: str = "same") -> None:
+    """A stored ``analysis/bootstrap_ext.npz``: per-resample values and the cases' digest."""
+    arrays = {k: np.asarray(v, dtype=float) for k, v in values.items()}
+    np.savez(folder / "analysis" / "bootstrap_ext.npz", cases=np.array(cases), **arrays)
+
+
+A_VALUES, B_VALUES = [0.81, 0.84, 0.80, 0.86], [0.78, 0.83, 0.79, 0.80]
+
+
+def _two_configs(root: Path, cases_b: str = "same") -> StudyRuns:
+    """Configurations a and b, seeds 0-3, on the same test cases (unless ``cases_b`` differs)."""
+    for name, vals, cases in (("a", A_VALUES, "same"), ("b", B_VALUES, cases_b)):
+        for seed, v in enumerate(vals):
+            folder = _replica(root, name, seed, {"test/ext/auroc_mean": v})
+            _bootstrap_file(folder, {"auroc_mean": [v] * 5}, cases)
+    return StudyRuns.read(root)
+
+
+@pytest.mark.parametrize(
+    ("test", "expected"),
+    [
+        pytest.param("welch", scipy.stats.ttest_ind(A_VALUES, B_VALUES, equal_var=False), id="w"),
+        pytest.param("student", scipy.stats.ttest_ind(A_VALUES, B_VALUES, equal_var=True), id="s"),
+        pytest.param("paired", scipy.stats.ttest_rel(A_VALUES, B_VALUES), id="paired"),
+    ],
+)
+def test_p_values_are_scipys(tmp_path: Path, test: str, expected: object) -> None:
+    study = _two_configs(tmp_path)
+    cells = metric_cells(study, ["auroc_mean"], 5)
+    res = two_sample_test(
+        cells[("a", "ext", "auroc_mean")], cells[("b", "ext", "auroc_mean")], test
+    )
+    assert res is not None
+    assert (res.statistic, res.pvalue) == pytest.approx((expected.statistic, expected.pvalue))
+    lines = best_section(study, cells, ["auroc_mean"], test)
+    assert expected.pvalue >= 0.05  # not significantly different from the best: bold
+    assert f"| b | **0.800 ± 0.022** (p={expected.pvalue:.4f}) |" in lines
+    assert "| a | **0.828 ± 0.028** (best) |" in lines
+
+
+def test_paired_needs_shared_cases_and_seeds(tmp_path: Path) -> None:
+    study = _two_configs(tmp_path, cases_b="other")
+    cells = metric_cells(study, ["auroc_mean"], 5)
+    a, b = cells[("a", "ext", "auroc_mean")], cells[("b", "ext", "auroc_mean")]
+    res = two_sample_test(a, b, "paired")
+    welch = scipy.stats.ttest_ind(A_VALUES, B_VALUES, equal_var=False)
+    assert res is not None and res.kind == "Welch" and res.pvalue == pytest.approx(welch.pvalue)
+    assert f"(p={welch.pvalue:.4f}, Welch)" in "".join(
+        best_section(study, cells, ["auroc_mean"], "paired")
+    )
+
+
+def test_best_against_others_marks_the_not_significantly_different(tmp_path: Path) -> None:
+    # task t1: a (best) vs b (same values shifted by 0.001: p ~ 0.9) vs c (far lower: p < 0.05);
+    # task t2: c is best, alone with a; ECE: lower is better
+    values = {
+        ("a", "t1"): [0.80, 0.82, 0.84],
+        ("b", "t1"): [0.799, 0.821, 0.839],
+        ("c", "t1"): [0.60, 0.61, 0.62],
+        ("a", "t2"): [0.70, 0.71, 0.72],
+        ("c", "t2"): [0.90, 0.91, 0.92],
+    }
+    for (init, task), vals in values.items():
+        name = f"{init}_{task}"
+        for seed, v in enumerate(vals):
+            _replica(tmp_path, name, seed, {"test/ext/auroc_mean": v, "test/ext/ece": 1 - v})
+        (tmp_path / name / "axes.json").write_text(json.dumps({"init": init, "task": task}))
+    study = StudyRuns.read(tmp_path)
+    cells = metric_cells(study, ["auroc_mean", "ece"], 0)
+    lines = best_section(study, cells, ["auroc_mean", "ece"], "welch")
+    p_b = scipy.stats.ttest_ind(values[("a", "t1")], values[("b", "t1")], equal_var=False).pvalue
+    p_c = scipy.stats.ttest_ind(values[("a", "t1")], values[("c", "t1")], equal_var=False).pvalue
+    p_a2 = scipy.stats.ttest_ind(values[("c", "t2")], values[("a", "t2")], equal_var=False).pvalue
+    assert p_b >= 0.05 > p_c and p_a2 < 0.05
+    auroc = lines[lines.index("### auroc_mean (higher is better)") :]
+    assert "| configuration | t1 (ext) | t2 (ext) |" in auroc
+    assert f"| init=a | **0.820 ± 0.020** (best) | 0.710 ± 0.010 (p={p_a2:.4f}) |" in auroc
+    assert f"| init=b | **0.820 ± 0.020** (p={p_b:.4f}) | - |" in auroc
+    assert f"| init=c | 0.610 ± 0.010 (p={p_c:.4f}) | **0.910 ± 0.010** (best) |" in auroc
+    ece = lines[lines.index("### ece (lower is better)") :]
+    assert f"| init=c | 0.390 ± 0.010 (p={p_c:.4f}) | **0.090 ± 0.010** (best) |" in ece
+
+
+def _simulated(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """A two-class model whose confidence is U(0.6, 0.9) and whose top class is right with
+    probability confidence - 0.15 (true top-1 0.6, true top-label ECE 0.15 in every bin), and
+    per-case Dice ~ Beta(8, 2) for two classes (true mean Dice 0.8)."""
+    conf = rng.uniform(0.6, 0.9, n)
+    right = rng.random(n) < conf - 0.15
+    probs = np.stack([conf, 1 - conf], 1)
+    target = np.stack([right, ~right], 1).astype(float)
+    return {"probs": probs, "target": target, "dice": rng.beta(8, 2, (n, 2))}
+
+
+def test_bootstrap_intervals_cover_the_truth(tmp_path: Path) -> None:
+    from medxfer.metrics import replica_interval, resampled_metrics
+
+    rng = np.random.default_rng(0)
+    truth = {"top1": 0.6, "ece": 0.15, "dice_mean": 0.8}
+    hits = dict.fromkeys(truth, 0)
+    trials = 150
+    for _ in range(trials):
+        case = _simulated(rng, 600)
+        seed = int(rng.integers(1 << 30))
+        values = resampled_metrics(case["probs"], case["target"], "multiclass", 200, seed)
+        values |= resampled_metrics(None, None, "segmentation", 200, seed, dice=case["dice"])
+        for m, t in truth.items():
+            low, high = replica_interval([values[m]])
+            hits[m] += low <= t <= high
+    for m in truth:
+        assert 0.89 <= hits[m] / trials <= 0.995, (m, hits[m] / trials)
+
+
+def test_stored_resamples_give_the_interval_of_the_raw_predictions(tmp_path: Path) -> None:
+    """Replicas of ``stored`` keep bootstrap_ext.npz (written as at test time); the same
+    predictions in ``raw`` keep per-case predictions only: the same intervals, equal to
+    scikit-learn's AUROC and the torch ECE per resample, resamples drawn over sorted ids."""
+    from medxfer.callbacks.predictions import write_bootstrap
+    from medxfer.metrics import expected_calibration_error
+
+    rng = np.random.default_rng(3)
+    n, resamples = 60, 40
+    target = (rng.random((n, 3)) < 0.4).astype(np.float32)
+    target[rng.random((n, 3)) < 0.1] = np.nan
+    ids = np.array([f"id{i:02d}" for i in rng.permutation(n)])
+    probs = [np.clip(np.nan_to_num(target) * 0.3 + rng.random((n, 3)), 0, 1) for _ in range(2)]
+    for seed, p in enumerate(probs):
+        pred = {"probs": p, "target": target, "id": ids, "task": np.array("multilabel")}
+        for name in ("stored", "raw"):
+            _write_run(tmp_path / name / f"seed{seed}", 0.5, pred)
+        write_bootstrap(
+            tmp_path / "stored" / f"seed{seed}" / "analysis" / "bootstrap_ext.npz", pred, 100
+        )
+    assert not (tmp_path / "raw" / "seed0" / "analysis" / "bootstrap_ext.npz").exists()
+    cells = metric_cells(StudyRuns.read(tmp_path), ["auroc_mean", "ece"], resamples)
+    order = np.argsort(ids)
+    _, low, high = sklearn_replica_interval([p[order] for p in probs], target[order], resamples)
+    draws = np.random.default_rng(0).integers(0, n, size=(resamples, n))
+    ece = [
+        np.mean(
+            [
+                float(
+                    torch.nanmean(
+                        expected_calibration_error(
+                            torch.tensor(p[order][rows]),
+                            torch.tensor(target[order][rows]),
+                            task="multilabel",
+                            average="none",
+                        )
+                    )
+                )
+                for p in probs
+            ]
+        )
+        for rows in draws
+    ]
+    for name in ("stored", "raw"):
+        auroc = cells[(name, "ext", "auroc_mean")]
+        assert (auroc.low, auroc.high) == pytest.approx((low, high), abs=1e-12)
+        e = cells[(name, "ext", "ece")]
+        assert (e.low, e.high) == pytest.approx(tuple(np.percentile(ece, [2.5, 97.5])), abs=1e-6)
+
+
+def test_convergence_section_counts_epochs(tmp_path: Path) -> None:
+    for seed, (best, reached) in enumerate([(4, 2), (6, 3)]):
+        record = {"monitor": "val/auroc_mean", "best_epoch": best, "epoch_at_fraction": reached}
+        _replica(
+            tmp_path, "a", seed, {}, analysis={"convergence.json": {**record, "fraction": 0.99}}
+        )
+    _replica(tmp_path, "b", 0, {})  # no convergence.json: no row
+    lines = convergence_section(StudyRuns.read(tmp_path))
+    # epochs = epoch index + 1: (5, 7) -> 6.0 ± 1.4; (3, 4) -> 3.5 ± 0.7
+    assert "| a | val/auroc_mean | 2 | 6.0 ± 1.4 | 3.5 ± 0.7 | 0.99 |" in lines
+    assert not any(line.startswith("| b |") for line in lines)
+
+
+def _scale_study(root: Path) -> StudyRuns:
+    """Targets x source x model at two shot counts; AUROC = a hand-chosen value per cell,
+    replicas +- 0.01."""
+    for target in ("cxr", "flowers"):
+        for source in ("in21k", "cxr"):
+            for shots in ("1", "10"):
+                name = f"{target}_{source}_{shots}"
+                base = 0.5 + 0.1 * (target == "cxr") + 0.2 * (source == "cxr") + 0.01 * int(shots)
+                for seed, d in enumerate((-0.01, 0.01)):
+                    _replica(root, name, seed, {"test/t/auroc_mean": base + d})
+                axes = {"target": target, "source": source, "model": "r50", "shots": shots}
+                (root / name / "axes.json").write_text(json.dumps(axes))
+    return StudyRuns.read(root)
+
+
+def test_layout_section_one_table_per_shot_count(tmp_path: Path) -> None:
+    study = _scale_study(tmp_path)
+    cells = metric_cells(study, ["auroc_mean"], 0)
+    lines = layout_section(
+        study, cells, ["auroc_mean"], parse_layout("target:source,model:shots", study)
+    )
+    i1, i10 = lines.index("### auroc_mean: shots=1"), lines.index("### auroc_mean: shots=10")
+    one, ten = lines[i1:i10], lines[i10:]
+    assert "| target | cxr, r50 | in21k, r50 |" in one
+    assert "| cxr | 0.810 ± 0.014 | 0.610 ± 0.014 |" in one  # 0.5 + 0.1 + 0.2 + 0.01
+    assert "| flowers | 0.710 ± 0.014 | 0.510 ± 0.014 |" in one
+    assert "| cxr | 0.900 ± 0.014 | 0.700 ± 0.014 |" in ten
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        pytest.param("target", r"expected ROWS:COLS", id="one-part"),
+        pytest.param("target:size", r"no configuration has axis 'size'", id="unknown-axis"),
+        pytest.param(
+            "target:source", r"fall in the same cell; add one of the axes", id="ambiguous"
+        ),
+    ],
+)
+def test_bad_layout_is_refused(tmp_path: Path, layout: str, message: str) -> None:
+    _scale_study(tmp_path / "study")
+    with pytest.raises(ValueError, match=message):
+        build_report(tmp_path / "study", tmp_path / "out", layout=layout, n_resamples=0)
+    assert not (tmp_path / "out").exists()
+
+
+def test_reference_table_beside_the_reproduced_replicas(tmp_path: Path) -> None:
+    study = _scale_study(tmp_path / "study")
+    published = [0.80, 0.83, 0.86]
+    rows = ["target,source,shots,seed,metric,value"]
+    rows += [f"cxr,cxr,1,{k},auroc_mean,{v}" for k, v in enumerate(published)]
+    rows += ["flowers,in21k,10,0,auroc_mean,0.2", "flowers,in21k,10,1,auroc_mean,0.21"]
+    (tmp_path / "ref.csv").write_text("\n".join(rows) + "\n")
+    ref = read_reference(tmp_path / "ref.csv", study)
+    assert [(r.line, r.configuration, r.test_set) for r in ref][::4] == [
+        (2, "cxr_cxr_1", "t"),
+        (6, "flowers_in21k_10", "t"),
+    ]
+    lines = reference_section(metric_cells(study, ["auroc_mean"], 0), ref)
+    reproduced = [0.80, 0.82]
+    p = scipy.stats.ttest_ind(published, reproduced, equal_var=False).pvalue
+    p_far = scipy.stats.ttest_ind([0.2, 0.21], [0.59, 0.61], equal_var=False).pvalue
+    assert p >= 0.05 > p_far
+    assert (
+        "| target=cxr, source=cxr, shots=1 | cxr_cxr_1 | t | auroc_mean | 0.830 ± 0.030 (n=3) "
+        f"| 0.810 ± 0.014 (n=2) | {p:.4f} | yes |" in lines
+    )
+    assert (
+        "| target=flowers, source=in21k, shots=10 | flowers_in21k_10 | t | auroc_mean "
+        f"| 0.205 ± 0.007 (n=2) | 0.600 ± 0.014 (n=2) | {p_far:.4f} | no |" in lines
+    )
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        pytest.param(
+            ["cxr,cxr,1,0,auroc_mean,0.8", "cxr,imagenet,1,0,auroc_mean,0.8"],
+            r"ref\.csv line 3: no run of .* has target=cxr, source=imagenet, shots=1",
+            id="no-run",
+        ),
+        pytest.param(
+            ["cxr,cxr,1,0,dice_mean,0.8"],
+            r"ref\.csv line 2: configuration 'cxr_cxr_1' .* logged 'dice_mean' on no test set",
+            id="metric",
+        ),
+        pytest.param(
+            ["cxr,cxr,1,0,auroc_mean,high"],
+            r"ref\.csv line 2: value 'high' is not a number",
+            id="value",
+        ),
+    ],
+)
+def test_bad_reference_rows_are_named(tmp_path: Path, rows: list[str], message: str) -> None:
+    study = _scale_study(tmp_path / "study")
+    (tmp_path / "ref.csv").write_text("\n".join(["target,source,shots,seed,metric,value", *rows]))
+    with pytest.raises(ValueError, match=message):
+        read_reference(tmp_path / "ref.csv", study)
+
+
+def test_a_reference_cell_matching_two_configurations_is_refused(tmp_path: Path) -> None:
+    study = _scale_study(tmp_path / "study")
+    (tmp_path / "ref.csv").write_text("target,source,seed,metric,value\ncxr,cxr,0,auroc_mean,1\n")
+    with pytest.raises(
+        ValueError, match=r"line 2: .* matches configurations .* axes \['model', 'shots'\]"
+    ):
+        read_reference(tmp_path / "ref.csv", study)
+
+
+def test_metric_no_run_logged_is_refused(tmp_path: Path) -> None:
+    _replica(tmp_path / "study", "a", 0, {"test/ext/auroc_mean": 0.7, "test/ext/ece": 0.1})
+    with pytest.raises(
+        ValueError, match=r"metric 'dice_mean' was logged by no run .*auroc_mean, ece"
+    ):
+        build_report(tmp_path / "study", tmp_path / "out", metrics=["dice_mean"])
+    assert not (tmp_path / "out").exists()
+    study = StudyRuns.read(tmp_path / "study")
+    assert default_metrics(study) == ["auroc_mean", "ece"]
