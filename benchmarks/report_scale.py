@@ -40,7 +40,7 @@ import yaml
 
 from medxfer import artifacts
 from medxfer.callbacks.predictions import write_bootstrap
-from medxfer.metrics import resample_blocks, resampled_auroc
+from medxfer.metrics import case_order, resampled_metrics
 
 #: task -> (test set, cases, labels, output type).
 TASKS = {
@@ -104,11 +104,9 @@ def build(study: Path, n_runs: int) -> tuple[float, float]:
             if task == "dxc14":
                 t_boot = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                for idx in resample_blocks(len(pred[artifacts.PROBS]), 1000):
-                    for k in range(pred[artifacts.PROBS].shape[1]):
-                        resampled_auroc(
-                            pred[artifacts.PROBS][:, k], pred[artifacts.TARGET][:, k], idx
-                        )
+                order = case_order(pred[artifacts.CASE_ID])
+                probs, target = pred[artifacts.PROBS][order], pred[artifacts.TARGET][order]
+                resampled_metrics(probs, target, kind, 1000, metrics=[artifacts.AUROC_MEAN])
                 t_auroc = time.perf_counter() - t0
             measured[task] = (boot, dict(np.load(boot)))
         else:

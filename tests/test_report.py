@@ -925,3 +925,20 @@ def test_metric_no_run_logged_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
     study = StudyRuns.read(tmp_path / "study")
     assert default_metrics(study) == ["auroc_mean", "ece"]
+
+
+def test_resampled_metrics_computes_the_asked_ones_only() -> None:
+    from medxfer.metrics import resampled_metrics
+
+    rng = np.random.default_rng(4)
+    target = (rng.random((50, 2)) < 0.5).astype(float)
+    probs = rng.random((50, 2))
+    every = resampled_metrics(probs, target, "multilabel", 30)
+    auroc = resampled_metrics(probs, target, "multilabel", 30, metrics=["auroc_mean"])
+    assert list(auroc) == ["auroc_mean"] and np.array_equal(
+        auroc["auroc_mean"], every["auroc_mean"]
+    )
+    with pytest.raises(
+        ValueError, match=r"multilabel resamples \['auroc_mean', 'ece'\], not \['top1'\]"
+    ):
+        resampled_metrics(probs, target, "multilabel", 30, metrics=["top1"])

@@ -190,6 +190,7 @@ def resampled_metrics(
     dice: np.ndarray | None = None,
     n_bins: int = 15,
     indices: np.ndarray | None = None,
+    metrics: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Every metric of ``task`` (:data:`BOOTSTRAP_TASKS`, named as in ``results.json``) on each
     resample of the cases: ``{metric: (n_resamples,)}``.
@@ -210,9 +211,13 @@ def resampled_metrics(
         dice: ``(n, K)`` each case's Dice per class (segmentation).
         n_bins: ECE's equal-width bins.
         indices: explicit resamples instead of drawing them.
+        metrics: compute only these of the task's metrics (default: all of them).
     """
     if task not in BOOTSTRAP_TASKS:
         raise ValueError(f"task must be one of {list(BOOTSTRAP_TASKS)}, got {task!r}")
+    wanted = [m for m in BOOTSTRAP_TASKS[task] if metrics is None or m in metrics]
+    if metrics is not None and len(wanted) != len(set(metrics)):
+        raise ValueError(f"{task} resamples {list(BOOTSTRAP_TASKS[task])}, not {list(metrics)}")
     if task == "segmentation":
         if dice is None:
             raise ValueError("segmentation needs each case's Dice per class (dice=(n, K))")
@@ -227,27 +232,32 @@ def resampled_metrics(
             raise ValueError(f"probs {probs.shape} do not match target {target.shape}: (n, K)")
         n = len(probs)
         labels = _as_labels(task, probs, target)
-        codes = [_auroc_codes(probs[:, k], labels[:, k]) for k in range(labels.shape[1])]
+        codes = (
+            [_auroc_codes(probs[:, k], labels[:, k]) for k in range(labels.shape[1])]
+            if AUROC_MEAN in wanted
+            else []
+        )
         if task == "multiclass":
             correct = (probs.argmax(axis=1) == np.nan_to_num(target).argmax(axis=1)).astype(float)
             conf, outcome = probs.max(axis=1, keepdims=True), correct[:, None]
         else:
             conf, outcome = probs, target
-        ece_cols = _ece_matrix(conf, outcome, n_bins).T.tocsr()  # (3 L bins, n)
+        ece_cols = _ece_matrix(conf, outcome, n_bins).T.tocsr() if ECE in wanted else None
 
     def block(idx: np.ndarray) -> dict[str, np.ndarray]:
         m = idx.shape[1]
-        w = _multiplicity(idx, n)
+        w = _multiplicity(idx, n) if wanted != [AUROC_MEAN] else None  # AUROC: from idx
         if task == "segmentation":
             return {DICE_MEAN: _nanmean_rows(w @ values / m)}
-        with warnings.catch_warnings():  # a resample lacking a class in every label is NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            auroc = np.nanmean(np.stack([_auroc_from_codes(*c, idx) for c in codes], 1), 1)
-        out = {
-            AUROC_MEAN: auroc,
-            ECE: _ece_from_sums((ece_cols @ w.T).T, conf.shape[1], n_bins),
-        }
-        if task == "multiclass":
+        out = {}
+        if AUROC_MEAN in wanted:
+            with warnings.catch_warnings():  # a resample lacking a class in every label: NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                per_label = [_auroc_from_codes(*c, idx) for c in codes]
+                out[AUROC_MEAN] = np.nanmean(np.stack(per_label, 1), 1)
+        if ece_cols is not None:
+            out[ECE] = _ece_from_sums((ece_cols @ w.T).T, conf.shape[1], n_bins)
+        if TOP1 in wanted:
             out[TOP1] = w @ correct / m
         return out
 
@@ -255,7 +265,7 @@ def resampled_metrics(
         block(idx)
         for idx in ([indices] if indices is not None else resample_blocks(n, n_resamples, seed))
     ]
-    return {k: np.concatenate([b[k] for b in blocks]) for k in BOOTSTRAP_TASKS[task]}
+    return {k: np.concatenate([b[k] for b in blocks]) for k in wanted}
 
 
 def _nanmean_rows(x: np.ndarray) -> np.ndarray:
@@ -325,9 +335,14 @@ def bootstrap_ci(
     else:
         raise ValueError(f"metric must be 'auroc' or 'accuracy', got {metric!r}")
     everyone = np.arange(target.shape[0])[None]
+    only = [key]
     point = float(
-        np.mean([resampled_metrics(p, target, task, indices=everyone)[key][0] for p in probs])
+        np.mean(
+            [resampled_metrics(p, target, task, indices=everyone, metrics=only)[key] for p in probs]
+        )
     )
-    samples = [resampled_metrics(p, target, task, n_resamples, seed)[key] for p in probs]
+    samples = [
+        resampled_metrics(p, target, task, n_resamples, seed, metrics=only)[key] for p in probs
+    ]
     low, high = replica_interval(samples, confidence)
     return BootstrapCI(point, low, high, n_resamples)
