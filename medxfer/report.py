@@ -459,21 +459,21 @@ def _resamples(run: Run, test_set: str, n_resamples: int) -> tuple[dict[str, np.
     raw = run.analysis / artifacts.predictions_npz(test_set)
     if not raw.is_file():
         raise LookupError("per-case predictions missing")
-    with np.load(raw) as f:
-        pred = {k: f[k] for k in f.files}
-    task = _task_of(pred)
-    if task not in BOOTSTRAP_TASKS:
-        raise LookupError(f"no resampled metrics for a {task or 'custom'} task")
-    ids = pred[artifacts.CASE_ID]
-    order = case_order(ids)
-    dice = pred.get(artifacts.DICE)
-    values = resampled_metrics(
-        pred[artifacts.PROBS][order],
-        pred[artifacts.TARGET][order],
-        task,  # type: ignore[arg-type]
-        n_resamples,
-        dice=None if dice is None else dice[order],
-    )
+    with np.load(raw) as f:  # lazy: a segmenter's per-pixel probabilities are never read
+        task = _task_of(f)
+        if task not in BOOTSTRAP_TASKS:
+            raise LookupError(f"no resampled metrics for a {task or 'custom'} task")
+        ids = f[artifacts.CASE_ID]
+        order = case_order(ids)
+        if task == "segmentation":
+            if artifacts.DICE not in f:
+                raise LookupError("per-case Dice missing")
+            probs = target = None
+            dice = f[artifacts.DICE][order]
+        else:
+            probs, target = f[artifacts.PROBS][order], f[artifacts.TARGET][order]
+            dice = None
+    values = resampled_metrics(probs, target, task, n_resamples, dice=dice)  # type: ignore[arg-type]
     return values, cases_digest(ids)
 
 

@@ -942,3 +942,38 @@ def test_resampled_metrics_computes_the_asked_ones_only() -> None:
         ValueError, match=r"multilabel resamples \['auroc_mean', 'ece'\], not \['top1'\]"
     ):
         resampled_metrics(probs, target, "multilabel", 30, metrics=["top1"])
+
+
+def test_dice_interval_stored_or_from_raw_predictions_equals_a_numpy_loop(tmp_path: Path) -> None:
+    from medxfer.callbacks.predictions import write_bootstrap
+
+    rng = np.random.default_rng(6)
+    n, resamples = 30, 50
+    ids = np.array([f"img{i:02d}" for i in rng.permutation(n)])
+    dice = [rng.beta(5, 2, (n, 2)) for _ in range(2)]
+    for seed, d in enumerate(dice):
+        pred = {
+            "probs": rng.random((n, 2, 4, 4)),  # per-pixel: not what Dice is resampled from
+            "target": np.zeros((n, 2, 4, 4)),
+            "id": ids,
+            "task": np.array("segmentation"),
+            "dice": d,
+        }
+        for name in ("stored", "raw"):
+            _write_run(tmp_path / name / f"seed{seed}", 0.5, pred)
+        write_bootstrap(
+            tmp_path / "stored" / f"seed{seed}" / "analysis" / "bootstrap_ext.npz", pred, 80
+        )
+    for name in ("stored", "raw"):  # results.json logs dice_mean too
+        for seed in (0, 1):
+            (tmp_path / name / f"seed{seed}" / "results.json").write_text(
+                '{"test/ext/dice_mean": 0.7}'
+            )
+    cells = metric_cells(StudyRuns.read(tmp_path), ["dice_mean"], resamples)
+    order = np.argsort(ids)
+    draws = np.random.default_rng(0).integers(0, n, size=(resamples, n))
+    means = [np.mean([d[order][rows].mean(axis=0).mean() for d in dice]) for rows in draws]
+    expected = tuple(np.percentile(means, [2.5, 97.5]))
+    for name in ("stored", "raw"):
+        cell = cells[(name, "ext", "dice_mean")]
+        assert (cell.low, cell.high) == pytest.approx(expected, abs=1e-12)

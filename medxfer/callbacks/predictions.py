@@ -202,14 +202,15 @@ def write_bootstrap(path: Path, predictions: dict[str, np.ndarray], n_resamples:
     digest of the ids. The report reads it instead of resampling the predictions again."""
     ids = predictions[artifacts.CASE_ID]
     order = case_order(ids)
-    dice = predictions.get(artifacts.DICE)
-    values = resampled_metrics(
-        predictions[artifacts.PROBS][order],
-        predictions[artifacts.TARGET][order],
-        str(predictions[artifacts.TASK]),  # type: ignore[arg-type]
-        n_resamples,
-        dice=None if dice is None else dice[order],
-    )
+    task = str(predictions[artifacts.TASK])
+    if task == "segmentation":  # scored by per-case Dice: the per-pixel probabilities unused
+        probs = target = None
+        dice = predictions[artifacts.DICE][order]
+    else:
+        probs = predictions[artifacts.PROBS][order]
+        target = predictions[artifacts.TARGET][order]
+        dice = None
+    values = resampled_metrics(probs, target, task, n_resamples, dice=dice)  # type: ignore[arg-type]
     with artifacts.atomic_path(path) as tmp:
         np.savez(tmp, **values, **{artifacts.BOOTSTRAP_CASES: np.array(cases_digest(ids))})
     return path
