@@ -60,6 +60,7 @@ trainer:
     - class_path: medxfer.callbacks.CKACallback
       init_args: {probe_size: 16, batch_size: 8}
     - class_path: medxfer.callbacks.WeightDriftCallback
+    - class_path: medxfer.callbacks.ConvergenceCallback
 """
 
 
@@ -93,23 +94,38 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     )
                     assert cmd[1:4] == ["-m", "medxfer", "fit"]
                     build_cli(cmd[3:])  # "fit ...", in this process
+                axes = {"init": backbone.split("/")[1], "fraction": str(fraction)}
+                (base / "study" / name / "axes.json").write_text(json.dumps(axes))
     finally:
         os.chdir(cwd)
     return base / "study"
 
 
-def test_report_renders_every_table_and_plot(study: Path) -> None:
+def test_report_renders_every_table_and_plot(study: Path, tmp_path: Path) -> None:
     runs = find_runs(study)
     assert len(runs) == 8 and {r.fraction for r in runs} == {0.5, 1.0}
+    assert runs[0].axes == {"init": "test_efficientnet", "fraction": "0.5"}
+    reference = tmp_path / "published.csv"
+    reference.write_text(
+        "init,fraction,set,seed,metric,value\n"
+        + "".join(f"test_resnet,1,nih,{k},auroc_mean,{v}\n" for k, v in enumerate([0.5, 0.6]))
+    )
     md = build_report(
         study,
         baseline="test_resnet_f1.0",
         compare=["test_resnet_f1.0", "test_efficientnet_f1.0"],
         n_resamples=200,
+        layout="init:fraction:set",
+        reference=reference,
     )
     text = md.read_text()
     for heading in (
         "## Performance",
+        "## Best against every other configuration",
+        "## Grid",
+        "### auroc_mean: set=nih",
+        "## Epochs to converge",
+        "## Against published replicas",
         "## Data efficiency",
         "## Subgroups",
         "## Feature reuse",
@@ -127,6 +143,7 @@ def test_report_renders_every_table_and_plot(study: Path) -> None:
     # every replica stored its resamples at test time: intervals for AUROC, ECE and top-1
     assert (study / "test_resnet_f1.0" / "seed0" / "analysis" / "bootstrap_nih.npz").is_file()
     assert "no interval" not in text
+    assert "| init=test_resnet, fraction=1, set=nih | test_resnet_f1.0 | nih | auroc_mean |" in text
     html = md.with_suffix(".html").read_text()
     assert "<table>" in html and 'src="cka_vs_depth.png"' in html
 
