@@ -992,3 +992,58 @@ def test_dice_interval_stored_or_from_raw_predictions_equals_a_numpy_loop(tmp_pa
     for name in ("stored", "raw"):
         cell = cells[(name, "ext", "dice_mean")]
         assert (cell.low, cell.high) == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_segmenter_stores_its_dice_resamples_at_test_time(tiny_trainer, tmp_path: Path) -> None:
+    """trainer.test with PredictionWriter: each case's Dice kept (their mean is the logged
+    dice_mean) and bootstrap_seg.npz holds the mean Dice on resamples drawn over sorted ids."""
+    from medxfer.callbacks import PredictionWriter
+    from medxfer.datamodules.segmentation import SegmentationDataModule, write_synthetic_montgomery
+    from medxfer.tasks import Segmenter
+
+    dm = SegmentationDataModule(
+        str(write_synthetic_montgomery(tmp_path / "mont", 12, size=40, seed=3)),
+        layout="montgomery",
+        lungs="left_right",
+        image_size=32,
+        augment=False,
+        batch_size=4,
+        num_workers=0,
+        split=(0.3, 0.1, 0.6),
+    )
+    torch.manual_seed(0)
+    task = Segmenter(
+        backbone="timm/resnet18",
+        num_classes=2,
+        label_names=["left_lung", "right_lung"],
+        decoder_channels=(32, 16, 8, 8, 8),
+    )
+    trainer = tiny_trainer(callbacks=[PredictionWriter(n_resamples=20)], limit_test_batches=None)
+    trainer.test(task, datamodule=dm, verbose=False)
+    pred = np.load(tmp_path / "analysis" / "predictions_seg.npz")
+    assert str(pred["task"]) == "segmentation" and pred["dice"].shape == (len(pred["id"]), 2)
+    logged = float(trainer.callback_metrics["test/seg/dice_mean"])
+    assert pred["dice"].mean(axis=0).mean() == pytest.approx(logged, abs=1e-5)
+    stored = np.load(tmp_path / "analysis" / "bootstrap_seg.npz")
+    dice = pred["dice"][np.argsort(pred["id"])].astype(np.float64)
+    draws = np.random.default_rng(0).integers(0, len(dice), size=(20, len(dice)))
+    expected = [dice[rows].mean(axis=0).mean() for rows in draws]
+    assert stored["dice_mean"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_multiclass_metrics_on_all_cases_equal_torch_and_sklearn() -> None:
+    from sklearn.metrics import roc_auc_score as auc
+
+    from medxfer.metrics import expected_calibration_error, resampled_metrics
+
+    rng = np.random.default_rng(8)
+    probs = rng.dirichlet(np.ones(3), size=120)
+    soft = rng.dirichlet(np.ones(3) * 0.5, size=120)  # soft targets score their top label
+    everyone = np.arange(120)[None]
+    got = resampled_metrics(probs, soft, "multiclass", indices=everyone)
+    top = soft.argmax(1)
+    ece = expected_calibration_error(torch.tensor(probs), torch.tensor(soft), task="multiclass")
+    assert got["top1"][0] == pytest.approx((probs.argmax(1) == top).mean())
+    assert got["ece"][0] == pytest.approx(float(ece), abs=1e-6)
+    ovr = np.mean([auc(top == k, probs[:, k]) for k in range(3)])
+    assert got["auroc_mean"][0] == pytest.approx(ovr)
