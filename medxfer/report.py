@@ -94,6 +94,7 @@ ALPHA = 0.05
 #: The two-sample tests the report offers (``--test``).
 TestName = Literal["welch", "student", "paired"]
 TESTS: tuple[str, ...] = ("welch", "student", "paired")
+_TEST_NAMES = {"welch": "Welch's", "student": "Student's", "paired": "paired"}
 #: The pseudo-axis naming a test set in layouts and reference tables.
 SET_AXIS = "set"
 #: The axes of a configuration without ``axes.json``: derived from its ``config.yaml``.
@@ -477,6 +478,15 @@ def _resamples(run: Run, test_set: str, n_resamples: int) -> tuple[dict[str, np.
     return values, cases_digest(ids)
 
 
+def _stored_digest(run: Run, test_set: str) -> str | None:
+    """The digest of the test cases in a replica's ``bootstrap_<set>.npz`` (None without it)."""
+    stored = run.analysis / artifacts.bootstrap_npz(test_set)
+    if not stored.is_file():
+        return None
+    with np.load(stored) as f:
+        return str(f[artifacts.BOOTSTRAP_CASES]) if artifacts.BOOTSTRAP_CASES in f else None
+
+
 def metric_cells(study: StudyRuns, metrics: Sequence[str], n_resamples: int) -> Cells:
     """Every configuration's ``metrics`` on every test set it was scored on, over its replicas:
     the logged values and, for the metrics resampled at test time (mean AUROC, top-1, ECE,
@@ -497,9 +507,12 @@ def metric_cells(study: StudyRuns, metrics: Sequence[str], n_resamples: int) -> 
                     samples.append(values)
                     digests.add(digest)
             except LookupError as err:
-                note, samples = str(err), []
+                note, samples, digests = str(err), [], set()
             if len(digests) > 1:
                 note, samples = "replicas tested on different cases", []
+        else:  # no resampled metric asked: the stored digests still tell shared test cases
+            found = [_stored_digest(r, s) for r in reps]
+            digests = set() if None in found else set(found)  # type: ignore[arg-type]
         for m in metrics:
             key = artifacts.result_key(s, m)
             values = {r.seed: v for r in reps if not math.isnan(v := r.results.get(key, math.nan))}
@@ -853,8 +866,8 @@ def best_section(
     md = [
         "## Best against every other configuration",
         "",
-        f"Per task, the best configuration's replicas against every other's by a {test} "
-        f"t-test ({how}). **Bold**: the best and those not significantly different from it "
+        f"Per task, the best configuration's replicas against every other's by "
+        f"{_TEST_NAMES[test]} t-test ({how}). **Bold**: the best and those not significantly different from it "
         f"(p >= {ALPHA}).",
         "",
     ]
@@ -1231,7 +1244,7 @@ def comparison_section(
     return [
         f"## {a} vs {b}",
         "",
-        f"Two-sample t-test ({test}) on the replicas' values; mean ± std over replicas.",
+        f"{_TEST_NAMES[test]} two-sample t-test on the replicas' values; mean ± std over replicas.",
         "",
         *_table(["test set", "metric", f"{a}", f"{b}", "test", "t", "p"], rows),
     ]

@@ -1047,3 +1047,18 @@ def test_multiclass_metrics_on_all_cases_equal_torch_and_sklearn() -> None:
     assert got["ece"][0] == pytest.approx(float(ece), abs=1e-6)
     ovr = np.mean([auc(top == k, probs[:, k]) for k in range(3)])
     assert got["auroc_mean"][0] == pytest.approx(ovr)
+
+
+def test_paired_test_of_a_metric_without_resamples_reads_the_stored_cases(tmp_path: Path) -> None:
+    study = _two_configs(tmp_path)
+    for name, vals in (("a", A_VALUES), ("b", B_VALUES)):
+        for seed, v in enumerate(vals):  # a metric that is not resampled: subgroup gap
+            path = tmp_path / name / f"seed{seed}" / "results.json"
+            path.write_text(json.dumps({"test/ext/subgroup/sex/gap": v}))
+    study = StudyRuns.read(tmp_path)
+    cells = metric_cells(study, ["subgroup/sex/gap"], 5)
+    a, b = cells[("a", "ext", "subgroup/sex/gap")], cells[("b", "ext", "subgroup/sex/gap")]
+    assert a.cases == b.cases == "same"
+    res = two_sample_test(a, b, "paired")
+    assert res is not None and res.kind == "paired"
+    assert res.pvalue == pytest.approx(scipy.stats.ttest_rel(A_VALUES, B_VALUES).pvalue)
