@@ -22,6 +22,7 @@ A run folder (``<study>/<name>/seed<k>/`` under ``medxfer study``)::
       calibration_<prefix>.json   reliability_<prefix>.png   reliability_labels_<prefix>.png
       subgroups_<prefix>.json     {"epoch", "metric", "min_size", "attributes": {attr: report}}
       predictions_<set>.npz       probs, target, id, group_<attribute> (test sets)
+      bootstrap_<set>.npz         each metric on each shared resample of the cases (report)
       cka.json  cka_vs_depth.png  {"history": [{"when", "epoch", "step", "cka": {stage: v}}]}
       weight_drift.json  drift_per_block.png   {"history": [{"epoch", "step", "drift": ...}]}
       convergence.json
@@ -53,6 +54,7 @@ __all__ = [
     "BINS",
     "BINS_PER_LABEL",
     "BINS_SCALED",
+    "BOOTSTRAP_CASES",
     "CASE_ID",
     "CHECKPOINTS_DIR",
     "CKA",
@@ -61,6 +63,8 @@ __all__ = [
     "CONFIG_YAML",
     "CONVERGENCE",
     "CONVERGENCE_JSON",
+    "DICE",
+    "DICE_MEAN",
     "DRIFT",
     "DRIFT_L1",
     "DRIFT_PLOT",
@@ -86,12 +90,14 @@ __all__ = [
     "STEP",
     "STUDY_YAML",
     "TARGET",
+    "TASK",
     "TEMPERATURE",
     "TEMPERATURE_EPOCH",
     "TOP1",
     "WEIGHT_DRIFT_JSON",
     "WHEN",
     "atomic_path",
+    "bootstrap_npz",
     "calibration_json",
     "case_id_key",
     "convergence_key",
@@ -159,6 +165,13 @@ def subgroups_json(prefix: str) -> str:
 def predictions_npz(set_name: str) -> str:
     """``predictions_<set>.npz``: the per-case predictions on test set ``set_name``."""
     return f"predictions_{set_name}.npz"
+
+
+def bootstrap_npz(set_name: str) -> str:
+    """``bootstrap_<set>.npz``: each metric of test set ``set_name`` on each resample of its
+    cases (:func:`medxfer.metrics.resampled_metrics`; one ``(n_resamples,)`` array per metric,
+    named as in ``results.json``, and the digest of the cases, :data:`BOOTSTRAP_CASES`)."""
+    return f"bootstrap_{set_name}.npz"
 
 
 def predictions_csv(set_name: str) -> str:
@@ -260,6 +273,13 @@ def convergence_key(field: str) -> str:
 #: ``predictions_<set>.npz``: ``(n, K)`` probabilities and targets, ``(n,)`` case ids, and one
 #: ``(n,)`` array of subgroup names per attribute, ``group_<attribute>``.
 PROBS, TARGET, CASE_ID, GROUP_PREFIX = "probs", "target", "id", "group_"
+#: Also in ``predictions_<set>.npz``: the task's output type (``multilabel``, ``multiclass``,
+#: ``segmentation``) and, for a segmenter, each case's Dice per class ``(n, K)``.
+TASK, DICE = "task", "dice"
+#: A segmenter's mean Dice over classes, in ``results.json``.
+DICE_MEAN = "dice_mean"
+#: ``bootstrap_<set>.npz``: the digest of the set's case ids (:func:`medxfer.metrics.cases_digest`).
+BOOTSTRAP_CASES = "cases"
 #: JSON files: where in training a record was made, and the history of records.
 EPOCH, STEP, HISTORY = "epoch", "step", "history"
 #: ``cka.json`` records: ``WHEN`` is ``START``, ``"epoch"`` or ``END``; ``CKA`` maps stage -> CKA.

@@ -863,3 +863,41 @@ def test_study_bad_input_in_one_line(
     proc = medxfer(["study", *make(work)], work)
     assert_one_line_error(proc, fragments)
     assert not (work / "studies" / "typo").exists()  # nothing ran
+
+
+# --- report ---
+def _report_study(root: Path) -> Path:
+    """A finished replica of configuration ``a`` (axes init=moco, task=cxr) logging AUROC."""
+    import json
+
+    (root / "st" / "a" / "seed0").mkdir(parents=True)
+    (root / "st" / "a" / "seed0" / "results.json").write_text('{"test/nih/auroc_mean": 0.7}')
+    (root / "st" / "a" / "axes.json").write_text(json.dumps({"init": "moco", "task": "cxr"}))
+    return root / "st"
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragments"),
+    [
+        pytest.param(
+            ["--metric", "dice_mean"],
+            ["metric 'dice_mean' was logged by no run", "logged: auroc_mean"],
+            id="unlogged-metric",
+        ),
+        pytest.param(
+            ["--reference", "ref.csv"],
+            ["ref.csv line 3: no run of", "has init=simclr, task=cxr"],
+            id="reference-row",
+        ),
+    ],
+)
+def test_report_refuses_bad_input_in_one_line(
+    tmp_path: Path, extra: list[str], fragments: list[str]
+) -> None:
+    _report_study(tmp_path)
+    (tmp_path / "ref.csv").write_text(
+        "init,task,seed,metric,value\nmoco,cxr,0,auroc_mean,0.7\nsimclr,cxr,0,auroc_mean,0.7\n"
+    )
+    proc = medxfer(["report", "st", *extra], tmp_path)
+    assert_one_line_error(proc, fragments)
+    assert not (tmp_path / "st" / "report").exists()

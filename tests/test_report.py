@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.stats
+import torch
 import yaml
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score
@@ -26,18 +27,26 @@ from medxfer.metrics import bootstrap_ci
 from medxfer.report import (
     StudyRuns,
     _matching_fraction,
-    auroc_cells,
     baseline_section,
+    best_section,
     build_report,
     comparison_section,
+    convergence_section,
     data_efficiency_section,
+    default_metrics,
     feature_reuse_section,
     find_runs,
+    layout_section,
+    metric_cells,
     missing_section,
+    parse_layout,
     performance_section,
+    read_reference,
+    reference_section,
     render_html,
     subgroups_section,
     summary_section,
+    two_sample_test,
 )
 from medxfer.study import replica_command
 
@@ -84,23 +93,37 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     )
                     assert cmd[1:4] == ["-m", "medxfer", "fit"]
                     build_cli(cmd[3:])  # "fit ...", in this process
+                axes = {"init": backbone.split("/")[1], "fraction": str(fraction)}
+                (base / "study" / name / "axes.json").write_text(json.dumps(axes))
     finally:
         os.chdir(cwd)
     return base / "study"
 
 
-def test_report_renders_every_table_and_plot(study: Path) -> None:
+def test_report_renders_every_table_and_plot(study: Path, tmp_path: Path) -> None:
     runs = find_runs(study)
     assert len(runs) == 8 and {r.fraction for r in runs} == {0.5, 1.0}
+    assert runs[0].axes == {"init": "test_efficientnet", "fraction": "0.5"}
+    reference = tmp_path / "published.csv"
+    reference.write_text(
+        "init,fraction,set,seed,metric,value\n"
+        + "".join(f"test_resnet,1,nih,{k},auroc_mean,{v}\n" for k, v in enumerate([0.5, 0.6]))
+    )
     md = build_report(
         study,
         baseline="test_resnet_f1.0",
         compare=["test_resnet_f1.0", "test_efficientnet_f1.0"],
         n_resamples=200,
+        layout="init:fraction:set",
+        reference=reference,
     )
     text = md.read_text()
     for heading in (
         "## Performance",
+        "## Best against every other configuration",
+        "## Grid",
+        "### auroc_mean: set=nih",
+        "## Against published replicas",
         "## Data efficiency",
         "## Subgroups",
         "## Feature reuse",
@@ -115,6 +138,10 @@ def test_report_renders_every_table_and_plot(study: Path) -> None:
     ):
         assert (md.parent / png).stat().st_size > 1000
     assert "matching fraction" in text and text.count("| chexpert |") >= 4
+    # every replica stored its resamples at test time: intervals for AUROC, ECE and top-1
+    assert (study / "test_resnet_f1.0" / "seed0" / "analysis" / "bootstrap_nih.npz").is_file()
+    assert "no interval" not in text
+    assert "| init=test_resnet, fraction=1 | test_resnet_f1.0 | nih | auroc_mean |" in text
     html = md.with_suffix(".html").read_text()
     assert "<table>" in html and 'src="cka_vs_depth.png"' in html
 
@@ -208,11 +235,12 @@ def test_report_interval_and_missing_artifacts(tmp_path: Path) -> None:
     _write_run(study / "b" / "seed1", 0.8, None)  # no per-case predictions
     (study / "b" / "seed2").mkdir()  # unfinished: no results.json
     text = build_report(study, n_resamples=300).read_text()
-    point, low, high = sklearn_replica_interval(probs, target, 300)
-    assert f"| a | ? | none | 1 | ext | 2 | {point:.3f} [{low:.3f}, {high:.3f}] |" in text
-    assert (
-        "| b | ? | none | 1 | ext | 2 | 0.750 (no interval: per-case predictions missing) |" in text
-    )
+    # the resamples index the cases in the order of their ids: case0, case1, case10, ...
+    order = np.argsort(ids)
+    _, low, high = sklearn_replica_interval([p[order] for p in probs], target[order], 300)
+    assert f"| a | ? | none | 1 | ext | 2 | 0.500 ± 0.000 [{low:.3f}, {high:.3f}] |" in text
+    no_interval = "(no interval: per-case predictions missing)"
+    assert f"| b | ? | none | 1 | ext | 2 | 0.750 ± 0.071 {no_interval} |" in text
     assert "## Missing artifacts" in text
     assert "- `b/seed1` lacks `analysis/predictions_ext.npz`" in text
     assert "- `b/seed2` lacks `results.json`" in text
@@ -341,19 +369,26 @@ def test_summary_and_performance_sections(tmp_path: Path) -> None:
     _replica(tmp_path, "b", 0, {"test/ext/auroc_mean": None, "test/int/auroc_mean": 0.9})
     study = StudyRuns.read(tmp_path)
     assert study.sets == ["ext", "int"] and list(study.by_name) == ["a", "b"]
+    assert study.sets_of == {"a": ["ext"], "b": ["ext", "int"]}
     assert summary_section(study) == [
         f"# Study report: {tmp_path.name}",
         "",
         "3 runs, 2 configurations, test sets: ext, int.",
         "",
     ]
-    lines = performance_section(study, auroc_cells(study, 10), 10)
+    metrics = ["auroc_mean", "ece", "top1"]
+    lines = performance_section(study, metric_cells(study, metrics, 10), metrics, 10)
     no_interval = "(no interval: per-case predictions missing)"
-    # ECE (0.1 + 0.3) / 2; top-1 of the one replica that logged it; nothing logged: n/a
-    assert f"| a | r50 | none | 1 | ext | 2 | 0.700 {no_interval} | 0.200 | 0.500 |" in lines
-    assert f"| a | r50 | none | 1 | int | 2 | n/a {no_interval} | n/a | n/a |" in lines
-    assert f"| b | r50 | none | 1 | ext | 1 | n/a {no_interval} | n/a | n/a |" in lines
-    assert lines[0] == "## Performance" and "(10 resamples)" in lines[2]
+    # mean ± sample std over replicas: AUROC 0.7 ± 0.1414, ECE 0.2 ± 0.1414; top-1 of the one
+    # replica that logged it; nothing logged: n/a; a is not scored on int: no row
+    assert (
+        f"| a | r50 | none | 1 | ext | 2 | 0.700 ± 0.141 {no_interval} "
+        f"| 0.200 ± 0.141 {no_interval} | 0.500 {no_interval} |" in lines
+    )
+    assert not any(line.startswith("| a | r50 | none | 1 | int |") for line in lines)
+    assert "| b | r50 | none | 1 | ext | 1 | n/a | n/a | n/a |" in lines
+    assert f"| b | r50 | none | 1 | int | 1 | 0.900 {no_interval} | n/a | n/a |" in lines
+    assert lines[0] == "## Performance" and "(10 resamples" in lines[2]
 
 
 def _curves_study(root: Path) -> StudyRuns:
@@ -370,7 +405,7 @@ def test_data_efficiency_section_draws_one_curve_per_backbone(
 ) -> None:
     study = _curves_study(tmp_path / "study")
     out = tmp_path / "out"
-    lines = data_efficiency_section(study, auroc_cells(study, 10), out)
+    lines = data_efficiency_section(study, metric_cells(study, ["auroc_mean"], 10), out)
     assert lines == ["## Data efficiency", "", "![data efficiency](data_efficiency.png)", ""]
     assert (out / "data_efficiency.png").stat().st_size > 1000
     (ax,) = figures[0].axes
@@ -382,20 +417,20 @@ def test_data_efficiency_section_draws_one_curve_per_backbone(
 
 def test_baseline_section_interpolates_the_matching_fraction(tmp_path: Path) -> None:
     study = _curves_study(tmp_path)
-    lines = baseline_section(study, auroc_cells(study, 10), "v")
+    lines = baseline_section(study, metric_cells(study, ["auroc_mean"], 10), "v")
     # r50 reaches 0.8 halfway from (0.1, 0.7) to (0.5, 0.9): 0.1 + 0.5 * 0.4 = 0.3
     assert "| ext | r50 (none) | 0.800 | 0.3 |" in lines
     assert "| ext | vit (none) | 0.800 | 1 |" in lines
-    assert baseline_section(study, auroc_cells(study, 10), None) == []
+    assert baseline_section(study, metric_cells(study, ["auroc_mean"], 10), None) == []
 
 
 def test_data_efficiency_needs_two_fractions_of_one_backbone(tmp_path: Path) -> None:
     _replica(tmp_path / "study", "r", 0, {"test/ext/auroc_mean": 0.7}, fraction=0.1)
     _replica(tmp_path / "study", "v", 0, {"test/ext/auroc_mean": 0.8}, backbone="vit")
     study = StudyRuns.read(tmp_path / "study")
-    auroc = auroc_cells(study, 10)
-    assert data_efficiency_section(study, auroc, tmp_path / "out") == []
-    assert baseline_section(study, auroc, "v") == []
+    cells = metric_cells(study, ["auroc_mean"], 10)
+    assert data_efficiency_section(study, cells, tmp_path / "out") == []
+    assert baseline_section(study, cells, "v") == []
     assert not (tmp_path / "out").exists()
 
 
@@ -483,23 +518,30 @@ def test_comparison_section_is_welchs_t_test(tmp_path: Path) -> None:
         _replica(tmp_path, "a", seed, {"test/ext/auroc_mean": v})
     for seed, v in enumerate([0.5, 0.6]):
         _replica(tmp_path, "b", seed, {"test/ext/auroc_mean": v})
-    lines = comparison_section(StudyRuns.read(tmp_path), ["a", "b"])
+    study = StudyRuns.read(tmp_path)
+    cells = metric_cells(study, ["auroc_mean"], 0)
+    lines = comparison_section(study, cells, ["auroc_mean"], ["a", "b"])
     # Welch by hand: variances 0.01 / 3 and 0.005 / 2, Welch-Satterthwaite degrees of freedom
     sa, sb = 0.01 / 3, 0.005 / 2
     t = (0.8 - 0.55) / math.sqrt(sa + sb)
     df = (sa + sb) ** 2 / (sa**2 / 2 + sb**2 / 1)
     p = 2 * scipy.stats.t.sf(t, df)
     assert lines[0] == "## a vs b"
-    assert f"| ext | 0.800 | 0.550 | {t:.3f} | {p:.4f} |" in lines
-    assert comparison_section(StudyRuns.read(tmp_path), None) == []
+    assert (
+        f"| ext | auroc_mean | 0.800 ± 0.100 | 0.550 ± 0.071 | Welch | {t:.3f} | {p:.4f} |" in lines
+    )
+    assert comparison_section(study, cells, ["auroc_mean"], None) == []
 
 
 def test_comparison_needs_two_replicas_a_side(tmp_path: Path) -> None:
     _replica(tmp_path, "a", 0, {"test/ext/auroc_mean": 0.7})
     _replica(tmp_path, "b", 0, {"test/ext/auroc_mean": 0.6})
     _replica(tmp_path, "b", 1, {"test/ext/auroc_mean": 0.8})
-    lines = comparison_section(StudyRuns.read(tmp_path), ["a", "b"])
-    assert "| ext | 0.700 | 0.700 | n/a | n/a |" in lines
+    study = StudyRuns.read(tmp_path)
+    lines = comparison_section(
+        study, metric_cells(study, ["auroc_mean"], 0), ["auroc_mean"], ["a", "b"]
+    )
+    assert "| ext | auroc_mean | 0.700 | 0.700 ± 0.141 | n/a | n/a | n/a |" in lines
 
 
 def test_missing_section_is_empty_when_nothing_is_missing(tmp_path: Path) -> None:
@@ -587,7 +629,13 @@ def test_build_report_writes_markdown_and_its_html(tmp_path: Path) -> None:
     assert md == tmp_path / "study" / "report" / "report.md"
     text = md.read_text()
     headings = [line for line in text.splitlines() if line.startswith("#")]
-    assert headings == ["# Study report: study", "## Performance", "## Data efficiency"]
+    assert headings == [
+        "# Study report: study",
+        "## Performance",
+        "## Best against every other configuration",
+        "### auroc_mean (higher is better)",
+        "## Data efficiency",
+    ]
     parser = _Cells()
     parser.feed((md.parent / "report.html").read_text())
     found = parser.found
@@ -595,3 +643,422 @@ def test_build_report_writes_markdown_and_its_html(tmp_path: Path) -> None:
     assert ("td", "0.700 (no interval: per-case predictions missing)") in found
     assert [c for tag, c in found if tag == "td"][-4:] == ["ext", "vit (none)", "0.800", "1"]
     assert (md.parent / "data_efficiency.png").is_file()
+
+
+# Every metric: tests, intervals, tables -------------------------------------------------------
+def _bootstrap_file(folder: Path, values: dict[str, list[float]], cases: str = "same") -> None:
+    """A stored ``analysis/bootstrap_ext.npz``: per-resample values and the cases' digest."""
+    arrays = {k: np.asarray(v, dtype=float) for k, v in values.items()}
+    np.savez(folder / "analysis" / "bootstrap_ext.npz", cases=np.array(cases), **arrays)
+
+
+A_VALUES, B_VALUES = [0.81, 0.84, 0.80, 0.86], [0.78, 0.83, 0.79, 0.80]
+
+
+def _two_configs(root: Path, cases_b: str = "same") -> StudyRuns:
+    """Configurations a and b, seeds 0-3, on the same test cases (unless ``cases_b`` differs)."""
+    for name, vals, cases in (("a", A_VALUES, "same"), ("b", B_VALUES, cases_b)):
+        for seed, v in enumerate(vals):
+            folder = _replica(root, name, seed, {"test/ext/auroc_mean": v})
+            _bootstrap_file(folder, {"auroc_mean": [v] * 5}, cases)
+    return StudyRuns.read(root)
+
+
+@pytest.mark.parametrize(
+    ("test", "expected"),
+    [
+        pytest.param("welch", scipy.stats.ttest_ind(A_VALUES, B_VALUES, equal_var=False), id="w"),
+        pytest.param("student", scipy.stats.ttest_ind(A_VALUES, B_VALUES, equal_var=True), id="s"),
+        pytest.param("paired", scipy.stats.ttest_rel(A_VALUES, B_VALUES), id="paired"),
+    ],
+)
+def test_p_values_are_scipys(tmp_path: Path, test: str, expected: object) -> None:
+    study = _two_configs(tmp_path)
+    cells = metric_cells(study, ["auroc_mean"], 5)
+    res = two_sample_test(
+        cells[("a", "ext", "auroc_mean")], cells[("b", "ext", "auroc_mean")], test
+    )
+    assert res is not None
+    assert (res.statistic, res.pvalue) == pytest.approx((expected.statistic, expected.pvalue))
+    lines = best_section(study, cells, ["auroc_mean"], test)
+    assert expected.pvalue >= 0.05  # not significantly different from the best: bold
+    assert f"| b | **0.800 ± 0.022** (p={expected.pvalue:.4f}) |" in lines
+    assert "| a | **0.828 ± 0.028** (best) |" in lines
+
+
+def test_paired_needs_shared_cases_and_seeds(tmp_path: Path) -> None:
+    study = _two_configs(tmp_path, cases_b="other")
+    cells = metric_cells(study, ["auroc_mean"], 5)
+    a, b = cells[("a", "ext", "auroc_mean")], cells[("b", "ext", "auroc_mean")]
+    res = two_sample_test(a, b, "paired")
+    welch = scipy.stats.ttest_ind(A_VALUES, B_VALUES, equal_var=False)
+    assert res is not None and res.kind == "Welch" and res.pvalue == pytest.approx(welch.pvalue)
+    assert f"(p={welch.pvalue:.4f}, Welch)" in "".join(
+        best_section(study, cells, ["auroc_mean"], "paired")
+    )
+
+
+def test_best_against_others_marks_the_not_significantly_different(tmp_path: Path) -> None:
+    # task t1: a (best) vs b (same values shifted by 0.001: p ~ 0.9) vs c (far lower: p < 0.05);
+    # task t2: c is best, alone with a; ECE: lower is better
+    values = {
+        ("a", "t1"): [0.80, 0.82, 0.84],
+        ("b", "t1"): [0.799, 0.821, 0.839],
+        ("c", "t1"): [0.60, 0.61, 0.62],
+        ("a", "t2"): [0.70, 0.71, 0.72],
+        ("c", "t2"): [0.90, 0.91, 0.92],
+    }
+    for (init, task), vals in values.items():
+        name = f"{init}_{task}"
+        for seed, v in enumerate(vals):
+            _replica(tmp_path, name, seed, {"test/ext/auroc_mean": v, "test/ext/ece": 1 - v})
+        (tmp_path / name / "axes.json").write_text(json.dumps({"init": init, "task": task}))
+    study = StudyRuns.read(tmp_path)
+    cells = metric_cells(study, ["auroc_mean", "ece"], 0)
+    lines = best_section(study, cells, ["auroc_mean", "ece"], "welch")
+    p_b = scipy.stats.ttest_ind(values[("a", "t1")], values[("b", "t1")], equal_var=False).pvalue
+    p_c = scipy.stats.ttest_ind(values[("a", "t1")], values[("c", "t1")], equal_var=False).pvalue
+    p_a2 = scipy.stats.ttest_ind(values[("c", "t2")], values[("a", "t2")], equal_var=False).pvalue
+    assert p_b >= 0.05 > p_c and p_a2 < 0.05
+    auroc = lines[lines.index("### auroc_mean (higher is better)") :]
+    assert "| configuration | t1 (ext) | t2 (ext) |" in auroc
+    assert f"| init=a | **0.820 ± 0.020** (best) | 0.710 ± 0.010 (p={p_a2:.4f}) |" in auroc
+    assert f"| init=b | **0.820 ± 0.020** (p={p_b:.4f}) | - |" in auroc
+    assert f"| init=c | 0.610 ± 0.010 (p={p_c:.4f}) | **0.910 ± 0.010** (best) |" in auroc
+    ece = lines[lines.index("### ece (lower is better)") :]
+    assert f"| init=c | 0.390 ± 0.010 (p={p_c:.4f}) | **0.090 ± 0.010** (best) |" in ece
+
+
+def _simulated(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    """A two-class model whose confidence is U(0.6, 0.9) and whose top class is right with
+    probability confidence - 0.15 (true top-1 0.6, true top-label ECE 0.15 in every bin), and
+    per-case Dice ~ Beta(8, 2) for two classes (true mean Dice 0.8)."""
+    conf = rng.uniform(0.6, 0.9, n)
+    right = rng.random(n) < conf - 0.15
+    probs = np.stack([conf, 1 - conf], 1)
+    target = np.stack([right, ~right], 1).astype(float)
+    return {"probs": probs, "target": target, "dice": rng.beta(8, 2, (n, 2))}
+
+
+def test_bootstrap_intervals_cover_the_truth(tmp_path: Path) -> None:
+    from medxfer.metrics import replica_interval, resampled_metrics
+
+    rng = np.random.default_rng(0)
+    truth = {"top1": 0.6, "ece": 0.15, "dice_mean": 0.8}
+    hits = dict.fromkeys(truth, 0)
+    trials = 150
+    for _ in range(trials):
+        case = _simulated(rng, 600)
+        seed = int(rng.integers(1 << 30))
+        values = resampled_metrics(case["probs"], case["target"], "multiclass", 200, seed)
+        values |= resampled_metrics(None, None, "segmentation", 200, seed, dice=case["dice"])
+        for m, t in truth.items():
+            low, high = replica_interval([values[m]])
+            hits[m] += low <= t <= high
+    for m in truth:
+        assert 0.89 <= hits[m] / trials <= 0.995, (m, hits[m] / trials)
+
+
+def test_stored_resamples_give_the_interval_of_the_raw_predictions(tmp_path: Path) -> None:
+    """Replicas of ``stored`` keep bootstrap_ext.npz (written as at test time); the same
+    predictions in ``raw`` keep per-case predictions only: the same intervals, equal to
+    scikit-learn's AUROC and the torch ECE per resample, resamples drawn over sorted ids."""
+    from medxfer.callbacks.predictions import write_bootstrap
+    from medxfer.metrics import expected_calibration_error
+
+    rng = np.random.default_rng(3)
+    n, resamples = 60, 40
+    target = (rng.random((n, 3)) < 0.4).astype(np.float32)
+    target[rng.random((n, 3)) < 0.1] = np.nan
+    ids = np.array([f"id{i:02d}" for i in rng.permutation(n)])
+    probs = [np.clip(np.nan_to_num(target) * 0.3 + rng.random((n, 3)), 0, 1) for _ in range(2)]
+    for seed, p in enumerate(probs):
+        pred = {"probs": p, "target": target, "id": ids, "task": np.array("multilabel")}
+        for name in ("stored", "raw"):
+            _write_run(tmp_path / name / f"seed{seed}", 0.5, pred)
+        write_bootstrap(
+            tmp_path / "stored" / f"seed{seed}" / "analysis" / "bootstrap_ext.npz", pred, 100
+        )
+    assert not (tmp_path / "raw" / "seed0" / "analysis" / "bootstrap_ext.npz").exists()
+    cells = metric_cells(StudyRuns.read(tmp_path), ["auroc_mean", "ece"], resamples)
+    order = np.argsort(ids)
+    _, low, high = sklearn_replica_interval([p[order] for p in probs], target[order], resamples)
+    draws = np.random.default_rng(0).integers(0, n, size=(resamples, n))
+    ece = [
+        np.mean(
+            [
+                float(
+                    torch.nanmean(
+                        expected_calibration_error(
+                            torch.tensor(p[order][rows]),
+                            torch.tensor(target[order][rows]),
+                            task="multilabel",
+                            average="none",
+                        )
+                    )
+                )
+                for p in probs
+            ]
+        )
+        for rows in draws
+    ]
+    for name in ("stored", "raw"):
+        auroc = cells[(name, "ext", "auroc_mean")]
+        assert (auroc.low, auroc.high) == pytest.approx((low, high), abs=1e-12)
+        e = cells[(name, "ext", "ece")]
+        assert (e.low, e.high) == pytest.approx(tuple(np.percentile(ece, [2.5, 97.5])), abs=1e-6)
+
+
+def test_convergence_section_counts_epochs(tmp_path: Path) -> None:
+    for seed, (best, reached) in enumerate([(4, 2), (6, 3)]):
+        record = {"monitor": "val/auroc_mean", "best_epoch": best, "epoch_at_fraction": reached}
+        _replica(
+            tmp_path, "a", seed, {}, analysis={"convergence.json": {**record, "fraction": 0.99}}
+        )
+    _replica(tmp_path, "b", 0, {})  # no convergence.json: no row
+    lines = convergence_section(StudyRuns.read(tmp_path))
+    # epochs = epoch index + 1: (5, 7) -> 6.0 ± 1.4; (3, 4) -> 3.5 ± 0.7
+    assert "| a | val/auroc_mean | 2 | 6.0 ± 1.4 | 3.5 ± 0.7 | 0.99 |" in lines
+    assert not any(line.startswith("| b |") for line in lines)
+
+
+def _scale_study(root: Path) -> StudyRuns:
+    """Targets x source x model at two shot counts; AUROC = a hand-chosen value per cell,
+    replicas +- 0.01."""
+    for target in ("cxr", "flowers"):
+        for source in ("in21k", "cxr"):
+            for shots in ("1", "10"):
+                name = f"{target}_{source}_{shots}"
+                base = 0.5 + 0.1 * (target == "cxr") + 0.2 * (source == "cxr") + 0.01 * int(shots)
+                for seed, d in enumerate((-0.01, 0.01)):
+                    _replica(root, name, seed, {"test/t/auroc_mean": base + d})
+                axes = {"target": target, "source": source, "model": "r50", "shots": shots}
+                (root / name / "axes.json").write_text(json.dumps(axes))
+    return StudyRuns.read(root)
+
+
+def test_layout_section_one_table_per_shot_count(tmp_path: Path) -> None:
+    study = _scale_study(tmp_path)
+    cells = metric_cells(study, ["auroc_mean"], 0)
+    lines = layout_section(
+        study, cells, ["auroc_mean"], parse_layout("target:source,model:shots", study)
+    )
+    i1, i10 = lines.index("### auroc_mean: shots=1"), lines.index("### auroc_mean: shots=10")
+    one, ten = lines[i1:i10], lines[i10:]
+    assert "| target | cxr, r50 | in21k, r50 |" in one
+    assert "| cxr | 0.810 ± 0.014 | 0.610 ± 0.014 |" in one  # 0.5 + 0.1 + 0.2 + 0.01
+    assert "| flowers | 0.710 ± 0.014 | 0.510 ± 0.014 |" in one
+    assert "| cxr | 0.900 ± 0.014 | 0.700 ± 0.014 |" in ten
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        pytest.param("target", r"expected ROWS:COLS", id="one-part"),
+        pytest.param("target:size", r"no configuration has axis 'size'", id="unknown-axis"),
+        pytest.param(
+            "target:source", r"fall in the same cell; add one of the axes", id="ambiguous"
+        ),
+    ],
+)
+def test_bad_layout_is_refused(tmp_path: Path, layout: str, message: str) -> None:
+    _scale_study(tmp_path / "study")
+    with pytest.raises(ValueError, match=message):
+        build_report(tmp_path / "study", tmp_path / "out", layout=layout, n_resamples=0)
+    assert not (tmp_path / "out").exists()
+
+
+def test_reference_table_beside_the_reproduced_replicas(tmp_path: Path) -> None:
+    study = _scale_study(tmp_path / "study")
+    published = [0.80, 0.83, 0.86]
+    rows = ["target,source,shots,seed,metric,value"]
+    rows += [f"cxr,cxr,1,{k},auroc_mean,{v}" for k, v in enumerate(published)]
+    rows += ["flowers,in21k,10,0,auroc_mean,0.2", "flowers,in21k,10,1,auroc_mean,0.21"]
+    (tmp_path / "ref.csv").write_text("\n".join(rows) + "\n")
+    ref = read_reference(tmp_path / "ref.csv", study)
+    assert [(r.line, r.configuration, r.test_set) for r in ref][::4] == [
+        (2, "cxr_cxr_1", "t"),
+        (6, "flowers_in21k_10", "t"),
+    ]
+    lines = reference_section(metric_cells(study, ["auroc_mean"], 0), ref)
+    reproduced = [0.80, 0.82]
+    p = scipy.stats.ttest_ind(published, reproduced, equal_var=False).pvalue
+    p_far = scipy.stats.ttest_ind([0.2, 0.21], [0.59, 0.61], equal_var=False).pvalue
+    assert p >= 0.05 > p_far
+    assert (
+        "| target=cxr, source=cxr, shots=1 | cxr_cxr_1 | t | auroc_mean | 0.830 ± 0.030 (n=3) "
+        f"| 0.810 ± 0.014 (n=2) | {p:.4f} | yes |" in lines
+    )
+    assert (
+        "| target=flowers, source=in21k, shots=10 | flowers_in21k_10 | t | auroc_mean "
+        f"| 0.205 ± 0.007 (n=2) | 0.600 ± 0.014 (n=2) | {p_far:.4f} | no |" in lines
+    )
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        pytest.param(
+            ["cxr,cxr,1,0,auroc_mean,0.8", "cxr,imagenet,1,0,auroc_mean,0.8"],
+            r"ref\.csv line 3: no run of .* has target=cxr, source=imagenet, shots=1",
+            id="no-run",
+        ),
+        pytest.param(
+            ["cxr,cxr,1,0,dice_mean,0.8"],
+            r"ref\.csv line 2: configuration 'cxr_cxr_1' .* logged 'dice_mean' on no test set",
+            id="metric",
+        ),
+        pytest.param(
+            ["cxr,cxr,1,0,auroc_mean,high"],
+            r"ref\.csv line 2: value 'high' is not a number",
+            id="value",
+        ),
+    ],
+)
+def test_bad_reference_rows_are_named(tmp_path: Path, rows: list[str], message: str) -> None:
+    study = _scale_study(tmp_path / "study")
+    (tmp_path / "ref.csv").write_text("\n".join(["target,source,shots,seed,metric,value", *rows]))
+    with pytest.raises(ValueError, match=message):
+        read_reference(tmp_path / "ref.csv", study)
+
+
+def test_a_reference_cell_matching_two_configurations_is_refused(tmp_path: Path) -> None:
+    study = _scale_study(tmp_path / "study")
+    (tmp_path / "ref.csv").write_text("target,source,seed,metric,value\ncxr,cxr,0,auroc_mean,1\n")
+    with pytest.raises(
+        ValueError, match=r"line 2: .* matches configurations .* axes \['model', 'shots'\]"
+    ):
+        read_reference(tmp_path / "ref.csv", study)
+
+
+def test_metric_no_run_logged_is_refused(tmp_path: Path) -> None:
+    _replica(tmp_path / "study", "a", 0, {"test/ext/auroc_mean": 0.7, "test/ext/ece": 0.1})
+    with pytest.raises(
+        ValueError, match=r"metric 'dice_mean' was logged by no run .*auroc_mean, ece"
+    ):
+        build_report(tmp_path / "study", tmp_path / "out", metrics=["dice_mean"])
+    assert not (tmp_path / "out").exists()
+    study = StudyRuns.read(tmp_path / "study")
+    assert default_metrics(study) == ["auroc_mean", "ece"]
+
+
+def test_resampled_metrics_computes_the_asked_ones_only() -> None:
+    from medxfer.metrics import resampled_metrics
+
+    rng = np.random.default_rng(4)
+    target = (rng.random((50, 2)) < 0.5).astype(float)
+    probs = rng.random((50, 2))
+    every = resampled_metrics(probs, target, "multilabel", 30)
+    auroc = resampled_metrics(probs, target, "multilabel", 30, metrics=["auroc_mean"])
+    assert list(auroc) == ["auroc_mean"] and np.array_equal(
+        auroc["auroc_mean"], every["auroc_mean"]
+    )
+    with pytest.raises(
+        ValueError, match=r"multilabel resamples \['auroc_mean', 'ece'\], not \['top1'\]"
+    ):
+        resampled_metrics(probs, target, "multilabel", 30, metrics=["top1"])
+
+
+def test_dice_interval_stored_or_from_raw_predictions_equals_a_numpy_loop(tmp_path: Path) -> None:
+    from medxfer.callbacks.predictions import write_bootstrap
+
+    rng = np.random.default_rng(6)
+    n, resamples = 30, 50
+    ids = np.array([f"img{i:02d}" for i in rng.permutation(n)])
+    dice = [rng.beta(5, 2, (n, 2)) for _ in range(2)]
+    for seed, d in enumerate(dice):
+        pred = {
+            "probs": rng.random((n, 2, 4, 4)),  # per-pixel: not what Dice is resampled from
+            "target": np.zeros((n, 2, 4, 4)),
+            "id": ids,
+            "task": np.array("segmentation"),
+            "dice": d,
+        }
+        for name in ("stored", "raw"):
+            _write_run(tmp_path / name / f"seed{seed}", 0.5, pred)
+        write_bootstrap(
+            tmp_path / "stored" / f"seed{seed}" / "analysis" / "bootstrap_ext.npz", pred, 80
+        )
+    for name in ("stored", "raw"):  # results.json logs dice_mean too
+        for seed in (0, 1):
+            (tmp_path / name / f"seed{seed}" / "results.json").write_text(
+                '{"test/ext/dice_mean": 0.7}'
+            )
+    cells = metric_cells(StudyRuns.read(tmp_path), ["dice_mean"], resamples)
+    order = np.argsort(ids)
+    draws = np.random.default_rng(0).integers(0, n, size=(resamples, n))
+    means = [np.mean([d[order][rows].mean(axis=0).mean() for d in dice]) for rows in draws]
+    expected = tuple(np.percentile(means, [2.5, 97.5]))
+    for name in ("stored", "raw"):
+        cell = cells[(name, "ext", "dice_mean")]
+        assert (cell.low, cell.high) == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_segmenter_stores_its_dice_resamples_at_test_time(tiny_trainer, tmp_path: Path) -> None:
+    """trainer.test with PredictionWriter: each case's Dice kept (their mean is the logged
+    dice_mean) and bootstrap_seg.npz holds the mean Dice on resamples drawn over sorted ids."""
+    from medxfer.callbacks import PredictionWriter
+    from medxfer.datamodules.segmentation import SegmentationDataModule, write_synthetic_montgomery
+    from medxfer.tasks import Segmenter
+
+    dm = SegmentationDataModule(
+        str(write_synthetic_montgomery(tmp_path / "mont", 12, size=40, seed=3)),
+        layout="montgomery",
+        lungs="left_right",
+        image_size=32,
+        augment=False,
+        batch_size=4,
+        num_workers=0,
+        split=(0.3, 0.1, 0.6),
+    )
+    torch.manual_seed(0)
+    task = Segmenter(
+        backbone="timm/resnet18",
+        num_classes=2,
+        label_names=["left_lung", "right_lung"],
+        decoder_channels=(32, 16, 8, 8, 8),
+    )
+    trainer = tiny_trainer(callbacks=[PredictionWriter(n_resamples=20)], limit_test_batches=None)
+    trainer.test(task, datamodule=dm, verbose=False)
+    pred = np.load(tmp_path / "analysis" / "predictions_seg.npz")
+    assert str(pred["task"]) == "segmentation" and pred["dice"].shape == (len(pred["id"]), 2)
+    logged = float(trainer.callback_metrics["test/seg/dice_mean"])
+    assert pred["dice"].mean(axis=0).mean() == pytest.approx(logged, abs=1e-5)
+    stored = np.load(tmp_path / "analysis" / "bootstrap_seg.npz")
+    dice = pred["dice"][np.argsort(pred["id"])].astype(np.float64)
+    draws = np.random.default_rng(0).integers(0, len(dice), size=(20, len(dice)))
+    expected = [dice[rows].mean(axis=0).mean() for rows in draws]
+    assert stored["dice_mean"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_multiclass_metrics_on_all_cases_equal_torch_and_sklearn() -> None:
+    from sklearn.metrics import roc_auc_score as auc
+
+    from medxfer.metrics import expected_calibration_error, resampled_metrics
+
+    rng = np.random.default_rng(8)
+    probs = rng.dirichlet(np.ones(3), size=120)
+    soft = rng.dirichlet(np.ones(3) * 0.5, size=120)  # soft targets score their top label
+    everyone = np.arange(120)[None]
+    got = resampled_metrics(probs, soft, "multiclass", indices=everyone)
+    top = soft.argmax(1)
+    ece = expected_calibration_error(torch.tensor(probs), torch.tensor(soft), task="multiclass")
+    assert got["top1"][0] == pytest.approx((probs.argmax(1) == top).mean())
+    assert got["ece"][0] == pytest.approx(float(ece), abs=1e-6)
+    ovr = np.mean([auc(top == k, probs[:, k]) for k in range(3)])
+    assert got["auroc_mean"][0] == pytest.approx(ovr)
+
+
+def test_paired_test_of_a_metric_without_resamples_reads_the_stored_cases(tmp_path: Path) -> None:
+    study = _two_configs(tmp_path)
+    for name, vals in (("a", A_VALUES), ("b", B_VALUES)):
+        for seed, v in enumerate(vals):  # a metric that is not resampled: subgroup gap
+            path = tmp_path / name / f"seed{seed}" / "results.json"
+            path.write_text(json.dumps({"test/ext/subgroup/sex/gap": v}))
+    study = StudyRuns.read(tmp_path)
+    cells = metric_cells(study, ["subgroup/sex/gap"], 5)
+    a, b = cells[("a", "ext", "subgroup/sex/gap")], cells[("b", "ext", "subgroup/sex/gap")]
+    assert a.cases == b.cases == "same"
+    res = two_sample_test(a, b, "paired")
+    assert res is not None and res.kind == "paired"
+    assert res.pvalue == pytest.approx(scipy.stats.ttest_rel(A_VALUES, B_VALUES).pvalue)

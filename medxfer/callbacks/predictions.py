@@ -1,6 +1,8 @@
 """Per-case predictions: the test sets' probabilities and targets, kept for the study report's
-bootstrap intervals over cases (``analysis/predictions_<set>.npz``), and the probabilities of
-``medxfer predict`` as one CSV per evaluation set (``predictions/<set>.csv``)."""
+bootstrap intervals over cases (``analysis/predictions_<set>.npz``) together with each metric on
+each shared resample of the cases (``analysis/bootstrap_<set>.npz``, computed once here so the
+report of a large study only aggregates), and the probabilities of ``medxfer predict`` as one
+CSV per evaluation set (``predictions/<set>.csv``)."""
 
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ import torch
 from typing_extensions import override
 
 from medxfer import artifacts
+from medxfer.metrics.bootstrap import BOOTSTRAP_TASKS, case_order, cases_digest, resampled_metrics
 
 from .base import analysis_dir, run_folder
 
-__all__ = ["PredictionWriter", "case_probabilities"]
+__all__ = ["PredictionWriter", "case_probabilities", "write_bootstrap"]
 
 
 def case_probabilities(probs: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
@@ -42,7 +45,12 @@ class PredictionWriter(L.Callback):
     """Per-case predictions of every evaluation set, gathered from all DDP ranks:
 
     * ``trainer.test`` (``medxfer fit`` / ``test``): ``analysis/predictions_<set>.npz``
-      (``probs``, ``target``, ``id``, and one array per group attribute);
+      (``probs``, ``target``, ``id``, one array per group attribute, the task's output type
+      ``task`` and, for a segmenter, each case's Dice per class ``dice``), and
+      ``analysis/bootstrap_<set>.npz``: each of the task's metrics on ``n_resamples`` resamples
+      of the cases (:func:`medxfer.metrics.resampled_metrics` over the cases in the order of
+      their ids, so every replica tested on the same cases has the same resamples) and the
+      digest of the case ids -- what ``medxfer report`` averages over replicas;
     * ``trainer.predict`` (``medxfer predict``, which adds this callback when a config lacks
       it): ``predictions/<set>.csv`` in the run folder, one row per case -- ``id``, then one
       column per label / class holding its probability (sigmoid of a multi-label task's
@@ -56,17 +64,25 @@ class PredictionWriter(L.Callback):
 
     Args:
         source_ids: write the datasets' own case ids instead (they may name patients).
+        n_resamples: bootstrap resamples stored per test set (0: no ``bootstrap_<set>.npz``).
     """
 
-    def __init__(self, source_ids: bool = False) -> None:
+    def __init__(self, source_ids: bool = False, n_resamples: int = 1000) -> None:
+        if n_resamples < 0:
+            raise ValueError(f"n_resamples must be >= 0, got {n_resamples}")
         self.source_ids = source_ids
+        self.n_resamples = n_resamples
         self._store: dict[str, dict[str, list]] = {}
 
     def _add(self, name: str, probs: torch.Tensor, outputs: dict[str, Any]) -> None:
-        s = self._store.setdefault(name, {"probs": [], "target": [], "id": [], "groups": []})
+        s = self._store.setdefault(
+            name, {"probs": [], "target": [], "id": [], "groups": [], "dice": []}
+        )
         s["probs"].append(probs.detach().float().cpu())
         if "target" in outputs:
             s["target"].append(outputs["target"].detach().float().cpu())
+        if outputs.get("dice") is not None:
+            s["dice"].append(outputs["dice"].detach().float().cpu())
         s["id"] += [str(i) for i in outputs.get("id", [])]
         groups = outputs.get("groups", {})
         s["groups"] += [{k: str(v[i]) for k, v in groups.items()} for i in range(len(probs))]
@@ -77,6 +93,7 @@ class PredictionWriter(L.Callback):
             k: {
                 "probs": torch.cat(v["probs"]).numpy(),
                 "target": torch.cat(v["target"]).numpy() if v["target"] else None,
+                "dice": torch.cat(v["dice"]).numpy() if v["dice"] else None,
                 "id": v["id"],
                 "groups": v["groups"],
             }
@@ -117,9 +134,11 @@ class PredictionWriter(L.Callback):
             return
         out = analysis_dir(trainer)
         out.mkdir(parents=True, exist_ok=True)
+        task = str(getattr(pl_module, "output_type", ""))
         for name, pieces in sets.items():
             groups = [g for p in pieces for g in p["groups"]]
             keys = sorted({k for g in groups for k in g})
+            dice = [p["dice"] for p in pieces if p["dice"] is not None]
             arrays = {
                 artifacts.PROBS: np.concatenate([p["probs"] for p in pieces]),
                 artifacts.TARGET: np.concatenate([p["target"] for p in pieces]),
@@ -130,9 +149,13 @@ class PredictionWriter(L.Callback):
                     artifacts.GROUP_PREFIX + k: np.array([g.get(k, "") for g in groups])
                     for k in keys
                 },
+                artifacts.TASK: np.array(task),
+                **({artifacts.DICE: np.concatenate(dice)} if dice else {}),
             }
             with artifacts.atomic_path(out / artifacts.predictions_npz(name)) as tmp:
                 np.savez(tmp, **arrays)
+            if self.n_resamples and task in BOOTSTRAP_TASKS:
+                write_bootstrap(out / artifacts.bootstrap_npz(name), arrays, self.n_resamples)
 
     # --------------------------------------------------------------------------- predict
     @override
@@ -170,6 +193,27 @@ class PredictionWriter(L.Callback):
                     [i, *(f"{v:.9g}" for v in row)] for i, row in zip(ids, probs, strict=True)
                 )
             print(f"predictions of {len(ids)} cases written to {path}", flush=True)
+
+
+def write_bootstrap(path: Path, predictions: dict[str, np.ndarray], n_resamples: int) -> Path:
+    """Write ``bootstrap_<set>.npz`` of one test set's ``predictions`` (the arrays of its
+    ``predictions_<set>.npz``): each of its task's metrics on ``n_resamples`` resamples of the
+    cases, taken in the order of their ids (:func:`medxfer.metrics.case_order`), and the
+    digest of the ids. The report reads it instead of resampling the predictions again."""
+    ids = predictions[artifacts.CASE_ID]
+    order = case_order(ids)
+    task = str(predictions[artifacts.TASK])
+    if task == "segmentation":  # scored by per-case Dice: the per-pixel probabilities unused
+        probs = target = None
+        dice = predictions[artifacts.DICE][order]
+    else:
+        probs = predictions[artifacts.PROBS][order]
+        target = predictions[artifacts.TARGET][order]
+        dice = None
+    values = resampled_metrics(probs, target, task, n_resamples, dice=dice)  # type: ignore[arg-type]
+    with artifacts.atomic_path(path) as tmp:
+        np.savez(tmp, **values, **{artifacts.BOOTSTRAP_CASES: np.array(cases_digest(ids))})
+    return path
 
 
 def _gather(local: dict, trainer: L.Trainer) -> list:

@@ -6,7 +6,8 @@
   scaling: :func:`fit_temperature`, :class:`TemperatureFit`;
 * fairness: :func:`subgroup_gaps`, :class:`SubgroupMetrics` (gaps, ECE and operating points per
   subgroup), :func:`tpr_at_specificity`, :func:`equalized_odds_gap`;
-* uncertainty: :func:`bootstrap_ci` (percentile bootstrap over cases, vectorised);
+* uncertainty: :func:`bootstrap_ci` (percentile bootstrap over cases, vectorised),
+  :func:`resampled_metrics` (every metric of a task on resamples shared by replicas);
 * feature reuse: :func:`linear_cka`, :class:`MinibatchCKA`, :func:`weight_drift`;
 * segmentation: :func:`dice_iou`, :class:`SegmentationMetrics` (Dice and IoU per class),
   :func:`case_dice` (per image, for subgroups), :func:`sample_pixels` (for pixel ECE).
@@ -14,7 +15,17 @@
 
 from __future__ import annotations
 
-from .bootstrap import BootstrapCI, bootstrap_ci, resampled_auroc
+from .bootstrap import (
+    BOOTSTRAP_TASKS,
+    BootstrapCI,
+    bootstrap_ci,
+    case_order,
+    cases_digest,
+    replica_interval,
+    resample_blocks,
+    resampled_auroc,
+    resampled_metrics,
+)
 from .calibration import (
     TEMPERATURE_BOUNDS,
     CalibrationError,
@@ -39,6 +50,7 @@ from .subgroups import (
 )
 
 __all__ = [
+    "BOOTSTRAP_TASKS",
     "TEMPERATURE_BOUNDS",
     "BootstrapCI",
     "CalibrationError",
@@ -50,6 +62,8 @@ __all__ = [
     "TemperatureFit",
     "bootstrap_ci",
     "case_dice",
+    "case_order",
+    "cases_digest",
     "dice_iou",
     "equalized_odds_gap",
     "expected_calibration_error",
@@ -63,7 +77,10 @@ __all__ = [
     "metric_key",
     "rates_at_threshold",
     "reliability_bins",
+    "replica_interval",
+    "resample_blocks",
     "resampled_auroc",
+    "resampled_metrics",
     "sample_pixels",
     "stage_drift",
     "subgroup_gaps",
