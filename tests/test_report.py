@@ -261,45 +261,40 @@ def test_matching_fraction(values: list[float], target: float, expected: float |
 
 
 def test_study_command_is_resumable(tmp_path: Path) -> None:
+    """A one-config study file (seed 3): the replica runs, writes its results and per-case
+    predictions, the console says what ran, where its progress is and what to run next, and a
+    second run skips it."""
     write_synthetic_chexpert(tmp_path / "data/synthetic/chexpert", n_patients=30, size=32, seed=0)
     write_synthetic_nih(tmp_path / "data/synthetic/nih", n_patients=6, size=32, seed=1)
-    cmd = [
-        sys.executable,
-        "-m",
-        "medxfer",
-        "study",
-        "-c",
-        str(REPO / "configs/tiny.yaml"),
-        "--out",
-        "st",
-        "--name",
-        "r",
-        "--seeds",
-        "3",
-        "--",
-        "--model.init_args.backbone=timm/test_resnet",
-        "--data.init_args.image_size=32",
-    ]
+    study = {
+        "out": "st",
+        "base": [str(REPO / "configs/tiny.yaml")],
+        "overrides": {
+            "model.init_args.backbone": "timm/test_resnet",
+            "data.init_args.image_size": 32,
+        },
+        "seeds": [3],
+        "name": "r",
+    }
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    cmd = [sys.executable, "-m", "medxfer", "study", "run", "study.yaml"]
     first = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout + first.stderr
     assert (tmp_path / "st/r/seed3/results.json").is_file() and (
         tmp_path / "st/r/seed3/analysis/predictions_nih.npz"
     ).is_file()
-    # the console says what ran, with which seed, where its progress and results are, and
-    # what to run next; the replica's log has a progress line per epoch
     lines = first.stdout.splitlines()
     assert any(
-        "r seed 3 (1/1): running medxfer fit -c " in line
-        and "--seed_everything=3; progress in st/r/seed3/log.txt" in line
+        line.startswith("[study] r/seed3: ") and "progress in st/r/seed3/log.txt" in line
         for line in lines
     ), first.stdout
-    assert any("r seed 3 (1/1): done in" in ln and "st/r/seed3/results.json" in ln for ln in lines)
-    assert lines[-1].startswith("next: medxfer report st")
+    assert any(line.startswith("[study] r/seed3: done in") for line in lines), first.stdout
+    assert any(line.startswith("next: medxfer report st") for line in lines), first.stdout
     assert (
         "medxfer: epoch 1  step 4/4  train/loss " in (tmp_path / "st/r/seed3/log.txt").read_text()
     )
     again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert "seed 3 (1/1): done, skipped" in again.stdout
+    assert "[study] r/seed3: done, skipped" in again.stdout, again.stdout
 
 
 # Each section on a hand-made study folder ----------------------------------------------------
