@@ -297,9 +297,9 @@ def _image(alt: str, file: str) -> list[str]:
 
 # Metrics and their cells ----------------------------------------------------------------------
 #: Metrics whose lower values are better (matched on the last part of the name).
-_LOWER_IS_BETTER = ("ece", "loss", "gap", "ratio")
+_LOWER_IS_BETTER = ("ece", artifacts.ECE_SCALED, "loss", "gap", "ratio", "equalized_odds_gap")
 #: Logged values that are counts or bookkeeping, not metrics: left out of the default tables.
-_NOT_METRICS = ("loss", artifacts.AUROC_LABELS)
+_NOT_METRICS = ("loss", artifacts.AUROC_LABELS, artifacts.TEMPERATURE)
 
 
 def lower_is_better(metric: str) -> bool:
