@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -1057,3 +1058,54 @@ def test_paired_test_of_a_metric_without_resamples_reads_the_stored_cases(tmp_pa
     res = two_sample_test(a, b, "paired")
     assert res is not None and res.kind == "paired"
     assert res.pvalue == pytest.approx(scipy.stats.ttest_rel(A_VALUES, B_VALUES).pvalue)
+
+
+CHROMIUM = next(
+    (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
+)
+#: Appended to the page: once it has loaded, what the browser shows is written into the DOM
+#: (the headings, the number of tables and each image's decoded width), for --dump-dom to print.
+PROBE = """<script>window.addEventListener("load", () => {
+  const seen = {
+    headings: [...document.querySelectorAll("h1, h2, h3")].map(h => h.textContent),
+    tables: document.querySelectorAll("table").length,
+    rows: document.querySelectorAll("tr").length,
+    images: [...document.images].map(i => [i.getAttribute("src"), i.complete, i.naturalWidth]),
+  };
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify(seen);
+  document.body.appendChild(out);
+});</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (Debian: apt install chromium)")
+def test_report_html_in_a_real_browser_shows_every_section_table_and_plot(
+    study: Path, tmp_path: Path
+) -> None:
+    """``report.html`` opened by headless Chromium: every heading and table of the Markdown is
+    on the page, and every figure it names is decoded (a width > 0), none broken."""
+    md = build_report(study, tmp_path / "report", baseline="test_resnet_f1.0",
+                      compare=["test_resnet_f1.0", "test_efficientnet_f1.0"], n_resamples=100,
+                      layout="init:fraction:set")  # fmt: skip
+    page = md.with_suffix(".html")
+    probe = page.with_name("probe.html")  # beside it: the figures resolve as from report.html
+    probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+    out = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+         "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    start = out.stdout.index('<pre id="probe">') + len('<pre id="probe">')
+    import html as html_lib
+
+    seen = json.loads(html_lib.unescape(out.stdout[start : out.stdout.index("</pre>", start)]))
+    text = md.read_text()
+    headings = [ln.lstrip("#").strip() for ln in text.splitlines() if ln.startswith("#")]
+    assert seen["headings"] == headings
+    assert seen["tables"] == text.count("\n|---") and seen["tables"] >= 8
+    pngs = sorted(p.name for p in md.parent.glob("*.png"))
+    assert sorted({src for src, *_ in seen["images"]}) == pngs and len(pngs) >= 4
+    broken = [src for src, complete, width in seen["images"] if not complete or width == 0]
+    assert not broken, broken
