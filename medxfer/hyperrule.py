@@ -47,6 +47,7 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_warn
 
 __all__ = [
+    "REDUCED_LR",
     "HyperRule",
     "bit_hyperrule",
     "describe_rule",
@@ -56,6 +57,9 @@ __all__ = [
     "hyperrule_overrides",
     "resolution_settings",
 ]
+
+#: The base learning rate of the scale study's reduced variant (:meth:`HyperRule.reduced`).
+REDUCED_LR = 0.001
 
 #: The rule's (resize, crop) sides: below 96 x 96 pixels, and from there on.
 SMALL_RESOLUTION, LARGE_RESOLUTION = (160, 128), (512, 480)
@@ -123,6 +127,23 @@ class HyperRule:
             base_lr=self.base_lr * batch_size / self.batch_size,
             batch_size=batch_size,
         )
+
+    def reduced(self, batch_size: int) -> HyperRule:
+        """The scale study's reduced variant at global batch ``batch_size`` (Cherti & Jitsev,
+        2021, their released fine-tuning code, run at batch 128): the rule's boundaries kept
+        *in steps* (not moved to the same number of examples) and base lr
+        :data:`REDUCED_LR` whatever the batch; resolution and MixUp as the rule. Nesterov
+        momentum, adaptive gradient clipping and no weight decay are the config's
+        (``configs/*_bit_reduced.yaml``).
+
+        Example:
+            >>> run = bit_hyperrule(50_000, 32).reduced(128)
+            >>> run.schedule, run.base_lr, run.batch_size
+            ((500, 3000, 6000, 9000, 10000), 0.001, 128)
+        """
+        if batch_size < 1:
+            raise ValueError(f"the global batch must be positive, got {batch_size}")
+        return replace(self, base_lr=REDUCED_LR, batch_size=batch_size)
 
     def task_settings(self) -> dict[str, Any]:
         """The :class:`~medxfer.tasks.TransferTask` hyper-parameters of this rule (at its
@@ -286,12 +307,19 @@ def describe_rule(rule: HyperRule, datamodule: Any, resolution: dict[str, int]) 
     )
 
 
-def describe_run(run: HyperRule, batch_size: int, processes: int = 1, accumulate: int = 1) -> str:
-    """One line on what :func:`hyperrule_overrides` sets for ``run``, with the global batch
-    spelled out (``batch_size`` per process x ``processes`` x ``accumulate``) and the published
-    rule's examples beside the run's."""
+def describe_run(
+    run: HyperRule,
+    batch_size: int,
+    processes: int = 1,
+    accumulate: int = 1,
+    reduced: bool = False,
+) -> str:
+    """One line on what :func:`hyperrule_overrides` sets for ``run`` (``reduced``: the scale
+    study's variant), with the global batch spelled out (``batch_size`` per process x
+    ``processes`` x ``accumulate``) and the published rule's examples beside the run's."""
+    variant = "BiT-HyperRule, the scale study's reduced variant," if reduced else "BiT-HyperRule"
     line = (
-        f"BiT-HyperRule at global batch {run.batch_size} ({batch_size} per process x "
+        f"{variant} at global batch {run.batch_size} ({batch_size} per process x "
         f"{processes} process(es) x {accumulate} accumulated): "
         f"SGD momentum {run.momentum:g}, lr {run.base_lr:.6g}, "
         f"warm-up {run.schedule[0]} steps, lr x {run.decay_factor:g} after steps "

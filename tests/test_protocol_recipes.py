@@ -5,6 +5,7 @@ augmentation, Nesterov momentum reaching the optimizer, and the k-shot path on c
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -165,3 +166,39 @@ def test_k_shot_on_chest_xrays_keeps_k_per_stratum_nested_and_the_full_test_set(
         kept[k] = ids
     assert kept[1] < kept[3]
     assert set(dm(shots_per_class=1, subsample_seed=6).train_set.ids) != kept[1]
+
+
+def test_fit_hyperrule_reduced_on_a_few_shot_natural_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--hyperrule reduced`` on the reduced CIFAR-10 config at 1 shot per class (10 images,
+    under 20k): the rule's small-data schedule kept in steps at the config's batch of 128 --
+    warm-up 100, x 0.1 after 200, 300, 400, end at 500 -- lr 0.001 and no MixUp (the scale
+    study's few-shot runs), where ``--hyperrule true`` would rescale to the batch."""
+    import lightning as L
+
+    from medxfer.commands.lightning import build_cli
+    from medxfer.datamodules.natural import write_synthetic_cifar
+
+    root = tmp_path / "natural"
+    write_synthetic_cifar(root, "cifar10", "python", 60, 20)
+    monkeypatch.setattr(L.Trainer, "fit", lambda self, *args, **kwargs: None)
+    monkeypatch.setattr(sys, "argv", ["medxfer"])
+    common = [
+        "fit", "-c", str(CONFIGS / "cifar10_bit_reduced.yaml"),
+        f"--data.init_args.root={root}", "--data.init_args.shots_per_class=1",
+        "--data.init_args.num_workers=0", "--model.init_args.backbone=timm/test_resnet",
+        "--model.init_args.pretrained=null", "--model.init_args.channels_last=false",
+        "--trainer.precision=32-true", "--trainer.accelerator=cpu", "--trainer.devices=1",
+        f"--trainer.default_root_dir={tmp_path / 'runs'}", "--trainer.logger=false",
+        "--test_after_fit=false",
+    ]  # fmt: skip
+    cli = build_cli([*common, "--hyperrule=reduced"])
+    assert "the scale study's reduced variant, at global batch 128" in capsys.readouterr().out
+    hp = cli.model.hparams
+    assert (hp.optimizer, hp.lr, hp.nesterov, hp.agc_clip) == ("sgd", 0.001, True, 0.01)
+    assert (hp.warmup_steps, list(hp.decay_at), hp.mixup) == (100, [200, 300, 400], 0.0)
+    assert (cli.trainer.max_steps, cli.trainer.max_epochs) == (500, -1)
+    published = build_cli([*common, "--hyperrule=true"])  # the published rule, rescaled
+    assert published.model.hparams.lr == pytest.approx(0.003 * 128 / 512)
+    assert published.trainer.max_steps == 500 * 512 // 128

@@ -668,7 +668,8 @@ def test_shipped_study_files_expand(monkeypatch: pytest.MonkeyPatch) -> None:
     assert run.overrides["model.init_args.pretrained"] == "cxr-bit-r152x4"
     assert run.overrides["model.init_args.backbone"] == "bit-r152x4"
     assert run.overrides["data.init_args.shots_per_class"] == 5
-    assert run.overrides["data.init_args.dataset"] == "cifar100"
+    assert run.configs[-1].endswith("cifar100_bit_reduced.yaml")  # the study's reduced recipe
+    assert run.overrides["hyperrule"] == "reduced"
 
 
 def _fake_study(tmp_path: Path, runs: int = 2, seeds: int = 2) -> object:

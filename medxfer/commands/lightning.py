@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -57,10 +57,12 @@ class MedxferCLI(LightningCLI):
         parser.link_arguments("data.channels", "model.init_args.in_chans", apply_on="instantiate")
         parser.add_argument(
             "--hyperrule",
-            type=bool,
+            type=bool | Literal["reduced"],
             default=False,
             help="fit only: set the resolution, SGD, lr, schedule, steps and MixUp by "
-            "BiT-HyperRule, scaled to the global batch (see medxfer.hyperrule)",
+            "BiT-HyperRule, scaled to the global batch (true), or by the scale study's reduced "
+            "variant: the rule's steps at the run's batch, lr 0.001 (reduced; see "
+            "medxfer.hyperrule)",
         )
         parser.add_argument(
             "--test_after_fit",
@@ -138,14 +140,19 @@ class MedxferCLI(LightningCLI):
         trainer = config["trainer"]
         processes = _config_processes(trainer)
         accumulate = int(trainer.get("accumulate_grad_batches") or 1)
-        self.hyperrule_batch = global_batch(batch_size, processes, accumulate)
-        run = rule.for_batch(self.hyperrule_batch)
+        batch = global_batch(batch_size, processes, accumulate)
+        reduced = config["hyperrule"] == "reduced"
+        if reduced:  # the steps do not depend on the batch: nothing to check at fit
+            run = rule.reduced(batch)
+        else:
+            self.hyperrule_batch = batch
+            run = rule.for_batch(batch)
         for key, value in hyperrule_overrides(resolution, run).items():
             config[key] = value
         from lightning.pytorch.utilities import rank_zero_only
 
         if rank_zero_only.rank == 0:
-            print(describe_run(run, batch_size, processes, accumulate), flush=True)
+            print(describe_run(run, batch_size, processes, accumulate, reduced), flush=True)
 
     def before_fit(self) -> None:
         """``--hyperrule true``: the trainer must run the global batch the rule was set for (a

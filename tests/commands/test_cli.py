@@ -27,7 +27,11 @@ from medxfer.datamodules.chest_xray import (
 from medxfer.datamodules.dermatology import write_synthetic_derm
 from medxfer.datamodules.image_table import write_synthetic_table
 from medxfer.datamodules.mammography import write_synthetic_mammo
-from medxfer.datamodules.natural import write_synthetic_cifar
+from medxfer.datamodules.natural import (
+    write_synthetic_cifar,
+    write_synthetic_flowers,
+    write_synthetic_pets,
+)
 from medxfer.datamodules.segmentation import (
     write_synthetic_drive,
     write_synthetic_montgomery,
@@ -63,6 +67,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             work / f"data/synthetic/{folder}", 24, size=40, seed=0, collection=collection
         )
     write_synthetic_cifar(work / "data/synthetic/natural", "cifar10", "python", 120, 40)
+    write_synthetic_cifar(work / "data/synthetic/natural", "cifar100", "python", 200, 100)
+    write_synthetic_flowers(work / "data/synthetic/flowers", 1020, size=32)
+    write_synthetic_pets(work / "data/synthetic/pets", 10, size=32)
     write_synthetic_derm(work / "data/synthetic/derm", n_cases=40, size=40, seed=0)
     write_synthetic_derm(work / "data/synthetic/derm_b", n_cases=12, size=40, seed=1, shifted=True)
     write_synthetic_mammo(work / "data/synthetic/mammo", n_exams=30, size=40, seed=0)
@@ -114,9 +121,16 @@ def _extra(config: str, workdir: Path) -> list[str]:
             f"--data.init_args.shifted={json.dumps(nih)}",
             "--model.init_args.channels_last=false",
         ]
-    if config in ("cifar10_bit.yaml", "cifar10_bit_reduced.yaml"):  # the synthetic copy
+    natural = {
+        "cifar10_bit.yaml": "natural",
+        "cifar10_bit_reduced.yaml": "natural",
+        "cifar100_bit_reduced.yaml": "natural",
+        "flowers102_bit_reduced.yaml": "flowers",
+        "pets_bit_reduced.yaml": "pets",
+    }
+    if config in natural:  # the synthetic copies
         return [
-            "--data.init_args.root=data/synthetic/natural",
+            f"--data.init_args.root=data/synthetic/{natural[config]}",
             "--model.init_args.channels_last=false",
             "--trainer.precision=32-true",
         ]
@@ -197,6 +211,9 @@ PAPER_CONFIGS = {
     "chexpert_bit_r50x1.yaml",
     "cifar10_bit.yaml",
     "cifar10_bit_reduced.yaml",
+    "cifar100_bit_reduced.yaml",
+    "flowers102_bit_reduced.yaml",
+    "pets_bit_reduced.yaml",
     "cls_benchmark_nih.yaml",
     "tb_benchmark.yaml",
     "derm_paper.yaml",
