@@ -1043,6 +1043,15 @@ def test_multiclass_metrics_on_all_cases_equal_torch_and_sklearn() -> None:
     assert got["ece"][0] == pytest.approx(float(ece), abs=1e-6)
     ovr = np.mean([auc(top == k, probs[:, k]) for k in range(3)])
     assert got["auroc_mean"][0] == pytest.approx(ovr)
+    # mean per-class accuracy = scikit-learn's balanced accuracy, on all cases and on resamples
+    from sklearn.metrics import balanced_accuracy_score
+
+    assert got["mean_class_acc"][0] == pytest.approx(balanced_accuracy_score(top, probs.argmax(1)))
+    draws = rng.integers(0, 120, size=(4, 120))
+    again = resampled_metrics(probs, soft, "multiclass", indices=draws)
+    for r, idx in enumerate(draws):
+        want = balanced_accuracy_score(top[idx], probs[idx].argmax(1))
+        assert again["mean_class_acc"][r] == pytest.approx(want)
 
 
 def test_paired_test_of_a_metric_without_resamples_reads_the_stored_cases(tmp_path: Path) -> None:

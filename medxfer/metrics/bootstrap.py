@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 from scipy import sparse
 
-from medxfer.artifacts import AUROC_MEAN, DICE_MEAN, ECE, TOP1
+from medxfer.artifacts import AUROC_MEAN, DICE_MEAN, ECE, MEAN_CLASS_ACC, TOP1
 
 __all__ = [
     "BOOTSTRAP_TASKS",
@@ -49,7 +49,7 @@ _BLOCK_INDICES = 2**17  # drawn indices per vectorised block: the counts stay in
 #: The output types :func:`resampled_metrics` scores, and the ``results.json`` metrics of each.
 BOOTSTRAP_TASKS = {
     "multilabel": (AUROC_MEAN, ECE),
-    "multiclass": (TOP1, AUROC_MEAN, ECE),
+    "multiclass": (TOP1, MEAN_CLASS_ACC, AUROC_MEAN, ECE),
     "segmentation": (DICE_MEAN,),
 }
 Task = Literal["multilabel", "multiclass", "segmentation"]
@@ -204,8 +204,8 @@ def resampled_metrics(
         probs: ``(n, K)`` per-label (multi-label) or class (multi-class) probabilities.
         target: ``(n, K)``: 0/1 with NaN unknown (multi-label), one-hot or soft (multi-class).
         task: ``multilabel`` (mean AUROC over labels, ECE per label then averaged),
-            ``multiclass`` (top-1 against the top label, one-vs-rest mean AUROC, top-label
-            ECE) or ``segmentation`` (mean Dice, from ``dice``).
+            ``multiclass`` (top-1 against the top label, mean per-class accuracy over the
+            classes a resample holds, one-vs-rest mean AUROC, top-label ECE) or ``segmentation`` (mean Dice, from ``dice``).
         n_resamples: resamples of the cases.
         seed: seed of the resampling.
         dice: ``(n, K)`` each case's Dice per class (segmentation).
@@ -238,7 +238,9 @@ def resampled_metrics(
             else []
         )
         if task == "multiclass":
-            correct = (probs.argmax(axis=1) == np.nan_to_num(target).argmax(axis=1)).astype(float)
+            truth = np.nan_to_num(target).argmax(axis=1)
+            correct = (probs.argmax(axis=1) == truth).astype(float)
+            member = np.eye(probs.shape[1])[truth]  # (n, K): each case's true class
             conf, outcome = probs.max(axis=1, keepdims=True), correct[:, None]
         else:
             conf, outcome = probs, target
@@ -259,6 +261,10 @@ def resampled_metrics(
             out[ECE] = _ece_from_sums((ece_cols @ w.T).T, conf.shape[1], n_bins)
         if TOP1 in wanted:
             out[TOP1] = w @ correct / m
+        if MEAN_CLASS_ACC in wanted:  # each class's recall on the resample, then their mean
+            with np.errstate(invalid="ignore", divide="ignore"):
+                per_class = (w @ (member * correct[:, None])) / (w @ member)
+            out[MEAN_CLASS_ACC] = _nanmean_rows(per_class)
         return out
 
     blocks = [
