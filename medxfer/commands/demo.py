@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from medxfer import artifacts
 from medxfer.commands import main as cli_main
 
@@ -85,6 +87,21 @@ def _repo_file(relative: str) -> Path:
     return path if path.is_file() else Path(relative)
 
 
+def _study_file() -> Path:
+    """``studies/pretrain_demo.yaml`` as shipped when run from the repository (its config paths
+    are relative to it); from elsewhere, a copy beside the runs whose config paths point into
+    the repository."""
+    shipped = _repo_file("studies/pretrain_demo.yaml")
+    if Path.cwd().resolve() == REPO.resolve():
+        return shipped
+    study = yaml.safe_load(shipped.read_text())
+    study["base"] = [str(_repo_file(c)) for c in study["base"]]
+    copy = PRETRAIN_RUN.parent / "pretrain_demo_study.yaml"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_text(yaml.safe_dump(study, sort_keys=False))
+    return copy
+
+
 def pretrain(fit_args: list[str]) -> int:
     """The pre-training chain from the current folder: data (written when absent), pre-training
     (skipped when its ``results.json`` is there; ``fit_args`` go to that ``medxfer fit``),
@@ -105,7 +122,7 @@ def pretrain(fit_args: list[str]) -> int:
     print(f"[demo] medxfer export {PRETRAIN_RUN} {EXPORT}", flush=True)
     if rc := cli_main(["export", str(PRETRAIN_RUN), str(EXPORT), "--force"]):
         return rc
-    study = _repo_file("studies/pretrain_demo.yaml")
+    study = _study_file()
     print(f"[demo] medxfer study run {study} (tuberculosis: random vs continual)", flush=True)
     if rc := cli_main(["study", "run", str(study)]):
         return rc
