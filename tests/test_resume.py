@@ -257,10 +257,10 @@ def test_kill_and_resume_equals_the_uninterrupted_run(
     out = _fit(["--resume", "runs/lightning_logs/version_0"], tmp_path / "killed")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "continuing runs/lightning_logs/version_0" in out.stdout
-    # the same folder: no second version, the results beside the first part's files
-    assert sorted(p.name for p in (tmp_path / "killed/runs/lightning_logs").iterdir()) == [
-        "version_0"
-    ]
+    # the same folder: no second version, the results beside the first part's files (the
+    # run folder's lock file, .version_0.medxfer.lock, sits beside it)
+    logs = tmp_path / "killed/runs/lightning_logs"
+    assert sorted(p.name for p in logs.iterdir() if p.is_dir()) == ["version_0"]
     whole_results = json.loads((runs["whole"] / "results.json").read_text())
     assert json.loads((killed / "results.json").read_text()) == whole_results
     final = {k: torch.load(r / "final_weights.pt", weights_only=True) for k, r in runs.items()}
