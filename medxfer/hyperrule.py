@@ -119,8 +119,7 @@ class HyperRule:
             >>> run.schedule, run.examples_seen, run.base_lr
             ((1600, 3200, 4800, 6400, 8000), 256000, 0.0001875)
         """
-        if batch_size < 1:
-            raise ValueError(f"the global batch must be positive, got {batch_size}")
+        _check_batch(batch_size)
         return replace(
             self,
             schedule=tuple(-(-b * self.batch_size // batch_size) for b in self.schedule),
@@ -141,8 +140,7 @@ class HyperRule:
             >>> run.schedule, run.base_lr, run.batch_size
             ((500, 3000, 6000, 9000, 10000), 0.001, 128)
         """
-        if batch_size < 1:
-            raise ValueError(f"the global batch must be positive, got {batch_size}")
+        _check_batch(batch_size)
         return replace(self, base_lr=REDUCED_LR, batch_size=batch_size)
 
     def task_settings(self) -> dict[str, Any]:
@@ -159,6 +157,12 @@ class HyperRule:
             "decay_factor": self.decay_factor,
             "mixup": self.mixup,
         }
+
+
+def _check_batch(batch_size: int) -> None:
+    """A global batch must be a positive number of examples."""
+    if batch_size < 1:
+        raise ValueError(f"the global batch must be positive, got {batch_size}")
 
 
 def bit_hyperrule(dataset_size: int, image_size: int | Sequence[int]) -> HyperRule:

@@ -26,7 +26,6 @@ from medxfer.commands import main as cli_main
 __all__ = ["main"]
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "configs" / "chexpert_demo.yaml"
 DATA = Path("data/synthetic")
 #: Where the demo config writes its runs (its ``default_root_dir`` / logger ``save_dir``).
 RUNS = Path("runs/chexpert_demo")
@@ -47,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = cli_main(["synthesize", "cxr", str(DATA)])
         if rc:
             return rc  # the error is printed: `make demo` fails with it
-    config = CONFIG if CONFIG.is_file() else Path("configs/chexpert_demo.yaml")
+    config = _repo_file("configs/chexpert_demo.yaml")
     before = set(RUNS.glob(f"**/{artifacts.RESULTS_JSON}"))
     print(f"[demo] medxfer fit -c {config} (a ResNet-18 from random init, on CPU)", flush=True)
     rc = cli_main(["fit", "-c", str(config), *argv])
